@@ -1,0 +1,311 @@
+//! `kraiter.contacts.v1.ContactsService`: the SDK's contacts namespace.
+
+use tonic::{Request, Response, Status};
+
+use super::pb::contacts_service_server::ContactsService;
+use super::pb::{self, TimelineOrder as PbTimelineOrder};
+use super::stream::{self, PageStream, Pager};
+use super::{Authenticator, convert, handle};
+use crate::domain::{
+    Contact, ContactId, ContactQuery, ContactUpdate, CursorKind, Email, NewContact, PageCursor,
+    PageSize, SearchTerm, TenantId, TimelineEntry, TimelineKey, TimelineOrder, TimelineQuery,
+    ValidationError, parse_max_pages,
+};
+use crate::store::DynStore;
+
+pub struct ContactsApi {
+    store: DynStore,
+    auth: Authenticator,
+}
+
+impl ContactsApi {
+    pub fn new(store: DynStore) -> Self {
+        Self {
+            auth: Authenticator::new(store.clone()),
+            store,
+        }
+    }
+}
+
+/// Decodes an optional cursor for this tenant, list and query.
+fn resume_key(
+    raw: &str,
+    tenant: &TenantId,
+    kind: CursorKind,
+    query: &[&str],
+) -> Result<Option<String>, ValidationError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    PageCursor::decode(raw, tenant, kind, query).map(Some)
+}
+
+/// Encodes `next` (a keyset key) as this list's cursor; empty means "last page".
+fn next_cursor(
+    next: Option<String>,
+    tenant: &TenantId,
+    kind: CursorKind,
+    query: &[&str],
+) -> String {
+    next.map(|key| PageCursor::new(kind, query, key).encode(tenant))
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl ContactsService for ContactsApi {
+    async fn create_contact(
+        &self,
+        request: Request<pb::CreateContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "CreateContact",
+            &metadata,
+            |tenant| async move {
+                let new = NewContact::try_from(message)?;
+                let contact = self.store.create_contact(&tenant, new).await?;
+                Ok(convert::contact(contact))
+            },
+        )
+        .await
+    }
+
+    async fn get_contact(
+        &self,
+        request: Request<pb::GetContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        handle(&self.auth, "GetContact", &metadata, |tenant| async move {
+            let id = ContactId::parse(&message.id, "id")?;
+            Ok(convert::contact(
+                self.store.get_contact(&tenant, &id).await?,
+            ))
+        })
+        .await
+    }
+
+    async fn get_contact_by_email(
+        &self,
+        request: Request<pb::GetContactByEmailRequest>,
+    ) -> Result<Response<pb::GetContactByEmailResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "GetContactByEmail",
+            &metadata,
+            |tenant| async move {
+                let email = Email::parse(&message.email, "email")?;
+                let contact = self.store.get_contact_by_email(&tenant, &email).await?;
+                Ok(pb::GetContactByEmailResponse {
+                    contact: contact.map(convert::contact),
+                })
+            },
+        )
+        .await
+    }
+
+    type ListContactsStream = PageStream<pb::ListContactsResponse>;
+
+    async fn list_contacts(
+        &self,
+        request: Request<pb::ListContactsRequest>,
+    ) -> Result<Response<Self::ListContactsStream>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        handle(&self.auth, "ListContacts", &metadata, |tenant| async move {
+            let page_size = PageSize::parse(message.limit)?;
+            let max_pages = parse_max_pages(message.max_pages)?;
+            let query = ContactQuery {
+                search: SearchTerm::parse(&message.search)?,
+                suppressed: message.suppressed,
+            };
+            let after = resume_key(
+                &message.cursor,
+                &tenant,
+                CursorKind::Contacts,
+                &query.fingerprint_parts(),
+            )?;
+            let store = self.store.clone();
+            let fetch_tenant = tenant.clone();
+            let fetch_query = query.clone();
+            Ok(stream::spawn(Pager {
+                page_size,
+                max_pages,
+                after,
+                fetch: move |after: Option<String>, limit| {
+                    let (store, tenant, query) =
+                        (store.clone(), fetch_tenant.clone(), fetch_query.clone());
+                    async move {
+                        store
+                            .list_contacts(&tenant, &query, after.as_deref(), limit)
+                            .await
+                    }
+                },
+                key: |contact: &Contact| contact.id.as_str().to_owned(),
+                message: move |contacts: Vec<Contact>, next: Option<String>| {
+                    pb::ListContactsResponse {
+                        contacts: contacts.into_iter().map(convert::contact).collect(),
+                        next_cursor: next_cursor(
+                            next,
+                            &tenant,
+                            CursorKind::Contacts,
+                            &query.fingerprint_parts(),
+                        ),
+                    }
+                },
+            }))
+        })
+        .await
+    }
+
+    async fn update_contact(
+        &self,
+        request: Request<pb::UpdateContactRequest>,
+    ) -> Result<Response<pb::Contact>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "UpdateContact",
+            &metadata,
+            |tenant| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                let update = ContactUpdate::try_from(message)?;
+                Ok(convert::contact(
+                    self.store.update_contact(&tenant, &id, update).await?,
+                ))
+            },
+        )
+        .await
+    }
+
+    async fn delete_contact(
+        &self,
+        request: Request<pb::DeleteContactRequest>,
+    ) -> Result<Response<pb::DeleteContactResponse>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "DeleteContact",
+            &metadata,
+            |tenant| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                self.store.delete_contact(&tenant, &id).await?;
+                Ok(pb::DeleteContactResponse {
+                    id: id.into_string(),
+                })
+            },
+        )
+        .await
+    }
+
+    type ListContactSendsStream = PageStream<pb::ListContactSendsResponse>;
+
+    async fn list_contact_sends(
+        &self,
+        request: Request<pb::ListContactSendsRequest>,
+    ) -> Result<Response<Self::ListContactSendsStream>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("todo"))
+    }
+
+    type ListContactScheduledSendsStream = PageStream<pb::ListContactScheduledSendsResponse>;
+
+    async fn list_contact_scheduled_sends(
+        &self,
+        request: Request<pb::ListContactScheduledSendsRequest>,
+    ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("todo"))
+    }
+
+    async fn list_contact_sequences(
+        &self,
+        request: Request<pb::ListContactSequencesRequest>,
+    ) -> Result<Response<pb::ListContactSequencesResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("todo"))
+    }
+
+    async fn list_contact_segments(
+        &self,
+        request: Request<pb::ListContactSegmentsRequest>,
+    ) -> Result<Response<pb::ListContactSegmentsResponse>, Status> {
+        let _ = request;
+        Err(Status::unimplemented("todo"))
+    }
+
+    type ListContactTimelineStream = PageStream<pb::ListContactTimelineResponse>;
+
+    async fn list_contact_timeline(
+        &self,
+        request: Request<pb::ListContactTimelineRequest>,
+    ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "ListContactTimeline",
+            &metadata,
+            |tenant| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                let page_size = PageSize::parse(message.limit)?;
+                let max_pages = parse_max_pages(message.max_pages)?;
+                let order = match PbTimelineOrder::try_from(message.order) {
+                    Ok(PbTimelineOrder::Unspecified | PbTimelineOrder::NewestFirst) => {
+                        TimelineOrder::NewestFirst
+                    }
+                    Ok(PbTimelineOrder::OldestFirst) => TimelineOrder::OldestFirst,
+                    Err(_) => {
+                        return Err(
+                            ValidationError::new("order", "is not a known TimelineOrder").into(),
+                        );
+                    }
+                };
+                let query = TimelineQuery::new(order, message.types)?;
+                let fingerprint = query.fingerprint_parts(id.as_str());
+                let parts = || fingerprint.iter().map(String::as_str).collect::<Vec<_>>();
+                let after = resume_key(&message.cursor, &tenant, CursorKind::Timeline, &parts())?
+                    .as_deref()
+                    .map(TimelineKey::decode)
+                    .transpose()?;
+                self.store.ensure_contact(&tenant, &id).await?;
+                let store = self.store.clone();
+                let fetch_tenant = tenant.clone();
+                Ok(stream::spawn(Pager {
+                    page_size,
+                    max_pages,
+                    after,
+                    fetch: move |after: Option<TimelineKey>, limit| {
+                        let (store, tenant, query, id) = (
+                            store.clone(),
+                            fetch_tenant.clone(),
+                            query.clone(),
+                            id.clone(),
+                        );
+                        async move {
+                            store
+                                .list_timeline(&tenant, &id, &query, after.as_ref(), limit)
+                                .await
+                        }
+                    },
+                    key: |entry: &TimelineEntry| TimelineKey {
+                        timestamp_micros: entry.timestamp.timestamp_micros(),
+                        id: entry.id.clone(),
+                    },
+                    message: move |entries: Vec<TimelineEntry>, next: Option<TimelineKey>| {
+                        let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
+                        pb::ListContactTimelineResponse {
+                            entries: entries.into_iter().map(convert::timeline_entry).collect(),
+                            next_cursor: next_cursor(
+                                next.map(|k| k.encode()),
+                                &tenant,
+                                CursorKind::Timeline,
+                                &parts,
+                            ),
+                        }
+                    },
+                }))
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,149 @@
+//! Protobuf <-> domain conversions. Parsing happens here, at the edge: a request
+//! that converts is valid.
+
+use chrono::{DateTime, Utc};
+use prost_types::value::Kind;
+use prost_types::{ListValue, Struct, Timestamp, Value as PbValue};
+use serde_json::{Map, Number, Value};
+
+use super::pb;
+use crate::domain::{
+    Contact, ContactUpdate, Email, NewContact, Properties, PropertiesPatch, TimelineEntry,
+    ValidationError,
+};
+
+/// Largest integer an f64 holds exactly; integral numbers up to it are kept as integers.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn contact(contact: Contact) -> pb::Contact {
+    pb::Contact {
+        id: contact.id.into_string(),
+        email: contact.email.into_string(),
+        properties: Some(to_struct(contact.properties.into_map())),
+        suppressed: contact.suppressed,
+        unsubscribed: contact.unsubscribed,
+        created_at: Some(timestamp(contact.created_at)),
+        updated_at: Some(timestamp(contact.updated_at)),
+    }
+}
+
+pub fn timeline_entry(entry: TimelineEntry) -> pb::TimelineEntry {
+    pb::TimelineEntry {
+        id: entry.id,
+        r#type: entry.kind,
+        timestamp: Some(timestamp(entry.timestamp)),
+        data: Some(to_struct(entry.data)),
+    }
+}
+
+impl TryFrom<pb::CreateContactRequest> for NewContact {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::CreateContactRequest) -> Result<Self, Self::Error> {
+        let properties = match request.properties {
+            Some(properties) => {
+                Properties::parse(from_struct(properties, "properties")?, "properties")?
+            }
+            None => Properties::default(),
+        };
+        Ok(Self {
+            email: Email::parse(&request.email, "email")?,
+            properties,
+        })
+    }
+}
+
+impl TryFrom<pb::UpdateContactRequest> for ContactUpdate {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::UpdateContactRequest) -> Result<Self, Self::Error> {
+        let properties = request
+            .properties
+            .map(|properties| {
+                PropertiesPatch::parse(from_struct(properties, "properties")?, "properties")
+            })
+            .transpose()?;
+        Ok(Self {
+            email: request
+                .email
+                .as_deref()
+                .map(|email| Email::parse(email, "email"))
+                .transpose()?,
+            properties,
+        })
+    }
+}
+
+/// Converts a Struct to a JSON object; NaN and infinities have no JSON form and are
+/// refused, naming the key.
+pub fn from_struct(value: Struct, field: &str) -> Result<Map<String, Value>, ValidationError> {
+    let mut map = Map::new();
+    for (key, value) in value.fields {
+        let path = format!("{field}.{key}");
+        let json = from_value(value, &path)?;
+        map.insert(key, json);
+    }
+    Ok(map)
+}
+
+fn from_value(value: PbValue, path: &str) -> Result<Value, ValidationError> {
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::NumberValue(n)) => number(n, path)?,
+        Some(Kind::StructValue(s)) => Value::Object(from_struct(s, path)?),
+        Some(Kind::ListValue(list)) => {
+            let mut items = Vec::with_capacity(list.values.len());
+            for item in list.values {
+                items.push(from_value(item, path)?);
+            }
+            Value::Array(items)
+        }
+    })
+}
+
+fn number(n: f64, path: &str) -> Result<Value, ValidationError> {
+    if !n.is_finite() {
+        let short: String = path.chars().take(80).collect();
+        return Err(ValidationError::new(
+            short,
+            "numbers must be finite (no NaN or infinity)",
+        ));
+    }
+    // Keep integral values integral, so `42` reads back and matches searches as `42`.
+    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+        return Ok(Value::Number(Number::from(n as i64)));
+    }
+    Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+}
+
+pub fn to_struct(map: Map<String, Value>) -> Struct {
+    Struct {
+        fields: map
+            .into_iter()
+            .map(|(key, value)| (key, to_value(value)))
+            .collect(),
+    }
+}
+
+fn to_value(value: Value) -> PbValue {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.into_iter().map(to_value).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(to_struct(map)),
+    };
+    PbValue { kind: Some(kind) }
+}

@@ -1,0 +1,93 @@
+//! The one place where errors become gRPC statuses. Causes go to the log; the
+//! caller gets a code, a short message, and the SDK error code in `ErrorInfo`.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+/// `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "contacts.kraiter.dev";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+impl ApiError {
+    /// The SDK error code, carried as `ErrorInfo.reason`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => "VALIDATION_ERROR",
+            Self::Store(StoreError::Conflict { .. }) => "CONFLICT",
+            Self::Store(StoreError::NotFound) => "NOT_FOUND",
+            Self::Unauthenticated(_) => "UNAUTHORISED",
+            Self::Store(StoreError::Unavailable(_)) => "UNAVAILABLE",
+            Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => "INTERNAL",
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => Code::InvalidArgument,
+            Self::Store(StoreError::Conflict { .. }) => Code::AlreadyExists,
+            Self::Store(StoreError::NotFound) => Code::NotFound,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Store(StoreError::Unavailable(_)) => Code::Unavailable,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        let code = err.code();
+        let mut details = ErrorDetails::new();
+        details.set_error_info(err.reason(), ERROR_DOMAIN, std::collections::HashMap::new());
+        let message = match &err {
+            ApiError::Validation(v) | ApiError::Store(StoreError::Invalid(v)) => {
+                details.add_bad_request_violation(&v.field, &v.description);
+                v.to_string()
+            }
+            ApiError::Store(StoreError::Conflict { field }) => {
+                format!("a contact with this `{field}` already exists")
+            }
+            ApiError::Store(StoreError::NotFound) => "contact not found".to_owned(),
+            ApiError::Unauthenticated(why) => (*why).to_owned(),
+            ApiError::FailedPrecondition(why) => why.clone(),
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+                "the database is unavailable; retry later".to_owned()
+            }
+            ApiError::Store(StoreError::Config(_) | StoreError::Internal(_)) => {
+                "internal error".to_owned()
+            }
+        };
+        if matches!(code, Code::Internal | Code::Unavailable) {
+            // The cause chain stays in the log; the caller never sees driver text.
+            tracing::error!(error = %error_chain(&err), "request failed");
+        }
+        Status::with_error_details(code, message, details)
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,138 @@
+use chrono::{DateTime, Utc};
+
+use super::{
+    ContactId, Email, Properties, PropertiesPatch, TimelineEntry, ValidationError, contact_updated,
+};
+
+/// A stored contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub id: ContactId,
+    pub email: Email,
+    pub properties: Properties,
+    pub suppressed: bool,
+    pub unsubscribed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Contact {
+    /// The contact after `update`, with the `contact.updated` entry that records it;
+    /// `None` when the update changes nothing (nothing is written then).
+    pub fn apply(
+        &self,
+        update: ContactUpdate,
+    ) -> Result<Option<(Contact, TimelineEntry)>, ValidationError> {
+        let mut after = self.clone();
+        let mut property_changes = Vec::new();
+        if let Some(email) = update.email {
+            after.email = email;
+        }
+        if let Some(patch) = &update.properties {
+            let (merged, changes) = self.properties.merge(patch, "properties")?;
+            after.properties = merged;
+            property_changes = changes;
+        }
+        after.updated_at = super::now().max(self.updated_at);
+        Ok(contact_updated(self, &after, &property_changes).map(|entry| (after, entry)))
+    }
+}
+
+/// A validated CreateContact.
+#[derive(Debug, Clone)]
+pub struct NewContact {
+    pub email: Email,
+    pub properties: Properties,
+}
+
+/// A validated UpdateContact: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ContactUpdate {
+    pub email: Option<Email>,
+    pub properties: Option<PropertiesPatch>,
+}
+
+/// Filters of ListContacts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactQuery {
+    pub search: Option<SearchTerm>,
+    pub suppressed: Option<bool>,
+}
+
+impl ContactQuery {
+    /// The parts a cursor is bound to.
+    pub fn fingerprint_parts(&self) -> [&str; 2] {
+        let search = self.search.as_ref().map_or("", SearchTerm::as_str);
+        let suppressed = match self.suppressed {
+            None => "",
+            Some(true) => "1",
+            Some(false) => "0",
+        };
+        [search, suppressed]
+    }
+}
+
+/// A search term, lowercased. Matched as a literal substring: `%`, `_` and `\` carry
+/// no special meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchTerm(String);
+
+impl SearchTerm {
+    pub const MAX_CHARS: usize = 256;
+
+    /// `None` for an empty term (no filter).
+    pub fn parse(raw: &str) -> Result<Option<Self>, ValidationError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw.chars().count() > Self::MAX_CHARS {
+            return Err(ValidationError::new(
+                "search",
+                format!("must be at most {} characters", Self::MAX_CHARS),
+            ));
+        }
+        // Control characters separate values in the indexed text; none can match.
+        if raw.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "search",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Some(Self(raw.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The term as a LIKE pattern with `\` as the escape character.
+    pub fn like_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.0.len() + 2);
+        pattern.push('%');
+        for c in self.0.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        pattern
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_are_lowercased_and_wildcards_escaped() {
+        let term = SearchTerm::parse("50%_Off\\")
+            .expect("valid")
+            .expect("not empty");
+        assert_eq!(term.as_str(), "50%_off\\");
+        assert_eq!(term.like_pattern(), "%50\\%\\_off\\\\%");
+        assert_eq!(SearchTerm::parse(""), Ok(None));
+        assert!(SearchTerm::parse("a\nb").is_err());
+        assert!(SearchTerm::parse(&"x".repeat(257)).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+use email_address::{EmailAddress, Options};
+
+use super::ValidationError;
+
+/// Longest address we accept (RFC 5321's path limit less the angle brackets).
+const MAX_LEN: usize = 254;
+
+/// A syntactically valid email address. `key()` is the case-folded form that
+/// uniqueness and lookups use; `as_str()` keeps the caller's spelling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    address: String,
+    key: String,
+}
+
+impl Email {
+    /// Trims and validates `raw`; `field` names the request field in the error.
+    pub fn parse(raw: &str, field: &str) -> Result<Self, ValidationError> {
+        let address = raw.trim();
+        if address.is_empty() {
+            return Err(ValidationError::new(field, "must not be empty"));
+        }
+        if address.chars().count() > MAX_LEN {
+            return Err(ValidationError::new(
+                field,
+                format!("must be at most {MAX_LEN} characters"),
+            ));
+        }
+        if address.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                field,
+                "must not contain control characters",
+            ));
+        }
+        let options = Options {
+            minimum_sub_domains: 2,
+            allow_domain_literal: false,
+            allow_display_text: false,
+            ..Options::default()
+        };
+        if let Err(err) = EmailAddress::parse_with_options(address, options) {
+            return Err(ValidationError::new(
+                field,
+                format!("is not a valid email address ({err})"),
+            ));
+        }
+        Ok(Self {
+            key: address.to_lowercase(),
+            address: address.to_owned(),
+        })
+    }
+
+    /// Rebuilds an address that a store validated when it was written.
+    pub fn from_trusted(address: String) -> Self {
+        Self {
+            key: address.to_lowercase(),
+            address,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.address
+    }
+
+    /// Case-folded form: `Alice@Example.com` and `alice@example.com` are one contact.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn into_string(self) -> String {
+        self.address
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_trims_valid_addresses() {
+        for raw in [
+            "alice@example.com",
+            "  Alice.Smith+tag@Example.co.uk ",
+            "o'neil@example.org",
+            "用户@例子.广告",
+        ] {
+            let email = Email::parse(raw, "email").unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(email.as_str(), raw.trim(), "{raw}");
+            assert_eq!(email.key(), raw.trim().to_lowercase(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_addresses_naming_the_field() {
+        let long = format!("{}@example.com", "a".repeat(250));
+        for (raw, why) in [
+            ("", "empty"),
+            ("   ", "blank"),
+            ("alice", "no at sign"),
+            ("alice@", "no domain"),
+            ("@example.com", "no local part"),
+            ("alice@localhost", "single-label domain"),
+            ("alice@[127.0.0.1]", "domain literal"),
+            ("Alice <alice@example.com>", "display text"),
+            ("al ice@example.com", "space"),
+            ("alice@exa\0mple.com", "nul"),
+            ("alice\n@example.com", "newline"),
+            (long.as_str(), "too long"),
+        ] {
+            let err = Email::parse(raw, "email").expect_err(why);
+            assert_eq!(err.field, "email", "{why}");
+        }
+    }
+}

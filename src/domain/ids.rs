@@ -1,0 +1,106 @@
+use std::sync::Mutex;
+
+use ulid::{Generator, Ulid};
+
+use super::ValidationError;
+
+/// Ids are `prefix_` + a ULID. One monotonic generator per process, so ids made in
+/// the same millisecond still sort in creation order.
+static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
+
+/// A new time-ordered id such as `con_01JD...`.
+pub fn new_id(prefix: &str) -> String {
+    let ulid = {
+        let mut generator = GENERATOR
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random ULID.
+        generator.generate().unwrap_or_else(|_| Ulid::new())
+    };
+    format!("{prefix}_{ulid}")
+}
+
+/// Checks that `raw` is `prefix_` followed by a ULID, naming `field` when it is not.
+pub fn parse_prefixed_id(raw: &str, prefix: &str, field: &str) -> Result<String, ValidationError> {
+    if raw.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    let ulid = raw
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .filter(|ulid| ulid.len() == 26 && Ulid::from_string(ulid).is_ok());
+    match ulid {
+        // Crockford base32 is case-insensitive; keep one spelling so ids compare equal.
+        Some(ulid) => Ok(format!("{prefix}_{}", ulid.to_ascii_uppercase())),
+        None => Err(ValidationError::new(
+            field,
+            format!("must be an id of the form `{prefix}_<ulid>`"),
+        )),
+    }
+}
+
+/// Id of a contact: `con_` + ULID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContactId(String);
+
+impl ContactId {
+    pub const PREFIX: &'static str = "con";
+
+    pub fn generate() -> Self {
+        Self(new_id(Self::PREFIX))
+    }
+
+    pub fn parse(raw: &str, field: &str) -> Result<Self, ValidationError> {
+        parse_prefixed_id(raw, Self::PREFIX, field).map(Self)
+    }
+
+    /// Rebuilds an id read back from a store.
+    pub fn from_trusted(raw: String) -> Self {
+        Self(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_and_sort_by_creation() {
+        let ids: Vec<ContactId> = (0..1000).map(|_| ContactId::generate()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} !< {:?}", pair[0], pair[1]);
+        }
+        let parsed = ContactId::parse(ids[0].as_str(), "id").expect("own id parses");
+        assert_eq!(parsed, ids[0]);
+    }
+
+    #[test]
+    fn lowercase_ulid_is_normalised() {
+        let id = ContactId::generate();
+        let lower = id.as_str().to_ascii_lowercase();
+        assert_eq!(ContactId::parse(&lower, "id").expect("parses"), id);
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected() {
+        for bad in [
+            "",
+            "con_",
+            "con_123",
+            "snd_01JD0000000000000000000000",
+            "01JD0000000000000000000000",
+            "con_01JD000000000000000000000!",
+        ] {
+            let err = ContactId::parse(bad, "id").expect_err(bad);
+            assert_eq!(err.field, "id");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! Types and rules of the contacts domain. No I/O, no protobuf, no SQL: values here
+//! are parsed at the edge, so invalid data cannot exist past it.
+
+mod api_key;
+mod contact;
+mod cursor;
+mod email;
+mod error;
+mod ids;
+mod page;
+mod properties;
+mod tenant;
+mod timeline;
+
+pub use api_key::{NewApiKey, hash as hash_api_key};
+pub use contact::{Contact, ContactQuery, ContactUpdate, NewContact, SearchTerm};
+pub use cursor::{CursorKind, PageCursor};
+pub use email::Email;
+pub use error::ValidationError;
+pub use ids::{ContactId, new_id, parse_prefixed_id};
+pub use page::{PageSize, parse_max_pages};
+pub use properties::{Properties, PropertiesPatch, search_text};
+pub use tenant::TenantId;
+pub use timeline::{
+    TimelineEntry, TimelineKey, TimelineOrder, TimelineQuery, contact_created, contact_updated,
+    types as timeline_types,
+};
+
+/// Current time at the precision both stores keep (microseconds), so a value read
+/// back equals the value written.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    let micros = now.timestamp_micros();
+    chrono::DateTime::from_timestamp_micros(micros).expect("current time is within chrono's range")
+}

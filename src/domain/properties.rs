@@ -1,0 +1,258 @@
+use serde_json::{Map, Value};
+
+use super::ValidationError;
+
+/// Largest property set, serialized as JSON.
+pub const MAX_BYTES: usize = 64 * 1024;
+/// Deepest nesting of a property value (a scalar directly under a key is depth 1).
+pub const MAX_DEPTH: usize = 16;
+/// Longest property key, in characters.
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// A contact's custom properties: a JSON object that fits the limits above, with no
+/// NUL characters (PostgreSQL's jsonb cannot store them) and no top-level nulls.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Properties(Map<String, Value>);
+
+/// Keys to set or, where the value is null, to remove.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PropertiesPatch(Map<String, Value>);
+
+impl Properties {
+    /// Validates a property set given at creation; top-level nulls mean "absent" and
+    /// are dropped, as they are in an update.
+    pub fn parse(mut map: Map<String, Value>, field: &str) -> Result<Self, ValidationError> {
+        map.retain(|_, value| !value.is_null());
+        validate(&map, field)?;
+        Ok(Self(map))
+    }
+
+    /// Rebuilds properties read back from a store.
+    pub fn from_trusted(map: Map<String, Value>) -> Self {
+        Self(map)
+    }
+
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0
+    }
+
+    /// Applies `patch` and returns the result with the keys that really changed,
+    /// as `(key, before, after)`; absent means the key did not exist.
+    #[allow(clippy::type_complexity)]
+    pub fn merge(
+        &self,
+        patch: &PropertiesPatch,
+        field: &str,
+    ) -> Result<(Self, Vec<(String, Option<Value>, Option<Value>)>), ValidationError> {
+        let mut merged = self.0.clone();
+        let mut changes = Vec::new();
+        for (key, value) in &patch.0 {
+            let before = merged.get(key).cloned();
+            let after = if value.is_null() {
+                merged.remove(key);
+                None
+            } else {
+                merged.insert(key.clone(), value.clone());
+                Some(value.clone())
+            };
+            if before != after {
+                changes.push((key.clone(), before, after));
+            }
+        }
+        if serialized_len(&merged) > MAX_BYTES {
+            return Err(ValidationError::new(
+                field,
+                format!("merged properties must be at most {MAX_BYTES} bytes as JSON"),
+            ));
+        }
+        Ok((Self(merged), changes))
+    }
+}
+
+impl PropertiesPatch {
+    pub fn parse(map: Map<String, Value>, field: &str) -> Result<Self, ValidationError> {
+        validate(&map, field)?;
+        Ok(Self(map))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_map(&self) -> &Map<String, Value> {
+        &self.0
+    }
+}
+
+fn validate(map: &Map<String, Value>, field: &str) -> Result<(), ValidationError> {
+    for (key, value) in map {
+        if key.is_empty() {
+            return Err(ValidationError::new(field, "keys must not be empty"));
+        }
+        if key.chars().count() > MAX_KEY_CHARS {
+            return Err(ValidationError::new(
+                format!("{field}.{}", truncate(key)),
+                format!("keys must be at most {MAX_KEY_CHARS} characters"),
+            ));
+        }
+        if key.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                field,
+                "keys must not contain control characters",
+            ));
+        }
+        check_value(value, 1, &format!("{field}.{key}"))?;
+    }
+    if serialized_len(map) > MAX_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {MAX_BYTES} bytes as JSON"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_value(value: &Value, depth: usize, path: &str) -> Result<(), ValidationError> {
+    if depth > MAX_DEPTH {
+        return Err(ValidationError::new(
+            truncate(path),
+            format!("must not be nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    match value {
+        Value::String(s) if s.contains('\0') => Err(ValidationError::new(
+            truncate(path),
+            "strings must not contain NUL characters",
+        )),
+        Value::Array(items) => {
+            for item in items {
+                check_value(item, depth + 1, path)?;
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            for (key, item) in map {
+                if key.contains('\0') {
+                    return Err(ValidationError::new(
+                        truncate(path),
+                        "keys must not contain NUL characters",
+                    ));
+                }
+                check_value(item, depth + 1, path)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Field paths echo caller keys; keep error messages short whatever the key.
+fn truncate(path: &str) -> String {
+    match path.char_indices().nth(80) {
+        Some((end, _)) => format!("{}...", &path[..end]),
+        None => path.to_owned(),
+    }
+}
+
+fn serialized_len(map: &Map<String, Value>) -> usize {
+    serde_json::to_vec(map).map_or(usize::MAX, |bytes| bytes.len())
+}
+
+/// The text that `search` matches against: the email and every scalar property
+/// value, lowercased, one per line. Computed here so both stores index the same text.
+pub fn search_text(email: &str, properties: &Properties) -> String {
+    let mut text = email.to_lowercase();
+    for value in properties.0.values() {
+        push_values(value, &mut text);
+    }
+    text
+}
+
+fn push_values(value: &Value, text: &mut String) {
+    match value {
+        Value::Null => {}
+        Value::String(s) => {
+            text.push('\n');
+            text.push_str(&s.to_lowercase());
+        }
+        Value::Bool(_) | Value::Number(_) => {
+            text.push('\n');
+            text.push_str(&value.to_string());
+        }
+        Value::Array(items) => items.iter().for_each(|item| push_values(item, text)),
+        Value::Object(map) => map.values().for_each(|item| push_values(item, text)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().expect("test input is an object")
+    }
+
+    #[test]
+    fn merge_sets_overwrites_removes_and_reports_changes() {
+        let props = Properties::parse(map(json!({"a": 1, "b": "x", "c": true})), "properties")
+            .expect("valid");
+        let patch = PropertiesPatch::parse(
+            map(json!({"a": 2, "b": null, "d": [1], "c": true})),
+            "properties",
+        )
+        .expect("valid");
+        let (merged, changes) = props.merge(&patch, "properties").expect("fits");
+        assert_eq!(merged.as_map(), &map(json!({"a": 2, "c": true, "d": [1]})));
+        assert_eq!(
+            changes,
+            vec![
+                ("a".into(), Some(json!(1)), Some(json!(2))),
+                ("b".into(), Some(json!("x")), None),
+                ("d".into(), None, Some(json!([1]))),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_input_postgres_cannot_store_or_that_is_too_big() {
+        let deep = (0..MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));
+        let cases = [
+            (json!({"": 1}), "empty key"),
+            (json!({"a": "x\u{0}y"}), "nul in value"),
+            (json!({"a": {"k\u{0}": 1}}), "nul in nested key"),
+            (json!({"a\u{1}": 1}), "control char in key"),
+            (json!({"a": deep}), "too deep"),
+            (json!({"a": "x".repeat(MAX_BYTES)}), "too big"),
+            (json!({"k".repeat(MAX_KEY_CHARS + 1): 1}), "key too long"),
+        ];
+        for (value, why) in cases {
+            let err = Properties::parse(map(value), "properties").expect_err(why);
+            assert!(err.field.starts_with("properties"), "{why}: {err}");
+        }
+    }
+
+    #[test]
+    fn top_level_nulls_are_dropped_on_create() {
+        let props =
+            Properties::parse(map(json!({"a": null, "b": 1})), "properties").expect("valid");
+        assert_eq!(props.as_map(), &map(json!({"b": 1})));
+    }
+
+    #[test]
+    fn search_text_holds_email_and_nested_values_lowercased() {
+        let props = Properties::parse(
+            map(json!({"name": "Ålice", "n": 42, "tags": ["VIP", {"x": "Deep"}]})),
+            "properties",
+        )
+        .expect("valid");
+        let text = search_text("Alice@Example.com", &props);
+        // serde_json keeps keys sorted: `n`, `name`, `tags`.
+        assert_eq!(text, "alice@example.com\n42\nålice\nvip\ndeep");
+    }
+}

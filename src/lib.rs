@@ -1,0 +1,11 @@
+//! kraiter-contacts: the gRPC service that owns the contact records of the Kraiter
+//! email platform. Layers depend downwards only: `api -> domain <- store`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod keys;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

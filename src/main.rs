@@ -1,0 +1,102 @@
+use anyhow::Context;
+use clap::Parser;
+use kraiter_contacts::config::{Cli, Command, KeysCommand, ServeArgs, StoreArgs};
+use kraiter_contacts::domain::TenantId;
+use kraiter_contacts::startup::Application;
+use kraiter_contacts::{keys, store, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Migrate(args)) => {
+            telemetry::init(kraiter_contacts::config::LogFormat::Text);
+            open(&args).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Some(Command::Keys { command }) => keys_command(command).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let (app, bootstrap) = Application::build(&args).await.context("start-up failed")?;
+    let addr = app.local_addr();
+    if let Some(key) = bootstrap {
+        // Shown once, on the terminal; only its hash is stored.
+        eprintln!(
+            "\nCreated tenant `{}` with API key (shown only this once):\n\n    {}\n\nTry it:\n\n    grpcurl -plaintext -H 'authorization: Bearer {}' -d '{{\"email\":\"alice@example.com\"}}' {} kraiter.contacts.v1.ContactsService/CreateContact\n",
+            key.tenant, key.secret, key.secret, addr
+        );
+    }
+    tracing::info!(%addr, "listening");
+    app.run_until(shutdown_signal())
+        .await
+        .context("server failed")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn open(args: &StoreArgs) -> anyhow::Result<store::DynStore> {
+    store::connect(&args.database_url, &args.connect_options())
+        .await
+        .context("cannot open the database")
+}
+
+async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { tenant, store } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let store = open(&store).await?;
+            let (key_id, secret) = keys::create(store.as_ref(), &tenant).await?;
+            eprintln!("created key `{key_id}` for tenant `{tenant}`");
+            println!("{secret}");
+        }
+        KeysCommand::List { tenant, store } => {
+            let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
+            let store = open(&store).await?;
+            println!("{:<32} {:<24} {:<28} STATE", "KEY ID", "TENANT", "CREATED");
+            for key in store.list_api_keys(tenant.as_ref()).await? {
+                let state = key.revoked_at.map_or("active".to_owned(), |at| {
+                    format!("revoked {}", at.to_rfc3339())
+                });
+                println!(
+                    "{:<32} {:<24} {:<28} {state}",
+                    key.key_id,
+                    key.tenant,
+                    key.created_at.to_rfc3339()
+                );
+            }
+        }
+        KeysCommand::Revoke { key_id, store } => {
+            let store = open(&store).await?;
+            if !store.revoke_api_key(&key_id).await? {
+                anyhow::bail!("no active key `{key_id}`");
+            }
+            eprintln!("revoked key `{key_id}`");
+        }
+    }
+    Ok(())
+}

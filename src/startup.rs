@@ -1,0 +1,198 @@
+//! Builds the server: store, services, health, reflection; runs it until a
+//! shutdown future resolves, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::{ContactsApi, pb};
+use crate::config::ServeArgs;
+use crate::domain::TenantId;
+use crate::store::{self, DynStore, StoreError};
+
+/// Name under which health reports the contacts service (the empty name covers the server).
+pub const CONTACTS_SERVICE_NAME: &str = "kraiter.contacts.v1.ContactsService";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the database")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on `{addr}`")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid bootstrap tenant")]
+    Tenant(#[from] crate::domain::ValidationError),
+    #[error("server failed")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    store: DynStore,
+    health_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+/// A key minted at start-up, to show the operator once.
+pub struct BootstrapKey {
+    pub tenant: TenantId,
+    pub secret: String,
+}
+
+impl Application {
+    /// Opens and migrates the store and binds the listener (port 0 picks a free port).
+    pub async fn build(args: &ServeArgs) -> Result<(Self, Option<BootstrapKey>), StartupError> {
+        let store = store::connect(&args.store.database_url, &args.store.connect_options()).await?;
+        let bootstrap = bootstrap(&store, args).await?;
+        let listener =
+            TcpListener::bind(args.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: args.listen,
+                    source,
+                })?;
+        let app = Self {
+            listener,
+            store,
+            health_interval: args.health_interval,
+            shutdown_grace: args.shutdown_grace,
+        };
+        Ok((app, bootstrap))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn store(&self) -> DynStore {
+        self.store.clone()
+    }
+
+    /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops accepting,
+    /// and gives in-flight calls `shutdown_grace` to finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let watcher = tokio::spawn(watch_database(
+            self.store.clone(),
+            reporter.clone(),
+            self.health_interval,
+        ));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the embedded descriptor sets are valid");
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the embedded descriptor sets are valid");
+        let contacts = pb::contacts_service_server::ContactsServiceServer::new(ContactsApi::new(
+            self.store.clone(),
+        ))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(contacts)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+                let _ = stop_rx.await;
+            });
+        let mut server = tokio::spawn(server);
+
+        tokio::select! {
+            result = &mut server => {
+                watcher.abort();
+                return result.expect("the server task does not panic").map_err(Into::into);
+            }
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: draining in-flight calls");
+        watcher.abort();
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_service_status(CONTACTS_SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(self.shutdown_grace, &mut server).await {
+            Ok(result) => result.expect("the server task does not panic")?,
+            Err(_) => {
+                tracing::warn!("drain time exceeded; closing remaining calls");
+                server.abort();
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// SERVING only while the database answers.
+async fn watch_database(store: DynStore, reporter: HealthReporter, interval: Duration) {
+    let mut last = None;
+    loop {
+        let healthy = matches!(
+            tokio::time::timeout(interval.max(Duration::from_millis(100)), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if last != Some(healthy) {
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            if healthy {
+                tracing::info!("database reachable: serving");
+            } else {
+                tracing::warn!("database unreachable: not serving");
+            }
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status(CONTACTS_SERVICE_NAME, status)
+                .await;
+            last = Some(healthy);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// On a new embedded database, tenant `default` and its first key; elsewhere only
+/// what `--bootstrap-tenant` asks for.
+async fn bootstrap(
+    store: &DynStore,
+    args: &ServeArgs,
+) -> Result<Option<BootstrapKey>, StartupError> {
+    let (tenant, only_if_new) = match &args.bootstrap_tenant {
+        Some(name) => (TenantId::parse(name)?, false),
+        None if args.store.is_embedded() => (TenantId::parse("default")?, true),
+        None => return Ok(None),
+    };
+    if only_if_new {
+        // A key is minted only when the database has no keys at all: the first start.
+        if !store.list_api_keys(None).await?.is_empty() {
+            return Ok(None);
+        }
+    }
+    let (_, secret) = crate::keys::create(store.as_ref(), &tenant).await?;
+    Ok(Some(BootstrapKey { tenant, secret }))
+}

@@ -1,0 +1,28 @@
+use crate::domain::ValidationError;
+
+/// What can go wrong in a store, classified once (see `classify` in each backend)
+/// so the gRPC edge maps kinds, not driver messages.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique key is taken; `field` names the request field it came from.
+    #[error("`{field}` is already in use")]
+    Conflict { field: &'static str },
+    /// Input the database refused that the domain checks did not catch.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The database cannot be reached or is overloaded; retrying may help.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("database error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(err.into())
+    }
+}

@@ -1,0 +1,50 @@
+//! Migrations embedded in the binary, so a deployed service needs no files beside it.
+
+use std::borrow::Cow;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+/// `(version, description, sql)` of each migration, in order.
+pub type Script = (i64, &'static str, &'static str);
+
+pub const POSTGRES: &[Script] = &[(
+    1,
+    "contacts",
+    include_str!("../../migrations/postgres/0001_contacts.sql"),
+)];
+
+pub const SQLITE: &[Script] = &[(
+    1,
+    "contacts",
+    include_str!("../../migrations/sqlite/0001_contacts.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded(&'static [Script]);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> futures_core::future::BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+pub async fn migrator(scripts: &'static [Script]) -> Result<Migrator, sqlx::migrate::MigrateError> {
+    Migrator::new(Embedded(scripts)).await
+}

@@ -1,0 +1,125 @@
+//! Storage: one trait, one implementation per backend, chosen from the URL scheme.
+//! Nothing above this module knows which backend runs.
+
+mod error;
+mod migrations;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Contact, ContactId, ContactQuery, ContactUpdate, Email, NewContact, TenantId, TimelineEntry,
+    TimelineKey, TimelineQuery,
+};
+
+pub use error::StoreError;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An API key as stored: only the SHA-256 of the secret is kept.
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    pub tenant: TenantId,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The operations the service needs from a database. Every method that touches
+/// contact data takes the caller's tenant and never reads outside it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip, for health checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates the tenant unless it exists; returns whether it was created.
+    async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool>;
+    async fn insert_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        key_hash: &[u8; 32],
+    ) -> StoreResult<()>;
+    /// The tenant of a live (unrevoked) key with this hash.
+    async fn tenant_for_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<TenantId>>;
+    async fn list_api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Returns false when no live key has this id.
+    async fn revoke_api_key(&self, key_id: &str) -> StoreResult<bool>;
+
+    /// Fails with `Conflict` when the email is taken in the tenant.
+    async fn create_contact(&self, tenant: &TenantId, new: NewContact) -> StoreResult<Contact>;
+    async fn get_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<Contact>;
+    async fn get_contact_by_email(
+        &self,
+        tenant: &TenantId,
+        email: &Email,
+    ) -> StoreResult<Option<Contact>>;
+    /// One keyset page in id order, after `after` when given.
+    async fn list_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ContactQuery,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Contact>>;
+    /// Applies the update atomically, with its timeline entry, in one transaction.
+    async fn update_contact(
+        &self,
+        tenant: &TenantId,
+        id: &ContactId,
+        update: ContactUpdate,
+    ) -> StoreResult<Contact>;
+    /// Erases the contact and everything recorded about it, in one transaction.
+    async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
+
+    /// `NotFound` unless the contact exists in the tenant.
+    async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
+    /// One keyset page of the contact's timeline.
+    async fn list_timeline(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        query: &TimelineQuery,
+        after: Option<&TimelineKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<TimelineEntry>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens (and migrates) the store named by `url`: `postgres://...` or `sqlite://PATH`.
+pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, options).await?))
+    } else {
+        Err(StoreError::Config(
+            "database url must start with `postgres://`, `postgresql://` or `sqlite://`".into(),
+        ))
+    }
+}
+
+/// Pool settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before failing with UNAVAILABLE.
+    pub acquire_timeout: std::time::Duration,
+    /// Run pending migrations on connect.
+    pub migrate: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: std::time::Duration::from_secs(5),
+            migrate: true,
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! PostgreSQL store: the production backend.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{ApiKeyRecord, ConnectOptions, Store, StoreError, StoreResult, migrations};
+use crate::domain::{
+    Contact, ContactId, ContactQuery, ContactUpdate, Email, NewContact, Properties, TenantId,
+    TimelineEntry, TimelineKey, TimelineOrder, TimelineQuery, ValidationError, contact_created,
+    search_text,
+};
+
+const CONTACT_COLUMNS: &str =
+    "id, email, properties, suppressed, unsubscribed, created_at, updated_at";
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(url)
+            .await
+            .map_err(classify)?;
+        if options.migrate {
+            let migrator = migrations::migrator(migrations::POSTGRES)
+                .await
+                .map_err(StoreError::internal)?;
+            migrator.run(&pool).await.map_err(StoreError::internal)?;
+        }
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn lock_contact(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: &TenantId,
+        id: &ContactId,
+    ) -> StoreResult<Contact> {
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(classify)?;
+        row.as_ref()
+            .map(contact_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool> {
+        let result =
+            sqlx::query("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(tenant.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_api_key(
+        &self,
+        tenant: &TenantId,
+        key_id: &str,
+        key_hash: &[u8; 32],
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO api_keys (key_id, tenant_id, key_hash) VALUES ($1, $2, $3)")
+            .bind(key_id)
+            .bind(tenant.as_str())
+            .bind(&key_hash[..])
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn tenant_for_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<TenantId>> {
+        let tenant: Option<String> = sqlx::query_scalar(
+            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&key_hash[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(tenant.map(TenantId::from_trusted))
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT key_id, tenant_id, created_at, revoked_at FROM api_keys \
+             WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, created_at, key_id",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in rows {
+            keys.push(ApiKeyRecord {
+                key_id: row.try_get("key_id").map_err(classify)?,
+                tenant: TenantId::from_trusted(row.try_get("tenant_id").map_err(classify)?),
+                created_at: row.try_get("created_at").map_err(classify)?,
+                revoked_at: row.try_get("revoked_at").map_err(classify)?,
+            });
+        }
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, key_id: &str) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn create_contact(&self, tenant: &TenantId, new: NewContact) -> StoreResult<Contact> {
+        let now = crate::domain::now();
+        let contact = Contact {
+            id: ContactId::generate(),
+            email: new.email,
+            properties: new.properties,
+            suppressed: false,
+            unsubscribed: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let entry = contact_created(&contact);
+        // One statement, so the contact and its timeline entry commit together in one round trip.
+        sqlx::query(
+            "WITH c AS ( \
+                INSERT INTO contacts (tenant_id, id, email, email_key, properties, search_text, created_at, updated_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING tenant_id, id) \
+             INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+             SELECT tenant_id, id, $8, $9, $7, $10 FROM c",
+        )
+        .bind(tenant.as_str())
+        .bind(contact.id.as_str())
+        .bind(contact.email.as_str())
+        .bind(contact.email.key())
+        .bind(Json(contact.properties.as_map()))
+        .bind(search_text(contact.email.as_str(), &contact.properties))
+        .bind(now)
+        .bind(&entry.id)
+        .bind(&entry.kind)
+        .bind(Json(&entry.data))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(contact)
+    }
+
+    async fn get_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<Contact> {
+        let sql =
+            format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref()
+            .map(contact_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn get_contact_by_email(
+        &self,
+        tenant: &TenantId,
+        email: &Email,
+    ) -> StoreResult<Option<Contact>> {
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND email_key = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(email.key())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(contact_from_row).transpose()
+    }
+
+    async fn list_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ContactQuery,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Contact>> {
+        // Only the filters present appear in the SQL: a generic plan for
+        // `$n IS NULL OR ...` could not use the indexes.
+        let pattern = query.search.as_ref().map(|term| term.like_pattern());
+        let mut sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1");
+        let mut n = 1;
+        let mut param = |sql: &mut String, clause: &str| {
+            n += 1;
+            sql.push_str(&clause.replace('?', &format!("${n}")));
+        };
+        if after.is_some() {
+            param(&mut sql, " AND id > ?");
+        }
+        if pattern.is_some() {
+            param(&mut sql, " AND search_text LIKE ?");
+        }
+        if query.suppressed.is_some() {
+            param(&mut sql, " AND suppressed = ?");
+        }
+        param(&mut sql, " ORDER BY id LIMIT ?");
+        let mut statement = sqlx::query(&sql).bind(tenant.as_str());
+        if let Some(after) = after {
+            statement = statement.bind(after);
+        }
+        if let Some(pattern) = pattern {
+            statement = statement.bind(pattern);
+        }
+        if let Some(suppressed) = query.suppressed {
+            statement = statement.bind(suppressed);
+        }
+        let rows = statement
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(contact_from_row).collect()
+    }
+
+    async fn update_contact(
+        &self,
+        tenant: &TenantId,
+        id: &ContactId,
+        update: ContactUpdate,
+    ) -> StoreResult<Contact> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // The row lock serialises concurrent updates: each merge sees the one before.
+        let before = Self::lock_contact(&mut tx, tenant, id).await?;
+        let Some((after, entry)) = before.apply(update)? else {
+            return Ok(before);
+        };
+        sqlx::query(
+            "WITH u AS ( \
+                UPDATE contacts SET email = $3, email_key = $4, properties = $5, search_text = $6, \
+                    updated_at = $7, revision = revision + 1 \
+                WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id, id) \
+             INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+             SELECT tenant_id, id, $8, $9, $7, $10 FROM u",
+        )
+        .bind(tenant.as_str())
+        .bind(id.as_str())
+        .bind(after.email.as_str())
+        .bind(after.email.key())
+        .bind(Json(after.properties.as_map()))
+        .bind(search_text(after.email.as_str(), &after.properties))
+        .bind(after.updated_at)
+        .bind(&entry.id)
+        .bind(&entry.kind)
+        .bind(Json(&entry.data))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(after)
+    }
+
+    async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
+        // Activity rows go with the contact through ON DELETE CASCADE, in this statement.
+        let result = sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        found.map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    async fn list_timeline(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        query: &TimelineQuery,
+        after: Option<&TimelineKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<TimelineEntry>> {
+        let (cmp, dir) = match query.order {
+            TimelineOrder::NewestFirst => ("<", "DESC"),
+            TimelineOrder::OldestFirst => (">", "ASC"),
+        };
+        let sql = format!(
+            "SELECT id, type, occurred_at, data FROM timeline_entries \
+             WHERE tenant_id = $1 AND contact_id = $2 \
+               AND ($3::timestamptz IS NULL OR (occurred_at, id) {cmp} ($3, $4)) \
+               AND (cardinality($5::text[]) = 0 OR type = ANY($5)) \
+             ORDER BY occurred_at {dir}, id {dir} LIMIT $6"
+        );
+        let after_time = after
+            .map(|key| {
+                DateTime::<Utc>::from_timestamp_micros(key.timestamp_micros).ok_or_else(|| {
+                    ValidationError::new("cursor", "is not a cursor returned by this service")
+                })
+            })
+            .transpose()?;
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .bind(contact.as_str())
+            .bind(after_time)
+            .bind(after.map(|key| key.id.as_str()))
+            .bind(&query.types)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Json(data): Json<Map<String, Value>> = row.try_get("data").map_err(classify)?;
+            entries.push(TimelineEntry {
+                id: row.try_get("id").map_err(classify)?,
+                kind: row.try_get("type").map_err(classify)?,
+                timestamp: row.try_get("occurred_at").map_err(classify)?,
+                data,
+            });
+        }
+        Ok(entries)
+    }
+}
+
+fn contact_from_row(row: &PgRow) -> StoreResult<Contact> {
+    let Json(properties): Json<Map<String, Value>> = row.try_get("properties").map_err(classify)?;
+    Ok(Contact {
+        id: ContactId::from_trusted(row.try_get("id").map_err(classify)?),
+        email: Email::from_trusted(row.try_get("email").map_err(classify)?),
+        properties: Properties::from_trusted(properties),
+        suppressed: row.try_get("suppressed").map_err(classify)?,
+        unsubscribed: row.try_get("unsubscribed").map_err(classify)?,
+        created_at: row.try_get("created_at").map_err(classify)?,
+        updated_at: row.try_get("updated_at").map_err(classify)?,
+    })
+}
+
+/// Sorts driver errors into the kinds the API maps to status codes.
+fn classify(err: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        let code = db.code().unwrap_or_default();
+        match code.as_ref() {
+            "23505" => {
+                return match db.constraint() {
+                    Some("contacts_tenant_email_key") => StoreError::Conflict { field: "email" },
+                    _ => StoreError::Conflict { field: "id" },
+                };
+            }
+            // Bytes PostgreSQL cannot store (e.g. NUL in text) or values past its limits.
+            "22P05" | "22021" | "54000" | "22001" => {
+                return StoreError::Invalid(ValidationError::new(
+                    "request",
+                    "contains a value the database cannot store",
+                ));
+            }
+            // Connection exceptions, shutdown, too many connections, recovery.
+            c if c.starts_with("08")
+                || c.starts_with("57P")
+                || c == "53300"
+                || c == "40001"
+                || c == "40P01" =>
+            {
+                return StoreError::Unavailable(err);
+            }
+            _ => {}
+        }
+    }
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
+        other => StoreError::Internal(Box::new(other)),
+    }
+}
