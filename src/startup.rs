@@ -12,13 +12,14 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::api::{ContactsApi, pb};
+use crate::api::{ActivityApi, ContactsApi, pb};
 use crate::config::ServeArgs;
 use crate::domain::TenantId;
 use crate::store::{self, DynStore, StoreError};
 
 /// Name under which health reports the contacts service (the empty name covers the server).
 pub const CONTACTS_SERVICE_NAME: &str = "kraiter.contacts.v1.ContactsService";
+pub const ACTIVITY_SERVICE_NAME: &str = "kraiter.contacts.v1.ActivityService";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -84,6 +85,8 @@ impl Application {
     /// and gives in-flight calls `shutdown_grace` to finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        // Every name is known from the start, so a Watch never sees "unknown service".
+        report(&reporter, ServingStatus::NotServing).await;
         let watcher = tokio::spawn(watch_database(
             self.store.clone(),
             reporter.clone(),
@@ -108,12 +111,21 @@ impl Application {
         .send_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Zstd);
 
+        let activity = pb::activity_service_server::ActivityServiceServer::new(ActivityApi::new(
+            self.store.clone(),
+        ))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(contacts)
+            .add_service(activity)
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
                 let _ = stop_rx.await;
             });
@@ -128,12 +140,7 @@ impl Application {
         }
         tracing::info!("shutting down: draining in-flight calls");
         watcher.abort();
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        reporter
-            .set_service_status(CONTACTS_SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        report(&reporter, ServingStatus::NotServing).await;
         let _ = stop_tx.send(());
         match tokio::time::timeout(self.shutdown_grace, &mut server).await {
             Ok(result) => result.expect("the server task does not panic")?,
@@ -144,6 +151,13 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Sets the status of the server (`""`) and of each service.
+async fn report(reporter: &HealthReporter, status: ServingStatus) {
+    for name in ["", CONTACTS_SERVICE_NAME, ACTIVITY_SERVICE_NAME] {
+        reporter.set_service_status(name, status).await;
     }
 }
 
@@ -166,10 +180,7 @@ async fn watch_database(store: DynStore, reporter: HealthReporter, interval: Dur
             } else {
                 tracing::warn!("database unreachable: not serving");
             }
-            reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status(CONTACTS_SERVICE_NAME, status)
-                .await;
+            report(&reporter, status).await;
             last = Some(healthy);
         }
         tokio::time::sleep(interval).await;

@@ -5,11 +5,11 @@ use tonic::{Request, Response, Status};
 use super::pb::contacts_service_server::ContactsService;
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, PageStream, Pager};
-use super::{Authenticator, convert, handle};
+use super::{Authenticator, convert, convert_activity, handle};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactUpdate, CursorKind, Email, NewContact, PageCursor,
-    PageSize, SearchTerm, TenantId, TimelineEntry, TimelineKey, TimelineOrder, TimelineQuery,
-    ValidationError, parse_max_pages,
+    PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
+    TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
 };
 use crate::store::DynStore;
 
@@ -204,8 +204,48 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactSendsRequest>,
     ) -> Result<Response<Self::ListContactSendsStream>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("todo"))
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "ListContactSends",
+            &metadata,
+            |tenant| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                let page_size = PageSize::parse(message.limit)?;
+                let max_pages = parse_max_pages(message.max_pages)?;
+                let query = [id.as_str().to_owned()];
+                let after = resume_key(&message.cursor, &tenant, CursorKind::Sends, &[&query[0]])?;
+                self.store.ensure_contact(&tenant, &id).await?;
+                let store = self.store.clone();
+                let fetch_tenant = tenant.clone();
+                Ok(stream::spawn(Pager {
+                    page_size,
+                    max_pages,
+                    after,
+                    fetch: move |after: Option<String>, limit| {
+                        let (store, tenant, id) = (store.clone(), fetch_tenant.clone(), id.clone());
+                        async move {
+                            store
+                                .list_sends(&tenant, &id, after.as_deref(), limit)
+                                .await
+                        }
+                    },
+                    key: |send: &SendRecord| send.id.clone(),
+                    message: move |sends: Vec<SendRecord>, next: Option<String>| {
+                        pb::ListContactSendsResponse {
+                            sends: sends.into_iter().map(convert_activity::send).collect(),
+                            next_cursor: next_cursor(
+                                next,
+                                &tenant,
+                                CursorKind::Sends,
+                                &[&query[0]],
+                            ),
+                        }
+                    },
+                }))
+            },
+        )
+        .await
     }
 
     type ListContactScheduledSendsStream = PageStream<pb::ListContactScheduledSendsResponse>;
@@ -214,24 +254,113 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactScheduledSendsRequest>,
     ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("todo"))
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "ListContactScheduledSends",
+            &metadata,
+            |tenant| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                let page_size = PageSize::parse(message.limit)?;
+                let max_pages = parse_max_pages(message.max_pages)?;
+                let query = [id.as_str().to_owned()];
+                let after = resume_key(
+                    &message.cursor,
+                    &tenant,
+                    CursorKind::ScheduledSends,
+                    &[&query[0]],
+                )?
+                .as_deref()
+                .map(TimeKey::decode)
+                .transpose()?;
+                self.store.ensure_contact(&tenant, &id).await?;
+                let store = self.store.clone();
+                let fetch_tenant = tenant.clone();
+                Ok(stream::spawn(Pager {
+                    page_size,
+                    max_pages,
+                    after,
+                    fetch: move |after: Option<TimeKey>, limit| {
+                        let (store, tenant, id) = (store.clone(), fetch_tenant.clone(), id.clone());
+                        async move {
+                            store
+                                .list_scheduled_sends(&tenant, &id, after.as_ref(), limit)
+                                .await
+                        }
+                    },
+                    key: |s: &ScheduledSend| TimeKey {
+                        timestamp_micros: s.scheduled_for.timestamp_micros(),
+                        id: s.id.clone(),
+                    },
+                    message: move |items: Vec<ScheduledSend>, next: Option<TimeKey>| {
+                        pb::ListContactScheduledSendsResponse {
+                            scheduled_sends: items
+                                .into_iter()
+                                .map(convert_activity::scheduled_send)
+                                .collect(),
+                            next_cursor: next_cursor(
+                                next.map(|k| k.encode()),
+                                &tenant,
+                                CursorKind::ScheduledSends,
+                                &[&query[0]],
+                            ),
+                        }
+                    },
+                }))
+            },
+        )
+        .await
     }
 
     async fn list_contact_sequences(
         &self,
         request: Request<pb::ListContactSequencesRequest>,
     ) -> Result<Response<pb::ListContactSequencesResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("todo"))
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "ListContactSequences",
+            &metadata,
+            |tenant| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                self.store.ensure_contact(&tenant, &id).await?;
+                let enrolments = self
+                    .store
+                    .list_enrolments(&tenant, &id, message.include_finished)
+                    .await?;
+                Ok(pb::ListContactSequencesResponse {
+                    enrolments: enrolments
+                        .into_iter()
+                        .map(convert_activity::enrolment)
+                        .collect(),
+                })
+            },
+        )
+        .await
     }
 
     async fn list_contact_segments(
         &self,
         request: Request<pb::ListContactSegmentsRequest>,
     ) -> Result<Response<pb::ListContactSegmentsResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented("todo"))
+        let (metadata, _, message) = request.into_parts();
+        handle(
+            &self.auth,
+            "ListContactSegments",
+            &metadata,
+            |tenant| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                self.store.ensure_contact(&tenant, &id).await?;
+                let memberships = self.store.list_memberships(&tenant, &id).await?;
+                Ok(pb::ListContactSegmentsResponse {
+                    memberships: memberships
+                        .into_iter()
+                        .map(convert_activity::membership)
+                        .collect(),
+                })
+            },
+        )
+        .await
     }
 
     type ListContactTimelineStream = PageStream<pb::ListContactTimelineResponse>;
@@ -265,7 +394,7 @@ impl ContactsService for ContactsApi {
                 let parts = || fingerprint.iter().map(String::as_str).collect::<Vec<_>>();
                 let after = resume_key(&message.cursor, &tenant, CursorKind::Timeline, &parts())?
                     .as_deref()
-                    .map(TimelineKey::decode)
+                    .map(TimeKey::decode)
                     .transpose()?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
@@ -274,7 +403,7 @@ impl ContactsService for ContactsApi {
                     page_size,
                     max_pages,
                     after,
-                    fetch: move |after: Option<TimelineKey>, limit| {
+                    fetch: move |after: Option<TimeKey>, limit| {
                         let (store, tenant, query, id) = (
                             store.clone(),
                             fetch_tenant.clone(),
@@ -287,11 +416,11 @@ impl ContactsService for ContactsApi {
                                 .await
                         }
                     },
-                    key: |entry: &TimelineEntry| TimelineKey {
+                    key: |entry: &TimelineEntry| TimeKey {
                         timestamp_micros: entry.timestamp.timestamp_micros(),
                         id: entry.id.clone(),
                     },
-                    message: move |entries: Vec<TimelineEntry>, next: Option<TimelineKey>| {
+                    message: move |entries: Vec<TimelineEntry>, next: Option<TimeKey>| {
                         let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
                         pb::ListContactTimelineResponse {
                             entries: entries.into_iter().map(convert::timeline_entry).collect(),

@@ -28,10 +28,10 @@ impl ApiError {
         match self {
             Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => "VALIDATION_ERROR",
             Self::Store(StoreError::Conflict { .. }) => "CONFLICT",
-            Self::Store(StoreError::NotFound) => "NOT_FOUND",
+            Self::Store(StoreError::NotFound(_)) => "NOT_FOUND",
             Self::Unauthenticated(_) => "UNAUTHORISED",
             Self::Store(StoreError::Unavailable(_)) => "UNAVAILABLE",
-            Self::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Self::FailedPrecondition(_) | Self::Store(StoreError::Rule(_)) => "FAILED_PRECONDITION",
             Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => "INTERNAL",
         }
     }
@@ -40,10 +40,12 @@ impl ApiError {
         match self {
             Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => Code::InvalidArgument,
             Self::Store(StoreError::Conflict { .. }) => Code::AlreadyExists,
-            Self::Store(StoreError::NotFound) => Code::NotFound,
+            Self::Store(StoreError::NotFound(_)) => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::Store(StoreError::Unavailable(_)) => Code::Unavailable,
-            Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::FailedPrecondition(_) | Self::Store(StoreError::Rule(_)) => {
+                Code::FailedPrecondition
+            }
             Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => Code::Internal,
         }
     }
@@ -62,9 +64,10 @@ impl From<ApiError> for Status {
             ApiError::Store(StoreError::Conflict { field }) => {
                 format!("a contact with this `{field}` already exists")
             }
-            ApiError::Store(StoreError::NotFound) => "contact not found".to_owned(),
+            ApiError::Store(StoreError::NotFound(what)) => format!("{what} not found"),
             ApiError::Unauthenticated(why) => (*why).to_owned(),
             ApiError::FailedPrecondition(why) => why.clone(),
+            ApiError::Store(StoreError::Rule(rule)) => rule.to_string(),
             ApiError::Store(StoreError::Unavailable(_)) => {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
                 "the database is unavailable; retry later".to_owned()

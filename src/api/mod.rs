@@ -1,9 +1,11 @@
 //! The gRPC edge: generated types, services, authentication, status mapping and
 //! page streaming. Handlers convert, call the store, convert back.
 
+mod activity;
 mod auth;
 mod contacts;
 pub mod convert;
+mod convert_activity;
 mod error;
 mod stream;
 
@@ -14,6 +16,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Response, Status};
 use tracing::{Instrument, field};
 
+pub use activity::ActivityApi;
 pub use auth::Authenticator;
 pub use contacts::ContactsApi;
 pub use error::{ApiError, ERROR_DOMAIN};

@@ -40,7 +40,10 @@ pub fn parse_prefixed_id(raw: &str, prefix: &str, field: &str) -> Result<String,
 }
 
 /// Id of a contact: `con_` + ULID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct ContactId(String);
 
 impl ContactId {

@@ -1,6 +1,7 @@
 //! Types and rules of the contacts domain. No I/O, no protobuf, no SQL: values here
 //! are parsed at the edge, so invalid data cannot exist past it.
 
+mod activity;
 mod api_key;
 mod contact;
 mod cursor;
@@ -9,9 +10,17 @@ mod error;
 mod ids;
 mod page;
 mod properties;
+mod rules;
 mod tenant;
 mod timeline;
 
+pub use activity::{
+    ContactRef, Engagement, Enrolment, EnrolmentChange, EnrolmentStatus, Idempotency, Membership,
+    MembershipChange, MembershipOutcome, NewEnrolment, NewEvent, NewScheduledSend, NewSend,
+    ScheduledSend, ScheduledStatus, SendEngagement, SendRecord, SendSource, SendStatus,
+    SendStatusChange, TrackedEvent, UNSUBSCRIBE_EVENT, contact_suppressed, contact_unsubscribed,
+    segment_entry,
+};
 pub use api_key::{NewApiKey, hash as hash_api_key};
 pub use contact::{Contact, ContactQuery, ContactUpdate, NewContact, SearchTerm};
 pub use cursor::{CursorKind, PageCursor};
@@ -20,9 +29,10 @@ pub use error::ValidationError;
 pub use ids::{ContactId, new_id, parse_prefixed_id};
 pub use page::{PageSize, parse_max_pages};
 pub use properties::{Properties, PropertiesPatch, search_text};
+pub use rules::{RuleError, text};
 pub use tenant::TenantId;
 pub use timeline::{
-    TimelineEntry, TimelineKey, TimelineOrder, TimelineQuery, contact_created, contact_updated,
+    TimeKey, TimelineEntry, TimelineOrder, TimelineQuery, contact_created, contact_updated,
     types as timeline_types,
 };
 

@@ -4,12 +4,24 @@ use serde_json::{Map, Value};
 use super::ValidationError;
 
 /// One entry of a contact's activity feed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineEntry {
     pub id: String,
     pub kind: String,
     pub timestamp: DateTime<Utc>,
     pub data: Map<String, Value>,
+}
+
+impl TimelineEntry {
+    /// A new entry with a fresh `tle_` id.
+    pub fn new(kind: &str, timestamp: DateTime<Utc>, data: Map<String, Value>) -> Self {
+        Self {
+            id: super::new_id("tle"),
+            kind: kind.to_owned(),
+            timestamp,
+            data,
+        }
+    }
 }
 
 /// Order of a timeline listing.
@@ -28,14 +40,21 @@ pub struct TimelineQuery {
     pub types: Vec<String>,
 }
 
-/// Keyset position in a timeline: entries are ordered by `(timestamp, id)`.
+/// Keyset position in a list ordered by `(timestamp, id)`: timelines and scheduled sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimelineKey {
+pub struct TimeKey {
     pub timestamp_micros: i64,
     pub id: String,
 }
 
-impl TimelineKey {
+impl TimeKey {
+    /// The key's timestamp; out-of-range values come only from forged cursors.
+    pub fn time(&self) -> Result<DateTime<Utc>, ValidationError> {
+        DateTime::from_timestamp_micros(self.timestamp_micros).ok_or_else(|| {
+            ValidationError::new("cursor", "is not a cursor returned by this service")
+        })
+    }
+
     pub fn encode(&self) -> String {
         format!("{}|{}", self.timestamp_micros, self.id)
     }

@@ -1,11 +1,15 @@
-use crate::domain::ValidationError;
+use crate::domain::{RuleError, ValidationError};
 
 /// What can go wrong in a store, classified once (see `classify` in each backend)
 /// so the gRPC edge maps kinds, not driver messages.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("not found")]
-    NotFound,
+    /// No such record in the tenant; names what was looked for (`contact`, `send`, ...).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The current state does not allow the change.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     /// A unique key is taken; `field` names the request field it came from.
     #[error("`{field}` is already in use")]
     Conflict { field: &'static str },

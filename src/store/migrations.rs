@@ -8,17 +8,31 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 /// `(version, description, sql)` of each migration, in order.
 pub type Script = (i64, &'static str, &'static str);
 
-pub const POSTGRES: &[Script] = &[(
-    1,
-    "contacts",
-    include_str!("../../migrations/postgres/0001_contacts.sql"),
-)];
+pub const POSTGRES: &[Script] = &[
+    (
+        1,
+        "contacts",
+        include_str!("../../migrations/postgres/0001_contacts.sql"),
+    ),
+    (
+        2,
+        "activity",
+        include_str!("../../migrations/postgres/0002_activity.sql"),
+    ),
+];
 
-pub const SQLITE: &[Script] = &[(
-    1,
-    "contacts",
-    include_str!("../../migrations/sqlite/0001_contacts.sql"),
-)];
+pub const SQLITE: &[Script] = &[
+    (
+        1,
+        "contacts",
+        include_str!("../../migrations/sqlite/0001_contacts.sql"),
+    ),
+    (
+        2,
+        "activity",
+        include_str!("../../migrations/sqlite/0002_activity.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded(&'static [Script]);

@@ -12,8 +12,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactUpdate, Email, NewContact, TenantId, TimelineEntry,
-    TimelineKey, TimelineQuery,
+    Contact, ContactId, ContactQuery, ContactUpdate, Email, Enrolment, EnrolmentChange,
+    Idempotency, Membership, MembershipChange, MembershipOutcome, NewContact, NewEnrolment,
+    NewEvent, NewScheduledSend, NewSend, ScheduledSend, SendEngagement, SendRecord,
+    SendStatusChange, TenantId, TimeKey, TimelineEntry, TimelineQuery, TrackedEvent,
 };
 
 pub use error::StoreError;
@@ -29,10 +31,15 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// The operations the service needs from a database. Every method that touches
-/// contact data takes the caller's tenant and never reads outside it.
+/// Everything the service needs from a database.
+pub trait Store: ContactStore + ActivityStore {}
+
+impl<T: ContactStore + ActivityStore> Store for T {}
+
+/// Tenants, keys, contacts and their timeline. Every method that touches contact
+/// data takes the caller's tenant and never reads outside it.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait ContactStore: Send + Sync + 'static {
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -84,9 +91,101 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         contact: &ContactId,
         query: &TimelineQuery,
-        after: Option<&TimelineKey>,
+        after: Option<&TimeKey>,
         limit: u32,
     ) -> StoreResult<Vec<TimelineEntry>>;
+}
+
+/// Records written by the ingestion API, and their reads. Each write is one
+/// transaction with its timeline entries; with `Some(Idempotency)` a retry returns
+/// the first result and writes nothing.
+#[async_trait]
+pub trait ActivityStore: Send + Sync + 'static {
+    async fn record_send(
+        &self,
+        tenant: &TenantId,
+        new: NewSend,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<SendRecord>;
+    async fn update_send_status(
+        &self,
+        tenant: &TenantId,
+        change: SendStatusChange,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<SendRecord>;
+    async fn record_engagement(
+        &self,
+        tenant: &TenantId,
+        engagement: SendEngagement,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<SendRecord>;
+    async fn schedule_send(
+        &self,
+        tenant: &TenantId,
+        new: NewScheduledSend,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<ScheduledSend>;
+    async fn cancel_scheduled_send(
+        &self,
+        tenant: &TenantId,
+        scheduled_send_id: &str,
+        at: DateTime<Utc>,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<ScheduledSend>;
+    async fn enrol(
+        &self,
+        tenant: &TenantId,
+        new: NewEnrolment,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<Enrolment>;
+    async fn update_enrolment(
+        &self,
+        tenant: &TenantId,
+        change: EnrolmentChange,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<Enrolment>;
+    async fn set_membership(
+        &self,
+        tenant: &TenantId,
+        change: MembershipChange,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<MembershipOutcome>;
+    async fn track_event(
+        &self,
+        tenant: &TenantId,
+        new: NewEvent,
+        idem: Option<Idempotency>,
+    ) -> StoreResult<TrackedEvent>;
+
+    /// One page of the contact's sends, newest first (by id), after `after`.
+    async fn list_sends(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<SendRecord>>;
+    /// One page of the contact's pending scheduled sends, earliest first.
+    async fn list_scheduled_sends(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<ScheduledSend>>;
+    /// The contact's enrolments, most recently enrolled first; finished ones only on request.
+    async fn list_enrolments(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        include_finished: bool,
+    ) -> StoreResult<Vec<Enrolment>>;
+    /// The contact's current memberships, most recently joined first.
+    async fn list_memberships(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+    ) -> StoreResult<Vec<Membership>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -1,5 +1,6 @@
 //! `spawn_app`: a real server on a random loopback port, on a real database.
 
+use kraiter_contacts::api::pb::activity_service_client::ActivityServiceClient;
 use kraiter_contacts::api::pb::contacts_service_client::ContactsServiceClient;
 use kraiter_contacts::config::{LogFormat, ServeArgs, StoreArgs};
 use kraiter_contacts::domain::TenantId;
@@ -37,6 +38,7 @@ impl Interceptor for Bearer {
 }
 
 pub type Client = ContactsServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Activity = ActivityServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub struct TestApp {
     pub key: String,
@@ -111,11 +113,29 @@ impl TestApp {
         ContactsServiceClient::with_interceptor(self.channel.clone(), Bearer(value))
     }
 
-    /// A client of a second, fresh tenant on the same server.
-    pub async fn other_tenant_client(&self) -> Client {
+    /// An ActivityService client authenticated as this app's tenant.
+    pub fn activity(&self) -> Activity {
+        self.activity_with_key(&self.key)
+    }
+
+    pub fn activity_with_key(&self, key: &str) -> Activity {
+        let value = format!("Bearer {key}")
+            .parse()
+            .expect("a key is valid metadata");
+        ActivityServiceClient::with_interceptor(self.channel.clone(), Bearer(Some(value)))
+    }
+
+    /// A key of a second, fresh tenant on the same server.
+    pub async fn other_tenant_key(&self) -> String {
         let (_, key) = kraiter_contacts::keys::create(self.store.as_ref(), &unique_tenant())
             .await
             .expect("create a second tenant");
+        key
+    }
+
+    /// A client of a second, fresh tenant on the same server.
+    pub async fn other_tenant_client(&self) -> Client {
+        let key = self.other_tenant_key().await;
         self.client_with_key(Some(&key))
     }
 }

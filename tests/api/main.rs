@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test talks gRPC to a real server over
 //! loopback, on real PostgreSQL and real SQLite (each conformance test runs on both).
 
+mod activity;
 mod concurrency;
 mod contacts;
 mod errors;

@@ -4,6 +4,8 @@
 //! SQLite's single write lock with itself; reads use a separate pool and see
 //! committed data (WAL). Multi-statement writes begin with `BEGIN IMMEDIATE`.
 
+mod activity;
+
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -15,10 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{ApiKeyRecord, ConnectOptions, Store, StoreError, StoreResult, migrations};
+use super::{ApiKeyRecord, ConnectOptions, ContactStore, StoreError, StoreResult, migrations};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactUpdate, Email, NewContact, Properties, TenantId,
-    TimelineEntry, TimelineKey, TimelineOrder, TimelineQuery, ValidationError, contact_created,
+    TimeKey, TimelineEntry, TimelineOrder, TimelineQuery, ValidationError, contact_created,
     search_text,
 };
 
@@ -83,7 +85,7 @@ impl SqliteStore {
         row.as_ref()
             .map(contact_from_row)
             .transpose()?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound("contact"))
     }
 
     async fn insert_timeline(
@@ -110,7 +112,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl ContactStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
@@ -241,7 +243,7 @@ impl Store for SqliteStore {
         row.as_ref()
             .map(contact_from_row)
             .transpose()?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound("contact"))
     }
 
     async fn get_contact_by_email(
@@ -354,7 +356,7 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::NotFound("contact"));
         }
         Ok(())
     }
@@ -367,7 +369,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(classify)?;
-        found.map(|_| ()).ok_or(StoreError::NotFound)
+        found.map(|_| ()).ok_or(StoreError::NotFound("contact"))
     }
 
     async fn list_timeline(
@@ -375,7 +377,7 @@ impl Store for SqliteStore {
         tenant: &TenantId,
         contact: &ContactId,
         query: &TimelineQuery,
-        after: Option<&TimelineKey>,
+        after: Option<&TimeKey>,
         limit: u32,
     ) -> StoreResult<Vec<TimelineEntry>> {
         let (cmp, dir) = match query.order {
@@ -453,6 +455,8 @@ fn classify(err: sqlx::Error) -> StoreError {
                     StoreError::Conflict { field: "id" }
                 };
             }
+            // FOREIGN KEY: the referenced contact is gone.
+            787 => return StoreError::NotFound("contact"),
             18 => {
                 return StoreError::Invalid(ValidationError::new(
                     "request",

@@ -1,5 +1,7 @@
 //! PostgreSQL store: the production backend.
 
+mod activity;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -7,10 +9,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{ApiKeyRecord, ConnectOptions, Store, StoreError, StoreResult, migrations};
+use super::{ApiKeyRecord, ConnectOptions, ContactStore, StoreError, StoreResult, migrations};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactUpdate, Email, NewContact, Properties, TenantId,
-    TimelineEntry, TimelineKey, TimelineOrder, TimelineQuery, ValidationError, contact_created,
+    TimeKey, TimelineEntry, TimelineOrder, TimelineQuery, ValidationError, contact_created,
     search_text,
 };
 
@@ -59,12 +61,12 @@ impl PgStore {
         row.as_ref()
             .map(contact_from_row)
             .transpose()?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound("contact"))
     }
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl ContactStore for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -190,7 +192,7 @@ impl Store for PgStore {
         row.as_ref()
             .map(contact_from_row)
             .transpose()?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound("contact"))
     }
 
     async fn get_contact_by_email(
@@ -300,7 +302,7 @@ impl Store for PgStore {
             .await
             .map_err(classify)?;
         if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::NotFound("contact"));
         }
         Ok(())
     }
@@ -313,7 +315,7 @@ impl Store for PgStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(classify)?;
-        found.map(|_| ()).ok_or(StoreError::NotFound)
+        found.map(|_| ()).ok_or(StoreError::NotFound("contact"))
     }
 
     async fn list_timeline(
@@ -321,7 +323,7 @@ impl Store for PgStore {
         tenant: &TenantId,
         contact: &ContactId,
         query: &TimelineQuery,
-        after: Option<&TimelineKey>,
+        after: Option<&TimeKey>,
         limit: u32,
     ) -> StoreResult<Vec<TimelineEntry>> {
         let (cmp, dir) = match query.order {
@@ -390,6 +392,8 @@ fn classify(err: sqlx::Error) -> StoreError {
                     _ => StoreError::Conflict { field: "id" },
                 };
             }
+            // A referenced contact vanished mid-transaction (deleted concurrently).
+            "23503" => return StoreError::NotFound("contact"),
             // Bytes PostgreSQL cannot store (e.g. NUL in text) or values past its limits.
             "22P05" | "22021" | "54000" | "22001" => {
                 return StoreError::Invalid(ValidationError::new(
