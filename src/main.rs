@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::Parser;
-use kraiter_contacts::config::{Cli, Command, KeysCommand, ServeArgs, StoreArgs};
+use kraiter_contacts::config::{Cli, Command, HealthArgs, KeysCommand, ServeArgs, StoreArgs};
 use kraiter_contacts::domain::TenantId;
 use kraiter_contacts::startup::Application;
 use kraiter_contacts::{keys, store, telemetry};
@@ -18,11 +18,27 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Keys { command }) => keys_command(command).await,
+        Some(Command::Health(args)) => health(args).await,
     }
+}
+
+/// Exit status 0 only when the server reports SERVING.
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let status = kraiter_contacts::client::health_check(&args.addr, &args.service, args.timeout)
+        .await
+        .with_context(|| format!("no health answer from `{}`", args.addr))?;
+    println!("{}", status.as_str_name());
+    anyhow::ensure!(
+        status == tonic_health::pb::health_check_response::ServingStatus::Serving,
+        "`{}` is not serving",
+        args.addr
+    );
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
+    let shutdown = shutdown_signal()?;
     let (app, bootstrap) = Application::build(&args).await.context("start-up failed")?;
     let addr = app.local_addr();
     if let Some(key) = bootstrap {
@@ -33,30 +49,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     tracing::info!(%addr, "listening");
-    app.run_until(shutdown_signal())
-        .await
-        .context("server failed")
+    app.run_until(shutdown).await.context("server failed")
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers SIGTERM/SIGINT handlers at once (before the server announces itself, so an
+/// early SIGTERM is a graceful stop, not a kill) and resolves on the first signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    })
 }
 
 async fn open(args: &StoreArgs) -> anyhow::Result<store::DynStore> {

@@ -1045,6 +1045,206 @@ async fn reads_of_an_unknown_contact_are_not_found(backend: Backend) {
     );
 }
 
+async fn every_send_status_leaves_exactly_its_entry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (mut client, mut activity) = (app.client(), app.activity());
+    let contact = create(&mut client, "statuses@example.com", json!({})).await;
+    let paths: &[&[pb::SendStatus]] = &[
+        &[pb::SendStatus::Rejected],
+        &[
+            pb::SendStatus::Sent,
+            pb::SendStatus::Delivered,
+            pb::SendStatus::Complained,
+        ],
+        &[pb::SendStatus::Delivered],
+        &[pb::SendStatus::Bounced],
+    ];
+    let mut expected = vec!["contact.created".to_owned()];
+    for path in paths {
+        let send = record(&mut activity, send_to(&contact.id, "t")).await;
+        expected.push("email.queued".into());
+        for status in *path {
+            let updated = set_status(&mut activity, &send.id, *status)
+                .await
+                .unwrap_or_else(|s| panic!("{status:?}: {s:?}"));
+            assert_eq!(updated.status, *status as i32);
+            let name = status
+                .as_str_name()
+                .trim_start_matches("SEND_STATUS_")
+                .to_lowercase();
+            expected.push(format!("email.{name}"));
+            if matches!(status, pb::SendStatus::Complained) {
+                expected.push("contact.suppressed".into());
+            }
+        }
+    }
+    let rejected = &sends(&mut client, &contact.id, 100).await[0].sends[3];
+    assert_eq!(rejected.status, pb::SendStatus::Rejected as i32);
+    assert!(rejected.sent_at.is_none(), "a rejected send was never sent");
+    let delivered_directly = &sends(&mut client, &contact.id, 100).await[0].sends[1];
+    assert!(
+        delivered_directly.sent_at.is_some(),
+        "delivery implies it was sent"
+    );
+    assert_eq!(timeline_types(&mut client, &contact.id).await, expected);
+}
+
+async fn every_ingestion_rpc_is_idempotent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (mut client, mut activity) = (app.client(), app.activity());
+    let contact = create(&mut client, "retry@example.com", json!({})).await;
+    let send = record(&mut activity, send_to(&contact.id, "base")).await;
+    set_status(&mut activity, &send.id, pb::SendStatus::Sent)
+        .await
+        .expect("sent");
+    let later = Some(prost_types::Timestamp {
+        seconds: 2_000_000_000,
+        nanos: 0,
+    });
+    let scheduled = activity
+        .schedule_send(pb::ScheduleSendRequest {
+            contact_id: contact.id.clone(),
+            template_id: "s".into(),
+            scheduled_for: later,
+            source: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("schedule")
+        .into_inner();
+    activity
+        .enrol_contact(pb::EnrolContactRequest {
+            contact_id: contact.id.clone(),
+            sequence_id: "base".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("enrol");
+
+    // Each call runs twice with the same request id: the second returns the same
+    // answer (even where a plain repeat would fail a rule) and writes nothing.
+    macro_rules! twice {
+        ($method:ident, $request:expr) => {{
+            let request = $request;
+            let first = activity
+                .$method(request.clone())
+                .await
+                .expect(stringify!($method))
+                .into_inner();
+            let before = timeline_types(&mut client, &contact.id).await.len();
+            let second = activity
+                .$method(request)
+                .await
+                .expect(concat!(stringify!($method), " retry"))
+                .into_inner();
+            assert_eq!(
+                first,
+                second,
+                "{} retry returns the first result",
+                stringify!($method)
+            );
+            let after = timeline_types(&mut client, &contact.id).await.len();
+            assert_eq!(before, after, "{} retry wrote nothing", stringify!($method));
+        }};
+    }
+    twice!(
+        record_send,
+        pb::RecordSendRequest {
+            request_id: "i1".into(),
+            ..send_to(&contact.id, "t")
+        }
+    );
+    twice!(
+        update_send_status,
+        pb::UpdateSendStatusRequest {
+            request_id: "i2".into(),
+            send_id: send.id.clone(),
+            status: pb::SendStatus::Delivered as i32,
+            ..Default::default()
+        }
+    );
+    twice!(
+        record_send_engagement,
+        pb::RecordSendEngagementRequest {
+            request_id: "i3".into(),
+            send_id: send.id.clone(),
+            engagement: pb::Engagement::Clicked as i32,
+            ..Default::default()
+        }
+    );
+    twice!(
+        schedule_send,
+        pb::ScheduleSendRequest {
+            request_id: "i4".into(),
+            contact_id: contact.id.clone(),
+            template_id: "s2".into(),
+            scheduled_for: later,
+            source: 1,
+            ..Default::default()
+        }
+    );
+    twice!(
+        cancel_scheduled_send,
+        pb::CancelScheduledSendRequest {
+            request_id: "i5".into(),
+            scheduled_send_id: scheduled.id.clone()
+        }
+    );
+    twice!(
+        enrol_contact,
+        pb::EnrolContactRequest {
+            request_id: "i6".into(),
+            contact_id: contact.id.clone(),
+            sequence_id: "seq".into(),
+            ..Default::default()
+        }
+    );
+    twice!(
+        update_enrolment,
+        pb::UpdateEnrolmentRequest {
+            request_id: "i7".into(),
+            contact_id: contact.id.clone(),
+            sequence_id: "base".into(),
+            status: pb::EnrolmentStatus::Exited as i32,
+            ..Default::default()
+        }
+    );
+    twice!(
+        set_segment_membership,
+        pb::SetSegmentMembershipRequest {
+            request_id: "i8".into(),
+            contact_id: contact.id.clone(),
+            segment_id: "g".into(),
+            member: true,
+            ..Default::default()
+        }
+    );
+    twice!(
+        track_event,
+        pb::TrackEventRequest {
+            request_id: "i9".into(),
+            subject: Some(Subject::ContactId(contact.id.clone())),
+            name: "x".into(),
+            ..Default::default()
+        }
+    );
+
+    // Request ids are per tenant: another tenant may use the same one.
+    let key = app.other_tenant_key().await;
+    let mut other = app.activity_with_key(&key);
+    let mut theirs = pb::RecordSendRequest {
+        request_id: "i1".into(),
+        ..send_to("", "t")
+    };
+    theirs.recipient = Some(Recipient::Email("someone@example.com".into()));
+    let result = other
+        .record_send(theirs)
+        .await
+        .expect("same id in another tenant")
+        .into_inner();
+    assert_ne!(result.contact_id, contact.id);
+}
+
 conformance!(
     sends_are_listed_newest_first_across_pages_and_resume_by_cursor,
     record_send_by_unknown_email_creates_the_contact,
@@ -1058,4 +1258,6 @@ conformance!(
     activity_of_another_tenant_is_out_of_reach,
     invalid_ingestion_requests_are_invalid_argument,
     reads_of_an_unknown_contact_are_not_found,
+    every_send_status_leaves_exactly_its_entry,
+    every_ingestion_rpc_is_idempotent,
 );

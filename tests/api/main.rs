@@ -4,6 +4,7 @@
 mod activity;
 mod concurrency;
 mod contacts;
+mod embedded;
 mod errors;
 mod helpers;
 mod list;
