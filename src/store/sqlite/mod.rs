@@ -5,6 +5,7 @@
 //! committed data (WAL). Multi-statement writes begin with `BEGIN IMMEDIATE`.
 
 mod activity;
+mod records;
 
 use std::str::FromStr;
 
