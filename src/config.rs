@@ -2,6 +2,7 @@
 //! README's configuration table is checked against `--help` by a test.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -24,6 +25,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start-up; boxing `ServeArgs` would only make the match noisier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server (the default).
@@ -35,6 +38,22 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Ask a running server's gRPC health service; exits 0 when it is SERVING, 1
+    /// otherwise (the container's HEALTHCHECK).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Address of the server to check (`host:port`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Service to ask about; empty means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +106,9 @@ pub struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, env = "KRAITER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when unset).
+    #[arg(long, env = "KRAITER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Create this tenant and print a new API key for it at start-up (for first runs on PostgreSQL).
     #[arg(long, env = "KRAITER_BOOTSTRAP_TENANT")]
     pub bootstrap_tenant: Option<String>,
@@ -96,6 +118,61 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight calls and streams before closing them.
     #[arg(long, env = "KRAITER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// What one caller or connection may ask of the server. The defaults match
+/// `LimitArgs::default()`, which tests and embedders use.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Largest request message accepted, after decompression (`4MiB`, `512KiB` or bytes);
+    /// larger is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "KRAITER_MAX_MESSAGE_SIZE", default_value = "4MiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+    /// Concurrent calls (HTTP/2 streams) one connection may have open; more wait.
+    #[arg(long, env = "KRAITER_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+    /// Longest a unary call (or the start of a stream) may run before DEADLINE_EXCEEDED;
+    /// a shorter client deadline (`grpc-timeout`) wins and also bounds the whole stream.
+    #[arg(long, env = "KRAITER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Calls per second each tenant may make (token bucket); off when unset.
+    #[arg(long, env = "KRAITER_RATE_LIMIT_RPS")]
+    pub rate_limit_rps: Option<u32>,
+    /// Calls a tenant may make at once above the steady rate (bucket size); defaults to
+    /// the rate.
+    #[arg(long, env = "KRAITER_RATE_LIMIT_BURST", requires = "rate_limit_rps")]
+    pub rate_limit_burst: Option<u32>,
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        Self {
+            max_message_size: 4 * 1024 * 1024,
+            max_concurrent_streams: 256,
+            request_timeout: Duration::from_secs(30),
+            rate_limit_rps: None,
+            rate_limit_burst: None,
+        }
+    }
+}
+
+/// TLS: both `--tls-cert` and `--tls-key` serve over TLS; `--tls-client-ca` also
+/// requires client certificates signed by that CA (mutual TLS).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain to serve TLS with.
+    #[arg(long, env = "KRAITER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "KRAITER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates; clients must present a certificate signed by one of them.
+    #[arg(long, env = "KRAITER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,6 +195,27 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(value * 60)),
         _ => Err(format!("`{raw}`: unit must be ms, s or m")),
     }
+}
+
+/// Sizes as `4MiB`, `512KiB`, `1MB` or plain bytes.
+pub fn parse_size(raw: &str) -> Result<usize, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("`{raw}` is not a size like 4MiB"))?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "KB" | "kB" => 1000,
+        "MiB" => 1024 * 1024,
+        "MB" => 1000 * 1000,
+        _ => return Err(format!("`{raw}`: unit must be B, KiB, KB, MiB or MB")),
+    };
+    value
+        .checked_mul(factor)
+        .ok_or_else(|| format!("`{raw}` is too large"))
 }
 
 impl StoreArgs {
@@ -146,6 +244,30 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("4GiB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn limit_defaults_match_the_flags() {
+        let cli = Cli::try_parse_from(["kraiter-contacts"]).expect("no flags parse");
+        let parsed = cli.serve.limits;
+        let default = LimitArgs::default();
+        assert_eq!(parsed.max_message_size, default.max_message_size);
+        assert_eq!(
+            parsed.max_concurrent_streams,
+            default.max_concurrent_streams
+        );
+        assert_eq!(parsed.request_timeout, default.request_timeout);
+        assert_eq!(parsed.rate_limit_rps, None);
+        assert!(cli.serve.tls.tls_cert.is_none());
     }
 
     #[test]

@@ -3,9 +3,12 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod keys;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

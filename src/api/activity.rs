@@ -7,20 +7,26 @@ use super::convert::timeline_entry;
 use super::convert_activity::{self as conv, idempotency};
 use super::pb;
 use super::pb::activity_service_server::ActivityService;
-use super::{Authenticator, handle};
+use super::{Gate, RateLimiter, handle};
 use crate::store::DynStore;
 
 pub struct ActivityApi {
     store: DynStore,
-    auth: Authenticator,
+    auth: Gate,
 }
 
 impl ActivityApi {
     pub fn new(store: DynStore) -> Self {
         Self {
-            auth: Authenticator::new(store.clone()),
+            auth: Gate::new(store.clone()),
             store,
         }
+    }
+
+    /// Shares the server's per-tenant rate limiter (none: no limit).
+    pub fn with_rate_limit(mut self, limiter: Option<std::sync::Arc<RateLimiter>>) -> Self {
+        self.auth = self.auth.with_rate_limit(limiter);
+        self
     }
 }
 

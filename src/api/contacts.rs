@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::pb::contacts_service_server::ContactsService;
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, PageStream, Pager};
-use super::{Authenticator, convert, convert_activity, handle};
+use super::{Gate, RateLimiter, convert, convert_activity, handle, handle_claimed};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactUpdate, CursorKind, Email, NewContact, PageCursor,
     PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
@@ -15,15 +15,21 @@ use crate::store::DynStore;
 
 pub struct ContactsApi {
     store: DynStore,
-    auth: Authenticator,
+    auth: Gate,
 }
 
 impl ContactsApi {
     pub fn new(store: DynStore) -> Self {
         Self {
-            auth: Authenticator::new(store.clone()),
+            auth: Gate::new(store.clone()),
             store,
         }
+    }
+
+    /// Shares the server's per-tenant rate limiter (none: no limit).
+    pub fn with_rate_limit(mut self, limiter: Option<std::sync::Arc<RateLimiter>>) -> Self {
+        self.auth = self.auth.with_rate_limit(limiter);
+        self
     }
 }
 
@@ -58,16 +64,11 @@ impl ContactsService for ContactsApi {
         request: Request<pb::CreateContactRequest>,
     ) -> Result<Response<pb::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle(
-            &self.auth,
-            "CreateContact",
-            &metadata,
-            |tenant| async move {
-                let new = NewContact::try_from(message)?;
-                let contact = self.store.create_contact(&tenant, new).await?;
-                Ok(convert::contact(contact))
-            },
-        )
+        handle_claimed(&self.auth, "CreateContact", &metadata, |claim| async move {
+            let new = NewContact::try_from(message)?;
+            let created = self.store.create_contact_checked(&claim, new).await?;
+            Ok(created.map(convert::contact))
+        })
         .await
     }
 
@@ -76,11 +77,10 @@ impl ContactsService for ContactsApi {
         request: Request<pb::GetContactRequest>,
     ) -> Result<Response<pb::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle(&self.auth, "GetContact", &metadata, |tenant| async move {
+        handle_claimed(&self.auth, "GetContact", &metadata, |claim| async move {
             let id = ContactId::parse(&message.id, "id")?;
-            Ok(convert::contact(
-                self.store.get_contact(&tenant, &id).await?,
-            ))
+            let found = self.store.get_contact_checked(&claim, &id).await?;
+            Ok(found.map(convert::contact))
         })
         .await
     }
@@ -90,16 +90,19 @@ impl ContactsService for ContactsApi {
         request: Request<pb::GetContactByEmailRequest>,
     ) -> Result<Response<pb::GetContactByEmailResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle(
+        handle_claimed(
             &self.auth,
             "GetContactByEmail",
             &metadata,
-            |tenant| async move {
+            |claim| async move {
                 let email = Email::parse(&message.email, "email")?;
-                let contact = self.store.get_contact_by_email(&tenant, &email).await?;
-                Ok(pb::GetContactByEmailResponse {
+                let found = self
+                    .store
+                    .get_contact_by_email_checked(&claim, &email)
+                    .await?;
+                Ok(found.map(|contact| pb::GetContactByEmailResponse {
                     contact: contact.map(convert::contact),
-                })
+                }))
             },
         )
         .await
@@ -163,18 +166,15 @@ impl ContactsService for ContactsApi {
         request: Request<pb::UpdateContactRequest>,
     ) -> Result<Response<pb::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle(
-            &self.auth,
-            "UpdateContact",
-            &metadata,
-            |tenant| async move {
-                let id = ContactId::parse(&message.id, "id")?;
-                let update = ContactUpdate::try_from(message)?;
-                Ok(convert::contact(
-                    self.store.update_contact(&tenant, &id, update).await?,
-                ))
-            },
-        )
+        handle_claimed(&self.auth, "UpdateContact", &metadata, |claim| async move {
+            let id = ContactId::parse(&message.id, "id")?;
+            let update = ContactUpdate::try_from(message)?;
+            let updated = self
+                .store
+                .update_contact_checked(&claim, &id, update)
+                .await?;
+            Ok(updated.map(convert::contact))
+        })
         .await
     }
 

@@ -20,6 +20,15 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The tenant is over its rate limit; it may call again after `retry_after`.
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: std::time::Duration },
+    /// The client's deadline or `--request-timeout` passed before the call finished.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// The request message is larger than `--max-message-size`.
+    #[error("request message too large")]
+    MessageTooLarge { limit: usize },
 }
 
 impl ApiError {
@@ -33,6 +42,9 @@ impl ApiError {
             Self::Store(StoreError::Unavailable(_)) => "UNAVAILABLE",
             Self::FailedPrecondition(_) | Self::Store(StoreError::Rule(_)) => "FAILED_PRECONDITION",
             Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => "INTERNAL",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
         }
     }
 
@@ -47,6 +59,8 @@ impl ApiError {
                 Code::FailedPrecondition
             }
             Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => Code::Internal,
+            Self::RateLimited { .. } | Self::MessageTooLarge { .. } => Code::ResourceExhausted,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
         }
     }
 }
@@ -74,6 +88,14 @@ impl From<ApiError> for Status {
             }
             ApiError::Store(StoreError::Config(_) | StoreError::Internal(_)) => {
                 "internal error".to_owned()
+            }
+            ApiError::RateLimited { retry_after } => {
+                details.set_retry_info(Some(*retry_after));
+                "rate limit exceeded; retry later".to_owned()
+            }
+            ApiError::DeadlineExceeded => "deadline exceeded".to_owned(),
+            ApiError::MessageTooLarge { limit } => {
+                format!("request message larger than the limit of {limit} bytes")
             }
         };
         if matches!(code, Code::Internal | Code::Unavailable) {

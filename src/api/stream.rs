@@ -15,6 +15,11 @@ use crate::store::StoreResult;
 
 pub type PageStream<M> = ReceiverStream<Result<M, Status>>;
 
+tokio::task_local! {
+    /// The RPC being handled (set by `handle`), so streams count messages by method.
+    pub(super) static RPC_METHOD: &'static str;
+}
+
 /// How to walk one list.
 pub struct Pager<K, Fetch, Key, Message> {
     pub page_size: PageSize,
@@ -44,6 +49,7 @@ where
     Message: Fn(Vec<Item>, Option<K>) -> Msg + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(1);
+    let method = RPC_METHOD.try_with(|method| *method).unwrap_or("unknown");
     let task = async move {
         let Pager {
             page_size,
@@ -80,6 +86,7 @@ where
                 tracing::debug!(pages, items, "client went away mid-stream");
                 break;
             }
+            crate::metrics::record_stream_message(method);
             if !has_more || max_pages.is_some_and(|max| pages >= max) {
                 break;
             }

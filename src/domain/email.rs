@@ -26,10 +26,10 @@ impl Email {
                 format!("must be at most {MAX_LEN} characters"),
             ));
         }
-        if address.chars().any(char::is_control) {
+        if address.chars().any(|c| c.is_control() || is_invisible(c)) {
             return Err(ValidationError::new(
                 field,
-                "must not contain control characters",
+                "must not contain control or invisible characters",
             ));
         }
         let options = Options {
@@ -72,6 +72,31 @@ impl Email {
     }
 }
 
+/// Invisible format characters (zero-width, bidi controls, BOM, tags): in an address
+/// they only serve to make two contacts that look the same, or one that reads backwards.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,10 +130,64 @@ mod tests {
             ("al ice@example.com", "space"),
             ("alice@exa\0mple.com", "nul"),
             ("alice\n@example.com", "newline"),
+            ("ali\u{200b}ce@example.com", "zero-width space"),
+            ("alice@exam\u{202e}ple.com", "right-to-left override"),
+            ("\u{feff}alice@example.com", "byte-order mark"),
             (long.as_str(), "too long"),
         ] {
             let err = Email::parse(raw, "email").expect_err(why);
             assert_eq!(err.field, "email", "{why}");
+        }
+    }
+}
+
+/// Fuzzing of email parsing (issue 7): never a panic, and what is accepted keeps the
+/// documented rules.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn check(raw: &str) {
+        let Ok(email) = Email::parse(raw, "email") else {
+            return;
+        };
+        let address = email.as_str();
+        assert_eq!(address, raw.trim(), "{raw:?}");
+        assert!(address.chars().count() <= MAX_LEN, "{raw:?}");
+        assert!(address.contains('@'), "{raw:?}");
+        assert!(
+            !address.chars().any(|c| c.is_control() || is_invisible(c)),
+            "{raw:?}"
+        );
+        assert_eq!(email.key(), address.to_lowercase());
+        assert_eq!(
+            Email::parse(address, "email").as_ref(),
+            Ok(&email),
+            "idempotent"
+        );
+    }
+
+    #[test]
+    fn the_corpus_keeps_the_rules() {
+        for raw in include_str!("../../tests/corpus/emails.txt").lines() {
+            check(raw);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_parsed_or_refused(raw in ".{0,300}") {
+            check(&raw);
+        }
+
+        #[test]
+        fn address_like_strings_keep_the_rules(
+            local in "[a-zA-Z0-9.+_'%\u{e9}\u{200b}\u{202e}\"\\\\ -]{0,70}",
+            domain in "[a-zA-Z0-9.\u{fc}\u{4f8b}-]{0,70}",
+        ) {
+            check(&format!("{local}@{domain}"));
         }
     }
 }

@@ -107,3 +107,33 @@ mod tests {
         }
     }
 }
+
+/// Fuzzing of id parsing (issue 7).
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_string_parses_to_a_canonical_id_or_is_refused(raw in "(con_)?[0-9A-Za-z!_\u{e9}]{0,40}") {
+            if let Ok(id) = ContactId::parse(&raw, "id") {
+                prop_assert_eq!(id.as_str().len(), 30);
+                prop_assert_eq!(ContactId::parse(id.as_str(), "id"), Ok(id.clone()));
+            }
+        }
+
+        #[test]
+        fn any_text_is_refused_or_kept(raw in ".{0,100}") {
+            let _ = parse_prefixed_id(&raw, "snd", "send_id");
+            let _ = crate::domain::TimeKey::decode(&raw);
+            let _ = crate::domain::SearchTerm::parse(&raw);
+            let _ = crate::domain::TenantId::parse(&raw);
+            if let Ok(kept) = crate::domain::text(&raw, "name", 50, true) {
+                prop_assert!(kept.chars().count() <= 50);
+                prop_assert!(!kept.chars().any(char::is_control));
+            }
+        }
+    }
+}

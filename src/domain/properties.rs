@@ -256,3 +256,100 @@ mod tests {
         assert_eq!(text, "alice@example.com\n42\nålice\nvip\ndeep");
     }
 }
+
+/// Fuzzing of property validation (issue 7): any JSON object is accepted within the
+/// limits or refused naming the field, never a panic; merges keep the size limit.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(24, 400, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,12}", inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn object() -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::btree_map(".{0,300}", json(), 0..12)
+            .prop_map(|map| map.into_iter().collect())
+    }
+
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 1,
+        }
+    }
+
+    fn holds_nul(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(holds_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+            _ => false,
+        }
+    }
+
+    fn check_valid(map: &Map<String, Value>) {
+        assert!(serialized_len(map) <= MAX_BYTES);
+        for (key, value) in map {
+            assert!(!key.is_empty() && key.chars().count() <= MAX_KEY_CHARS);
+            assert!(!key.chars().any(char::is_control));
+            assert!(depth(value) <= MAX_DEPTH, "{key}");
+            assert!(!holds_nul(value), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_corpus_keeps_the_rules() {
+        for line in include_str!("../../tests/corpus/properties.jsonl").lines() {
+            let Ok(Value::Object(map)) = serde_json::from_str::<Value>(line) else {
+                panic!("corpus line is a JSON object: {line}");
+            };
+            if let Ok(props) = Properties::parse(map.clone(), "properties") {
+                check_valid(props.as_map());
+            }
+            let _ = PropertiesPatch::parse(map, "properties");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_object_is_accepted_within_the_limits_or_refused(map in object()) {
+            match Properties::parse(map, "properties") {
+                Ok(props) => check_valid(props.as_map()),
+                Err(err) => prop_assert!(err.field.starts_with("properties"), "{}", err.field),
+            }
+        }
+
+        #[test]
+        fn merges_stay_within_the_limits(base in object(), patch in object()) {
+            let (Ok(base), Ok(patch)) = (
+                Properties::parse(base, "properties"),
+                PropertiesPatch::parse(patch, "properties"),
+            ) else {
+                return Ok(());
+            };
+            if let Ok((merged, changes)) = base.merge(&patch, "properties") {
+                prop_assert!(serialized_len(merged.as_map()) <= MAX_BYTES);
+                prop_assert!(changes.len() <= patch.as_map().len());
+                let _ = search_text("a@example.com", &merged);
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! Nothing above this module knows which backend runs.
 
 mod error;
+mod keyed;
 mod migrations;
 pub mod postgres;
 pub mod sqlite;
@@ -19,6 +20,7 @@ use crate::domain::{
 };
 
 pub use error::StoreError;
+pub use keyed::{Checked, KeyClaim};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -42,6 +44,8 @@ impl<T: ContactStore + ActivityStore> Store for T {}
 pub trait ContactStore: Send + Sync + 'static {
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
+    /// Connections of the pool(s) right now, for metrics.
+    fn pool_usage(&self) -> PoolUsage;
 
     /// Creates the tenant unless it exists; returns whether it was created.
     async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool>;
@@ -94,6 +98,65 @@ pub trait ContactStore: Send + Sync + 'static {
         after: Option<&TimeKey>,
         limit: u32,
     ) -> StoreResult<Vec<TimelineEntry>>;
+
+    // The hot calls under a `KeyClaim`. A backend where a lookup costs a round trip
+    // folds the key check into the call's own statement; the defaults check it first.
+
+    /// Whether the claim's key is live and its tenant's.
+    async fn key_is_live(&self, claim: &KeyClaim) -> StoreResult<bool> {
+        Ok(self.tenant_for_key(&claim.key_hash).await?.as_ref() == Some(&claim.tenant))
+    }
+
+    async fn get_contact_checked(
+        &self,
+        claim: &KeyClaim,
+        id: &ContactId,
+    ) -> StoreResult<Checked<Contact>> {
+        if !self.key_is_live(claim).await? {
+            return Ok(Checked::KeyRejected);
+        }
+        self.get_contact(&claim.tenant, id).await.map(Checked::Live)
+    }
+
+    async fn get_contact_by_email_checked(
+        &self,
+        claim: &KeyClaim,
+        email: &Email,
+    ) -> StoreResult<Checked<Option<Contact>>> {
+        if !self.key_is_live(claim).await? {
+            return Ok(Checked::KeyRejected);
+        }
+        self.get_contact_by_email(&claim.tenant, email)
+            .await
+            .map(Checked::Live)
+    }
+
+    async fn create_contact_checked(
+        &self,
+        claim: &KeyClaim,
+        new: NewContact,
+    ) -> StoreResult<Checked<Contact>> {
+        if !self.key_is_live(claim).await? {
+            return Ok(Checked::KeyRejected);
+        }
+        self.create_contact(&claim.tenant, new)
+            .await
+            .map(Checked::Live)
+    }
+
+    async fn update_contact_checked(
+        &self,
+        claim: &KeyClaim,
+        id: &ContactId,
+        update: ContactUpdate,
+    ) -> StoreResult<Checked<Contact>> {
+        if !self.key_is_live(claim).await? {
+            return Ok(Checked::KeyRejected);
+        }
+        self.update_contact(&claim.tenant, id, update)
+            .await
+            .map(Checked::Live)
+    }
 }
 
 /// Records written by the ingestion API, and their reads. Each write is one
@@ -201,6 +264,17 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<DynStor
             "database url must start with `postgres://`, `postgresql://` or `sqlite://`".into(),
         ))
     }
+}
+
+/// Database connections, summed over a backend's pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// Connections the pools may open.
+    pub max: u32,
+    /// Connections open now (idle or in use).
+    pub open: u32,
+    /// Open connections waiting for work.
+    pub idle: u32,
 }
 
 /// Pool settings shared by both backends.

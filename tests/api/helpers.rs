@@ -42,6 +42,11 @@ pub type Activity = ActivityServiceClient<InterceptedService<Channel, Bearer>>;
 
 pub struct TestApp {
     pub key: String,
+    pub addr: std::net::SocketAddr,
+    /// The database the app runs on (a file of its own on SQLite).
+    pub database_url: String,
+    /// Where `/metrics` is served, when the test asked for `metrics_listen`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub store: DynStore,
     pub channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -49,6 +54,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with settings changed by `configure` (limits, pool size, TLS...).
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let (url, dir) = match backend {
         Backend::Postgres => (postgres::database_url(), None),
         Backend::Sqlite => {
@@ -57,7 +67,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             (url, Some(dir))
         }
     };
-    let args = ServeArgs {
+    let mut args = ServeArgs {
         listen: "127.0.0.1:0".parse().expect("valid address"),
         store: StoreArgs {
             database_url: url,
@@ -65,14 +75,20 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             db_acquire_timeout: std::time::Duration::from_secs(10),
         },
         log_format: LogFormat::Text,
+        metrics_listen: None,
         // Tests make their own tenants; no first-start key.
         bootstrap_tenant: Some(unique_tenant().to_string()),
         health_interval: std::time::Duration::from_millis(200),
         shutdown_grace: std::time::Duration::from_secs(5),
+        limits: Default::default(),
+        tls: Default::default(),
     };
+    configure(&mut args);
+    let database_url = args.store.database_url.clone();
     let (app, bootstrap) = Application::build(&args).await.expect("application starts");
     let bootstrap = bootstrap.expect("a bootstrap tenant was asked for");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let store = app.store();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
@@ -85,6 +101,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         .expect("connect to the test server");
     TestApp {
         key: bootstrap.secret,
+        addr,
+        database_url,
+        metrics_addr,
         store,
         channel,
         stop: Some(stop),
@@ -99,6 +118,13 @@ pub fn unique_tenant() -> TenantId {
 }
 
 impl TestApp {
+    /// The crate's own client (`kraiter_contacts::client`), authenticated as this
+    /// app's tenant.
+    pub fn sdk(&self) -> kraiter_contacts::client::Client {
+        kraiter_contacts::client::Client::new(self.channel.clone(), &self.key)
+            .expect("a key is valid metadata")
+    }
+
     /// A client authenticated as this app's tenant.
     pub fn client(&self) -> Client {
         self.client_with_key(Some(&self.key))

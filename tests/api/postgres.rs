@@ -92,7 +92,7 @@ fn start_throwaway_cluster() -> String {
     format!("postgres://postgres@127.0.0.1:{port}/kraiter_test")
 }
 
-fn postgres_bin_dir() -> PathBuf {
+pub fn postgres_bin_dir() -> PathBuf {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         if dir.join("initdb").exists() {
@@ -112,7 +112,7 @@ fn postgres_bin_dir() -> PathBuf {
     )
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -120,7 +120,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn chown_to_postgres(dir: &Path) {
+pub fn chown_to_postgres(dir: &Path) {
     let status = Command::new("chown")
         .args(["-R", "postgres:postgres"])
         .arg(dir)
@@ -132,14 +132,14 @@ fn chown_to_postgres(dir: &Path) {
     );
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("bound address").port()
 }
 
 // The watchdog must outlive this process, so it is deliberately never waited for.
 #[allow(clippy::zombie_processes)]
-fn spawn_watchdog(script: &str) {
+pub fn spawn_watchdog(script: &str) {
     Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -150,7 +150,7 @@ fn spawn_watchdog(script: &str) {
         .expect("spawn the PostgreSQL watchdog");
 }
 
-fn wait_until_ready(bin: &Path, port: u16, dir: &Path) {
+pub fn wait_until_ready(bin: &Path, port: u16, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = Command::new(bin.join("pg_isready"))
@@ -168,7 +168,7 @@ fn wait_until_ready(bin: &Path, port: u16, dir: &Path) {
     }
 }
 
-fn psql(url: &str, sql: &str) {
+pub fn psql(url: &str, sql: &str) {
     let out = Command::new("psql")
         .args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
         .output()

@@ -1,6 +1,8 @@
 //! PostgreSQL store: the production backend.
 
 mod activity;
+pub mod sql;
+mod writes;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,15 +11,16 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{ApiKeyRecord, ConnectOptions, ContactStore, StoreError, StoreResult, migrations};
+use super::{
+    ApiKeyRecord, Checked, ConnectOptions, ContactStore, KeyClaim, StoreError, StoreResult,
+    migrations,
+};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactUpdate, Email, NewContact, Properties, TenantId,
-    TimeKey, TimelineEntry, TimelineOrder, TimelineQuery, ValidationError, contact_created,
-    search_text,
+    TimeKey, TimelineEntry, TimelineOrder, TimelineQuery, ValidationError,
 };
 
-const CONTACT_COLUMNS: &str =
-    "id, email, properties, suppressed, unsubscribed, created_at, updated_at";
+use sql::CONTACT_COLUMNS;
 
 pub struct PgStore {
     pool: PgPool,
@@ -49,10 +52,7 @@ impl PgStore {
         tenant: &TenantId,
         id: &ContactId,
     ) -> StoreResult<Contact> {
-        let sql = format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-        );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(sql::LOCK_CONTACT)
             .bind(tenant.as_str())
             .bind(id.as_str())
             .fetch_optional(&mut **tx)
@@ -67,6 +67,14 @@ impl PgStore {
 
 #[async_trait]
 impl ContactStore for PgStore {
+    fn pool_usage(&self) -> super::PoolUsage {
+        super::PoolUsage {
+            max: self.pool.options().get_max_connections(),
+            open: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+        }
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
@@ -102,13 +110,11 @@ impl ContactStore for PgStore {
     }
 
     async fn tenant_for_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<TenantId>> {
-        let tenant: Option<String> = sqlx::query_scalar(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(&key_hash[..])
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
+        let tenant: Option<String> = sqlx::query_scalar(sql::TENANT_FOR_KEY)
+            .bind(&key_hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(tenant.map(TenantId::from_trusted))
     }
 
@@ -145,45 +151,14 @@ impl ContactStore for PgStore {
     }
 
     async fn create_contact(&self, tenant: &TenantId, new: NewContact) -> StoreResult<Contact> {
-        let now = crate::domain::now();
-        let contact = Contact {
-            id: ContactId::generate(),
-            email: new.email,
-            properties: new.properties,
-            suppressed: false,
-            unsubscribed: false,
-            created_at: now,
-            updated_at: now,
-        };
-        let entry = contact_created(&contact);
-        // One statement, so the contact and its timeline entry commit together in one round trip.
-        sqlx::query(
-            "WITH c AS ( \
-                INSERT INTO contacts (tenant_id, id, email, email_key, properties, search_text, created_at, updated_at) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING tenant_id, id) \
-             INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
-             SELECT tenant_id, id, $8, $9, $7, $10 FROM c",
-        )
-        .bind(tenant.as_str())
-        .bind(contact.id.as_str())
-        .bind(contact.email.as_str())
-        .bind(contact.email.key())
-        .bind(Json(contact.properties.as_map()))
-        .bind(search_text(contact.email.as_str(), &contact.properties))
-        .bind(now)
-        .bind(&entry.id)
-        .bind(&entry.kind)
-        .bind(Json(&entry.data))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(contact)
+        match self.create(tenant, None, new).await? {
+            Checked::Live(contact) => Ok(contact),
+            Checked::KeyRejected => unreachable!("no key is checked without a claim"),
+        }
     }
 
     async fn get_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<Contact> {
-        let sql =
-            format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND id = $2");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(sql::GET_CONTACT)
             .bind(tenant.as_str())
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -200,10 +175,7 @@ impl ContactStore for PgStore {
         tenant: &TenantId,
         email: &Email,
     ) -> StoreResult<Option<Contact>> {
-        let sql = format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND email_key = $2"
-        );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(sql::GET_CONTACT_BY_EMAIL)
             .bind(tenant.as_str())
             .bind(email.key())
             .fetch_optional(&self.pool)
@@ -262,35 +234,10 @@ impl ContactStore for PgStore {
         id: &ContactId,
         update: ContactUpdate,
     ) -> StoreResult<Contact> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        // The row lock serialises concurrent updates: each merge sees the one before.
-        let before = Self::lock_contact(&mut tx, tenant, id).await?;
-        let Some((after, entry)) = before.apply(update)? else {
-            return Ok(before);
-        };
-        sqlx::query(
-            "WITH u AS ( \
-                UPDATE contacts SET email = $3, email_key = $4, properties = $5, search_text = $6, \
-                    updated_at = $7, revision = revision + 1 \
-                WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id, id) \
-             INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
-             SELECT tenant_id, id, $8, $9, $7, $10 FROM u",
-        )
-        .bind(tenant.as_str())
-        .bind(id.as_str())
-        .bind(after.email.as_str())
-        .bind(after.email.key())
-        .bind(Json(after.properties.as_map()))
-        .bind(search_text(after.email.as_str(), &after.properties))
-        .bind(after.updated_at)
-        .bind(&entry.id)
-        .bind(&entry.kind)
-        .bind(Json(&entry.data))
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        Ok(after)
+        match self.update(tenant, None, id, update).await? {
+            Checked::Live(contact) => Ok(contact),
+            Checked::KeyRejected => unreachable!("no key is checked without a claim"),
+        }
     }
 
     async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
@@ -365,6 +312,41 @@ impl ContactStore for PgStore {
             });
         }
         Ok(entries)
+    }
+
+    // The hot calls: the key is checked in the call's own statement.
+
+    async fn get_contact_checked(
+        &self,
+        claim: &KeyClaim,
+        id: &ContactId,
+    ) -> StoreResult<Checked<Contact>> {
+        self.get_checked(claim, id).await
+    }
+
+    async fn get_contact_by_email_checked(
+        &self,
+        claim: &KeyClaim,
+        email: &Email,
+    ) -> StoreResult<Checked<Option<Contact>>> {
+        self.get_by_email_checked(claim, email).await
+    }
+
+    async fn create_contact_checked(
+        &self,
+        claim: &KeyClaim,
+        new: NewContact,
+    ) -> StoreResult<Checked<Contact>> {
+        self.create(&claim.tenant, Some(claim), new).await
+    }
+
+    async fn update_contact_checked(
+        &self,
+        claim: &KeyClaim,
+        id: &ContactId,
+        update: ContactUpdate,
+    ) -> StoreResult<Checked<Contact>> {
+        self.update(&claim.tenant, Some(claim), id, update).await
     }
 }
 

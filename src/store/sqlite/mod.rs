@@ -114,6 +114,16 @@ impl SqliteStore {
 
 #[async_trait]
 impl ContactStore for SqliteStore {
+    fn pool_usage(&self) -> super::PoolUsage {
+        let mut usage = super::PoolUsage::default();
+        for pool in [&self.reader, &self.writer] {
+            usage.max += pool.options().get_max_connections();
+            usage.open += pool.size();
+            usage.idle += pool.num_idle() as u32;
+        }
+        usage
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)

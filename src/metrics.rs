@@ -1,0 +1,225 @@
+//! Prometheus metrics, served on `--metrics-listen` at `/metrics` (off by default).
+//!
+//! The metric families live in one process-wide registry: every RPC passes through
+//! `api::handle`, which records it here, so nothing has to be threaded through the
+//! services. Pool gauges are read from the store when Prometheus scrapes.
+//!
+//! - `kraiter_rpc_requests_total{method, code}`: calls handled, by gRPC status code.
+//! - `kraiter_rpc_duration_seconds{method, code}`: latency histogram; for a streamed
+//!   list it is the time to set the stream up, the pages follow.
+//! - `kraiter_stream_messages_sent_total{method}`: pages sent on streamed lists.
+//! - `kraiter_db_pool_connections{state}`: open database connections, `idle` or `in_use`.
+//! - `kraiter_db_pool_max_connections`: the pool size limit.
+
+use std::convert::Infallible;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tonic::Code;
+
+use crate::store::DynStore;
+
+/// Latency buckets in seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<RpcLabels, Counter>,
+    latency: HistogramFamily,
+    stream_messages: Family<MethodLabels, Counter>,
+    pool_connections: Family<PoolLabels, Gauge>,
+    pool_max: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("kraiter");
+        let requests = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpc_requests",
+            "RPCs handled, by method and gRPC status code",
+            requests.clone(),
+        );
+        let latency: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        registry.register_with_unit(
+            "rpc_duration",
+            "RPC latency (for streams: until the stream is set up), by method and code",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        let stream_messages = Family::<MethodLabels, Counter>::default();
+        registry.register(
+            "stream_messages_sent",
+            "Messages (pages) sent on server-streaming RPCs",
+            stream_messages.clone(),
+        );
+        let pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Open database connections, idle or in use",
+            pool_connections.clone(),
+        );
+        let pool_max = Gauge::default();
+        registry.register(
+            "db_pool_max_connections",
+            "Most database connections the pool opens",
+            pool_max.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            stream_messages,
+            pool_connections,
+            pool_max,
+        }
+    }
+}
+
+/// Counts one finished RPC and its latency.
+pub fn record_rpc(method: &'static str, code: Code, elapsed: Duration) {
+    let labels = RpcLabels {
+        method,
+        code: code_name(code),
+    };
+    METRICS.requests.get_or_create(&labels).inc();
+    METRICS
+        .latency
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Counts one message sent on a server stream.
+pub fn record_stream_message(method: &'static str) {
+    METRICS
+        .stream_messages
+        .get_or_create(&MethodLabels { method })
+        .inc();
+}
+
+/// The exposition text, with the pool gauges read from `store` now.
+pub fn render(store: &DynStore) -> String {
+    let usage = store.pool_usage();
+    let metrics = &*METRICS;
+    metrics
+        .pool_connections
+        .get_or_create(&PoolLabels { state: "idle" })
+        .set(i64::from(usage.idle));
+    metrics
+        .pool_connections
+        .get_or_create(&PoolLabels { state: "in_use" })
+        .set(i64::from(usage.open.saturating_sub(usage.idle)));
+    metrics.pool_max.set(i64::from(usage.max));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// Serves `GET /metrics` over HTTP/1.1 until the task is dropped.
+pub async fn serve(listener: TcpListener, store: DynStore) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %err, "metrics listener cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let store = store.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let response = respond(&request, &store);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "metrics connection failed");
+            }
+        });
+    }
+}
+
+fn respond<B>(request: &Request<B>, store: &DynStore) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, CONTENT_TYPE, render(store)),
+        (_, "/metrics") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "metrics are at /metrics\n".to_owned(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a response from static parts is valid")
+}
+
+/// gRPC's names for status codes (as logged), for label values.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}

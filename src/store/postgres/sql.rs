@@ -1,0 +1,96 @@
+//! The statements of the hot calls, public so the benchmark's pgbench baselines
+//! run exactly the SQL the store runs.
+
+macro_rules! contact_columns {
+    () => {
+        "id, email, properties, suppressed, unsubscribed, created_at, updated_at"
+    };
+}
+
+pub const CONTACT_COLUMNS: &str = contact_columns!();
+
+/// The tenant of a live key.
+pub const TENANT_FOR_KEY: &str =
+    "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+
+pub const GET_CONTACT: &str = concat!(
+    "SELECT ",
+    contact_columns!(),
+    " FROM contacts WHERE tenant_id = $1 AND id = $2"
+);
+
+pub const GET_CONTACT_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    contact_columns!(),
+    " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
+);
+
+/// One statement, so the contact and its timeline entry commit together in one round trip.
+pub const CREATE_CONTACT: &str = "WITH c AS ( \
+        INSERT INTO contacts (tenant_id, id, email, email_key, properties, search_text, created_at, updated_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING tenant_id, id) \
+     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+     SELECT tenant_id, id, $8, $9, $7, $10 FROM c";
+
+/// Locks the row for a merge inside a transaction.
+pub const LOCK_CONTACT: &str = concat!(
+    "SELECT ",
+    contact_columns!(),
+    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
+);
+
+/// Writes a merged contact with its `contact.updated` entry.
+pub const UPDATE_CONTACT: &str = "WITH u AS ( \
+        UPDATE contacts SET email = $3, email_key = $4, properties = $5, search_text = $6, \
+            updated_at = $7, revision = revision + 1 \
+        WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id, id) \
+     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+     SELECT tenant_id, id, $8, $9, $7, $10 FROM u";
+
+// Statements under a `KeyClaim`: the key's liveness is read in the same snapshot as
+// the data, so a revoked key is refused on its next call without a second round
+// trip. No row at all means the key was rejected; a row of NULLs, no such contact.
+
+macro_rules! checked_contact {
+    ($extra:literal, $condition:literal) => {
+        concat!(
+            "SELECT c.id, c.email, c.properties, c.suppressed, c.unsubscribed, c.created_at, \
+             c.updated_at",
+            $extra,
+            " FROM api_keys k LEFT JOIN contacts c ON c.tenant_id = $1 AND ",
+            $condition,
+            " WHERE k.key_hash = $3 AND k.tenant_id = $1 AND k.revoked_at IS NULL"
+        )
+    };
+}
+
+pub const GET_CONTACT_CHECKED: &str = checked_contact!("", "c.id = $2");
+
+pub const GET_CONTACT_BY_EMAIL_CHECKED: &str = checked_contact!("", "c.email_key = $2");
+
+/// The contact and its revision, read for an optimistic merge.
+pub const READ_FOR_UPDATE_CHECKED: &str = checked_contact!(", c.revision", "c.id = $2");
+
+pub const READ_FOR_UPDATE: &str = concat!(
+    "SELECT ",
+    contact_columns!(),
+    ", revision FROM contacts WHERE tenant_id = $1 AND id = $2"
+);
+
+/// `CREATE_CONTACT` that inserts nothing unless `$11` is a live key of tenant `$1`.
+pub const CREATE_CONTACT_CHECKED: &str = "WITH k AS ( \
+        SELECT tenant_id FROM api_keys WHERE key_hash = $11 AND tenant_id = $1 AND revoked_at IS NULL), \
+     c AS ( \
+        INSERT INTO contacts (tenant_id, id, email, email_key, properties, search_text, created_at, updated_at) \
+        SELECT tenant_id, $2, $3, $4, $5, $6, $7, $7 FROM k RETURNING tenant_id, id) \
+     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+     SELECT tenant_id, id, $8, $9, $7, $10 FROM c";
+
+/// `UPDATE_CONTACT` only if the row is still at revision `$11`: a compare-and-set,
+/// so a merge computed from that revision loses nothing written since.
+pub const UPDATE_CONTACT_IF_REVISION: &str = "WITH u AS ( \
+        UPDATE contacts SET email = $3, email_key = $4, properties = $5, search_text = $6, \
+            updated_at = $7, revision = revision + 1 \
+        WHERE tenant_id = $1 AND id = $2 AND revision = $11 RETURNING tenant_id, id) \
+     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+     SELECT tenant_id, id, $8, $9, $7, $10 FROM u";
