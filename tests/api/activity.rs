@@ -97,6 +97,45 @@ async fn timeline_types(client: &mut Client, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every per-contact read answers NOT_FOUND for `id`.
+async fn assert_every_read_is_not_found(client: &mut Client, id: &str) {
+    let id = id.to_owned();
+    let result = client
+        .list_contact_sends(pb::ListContactSendsRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(result, Code::NotFound, "NOT_FOUND", "sends");
+    let result = client
+        .list_contact_scheduled_sends(pb::ListContactScheduledSendsRequest {
+            id: id.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert_status(result, Code::NotFound, "NOT_FOUND", "scheduled");
+    for include_finished in [false, true] {
+        let result = client
+            .list_contact_sequences(pb::ListContactSequencesRequest {
+                id: id.clone(),
+                include_finished,
+            })
+            .await;
+        assert_status(result, Code::NotFound, "NOT_FOUND", "sequences");
+    }
+    let result = client
+        .list_contact_segments(pb::ListContactSegmentsRequest { id: id.clone() })
+        .await;
+    assert_status(result, Code::NotFound, "NOT_FOUND", "segments");
+    let result = client
+        .list_contact_timeline(pb::ListContactTimelineRequest {
+            id,
+            ..Default::default()
+        })
+        .await;
+    assert_status(result, Code::NotFound, "NOT_FOUND", "timeline");
+}
+
 async fn sends_are_listed_newest_first_across_pages_and_resume_by_cursor(backend: Backend) {
     let app = spawn_app(backend).await;
     let (mut client, mut activity) = (app.client(), app.activity());
@@ -744,59 +783,7 @@ async fn deleting_a_contact_erases_all_of_its_activity(backend: Backend) {
         .await
         .expect("delete");
 
-    let id = contact.id.clone();
-    assert_status(
-        client
-            .list_contact_sends(pb::ListContactSendsRequest {
-                id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "sends",
-    );
-    assert_status(
-        client
-            .list_contact_scheduled_sends(pb::ListContactScheduledSendsRequest {
-                id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "scheduled",
-    );
-    assert_status(
-        client
-            .list_contact_sequences(pb::ListContactSequencesRequest {
-                id: id.clone(),
-                include_finished: true,
-            })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "sequences",
-    );
-    assert_status(
-        client
-            .list_contact_segments(pb::ListContactSegmentsRequest { id: id.clone() })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "segments",
-    );
-    assert_status(
-        client
-            .list_contact_timeline(pb::ListContactTimelineRequest {
-                id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "timeline",
-    );
+    assert_every_read_is_not_found(&mut client, &contact.id).await;
 
     // A new contact with the same address starts with nothing of the old one.
     let reborn = create(&mut client, "gone@example.com", json!({})).await;
@@ -1001,48 +988,7 @@ async fn invalid_ingestion_requests_are_invalid_argument(backend: Backend) {
 async fn reads_of_an_unknown_contact_are_not_found(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.client();
-    let id = "con_01JD0000000000000000000000".to_owned();
-    assert_status(
-        client
-            .list_contact_sends(pb::ListContactSendsRequest {
-                id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "sends",
-    );
-    assert_status(
-        client
-            .list_contact_scheduled_sends(pb::ListContactScheduledSendsRequest {
-                id: id.clone(),
-                ..Default::default()
-            })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "scheduled",
-    );
-    assert_status(
-        client
-            .list_contact_sequences(pb::ListContactSequencesRequest {
-                id: id.clone(),
-                include_finished: false,
-            })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "sequences",
-    );
-    assert_status(
-        client
-            .list_contact_segments(pb::ListContactSegmentsRequest { id })
-            .await,
-        Code::NotFound,
-        "NOT_FOUND",
-        "segments",
-    );
+    assert_every_read_is_not_found(&mut client, "con_01JD0000000000000000000000").await;
 }
 
 async fn every_send_status_leaves_exactly_its_entry(backend: Backend) {
