@@ -19,6 +19,11 @@ pub const POSTGRES: &[Script] = &[
         "activity",
         include_str!("../../migrations/postgres/0002_activity.sql"),
     ),
+    (
+        3,
+        "search index pending list",
+        include_str!("../../migrations/postgres/0003_search_index_pending_list.sql"),
+    ),
 ];
 
 pub const SQLITE: &[Script] = &[

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 
 use super::{PgStore, classify};
 use crate::domain::{
@@ -389,7 +389,8 @@ impl ActivityStore for PgStore {
         new: NewSend,
         idem: Option<Idempotency>,
     ) -> StoreResult<SendRecord> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -408,6 +409,7 @@ impl ActivityStore for PgStore {
         insert_entry(&mut tx, tenant, &contact_id, &entry).await?;
         remember(&mut tx, tenant, idem.as_ref(), &contact_id, &send).await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(send)
     }
 
@@ -417,7 +419,8 @@ impl ActivityStore for PgStore {
         change: SendStatusChange,
         idem: Option<Idempotency>,
     ) -> StoreResult<SendRecord> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -439,6 +442,7 @@ impl ActivityStore for PgStore {
         };
         remember(&mut tx, tenant, idem.as_ref(), &send.contact_id, &send).await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(send)
     }
 
@@ -448,7 +452,8 @@ impl ActivityStore for PgStore {
         engagement: SendEngagement,
         idem: Option<Idempotency>,
     ) -> StoreResult<SendRecord> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -465,6 +470,7 @@ impl ActivityStore for PgStore {
         insert_entry(&mut tx, tenant, &next.contact_id, &entry).await?;
         remember(&mut tx, tenant, idem.as_ref(), &next.contact_id, &next).await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(next)
     }
 
@@ -474,7 +480,8 @@ impl ActivityStore for PgStore {
         new: NewScheduledSend,
         idem: Option<Idempotency>,
     ) -> StoreResult<ScheduledSend> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -514,6 +521,7 @@ impl ActivityStore for PgStore {
         )
         .await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(scheduled)
     }
 
@@ -524,7 +532,8 @@ impl ActivityStore for PgStore {
         at: DateTime<Utc>,
         idem: Option<Idempotency>,
     ) -> StoreResult<ScheduledSend> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -538,6 +547,7 @@ impl ActivityStore for PgStore {
         insert_entry(&mut tx, tenant, &next.contact_id, &entry).await?;
         remember(&mut tx, tenant, idem.as_ref(), &next.contact_id, &next).await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(next)
     }
 
@@ -547,7 +557,8 @@ impl ActivityStore for PgStore {
         new: NewEnrolment,
         idem: Option<Idempotency>,
     ) -> StoreResult<Enrolment> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -567,6 +578,7 @@ impl ActivityStore for PgStore {
         insert_entry(&mut tx, tenant, &new.contact_id, &entry).await?;
         remember(&mut tx, tenant, idem.as_ref(), &new.contact_id, &enrolment).await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(enrolment)
     }
 
@@ -576,7 +588,8 @@ impl ActivityStore for PgStore {
         change: EnrolmentChange,
         idem: Option<Idempotency>,
     ) -> StoreResult<Enrolment> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -604,6 +617,7 @@ impl ActivityStore for PgStore {
         )
         .await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(enrolment)
     }
 
@@ -613,7 +627,8 @@ impl ActivityStore for PgStore {
         change: MembershipChange,
         idem: Option<Idempotency>,
     ) -> StoreResult<MembershipOutcome> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -712,6 +727,7 @@ impl ActivityStore for PgStore {
         };
         remember(&mut tx, tenant, idem.as_ref(), &change.contact_id, &outcome).await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(outcome)
     }
 
@@ -721,7 +737,8 @@ impl ActivityStore for PgStore {
         new: NewEvent,
         idem: Option<Idempotency>,
     ) -> StoreResult<TrackedEvent> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         if let Some(first) = match &idem {
             Some(idem) => replay(&mut tx, tenant, idem).await?,
             None => None,
@@ -750,6 +767,7 @@ impl ActivityStore for PgStore {
         )
         .await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(tracked)
     }
 
@@ -768,14 +786,15 @@ impl ActivityStore for PgStore {
         let sql = format!(
             "SELECT {SEND_COLUMNS} FROM sends WHERE tenant_id = $1 AND contact_id = $2 {keyset} ORDER BY id DESC LIMIT $4"
         );
+        let mut conn = self.conns.get().await?;
         let rows = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(contact.as_str())
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = conn.finish(rows)?;
         rows.iter().map(send_from_row).collect()
     }
 
@@ -796,15 +815,16 @@ impl ActivityStore for PgStore {
              WHERE tenant_id = $1 AND contact_id = $2 AND status = 'pending' {keyset} \
              ORDER BY scheduled_for, id LIMIT $5"
         );
+        let mut conn = self.conns.get().await?;
         let rows = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(contact.as_str())
             .bind(after.map(TimeKey::time).transpose()?)
             .bind(after.map(|key| key.id.as_str()))
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = conn.finish(rows)?;
         rows.iter().map(scheduled_from_row).collect()
     }
 
@@ -823,12 +843,13 @@ impl ActivityStore for PgStore {
             "SELECT {ENROLMENT_COLUMNS} FROM sequence_enrolments WHERE tenant_id = $1 AND contact_id = $2 {filter} \
              ORDER BY enrolled_at DESC, sequence_id"
         );
+        let mut conn = self.conns.get().await?;
         let rows = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(contact.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = conn.finish(rows)?;
         rows.iter().map(enrolment_from_row).collect()
     }
 
@@ -837,15 +858,16 @@ impl ActivityStore for PgStore {
         tenant: &TenantId,
         contact: &ContactId,
     ) -> StoreResult<Vec<Membership>> {
+        let mut conn = self.conns.get().await?;
         let rows = sqlx::query(
             "SELECT contact_id, segment_id, segment_name, joined_at FROM segment_memberships \
              WHERE tenant_id = $1 AND contact_id = $2 ORDER BY joined_at DESC, segment_id",
         )
         .bind(tenant.as_str())
         .bind(contact.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
+        .fetch_all(&mut *conn)
+        .await;
+        let rows = conn.finish(rows)?;
         rows.iter().map(membership_from_row).collect()
     }
 }

@@ -1,13 +1,16 @@
 //! PostgreSQL store: the production backend.
 
 mod activity;
+mod conns;
 pub mod sql;
 mod writes;
+
+use conns::Conns;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
@@ -23,28 +26,24 @@ use crate::domain::{
 use sql::CONTACT_COLUMNS;
 
 pub struct PgStore {
-    pool: PgPool,
+    conns: Conns,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect(url)
-            .await
-            .map_err(classify)?;
+        let conns = Conns::connect(url, options).await?;
         if options.migrate {
             let migrator = migrations::migrator(migrations::POSTGRES)
                 .await
                 .map_err(StoreError::internal)?;
-            migrator.run(&pool).await.map_err(StoreError::internal)?;
+            let mut conn = conns.get().await?;
+            migrator
+                .run(&mut *conn)
+                .await
+                .map_err(StoreError::internal)?;
+            conn.done();
         }
-        Ok(Self { pool })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+        Ok(Self { conns })
     }
 
     async fn lock_contact(
@@ -68,28 +67,24 @@ impl PgStore {
 #[async_trait]
 impl ContactStore for PgStore {
     fn pool_usage(&self) -> super::PoolUsage {
-        super::PoolUsage {
-            max: self.pool.options().get_max_connections(),
-            open: self.pool.size(),
-            idle: self.pool.num_idle() as u32,
-        }
+        self.conns.usage()
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let done = sqlx::query("SELECT 1").execute(&mut *conn).await;
+        conn.finish(done)?;
         Ok(())
     }
 
     async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool> {
+        let mut conn = self.conns.get().await?;
         let result =
             sqlx::query("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
                 .bind(tenant.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(classify)?;
+                .execute(&mut *conn)
+                .await;
+        let result = conn.finish(result)?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -99,34 +94,38 @@ impl ContactStore for PgStore {
         key_id: &str,
         key_hash: &[u8; 32],
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO api_keys (key_id, tenant_id, key_hash) VALUES ($1, $2, $3)")
-            .bind(key_id)
-            .bind(tenant.as_str())
-            .bind(&key_hash[..])
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let done =
+            sqlx::query("INSERT INTO api_keys (key_id, tenant_id, key_hash) VALUES ($1, $2, $3)")
+                .bind(key_id)
+                .bind(tenant.as_str())
+                .bind(&key_hash[..])
+                .execute(&mut *conn)
+                .await;
+        conn.finish(done)?;
         Ok(())
     }
 
     async fn tenant_for_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<TenantId>> {
-        let tenant: Option<String> = sqlx::query_scalar(sql::TENANT_FOR_KEY)
+        let mut conn = self.conns.get().await?;
+        let tenant = sqlx::query_scalar(sql::TENANT_FOR_KEY)
             .bind(&key_hash[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_optional(&mut *conn)
+            .await;
+        let tenant: Option<String> = conn.finish(tenant)?;
         Ok(tenant.map(TenantId::from_trusted))
     }
 
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let mut conn = self.conns.get().await?;
         let rows = sqlx::query(
             "SELECT key_id, tenant_id, created_at, revoked_at FROM api_keys \
              WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, created_at, key_id",
         )
         .bind(tenant.map(TenantId::as_str))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
+        .fetch_all(&mut *conn)
+        .await;
+        let rows = conn.finish(rows)?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
             keys.push(ApiKeyRecord {
@@ -140,13 +139,14 @@ impl ContactStore for PgStore {
     }
 
     async fn revoke_api_key(&self, key_id: &str) -> StoreResult<bool> {
+        let mut conn = self.conns.get().await?;
         let result = sqlx::query(
             "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
         )
         .bind(key_id)
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        .execute(&mut *conn)
+        .await;
+        let result = conn.finish(result)?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -158,12 +158,13 @@ impl ContactStore for PgStore {
     }
 
     async fn get_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<Contact> {
+        let mut conn = self.conns.get().await?;
         let row = sqlx::query(sql::GET_CONTACT)
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_optional(&mut *conn)
+            .await;
+        let row = conn.finish(row)?;
         row.as_ref()
             .map(contact_from_row)
             .transpose()?
@@ -175,12 +176,13 @@ impl ContactStore for PgStore {
         tenant: &TenantId,
         email: &Email,
     ) -> StoreResult<Option<Contact>> {
+        let mut conn = self.conns.get().await?;
         let row = sqlx::query(sql::GET_CONTACT_BY_EMAIL)
             .bind(tenant.as_str())
             .bind(email.key())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_optional(&mut *conn)
+            .await;
+        let row = conn.finish(row)?;
         row.as_ref().map(contact_from_row).transpose()
     }
 
@@ -220,11 +222,9 @@ impl ContactStore for PgStore {
         if let Some(suppressed) = query.suppressed {
             statement = statement.bind(suppressed);
         }
-        let rows = statement
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let rows = statement.bind(i64::from(limit)).fetch_all(&mut *conn).await;
+        let rows = conn.finish(rows)?;
         rows.iter().map(contact_from_row).collect()
     }
 
@@ -242,12 +242,13 @@ impl ContactStore for PgStore {
 
     async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
         // Activity rows go with the contact through ON DELETE CASCADE, in this statement.
+        let mut conn = self.conns.get().await?;
         let result = sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.as_str())
             .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+            .execute(&mut *conn)
+            .await;
+        let result = conn.finish(result)?;
         if result.rows_affected() == 0 {
             return Err(StoreError::NotFound("contact"));
         }
@@ -255,13 +256,13 @@ impl ContactStore for PgStore {
     }
 
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let found = sqlx::query_scalar("SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await;
+        let found: Option<i32> = conn.finish(found)?;
         found.map(|_| ()).ok_or(StoreError::NotFound("contact"))
     }
 
@@ -291,6 +292,7 @@ impl ContactStore for PgStore {
                 })
             })
             .transpose()?;
+        let mut conn = self.conns.get().await?;
         let rows = sqlx::query(&sql)
             .bind(tenant.as_str())
             .bind(contact.as_str())
@@ -298,9 +300,9 @@ impl ContactStore for PgStore {
             .bind(after.map(|key| key.id.as_str()))
             .bind(&query.types)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = conn.finish(rows)?;
         let mut entries = Vec::with_capacity(rows.len());
         for row in rows {
             let Json(data): Json<Map<String, Value>> = row.try_get("data").map_err(classify)?;

@@ -7,9 +7,9 @@
 //! under a row lock, so the common case costs two round trips instead of four
 //! (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT) and no update is ever lost.
 
-use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
+use sqlx::{Connection, Row};
 
 use super::{PgStore, classify, contact_from_row, sql};
 use crate::domain::{
@@ -27,13 +27,14 @@ impl PgStore {
         claim: &KeyClaim,
         key: &str,
     ) -> StoreResult<Checked<Option<PgRow>>> {
+        let mut conn = self.conns.get().await?;
         let row = sqlx::query(statement)
             .bind(claim.tenant.as_str())
             .bind(key)
             .bind(&claim.key_hash[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
+            .fetch_optional(&mut *conn)
+            .await;
+        let row = conn.finish(row)?;
         let Some(row) = row else {
             return Ok(Checked::KeyRejected);
         };
@@ -109,7 +110,9 @@ impl PgStore {
         if let Some(claim) = claim {
             query = query.bind(&claim.key_hash[..]);
         }
-        let result = query.execute(&self.pool).await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let result = query.execute(&mut *conn).await;
+        let result = conn.finish(result)?;
         if result.rows_affected() == 0 {
             return Ok(Checked::KeyRejected);
         }
@@ -135,12 +138,15 @@ impl PgStore {
                     Checked::KeyRejected => return Ok(Checked::KeyRejected),
                 }
             }
-            None => sqlx::query(sql::READ_FOR_UPDATE)
-                .bind(tenant.as_str())
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(classify)?,
+            None => {
+                let mut conn = self.conns.get().await?;
+                let row = sqlx::query(sql::READ_FOR_UPDATE)
+                    .bind(tenant.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await;
+                conn.finish(row)?
+            }
         };
         let row = row.ok_or(StoreError::NotFound("contact"))?;
         let before = contact_from_row(&row)?;
@@ -169,7 +175,8 @@ impl PgStore {
         id: &ContactId,
         update: ContactUpdate,
     ) -> StoreResult<Contact> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await.map_err(classify)?;
         let before = Self::lock_contact(&mut tx, tenant, id).await?;
         let Some((after, entry)) = before.apply(update)? else {
             return Ok(before);
@@ -177,6 +184,7 @@ impl PgStore {
         self.write_merge(tenant, &after, &entry, None, Some(&mut tx))
             .await?;
         tx.commit().await.map_err(classify)?;
+        conn.done();
         Ok(after)
     }
 
@@ -209,10 +217,13 @@ impl PgStore {
             query = query.bind(revision);
         }
         let result = match tx {
-            Some(tx) => query.execute(&mut **tx).await,
-            None => query.execute(&self.pool).await,
-        }
-        .map_err(classify)?;
+            Some(tx) => query.execute(&mut **tx).await.map_err(classify)?,
+            None => {
+                let mut conn = self.conns.get().await?;
+                let result = query.execute(&mut *conn).await;
+                conn.finish(result)?
+            }
+        };
         Ok(result.rows_affected() == 1)
     }
 }

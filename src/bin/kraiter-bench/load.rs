@@ -1,0 +1,271 @@
+//! The load generator: C calls in flight over a few HTTP/2 connections, a warm-up,
+//! then a measured window; and what the server spent meanwhile, from /proc.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kraiter_contacts::api::pb::contacts_service_client::ContactsServiceClient;
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::data::Rng;
+use crate::process;
+
+/// Adds `authorization: Bearer <key>` to every call, as an SDK would.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Client = ContactsServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// One client per HTTP/2 connection.
+pub async fn connect(addr: &str, key: &str, connections: usize) -> anyhow::Result<Vec<Client>> {
+    let bearer = Bearer(format!("Bearer {key}").parse()?);
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        let channel = Channel::from_shared(addr.to_owned())?.connect().await?;
+        let client = ContactsServiceClient::with_interceptor(channel, bearer.clone())
+            .max_decoding_message_size(64 << 20);
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
+/// How long, and how hard.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// Which processes to account for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watch {
+    pub server: Option<u32>,
+    /// A postmaster: its own and its backends' CPU.
+    pub postgres: Option<u32>,
+}
+
+/// What one measured window produced.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub calls: u64,
+    /// Rows (or entries) received, for lists.
+    pub items: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    /// Sorted call latencies in microseconds.
+    pub latencies: Vec<u32>,
+    pub server_cpu: Duration,
+    pub postgres_cpu: Duration,
+    /// CPU of this process: the load generator.
+    pub client_cpu: Duration,
+    /// CPU time the whole machine was busy, all processes counted.
+    pub machine_busy_cpu: Duration,
+    pub server_peak_rss_kib: u64,
+}
+
+impl Measured {
+    pub fn throughput(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn items_per_sec(&self) -> f64 {
+        self.items as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        Duration::from_micros(u64::from(self.latencies[rank]))
+    }
+
+    pub fn per_call(&self, cpu: Duration) -> Duration {
+        cpu.checked_div(self.calls.max(1) as u32)
+            .unwrap_or_default()
+    }
+
+    /// CPU the machine spent on processes other than ours (other users' builds, say):
+    /// a run where this is large is not comparable.
+    pub fn foreign_cpu(&self) -> Duration {
+        self.machine_busy_cpu
+            .saturating_sub(self.server_cpu + self.postgres_cpu + self.client_cpu)
+    }
+}
+
+struct Snapshot {
+    at: Instant,
+    server: u64,
+    postgres: u64,
+    client: u64,
+    machine: u64,
+}
+
+impl Watch {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            at: Instant::now(),
+            server: self.server.map_or(0, process::cpu_ticks),
+            postgres: self.postgres.map_or(0, process::cpu_ticks_with_children),
+            client: process::cpu_ticks(std::process::id()),
+            machine: process::machine_busy_ticks(),
+        }
+    }
+
+    fn fill(&self, before: &Snapshot, after: &Snapshot, out: &mut Measured) {
+        let tick = 1.0 / process::clock_ticks();
+        out.elapsed = after.at - before.at;
+        out.server_cpu = Duration::from_secs_f64((after.server - before.server) as f64 * tick);
+        out.postgres_cpu =
+            Duration::from_secs_f64((after.postgres - before.postgres) as f64 * tick);
+        out.client_cpu = Duration::from_secs_f64((after.client - before.client) as f64 * tick);
+        out.machine_busy_cpu =
+            Duration::from_secs_f64(after.machine.saturating_sub(before.machine) as f64 * tick);
+        out.server_peak_rss_kib = self
+            .server
+            .map_or(0, |pid| process::status_kib(pid, "VmHWM"));
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    calls: u64,
+    items: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies: Vec<u32>,
+}
+
+/// Runs `call(client, random, seq)` from `plan.concurrency` workers; a call returns
+/// how many items it received. Only calls that start after the warm-up and finish
+/// before the end count.
+pub async fn drive<F, Fut>(clients: &[Client], plan: Plan, watch: Watch, call: F) -> Measured
+where
+    F: Fn(Client, u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<u64, Status>> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
+    let mut workers = Vec::new();
+    for w in 0..plan.concurrency {
+        let client = clients[w % clients.len()].clone();
+        let call = call.clone();
+        workers.push(tokio::spawn(async move {
+            let mut rng = Rng::new((w as u64 + 1) << 32);
+            let mut tally = Tally::default();
+            let mut seq = 0u64;
+            loop {
+                let began = Instant::now();
+                if began >= end {
+                    break;
+                }
+                seq += 1;
+                let result = call(client.clone(), rng.next_u64(), (w as u64) << 40 | seq).await;
+                let done = Instant::now();
+                if began < measure_from || done > end {
+                    continue;
+                }
+                match result {
+                    Ok(items) => {
+                        tally.calls += 1;
+                        tally.items += items;
+                        let micros = (done - began).as_micros().min(u128::from(u32::MAX));
+                        tally.latencies.push(micros as u32);
+                    }
+                    Err(status) => {
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert_with(|| status.to_string());
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    if let Some(pid) = watch.server {
+        process::reset_peak_rss(pid);
+    }
+    let before = watch.snapshot();
+    tokio::time::sleep_until(end.into()).await;
+    let after = watch.snapshot();
+    let mut out = Measured::default();
+    watch.fill(&before, &after, &mut out);
+    for worker in workers {
+        let Ok(tally) = worker.await else { continue };
+        out.calls += tally.calls;
+        out.items += tally.items;
+        out.errors += tally.errors;
+        if out.first_error.is_none() {
+            out.first_error = tally.first_error;
+        }
+        out.latencies.extend(tally.latencies);
+    }
+    out.latencies.sort_unstable();
+    out
+}
+
+/// Runs whole calls one after another (full list streams) until `min_time` has
+/// passed and at least one call completed; everything counts, nothing is warm-up.
+pub async fn drive_sequential<F, Fut>(
+    client: &Client,
+    min_time: Duration,
+    watch: Watch,
+    call: F,
+) -> Measured
+where
+    F: Fn(Client) -> Fut,
+    Fut: Future<Output = Result<u64, Status>>,
+{
+    if let Some(pid) = watch.server {
+        process::reset_peak_rss(pid);
+    }
+    let before = watch.snapshot();
+    let mut tally = Tally::default();
+    loop {
+        let began = Instant::now();
+        match call(client.clone()).await {
+            Ok(items) => {
+                tally.calls += 1;
+                tally.items += items;
+                let micros = began.elapsed().as_micros().min(u128::from(u32::MAX));
+                tally.latencies.push(micros as u32);
+            }
+            Err(status) => {
+                tally.errors += 1;
+                tally.first_error.get_or_insert_with(|| status.to_string());
+                break;
+            }
+        }
+        if before.at.elapsed() >= min_time {
+            break;
+        }
+    }
+    let after = watch.snapshot();
+    let mut out = Measured::default();
+    watch.fill(&before, &after, &mut out);
+    out.calls = tally.calls;
+    out.items = tally.items;
+    out.errors = tally.errors;
+    out.first_error = tally.first_error;
+    out.latencies = tally.latencies;
+    out.latencies.sort_unstable();
+    out
+}

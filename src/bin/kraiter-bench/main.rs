@@ -1,0 +1,516 @@
+//! `kraiter-bench`: how close kraiter-contacts comes to the limits of its own stack,
+//! in one run on one machine. It starts a throwaway PostgreSQL (or uses
+//! `--database-url`), seeds a tenant, runs the release server as a separate
+//! process, drives each scenario over HTTP/2 and measures, in the same run, the
+//! baselines each scenario is judged by: pgbench on the store's own SQL, COPY, and
+//! a tonic echo server. Then it does the same on SQLite and writes BENCHMARKS.md.
+//!
+//! `cargo build --release --bins && target/release/kraiter-bench` (add `--quick`
+//! for a CI-sized run).
+#![forbid(unsafe_code)]
+
+mod baseline;
+mod cluster;
+mod data;
+mod echo;
+mod load;
+mod process;
+mod report;
+mod scenarios;
+mod seed;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use kraiter_contacts::config::parse_duration;
+use kraiter_contacts::domain::TenantId;
+
+use crate::data::Dataset;
+use crate::load::{Plan, Watch};
+use crate::report::{BackendRun, Baselines, Machine, Report, Row, Startup};
+use crate::scenarios::Scenario;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kraiter-bench",
+    about = "Benchmark kraiter-contacts against same-run baselines"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Internal>,
+    /// CI-sized run: 20,000 contacts, short windows, well under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Contacts to seed (default 1,000,000; 20,000 with --quick).
+    #[arg(long)]
+    contacts: Option<u64>,
+    /// Calls in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections the calls share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Measured time per scenario (default 10s; 1s with --quick).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Warm-up before each measured window (default 3s; 300ms with --quick).
+    #[arg(long, value_parser = parse_duration)]
+    warmup: Option<Duration>,
+    /// Use this PostgreSQL server (a fresh database is made in it) instead of
+    /// starting one.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The server binary (default: `kraiter-contacts` next to this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Skip the SQLite backend.
+    #[arg(long)]
+    skip_sqlite: bool,
+    /// Skip the PostgreSQL backend and its baselines.
+    #[arg(long)]
+    skip_postgres: bool,
+    /// Markdown output (default BENCHMARKS.md; none with --quick).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Run only these scenarios against the servers (by name, e.g.
+    /// `GetContact,search`: a scenario runs when its name contains one of them).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Before stopping PostgreSQL and its server, print how to reach them and wait
+    /// for Enter (for profiling and EXPLAIN by hand).
+    #[arg(long)]
+    hold: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// Serve the echo baseline (started by the benchmark itself).
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.command {
+        Some(Internal::EchoServer { port }) => runtime.block_on(echo::serve(port)),
+        None => runtime.block_on(run(args)),
+    }
+}
+
+struct Setup {
+    only: Vec<String>,
+    hold: bool,
+    server_bin: PathBuf,
+    work_dir: PathBuf,
+    plan: Plan,
+    connections: usize,
+    contacts: u64,
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let quick = args.quick;
+    let setup = Setup {
+        only: args.only.clone(),
+        hold: args.hold,
+        server_bin: match &args.server_bin {
+            Some(path) => path.clone(),
+            None => sibling("kraiter-contacts")?,
+        },
+        work_dir: std::env::temp_dir().join(format!(
+            "kraiter-bench-{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        )),
+        plan: Plan {
+            concurrency: args.concurrency.max(1),
+            warmup: args.warmup.unwrap_or(if quick {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(3)
+            }),
+            duration: args.duration.unwrap_or(if quick {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(10)
+            }),
+        },
+        connections: args.connections,
+        contacts: args
+            .contacts
+            .unwrap_or(if quick { 20_000 } else { 1_000_000 }),
+    };
+    std::fs::create_dir_all(&setup.work_dir)?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut report = Report {
+        command,
+        machine: Machine::probe(),
+        contacts: setup.contacts,
+        concurrency: setup.plan.concurrency,
+        connections: setup.connections,
+        duration: setup.plan.duration,
+        warmup: setup.plan.warmup,
+        startup: None,
+        baselines: Baselines::default(),
+        postgres: None,
+        sqlite: None,
+    };
+
+    eprintln!("== start-up and idle memory on an empty SQLite database");
+    report.startup = Some(startup(&setup, if quick { 3 } else { 5 }).await?);
+
+    eprintln!("== tonic echo baseline");
+    report.baselines.echo = echo_baseline(&setup).await?;
+
+    let mut cleanup_work_dir = true;
+    if !args.skip_postgres {
+        let pg = cluster::start(&setup.work_dir, args.database_url.as_deref())?;
+        cleanup_work_dir = pg.data_dir.is_none();
+        report.machine.postgres = cluster::psql(&pg.bin, &pg.url, "SELECT version()")?
+            .split(" on ")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        postgres_run(&setup, &pg, &mut report).await?;
+    }
+    if !args.skip_sqlite {
+        report.sqlite = Some(sqlite_run(&setup).await?);
+    }
+
+    let markdown = report.markdown();
+    println!("{markdown}");
+    let output = args
+        .output
+        .or_else(|| (!quick).then(|| PathBuf::from("BENCHMARKS.md")));
+    if let Some(path) = output {
+        let existing = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, report::splice(&existing, &markdown))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if cleanup_work_dir {
+        let _ = std::fs::remove_dir_all(&setup.work_dir);
+    }
+    Ok(())
+}
+
+/// A binary built next to this one.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        bail!(
+            "`{}` not found: build it with `cargo build --release --bins` or pass --server-bin",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Runs `kraiter-contacts keys create` (which also migrates) and returns the key.
+fn create_key(setup: &Setup, url: &str, tenant: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new(&setup.server_bin)
+        .args(["keys", "create", "--tenant", tenant, "--database-url", url])
+        .env("RUST_LOG", "warn")
+        .output()
+        .context("run `kraiter-contacts keys create`")?;
+    if !out.status.success() {
+        bail!(
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+async fn start_server(setup: &Setup, url: &str, name: &str) -> anyhow::Result<process::Server> {
+    let port = cluster::free_port()?;
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--database-url",
+        url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = setup.work_dir.join(format!("{name}.log"));
+    process::spawn_serving(&setup.server_bin, &args, &[], port, &log).await
+}
+
+async fn startup(setup: &Setup, runs: usize) -> anyhow::Result<Startup> {
+    let mut times = Vec::new();
+    let mut idle_rss_kib = 0;
+    for i in 0..runs {
+        let dir = setup.work_dir.join(format!("startup-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let url = format!("sqlite://{}/contacts.db", dir.display());
+        let server = start_server(setup, &url, &format!("startup-{i}")).await?;
+        times.push(server.start_to_serving);
+        if i == 0 {
+            // Idle: after start-up work settles and a few health probes have run.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            idle_rss_kib = process::status_kib(server.pid(), "VmRSS");
+        }
+    }
+    Ok(Startup {
+        runs: times,
+        idle_rss_kib,
+    })
+}
+
+async fn echo_baseline(setup: &Setup) -> anyhow::Result<Vec<(Scenario, load::Measured)>> {
+    let port = cluster::free_port()?;
+    let args = vec![
+        "echo-server".to_owned(),
+        "--port".to_owned(),
+        port.to_string(),
+    ];
+    let log = setup.work_dir.join("echo.log");
+    let server = process::spawn_serving(&std::env::current_exe()?, &args, &[], port, &log).await?;
+    let clients = load::connect(&server.addr(), "kr_echo", setup.connections).await?;
+    let data = Arc::new(Dataset::new(TenantId::parse("echo")?, setup.contacts));
+    let watch = Watch {
+        server: Some(server.pid()),
+        postgres: None,
+    };
+    let mut out = Vec::new();
+    for scenario in Scenario::UNARY {
+        let measured = scenarios::run(
+            scenario,
+            &clients,
+            scenarios::echo_plan(setup.plan),
+            watch,
+            &data,
+        )
+        .await;
+        eprintln!(
+            "   {:<45} {:>10.0} calls/s",
+            scenario.name(),
+            measured.throughput()
+        );
+        out.push((scenario, measured));
+    }
+    Ok(out)
+}
+
+async fn run_scenarios(
+    setup: &Setup,
+    server: &process::Server,
+    key: &str,
+    postgres: Option<u32>,
+    data: &Arc<Dataset>,
+) -> anyhow::Result<Vec<Row>> {
+    let clients = load::connect(&server.addr(), key, setup.connections).await?;
+    let watch = Watch {
+        server: Some(server.pid()),
+        postgres,
+    };
+    let all = [
+        Scenario::GetContact,
+        Scenario::GetContactByEmail,
+        Scenario::CreateContact,
+        Scenario::UpdateContact,
+        Scenario::ListAll,
+        Scenario::SearchRare,
+        Scenario::SearchCommon,
+        Scenario::SearchNone,
+        Scenario::Timeline,
+    ];
+    let mut rows = Vec::new();
+    let mut record = |scenario: Scenario, concurrency: usize, measured: load::Measured| {
+        eprintln!(
+            "   {:<50} C={:<3} {:>10.0}/s p50 {:>8.2} ms  errors {}",
+            scenario.name(),
+            concurrency,
+            if scenario == Scenario::ListAll {
+                measured.items_per_sec()
+            } else {
+                measured.throughput()
+            },
+            measured.percentile(0.5).as_secs_f64() * 1e3,
+            measured.errors
+        );
+        rows.push(Row {
+            scenario,
+            concurrency,
+            measured,
+        });
+    };
+    let wanted = |scenario: Scenario| {
+        setup.only.is_empty()
+            || setup
+                .only
+                .iter()
+                .any(|name| scenario.name().contains(name.as_str()))
+    };
+    for scenario in all.into_iter().filter(|s| wanted(*s)) {
+        let measured = scenarios::run(scenario, &clients, setup.plan, watch, data).await;
+        let concurrency = if scenario == Scenario::ListAll {
+            1
+        } else {
+            setup.plan.concurrency
+        };
+        record(scenario, concurrency, measured);
+    }
+    for scenario in Scenario::LATENCY.into_iter().filter(|s| wanted(*s)) {
+        let plan = scenarios::single(setup.plan);
+        let measured = scenarios::run(scenario, &clients, plan, watch, data).await;
+        record(scenario, 1, measured);
+    }
+    Ok(rows)
+}
+
+async fn postgres_run(
+    setup: &Setup,
+    pg: &cluster::Postgres,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    eprintln!("== PostgreSQL at {}", pg.url);
+    let key = create_key(setup, &pg.url, "bench")?;
+    let data = Arc::new(Dataset::new(TenantId::parse("bench")?, setup.contacts));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&pg.url)
+        .await?;
+    eprintln!("   seeding {} contacts", setup.contacts);
+    let seed = seed::postgres(&pool, data.clone(), 2).await?;
+    eprintln!("   seeded: {seed:?}");
+
+    let server = start_server(setup, &pg.url, "server-postgres").await?;
+    let rows = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data).await?;
+    if setup.hold {
+        eprintln!(
+            "holding: psql {}\n         server {} (pid {}), key {key}\n         press Enter to go on",
+            pg.url,
+            server.addr(),
+            server.pid()
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
+    drop(server);
+    report.postgres = Some(BackendRun {
+        name: "PostgreSQL",
+        seed,
+        rows,
+    });
+
+    // Baselines after the service's scenarios: the pgbench writes replace whole
+    // property sets, which the searches above must not see.
+    eprintln!("== pgbench baselines");
+    let mut vars = baseline::variables(&data, &key);
+    let scripts = [
+        (Scenario::GetContact, "get", baseline::get_contact()),
+        (
+            Scenario::GetContactByEmail,
+            "by-email",
+            baseline::get_contact_by_email(),
+        ),
+        (
+            Scenario::CreateContact,
+            "create",
+            baseline::create_contact(),
+        ),
+        (
+            Scenario::UpdateContact,
+            "update",
+            baseline::update_contact(),
+        ),
+    ];
+    for (scenario, name, script) in scripts {
+        let mut all = vars.clone();
+        all.extend(baseline::write_variables(&data));
+        baseline::pgbench(
+            pg,
+            name,
+            &script,
+            &all,
+            setup.plan.concurrency,
+            Duration::from_secs(1),
+        )?;
+        let mut all = vars.clone();
+        all.extend(baseline::write_variables(&data));
+        let result = baseline::pgbench(
+            pg,
+            name,
+            &script,
+            &all,
+            setup.plan.concurrency,
+            setup.plan.duration,
+        )?;
+        eprintln!("   {:<45} {:>10.0} tx/s", scenario.name(), result.tps);
+        report.baselines.pgbench.push((scenario, result));
+    }
+    vars.extend(baseline::write_variables(&data));
+    let keyset = baseline::pgbench(
+        pg,
+        "keyset",
+        &baseline::keyset_page(),
+        &vars,
+        1,
+        setup.plan.duration,
+    )?;
+    eprintln!("   keyset pages of 1000: {:.0} rows/s", keyset.tps * 1001.0);
+    report.baselines.keyset = Some(keyset);
+
+    baseline::copy_to(&pool, &data).await?;
+    let copy_to = baseline::copy_to(&pool, &data).await?;
+    eprintln!(
+        "   COPY TO: {:.0} rows/s",
+        copy_to.0 as f64 / copy_to.1.as_secs_f64()
+    );
+    report.baselines.copy_to = Some(copy_to);
+    let import = (setup.contacts / 10).clamp(1000, 100_000);
+    let took = baseline::copy_from(&pool, &data, import).await?;
+    eprintln!(
+        "   COPY FROM: {:.0} rows/s",
+        import as f64 / took.as_secs_f64()
+    );
+    report.baselines.copy_from = Some((import, took));
+    pool.close().await;
+    Ok(())
+}
+
+async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
+    eprintln!("== SQLite");
+    let dir = setup.work_dir.join("sqlite");
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}/contacts.db", dir.display());
+    let key = create_key(setup, &url, "bench")?;
+    let data = Arc::new(Dataset::new(TenantId::parse("bench")?, setup.contacts));
+    let seed = seed_sqlite(&dir.join("contacts.db"), &data).await?;
+    eprintln!("   seeded: {seed:?}");
+    let server = start_server(setup, &url, "server-sqlite").await?;
+    let rows = run_scenarios(setup, &server, &key, None, &data).await?;
+    Ok(BackendRun {
+        name: "SQLite (no targets yet)",
+        seed,
+        rows,
+    })
+}
+
+async fn seed_sqlite(path: &Path, data: &Dataset) -> anyhow::Result<seed::SeedTimes> {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Off)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let times = seed::sqlite(&pool, data).await?;
+    pool.close().await;
+    Ok(times)
+}

@@ -1,0 +1,243 @@
+//! The calls each scenario makes. Every call checks its answer, so a benchmark of
+//! wrong answers (empty pages, missing contacts) shows up as errors, not speed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kraiter_contacts::api::{convert, pb};
+use tonic::Status;
+
+use crate::data::Dataset;
+use crate::load::{self, Client, Measured, Plan, Watch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    GetContact,
+    GetContactByEmail,
+    CreateContact,
+    UpdateContact,
+    ListAll,
+    SearchRare,
+    SearchCommon,
+    SearchNone,
+    Timeline,
+}
+
+/// The common search term: one contact in eight has a gmail address.
+pub const COMMON_TERM: &str = "gmail";
+
+impl Scenario {
+    pub const UNARY: [Scenario; 4] = [
+        Scenario::GetContact,
+        Scenario::GetContactByEmail,
+        Scenario::CreateContact,
+        Scenario::UpdateContact,
+    ];
+    /// Scenarios with a latency target, also measured one call at a time.
+    pub const LATENCY: [Scenario; 4] = [
+        Scenario::SearchRare,
+        Scenario::SearchCommon,
+        Scenario::SearchNone,
+        Scenario::Timeline,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::GetContact => "GetContact",
+            Scenario::GetContactByEmail => "GetContactByEmail",
+            Scenario::CreateContact => "CreateContact",
+            Scenario::UpdateContact => "UpdateContact (property merge)",
+            Scenario::ListAll => "ListContacts, full stream, pages of 1000",
+            Scenario::SearchRare => "search, rare term (1 match), first page",
+            Scenario::SearchCommon => "search, common term (1 in 8), first page",
+            Scenario::SearchNone => "search, no match",
+            Scenario::Timeline => "ListContactTimeline, first page of 10,000 entries",
+        }
+    }
+}
+
+/// Runs `scenario` under `plan` (the full list runs streams one after another for
+/// at least `plan.duration`).
+pub async fn run(
+    scenario: Scenario,
+    clients: &[Client],
+    plan: Plan,
+    watch: Watch,
+    data: &Arc<Dataset>,
+) -> Measured {
+    let data = data.clone();
+    // Creates need fresh emails on every run, also across repeated runs.
+    let tag = ulid::Ulid::new().to_string().to_lowercase();
+    match scenario {
+        Scenario::GetContact => {
+            load::drive(clients, plan, watch, move |mut client, r, _| {
+                let id = data.id(r % data.contacts);
+                async move {
+                    client.get_contact(pb::GetContactRequest { id }).await?;
+                    Ok(1)
+                }
+            })
+            .await
+        }
+        Scenario::GetContactByEmail => {
+            load::drive(clients, plan, watch, move |mut client, r, _| {
+                let email = Dataset::email(r % data.contacts);
+                async move {
+                    let found = client
+                        .get_contact_by_email(pb::GetContactByEmailRequest { email })
+                        .await?;
+                    match found.into_inner().contact {
+                        Some(_) => Ok(1),
+                        None => Err(Status::not_found("seeded contact not found by email")),
+                    }
+                }
+            })
+            .await
+        }
+        Scenario::CreateContact => {
+            load::drive(clients, plan, watch, move |mut client, r, seq| {
+                let request = pb::CreateContactRequest {
+                    email: format!("new-{seq:x}-{tag}@example.com"),
+                    properties: Some(convert::to_struct(Dataset::properties(r % 1_000_000))),
+                };
+                async move {
+                    client.create_contact(request).await?;
+                    Ok(1)
+                }
+            })
+            .await
+        }
+        Scenario::UpdateContact => {
+            load::drive(clients, plan, watch, move |mut client, r, seq| {
+                let mut patch = serde_json::Map::new();
+                patch.insert("score".into(), (r % 1000).into());
+                patch.insert("lastSeenAt".into(), format!("{tag}-{seq}").into());
+                let request = pb::UpdateContactRequest {
+                    id: data.id(r % data.contacts),
+                    email: None,
+                    properties: Some(convert::to_struct(patch)),
+                };
+                async move {
+                    client.update_contact(request).await?;
+                    Ok(1)
+                }
+            })
+            .await
+        }
+        Scenario::ListAll => {
+            let expected = data.contacts;
+            load::drive_sequential(&clients[0], plan.duration, watch, move |client| {
+                list_all(client, expected)
+            })
+            .await
+        }
+        Scenario::SearchRare => {
+            load::drive(clients, plan, watch, move |client, r, _| {
+                let term = Dataset::customer_ref(r % data.contacts);
+                search(client, term, 1)
+            })
+            .await
+        }
+        Scenario::SearchCommon => {
+            load::drive(clients, plan, watch, move |client, _, _| {
+                search(client, COMMON_TERM.to_owned(), 20)
+            })
+            .await
+        }
+        Scenario::SearchNone => {
+            load::drive(clients, plan, watch, move |client, r, _| {
+                search(client, nonsense_word(r), 0)
+            })
+            .await
+        }
+        Scenario::Timeline => {
+            let id = data.id(data.hot_contact());
+            load::drive(clients, plan, watch, move |mut client, _, _| {
+                let request = pb::ListContactTimelineRequest {
+                    id: id.clone(),
+                    max_pages: 1,
+                    ..Default::default()
+                };
+                async move {
+                    let mut stream = client.list_contact_timeline(request).await?.into_inner();
+                    let mut items = 0;
+                    while let Some(page) = stream.message().await? {
+                        items += page.entries.len() as u64;
+                    }
+                    if items != 20 {
+                        return Err(Status::internal(format!(
+                            "timeline page had {items} entries"
+                        )));
+                    }
+                    Ok(items)
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Eight letters that spell no name, company or address of the dataset.
+fn nonsense_word(r: u64) -> String {
+    let mut x = r;
+    let mut word = String::from("q");
+    for _ in 0..7 {
+        word.push((b'a' + (x % 26) as u8) as char);
+        x /= 26;
+    }
+    word
+}
+
+async fn search(mut client: Client, term: String, expect: u64) -> Result<u64, Status> {
+    let request = pb::ListContactsRequest {
+        search: term,
+        limit: 20,
+        max_pages: 1,
+        ..Default::default()
+    };
+    let mut stream = client.list_contacts(request).await?.into_inner();
+    let mut items = 0;
+    while let Some(page) = stream.message().await? {
+        items += page.contacts.len() as u64;
+    }
+    if items < expect || (expect == 0 && items > 0) {
+        return Err(Status::internal(format!(
+            "search returned {items} contacts, expected {expect}"
+        )));
+    }
+    Ok(items)
+}
+
+async fn list_all(mut client: Client, expected: u64) -> Result<u64, Status> {
+    let request = pb::ListContactsRequest {
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut stream = client.list_contacts(request).await?.into_inner();
+    let mut items = 0;
+    while let Some(page) = stream.message().await? {
+        items += page.contacts.len() as u64;
+    }
+    if items < expected {
+        return Err(Status::internal(format!(
+            "full list returned {items} contacts, expected at least {expected}"
+        )));
+    }
+    Ok(items)
+}
+
+/// One call at a time, for latency targets.
+pub fn single(plan: Plan) -> Plan {
+    Plan {
+        concurrency: 1,
+        ..plan
+    }
+}
+
+/// Echo runs are short: the ceiling moves little.
+pub fn echo_plan(plan: Plan) -> Plan {
+    Plan {
+        warmup: plan.warmup.min(Duration::from_secs(2)),
+        ..plan
+    }
+}

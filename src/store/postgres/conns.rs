@@ -1,0 +1,224 @@
+//! The store's database connections.
+//!
+//! sqlx's pool tests a connection with a round trip when it hands it out and again
+//! when it takes it back: two extra round trips around every query, which cost the
+//! hot calls about a third of their throughput (see BENCHMARKS.md). Here a
+//! connection whose work finished cleanly (`Conn::done`) goes straight back to the
+//! idle list. One whose work was interrupted (a cancelled call, an error, a
+//! transaction left open) is tested off the caller's path, as sqlx would, before it
+//! is reused; one that sat idle a while is tested before it is handed out.
+//! At most `max` connections exist, and a caller waits at most `acquire_timeout`.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::classify;
+use crate::store::{ConnectOptions, PoolUsage, StoreError, StoreResult};
+
+/// An idle connection unused this long is pinged before it is handed out, since a
+/// database restart or a firewall may have cut it meanwhile.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+/// How long the test of an interrupted connection may take before it is dropped.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub(super) struct Conns {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: PgConnectOptions,
+    idle: Mutex<Vec<Idle>>,
+    permits: Arc<Semaphore>,
+    max: u32,
+    acquire_timeout: Duration,
+    /// Connections open now, idle or in use.
+    open: AtomicU32,
+}
+
+struct Idle {
+    conn: PgConnection,
+    since: Instant,
+}
+
+/// A connection in use. Call `done` once its work finished cleanly; dropped without
+/// it, the connection is tested before anyone reuses it.
+pub(super) struct Conn {
+    inner: Arc<Inner>,
+    conn: Option<PgConnection>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Conns {
+    /// Checks the URL and opens the first connection, so a bad URL or an unreachable
+    /// database fails at start-up.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|err| StoreError::Config(format!("invalid postgres url: {err}")))?;
+        let max = options.max_connections.max(1);
+        let conns = Self {
+            inner: Arc::new(Inner {
+                options: connect,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(max as usize)),
+                max,
+                acquire_timeout: options.acquire_timeout,
+                open: AtomicU32::new(0),
+            }),
+        };
+        conns.get().await?.done();
+        Ok(conns)
+    }
+
+    /// A connection: an idle one if any, else a new one; UNAVAILABLE when none is
+    /// free within the acquire timeout or the database cannot be reached.
+    pub async fn get(&self) -> StoreResult<Conn> {
+        let inner = &self.inner;
+        tokio::time::timeout(inner.acquire_timeout, self.get_untimed())
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
+    }
+
+    async fn get_untimed(&self) -> StoreResult<Conn> {
+        let inner = &self.inner;
+        let mut permit = inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
+        loop {
+            let idle = inner.lock_idle().pop();
+            let Some(Idle { conn, since }) = idle else {
+                break;
+            };
+            // Lent before the ping, so a caller that gives up mid-ping leaves the
+            // connection to `Drop`, which accounts for it.
+            let mut lent = self.lend(conn, permit);
+            if since.elapsed() < IDLE_BEFORE_PING || lent.ping().await.is_ok() {
+                return Ok(lent);
+            }
+            permit = lent.discard();
+        }
+        let conn = PgConnection::connect_with(&inner.options)
+            .await
+            .map_err(classify)?;
+        inner.open.fetch_add(1, Ordering::Relaxed);
+        Ok(self.lend(conn, permit))
+    }
+
+    fn lend(&self, conn: PgConnection, permit: OwnedSemaphorePermit) -> Conn {
+        Conn {
+            inner: self.inner.clone(),
+            conn: Some(conn),
+            permit: Some(permit),
+        }
+    }
+
+    pub fn usage(&self) -> PoolUsage {
+        let idle = self.inner.lock_idle().len() as u32;
+        PoolUsage {
+            max: self.inner.max,
+            open: self.inner.open.load(Ordering::Relaxed),
+            idle,
+        }
+    }
+}
+
+impl Inner {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn park(&self, conn: PgConnection) {
+        self.lock_idle().push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+}
+
+impl Conn {
+    /// The work finished and the connection is ready for the next: straight back to
+    /// the idle list.
+    pub fn done(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.inner.park(conn);
+        }
+    }
+
+    /// Ends a one-statement use with the statement's outcome. After success, or an
+    /// error the database reported (the connection is then ready for the next
+    /// statement), the connection goes back to the idle list; after any other error
+    /// it is tested first.
+    pub fn finish<T>(self, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+        match &result {
+            Ok(_) | Err(sqlx::Error::Database(_)) => self.done(),
+            Err(_) => drop(self),
+        }
+        result.map_err(classify)
+    }
+
+    /// Closes a dead connection, keeping the permit for another.
+    fn discard(mut self) -> OwnedSemaphorePermit {
+        self.conn = None;
+        self.inner.open.fetch_sub(1, Ordering::Relaxed);
+        self.permit
+            .take()
+            .expect("a lent connection holds its permit until dropped")
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.conn
+            .as_ref()
+            .expect("a lent connection is present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_mut()
+            .expect("a lent connection is present until dropped")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            inner.open.fetch_sub(1, Ordering::Relaxed);
+            return;
+        };
+        // Interrupted: a ping drains whatever the work left (rows of a cancelled
+        // query, the ROLLBACK of a dropped transaction) and proves the connection
+        // alive. The permit is held meanwhile, so `max` is never exceeded.
+        let permit = self.permit.take();
+        runtime.spawn(async move {
+            let alive = tokio::time::timeout(RECOVER_TIMEOUT, conn.ping())
+                .await
+                .is_ok_and(|pinged| pinged.is_ok());
+            if alive {
+                inner.park(conn);
+            } else {
+                inner.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        });
+    }
+}
