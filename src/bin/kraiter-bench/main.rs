@@ -53,10 +53,10 @@ struct Args {
     /// HTTP/2 connections the calls share.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Measured time per scenario (default 10s; 1s with --quick).
+    /// Measured time per scenario (default 10s; 500ms with --quick).
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
-    /// Warm-up before each measured window (default 3s; 300ms with --quick).
+    /// Warm-up before each measured window (default 3s; 200ms with --quick).
     #[arg(long, value_parser = parse_duration)]
     warmup: Option<Duration>,
     /// Use this PostgreSQL server (a fresh database is made in it) instead of
@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 struct Setup {
+    quick: bool,
     only: Vec<String>,
     hold: bool,
     server_bin: PathBuf,
@@ -119,6 +120,7 @@ struct Setup {
 async fn run(args: Args) -> anyhow::Result<()> {
     let quick = args.quick;
     let setup = Setup {
+        quick,
         only: args.only.clone(),
         hold: args.hold,
         server_bin: match &args.server_bin {
@@ -132,12 +134,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         plan: Plan {
             concurrency: args.concurrency.max(1),
             warmup: args.warmup.unwrap_or(if quick {
-                Duration::from_millis(300)
+                Duration::from_millis(200)
             } else {
                 Duration::from_secs(3)
             }),
             duration: args.duration.unwrap_or(if quick {
-                Duration::from_secs(1)
+                Duration::from_millis(500)
             } else {
                 Duration::from_secs(10)
             }),
@@ -256,7 +258,7 @@ async fn startup(setup: &Setup, runs: usize) -> anyhow::Result<Startup> {
         times.push(server.start_to_serving);
         if i == 0 {
             // Idle: after start-up work settles and a few health probes have run.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(Duration::from_secs(if setup.quick { 1 } else { 2 })).await;
             idle_rss_kib = process::status_kib(server.pid(), "VmRSS");
         }
     }
@@ -426,16 +428,19 @@ async fn postgres_run(
         ),
     ];
     for (scenario, name, script) in scripts {
-        let mut all = vars.clone();
-        all.extend(baseline::write_variables(&data));
-        baseline::pgbench(
-            pg,
-            name,
-            &script,
-            &all,
-            setup.plan.concurrency,
-            Duration::from_secs(1),
-        )?;
+        if !setup.quick {
+            // A second of warm-up (pgbench's shortest run): plans, caches, connections.
+            let mut all = vars.clone();
+            all.extend(baseline::write_variables(&data));
+            baseline::pgbench(
+                pg,
+                name,
+                &script,
+                &all,
+                setup.plan.concurrency,
+                Duration::from_secs(1),
+            )?;
+        }
         let mut all = vars.clone();
         all.extend(baseline::write_variables(&data));
         let result = baseline::pgbench(

@@ -111,7 +111,13 @@ pub async fn run(
             load::drive(clients, plan, watch, move |mut client, r, seq| {
                 let mut patch = serde_json::Map::new();
                 patch.insert("score".into(), (r % 1000).into());
-                patch.insert("lastSeenAt".into(), format!("{tag}-{seq}").into());
+                // A timestamp, as an app would record it (its trigrams are common ones).
+                let seen = chrono::Utc::now() - chrono::Duration::seconds((seq % 86_400) as i64);
+                patch.insert(
+                    "lastSeenAt".into(),
+                    seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        .into(),
+                );
                 let request = pb::UpdateContactRequest {
                     id: data.id(r % data.contacts),
                     email: None,
