@@ -125,6 +125,7 @@ async fn missing_wrong_and_revoked_keys_are_unauthenticated(backend: Backend) {
         .get_contact_by_email(request())
         .await
         .expect("a fresh key works");
+    let existing = create(&mut client, "kept@example.com", json!({"v": 1})).await;
     assert!(app.store.revoke_api_key(&key_id).await.expect("revoke"));
     let result = client.get_contact_by_email(request()).await;
     assert_status(
@@ -133,6 +134,52 @@ async fn missing_wrong_and_revoked_keys_are_unauthenticated(backend: Backend) {
         "UNAUTHORISED",
         "revoked key, next call",
     );
+
+    // A revoked key writes nothing either: creates and updates are checked in the
+    // statement that writes.
+    let result = client
+        .create_contact(pb::CreateContactRequest {
+            email: "late@example.com".into(),
+            properties: None,
+        })
+        .await;
+    assert_status(
+        result,
+        Code::Unauthenticated,
+        "UNAUTHORISED",
+        "create with a revoked key",
+    );
+    let result = client
+        .update_contact(pb::UpdateContactRequest {
+            id: existing.id.clone(),
+            email: None,
+            properties: Some(props(json!({"v": 2}))),
+        })
+        .await;
+    assert_status(
+        result,
+        Code::Unauthenticated,
+        "UNAUTHORISED",
+        "update with a revoked key",
+    );
+    let (_, live) = kraiter_contacts::keys::create(app.store.as_ref(), &tenant)
+        .await
+        .expect("second key");
+    let mut owner = app.client_with_key(Some(&live));
+    let late = owner
+        .get_contact_by_email(pb::GetContactByEmailRequest {
+            email: "late@example.com".into(),
+        })
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(late.contact, None, "the revoked key created nothing");
+    let kept = owner
+        .get_contact(pb::GetContactRequest { id: existing.id.clone() })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(kept, existing, "the revoked key changed nothing");
 }
 
 conformance!(
