@@ -175,7 +175,9 @@ async fn missing_wrong_and_revoked_keys_are_unauthenticated(backend: Backend) {
         .into_inner();
     assert_eq!(late.contact, None, "the revoked key created nothing");
     let kept = owner
-        .get_contact(pb::GetContactRequest { id: existing.id.clone() })
+        .get_contact(pb::GetContactRequest {
+            id: existing.id.clone(),
+        })
         .await
         .expect("get")
         .into_inner();
