@@ -28,13 +28,16 @@ const SCHEDULED_COLUMNS: &str = "id, contact_id, email, template_id, template_na
 const ENROLMENT_COLUMNS: &str = "contact_id, sequence_id, sequence_name, status, current_step, \
      enrolled_at, updated_at, completed_at, exited_at";
 
-/// Claims `idem` for this transaction. Returns the first response when the request
+/// Claims `idem` (when the call has one) for this transaction. Returns the first response when the request
 /// already ran; waits for a concurrent first attempt to commit or roll back.
 async fn replay(
     conn: &mut PgConnection,
     tenant: &TenantId,
-    idem: &Idempotency,
+    idem: Option<&Idempotency>,
 ) -> StoreResult<Option<Value>> {
+    let Some(idem) = idem else {
+        return Ok(None);
+    };
     let claimed = sqlx::query(
         "INSERT INTO idempotency_keys (tenant_id, request_id, method, fingerprint) VALUES ($1, $2, $3, $4) \
          ON CONFLICT DO NOTHING",
@@ -391,10 +394,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<SendRecord> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let (contact_id, email) = resolve(&mut tx, tenant, &new.contact, new.at).await?;
@@ -421,10 +421,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<SendRecord> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let send = lock_send(&mut tx, tenant, &change.send_id).await?;
@@ -454,10 +451,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<SendRecord> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let send = lock_send(&mut tx, tenant, &engagement.send_id).await?;
@@ -482,10 +476,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<ScheduledSend> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let email = lock_contact(&mut tx, tenant, &new.contact_id).await?;
@@ -534,10 +525,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<ScheduledSend> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let (next, entry) = lock_scheduled(&mut tx, tenant, scheduled_send_id)
@@ -559,10 +547,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<Enrolment> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         lock_contact(&mut tx, tenant, &new.contact_id).await?;
@@ -590,10 +575,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<Enrolment> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         lock_contact(&mut tx, tenant, &change.contact_id).await?;
@@ -629,10 +611,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<MembershipOutcome> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         lock_contact(&mut tx, tenant, &change.contact_id).await?;
@@ -739,10 +718,7 @@ impl ActivityStore for PgStore {
     ) -> StoreResult<TrackedEvent> {
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await.map_err(classify)?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let (contact_id, _) = resolve(&mut tx, tenant, &new.contact, new.at).await?;

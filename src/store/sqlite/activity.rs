@@ -25,13 +25,16 @@ use crate::domain::{
 };
 use crate::store::{ActivityStore, StoreError, StoreResult};
 
-/// Claims `idem` for this transaction. Returns the first response (its JSON) when
+/// Claims `idem` (when the call has one) for this transaction. Returns the first response (its JSON) when
 /// the request already ran; the single writer means no first attempt is in flight.
 async fn replay(
     conn: &mut SqliteConnection,
     tenant: &TenantId,
-    idem: &Idempotency,
+    idem: Option<&Idempotency>,
 ) -> StoreResult<Option<String>> {
+    let Some(idem) = idem else {
+        return Ok(None);
+    };
     let claimed = sqlx::query(
         "INSERT INTO idempotency_keys (tenant_id, request_id, method, fingerprint, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
@@ -199,10 +202,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<SendRecord> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let (contact_id, email) = resolve(&mut tx, tenant, &new.contact, new.at).await?;
@@ -227,10 +227,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<SendRecord> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let send = load_send(&mut tx, tenant, &change.send_id).await?;
@@ -258,10 +255,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<SendRecord> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let send = load_send(&mut tx, tenant, &engagement.send_id).await?;
@@ -284,10 +278,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<ScheduledSend> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let email = lock_contact(&mut tx, tenant, &new.contact_id).await?;
@@ -334,10 +325,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<ScheduledSend> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let (next, entry) = load_scheduled(&mut tx, tenant, scheduled_send_id)
@@ -357,10 +345,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<Enrolment> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         lock_contact(&mut tx, tenant, &new.contact_id).await?;
@@ -386,10 +371,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<Enrolment> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         lock_contact(&mut tx, tenant, &change.contact_id).await?;
@@ -423,10 +405,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<MembershipOutcome> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         lock_contact(&mut tx, tenant, &change.contact_id).await?;
@@ -534,10 +513,7 @@ impl ActivityStore for SqliteStore {
         idem: Option<Idempotency>,
     ) -> StoreResult<TrackedEvent> {
         let mut tx = self.begin_write().await?;
-        if let Some(first) = match &idem {
-            Some(idem) => replay(&mut tx, tenant, idem).await?,
-            None => None,
-        } {
+        if let Some(first) = replay(&mut tx, tenant, idem.as_ref()).await? {
             return decode(first);
         }
         let (contact_id, _) = resolve(&mut tx, tenant, &new.contact, new.at).await?;
