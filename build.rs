@@ -15,8 +15,35 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     println!("cargo:rerun-if-changed=proto");
 
+    let includes = [PathBuf::from("proto"), include];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("kraiter_contacts_descriptor.bin"))
-        .compile_protos(&protos, &[PathBuf::from("proto"), include])?;
+        .compile_protos(&protos, &includes)?;
+
+    // The ContactsService server once more, answering with the server's own encoding of
+    // the messages that carry a Contact (`src/api/wire.rs`: properties pre-encoded), and
+    // the generated messages for the rest. Same wire format; clients are unaffected.
+    let server_dir = out_dir.join("server");
+    std::fs::create_dir_all(&server_dir)?;
+    let mut server = tonic_prost_build::configure()
+        .build_client(false)
+        .out_dir(&server_dir)
+        .extern_path(".kraiter.contacts.v1", "crate::api::pb");
+    for message in [
+        "Contact",
+        "GetContactByEmailResponse",
+        "ListContactsResponse",
+    ] {
+        server = server.extern_path(
+            format!(".kraiter.contacts.v1.{message}"),
+            format!("crate::api::wire::{message}"),
+        );
+    }
+    server.compile_protos(
+        &[PathBuf::from(
+            "proto/kraiter/contacts/v1/contacts_service.proto",
+        )],
+        &includes,
+    )?;
     Ok(())
 }

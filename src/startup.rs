@@ -141,14 +141,15 @@ impl Application {
         // One limiter for both services: a tenant's budget covers all its calls.
         let limiter =
             RateLimiter::from_config(self.limits.rate_limit_rps, self.limits.rate_limit_burst);
-        let contacts = pb::contacts_service_server::ContactsServiceServer::new(
-            ContactsApi::new(self.store.clone()).with_rate_limit(limiter.clone()),
-        )
-        .max_decoding_message_size(self.limits.max_message_size)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd);
+        let contacts =
+            crate::api::wire::server::contacts_service_server::ContactsServiceServer::new(
+                ContactsApi::new(self.store.clone()).with_rate_limit(limiter.clone()),
+            )
+            .max_decoding_message_size(self.limits.max_message_size)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd);
 
         let activity = pb::activity_service_server::ActivityServiceServer::new(
             ActivityApi::new(self.store.clone()).with_rate_limit(limiter),

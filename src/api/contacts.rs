@@ -2,14 +2,14 @@
 
 use tonic::{Request, Response, Status};
 
-use super::pb::contacts_service_server::ContactsService;
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, PageStream, Pager};
+use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{Gate, RateLimiter, convert, convert_activity, handle, handle_claimed};
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactUpdate, CursorKind, Email, NewContact, PageCursor,
-    PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
-    TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
+    ContactId, ContactQuery, ContactUpdate, CursorKind, Email, NewContact, PageCursor, PageSize,
+    ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry, TimelineOrder,
+    TimelineQuery, ValidationError, parse_max_pages,
 };
 use crate::store::DynStore;
 
@@ -62,7 +62,7 @@ impl ContactsService for ContactsApi {
     async fn create_contact(
         &self,
         request: Request<pb::CreateContactRequest>,
-    ) -> Result<Response<pb::Contact>, Status> {
+    ) -> Result<Response<wire::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
         handle_claimed(&self.auth, "CreateContact", &metadata, |claim| async move {
             let new = NewContact::try_from(message)?;
@@ -75,12 +75,12 @@ impl ContactsService for ContactsApi {
     async fn get_contact(
         &self,
         request: Request<pb::GetContactRequest>,
-    ) -> Result<Response<pb::Contact>, Status> {
+    ) -> Result<Response<wire::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
         handle_claimed(&self.auth, "GetContact", &metadata, |claim| async move {
             let id = ContactId::parse(&message.id, "id")?;
             let found = self.store.get_contact_checked(&claim, &id).await?;
-            Ok(found.map(convert::contact))
+            Ok(found.try_map(convert::contact_view)?)
         })
         .await
     }
@@ -88,7 +88,7 @@ impl ContactsService for ContactsApi {
     async fn get_contact_by_email(
         &self,
         request: Request<pb::GetContactByEmailRequest>,
-    ) -> Result<Response<pb::GetContactByEmailResponse>, Status> {
+    ) -> Result<Response<wire::GetContactByEmailResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
         handle_claimed(
             &self.auth,
@@ -100,15 +100,17 @@ impl ContactsService for ContactsApi {
                     .store
                     .get_contact_by_email_checked(&claim, &email)
                     .await?;
-                Ok(found.map(|contact| pb::GetContactByEmailResponse {
-                    contact: contact.map(convert::contact),
-                }))
+                Ok(found.try_map(|contact| {
+                    Ok::<_, crate::store::StoreError>(wire::GetContactByEmailResponse {
+                        contact: contact.map(convert::contact_view).transpose()?,
+                    })
+                })?)
             },
         )
         .await
     }
 
-    type ListContactsStream = PageStream<pb::ListContactsResponse>;
+    type ListContactsStream = PageStream<wire::ListContactsResponse>;
 
     async fn list_contacts(
         &self,
@@ -139,15 +141,16 @@ impl ContactsService for ContactsApi {
                     let (store, tenant, query) =
                         (store.clone(), fetch_tenant.clone(), fetch_query.clone());
                     async move {
-                        store
+                        let found = store
                             .list_contacts(&tenant, &query, after.as_deref(), limit)
-                            .await
+                            .await?;
+                        found.into_iter().map(convert::contact_view).collect()
                     }
                 },
-                key: |contact: &Contact| contact.id.as_str().to_owned(),
-                message: move |contacts: Vec<Contact>, next: Option<String>| {
-                    pb::ListContactsResponse {
-                        contacts: contacts.into_iter().map(convert::contact).collect(),
+                key: |contact: &wire::Contact| contact.id.clone(),
+                message: move |contacts: Vec<wire::Contact>, next: Option<String>| {
+                    wire::ListContactsResponse {
+                        contacts,
                         next_cursor: next_cursor(
                             next,
                             &tenant,
@@ -164,7 +167,7 @@ impl ContactsService for ContactsApi {
     async fn update_contact(
         &self,
         request: Request<pb::UpdateContactRequest>,
-    ) -> Result<Response<pb::Contact>, Status> {
+    ) -> Result<Response<wire::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
         handle_claimed(&self.auth, "UpdateContact", &metadata, |claim| async move {
             let id = ContactId::parse(&message.id, "id")?;

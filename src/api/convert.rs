@@ -6,11 +6,12 @@ use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Timestamp, Value as PbValue};
 use serde_json::{Map, Number, Value};
 
-use super::pb;
+use super::{pb, wire};
 use crate::domain::{
-    Contact, ContactUpdate, Email, NewContact, Properties, PropertiesPatch, TimelineEntry,
-    ValidationError,
+    Contact, ContactUpdate, ContactView, Email, NewContact, Properties, PropertiesPatch,
+    TimelineEntry, ValidationError,
 };
+use crate::store::StoreError;
 
 /// Largest integer an f64 holds exactly; integral numbers up to it are kept as integers.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
@@ -22,16 +23,33 @@ pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
     }
 }
 
-pub fn contact(contact: Contact) -> pb::Contact {
-    pb::Contact {
+/// A contact just written, for the response.
+pub fn contact(contact: Contact) -> wire::Contact {
+    wire::Contact {
+        properties: Some(wire::struct_from_map(contact.properties.as_map())),
         id: contact.id.into_string(),
         email: contact.email.into_string(),
-        properties: Some(to_struct(contact.properties.into_map())),
         suppressed: contact.suppressed,
         unsubscribed: contact.unsubscribed,
         created_at: Some(timestamp(contact.created_at)),
         updated_at: Some(timestamp(contact.updated_at)),
     }
+}
+
+/// A contact read from the store, for the response: its stored JSON goes straight to
+/// the wire. Fails only if the store holds something that is not a JSON object.
+pub fn contact_view(contact: ContactView) -> Result<wire::Contact, StoreError> {
+    Ok(wire::Contact {
+        properties: Some(
+            wire::struct_from_json(contact.properties.as_str()).map_err(StoreError::internal)?,
+        ),
+        id: contact.id.into_string(),
+        email: contact.email.into_string(),
+        suppressed: contact.suppressed,
+        unsubscribed: contact.unsubscribed,
+        created_at: Some(timestamp(contact.created_at)),
+        updated_at: Some(timestamp(contact.updated_at)),
+    })
 }
 
 pub fn timeline_entry(entry: TimelineEntry) -> pb::TimelineEntry {

@@ -1,7 +1,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    ContactId, Email, Properties, PropertiesPatch, TimelineEntry, ValidationError, contact_updated,
+    ContactId, Email, Properties, PropertiesJson, PropertiesPatch, TimelineEntry, ValidationError,
+    contact_updated,
 };
 
 /// A stored contact.
@@ -36,6 +37,18 @@ impl Contact {
         after.updated_at = super::now().max(self.updated_at);
         Ok(contact_updated(self, &after, &property_changes).map(|entry| (after, entry)))
     }
+}
+
+/// A contact as a read returns it, its properties still the stored JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactView {
+    pub id: ContactId,
+    pub email: Email,
+    pub properties: PropertiesJson,
+    pub suppressed: bool,
+    pub unsubscribed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A validated CreateContact.

@@ -22,13 +22,13 @@ pub use activity::{
     segment_entry,
 };
 pub use api_key::{NewApiKey, hash as hash_api_key};
-pub use contact::{Contact, ContactQuery, ContactUpdate, NewContact, SearchTerm};
+pub use contact::{Contact, ContactQuery, ContactUpdate, ContactView, NewContact, SearchTerm};
 pub use cursor::{CursorKind, PageCursor};
 pub use email::Email;
 pub use error::ValidationError;
 pub use ids::{ContactId, new_id, parse_prefixed_id};
 pub use page::{PageSize, parse_max_pages};
-pub use properties::{Properties, PropertiesPatch, search_text};
+pub use properties::{Properties, PropertiesJson, PropertiesPatch, search_text};
 pub use rules::{RuleError, text};
 pub use tenant::TenantId;
 pub use timeline::{

@@ -14,6 +14,23 @@ pub const MAX_KEY_CHARS: usize = 256;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Properties(Map<String, Value>);
 
+/// Stored properties as the store hands them back: the text of a JSON object that was
+/// a valid `Properties` when written. Reads pass it on as it is, so a read that only
+/// forwards the properties never builds a JSON tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertiesJson(String);
+
+impl PropertiesJson {
+    /// Text read back from the store (only `Properties` are ever written).
+    pub fn from_trusted(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Keys to set or, where the value is null, to remove.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PropertiesPatch(Map<String, Value>);

@@ -28,4 +28,11 @@ impl<T> Checked<T> {
             Checked::KeyRejected => Checked::KeyRejected,
         }
     }
+
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Checked<U>, E> {
+        match self {
+            Checked::Live(value) => f(value).map(Checked::Live),
+            Checked::KeyRejected => Ok(Checked::KeyRejected),
+        }
+    }
 }

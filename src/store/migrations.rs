@@ -24,6 +24,11 @@ pub const POSTGRES: &[Script] = &[
         "search index pending list",
         include_str!("../../migrations/postgres/0003_search_index_pending_list.sql"),
     ),
+    (
+        4,
+        "search index trigrams first",
+        include_str!("../../migrations/postgres/0004_search_index_trigrams_first.sql"),
+    ),
 ];
 
 pub const SQLITE: &[Script] = &[

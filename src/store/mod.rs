@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactUpdate, Email, Enrolment, EnrolmentChange,
-    Idempotency, Membership, MembershipChange, MembershipOutcome, NewContact, NewEnrolment,
-    NewEvent, NewScheduledSend, NewSend, ScheduledSend, SendEngagement, SendRecord,
+    Contact, ContactId, ContactQuery, ContactUpdate, ContactView, Email, Enrolment,
+    EnrolmentChange, Idempotency, Membership, MembershipChange, MembershipOutcome, NewContact,
+    NewEnrolment, NewEvent, NewScheduledSend, NewSend, ScheduledSend, SendEngagement, SendRecord,
     SendStatusChange, TenantId, TimeKey, TimelineEntry, TimelineQuery, TrackedEvent,
 };
 
@@ -63,12 +63,12 @@ pub trait ContactStore: Send + Sync + 'static {
 
     /// Fails with `Conflict` when the email is taken in the tenant.
     async fn create_contact(&self, tenant: &TenantId, new: NewContact) -> StoreResult<Contact>;
-    async fn get_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<Contact>;
+    async fn get_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<ContactView>;
     async fn get_contact_by_email(
         &self,
         tenant: &TenantId,
         email: &Email,
-    ) -> StoreResult<Option<Contact>>;
+    ) -> StoreResult<Option<ContactView>>;
     /// One keyset page in id order, after `after` when given.
     async fn list_contacts(
         &self,
@@ -76,7 +76,7 @@ pub trait ContactStore: Send + Sync + 'static {
         query: &ContactQuery,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<Contact>>;
+    ) -> StoreResult<Vec<ContactView>>;
     /// Applies the update atomically, with its timeline entry, in one transaction.
     async fn update_contact(
         &self,
@@ -111,7 +111,7 @@ pub trait ContactStore: Send + Sync + 'static {
         &self,
         claim: &KeyClaim,
         id: &ContactId,
-    ) -> StoreResult<Checked<Contact>> {
+    ) -> StoreResult<Checked<ContactView>> {
         if !self.key_is_live(claim).await? {
             return Ok(Checked::KeyRejected);
         }
@@ -122,7 +122,7 @@ pub trait ContactStore: Send + Sync + 'static {
         &self,
         claim: &KeyClaim,
         email: &Email,
-    ) -> StoreResult<Checked<Option<Contact>>> {
+    ) -> StoreResult<Checked<Option<ContactView>>> {
         if !self.key_is_live(claim).await? {
             return Ok(Checked::KeyRejected);
         }

@@ -30,6 +30,7 @@ mod rate_limit;
 mod raw;
 mod requests;
 mod schema;
+mod search_paths;
 mod server;
 mod shutdown;
 mod tenancy;

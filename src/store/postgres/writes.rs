@@ -11,10 +11,10 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
 
-use super::{PgStore, classify, contact_from_row, sql};
+use super::{PgStore, classify, contact_from_row, sql, view_from_row};
 use crate::domain::{
-    Contact, ContactId, ContactUpdate, Email, NewContact, TenantId, TimelineEntry, contact_created,
-    search_text,
+    Contact, ContactId, ContactUpdate, ContactView, Email, NewContact, TenantId, TimelineEntry,
+    contact_created, search_text,
 };
 use crate::store::{Checked, KeyClaim, StoreError, StoreResult};
 
@@ -46,12 +46,12 @@ impl PgStore {
         &self,
         claim: &KeyClaim,
         id: &ContactId,
-    ) -> StoreResult<Checked<Contact>> {
+    ) -> StoreResult<Checked<ContactView>> {
         match self
             .read_checked(sql::GET_CONTACT_CHECKED, claim, id.as_str())
             .await?
         {
-            Checked::Live(Some(row)) => Ok(Checked::Live(contact_from_row(&row)?)),
+            Checked::Live(Some(row)) => Ok(Checked::Live(view_from_row(&row)?)),
             Checked::Live(None) => Err(StoreError::NotFound("contact")),
             Checked::KeyRejected => Ok(Checked::KeyRejected),
         }
@@ -61,14 +61,12 @@ impl PgStore {
         &self,
         claim: &KeyClaim,
         email: &Email,
-    ) -> StoreResult<Checked<Option<Contact>>> {
+    ) -> StoreResult<Checked<Option<ContactView>>> {
         match self
             .read_checked(sql::GET_CONTACT_BY_EMAIL_CHECKED, claim, email.key())
             .await?
         {
-            Checked::Live(row) => Ok(Checked::Live(
-                row.as_ref().map(contact_from_row).transpose()?,
-            )),
+            Checked::Live(row) => Ok(Checked::Live(row.as_ref().map(view_from_row).transpose()?)),
             Checked::KeyRejected => Ok(Checked::KeyRejected),
         }
     }

@@ -1,0 +1,376 @@
+//! The server's own encoding of the messages that carry a Contact. A contact's
+//! properties are a `google.protobuf.Struct` on the wire and JSON in the store; the
+//! generated types would turn the stored JSON into a tree of `serde_json` values, then
+//! into a tree of `Struct` values, and then encode that. Here the JSON is transcoded
+//! straight into the bytes of the `Struct`, in one pass, and the message carries those
+//! bytes: an embedded message and a `bytes` field are the same on the wire. The
+//! ContactsService server (generated a second time by build.rs) answers with these
+//! types; clients, reflection and the contract keep the generated ones, and the tests
+//! below decode what is encoded here with them.
+
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// The ContactsService server, speaking the types below.
+pub mod server {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("server/kraiter.contacts.v1");
+}
+
+/// `kraiter.contacts.v1.Contact`, with `properties` already encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Contact {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub email: String,
+    /// The encoded `google.protobuf.Struct` (see `struct_from_json`); `Some` even when
+    /// empty, so the field is present as it is for the generated type.
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub properties: Option<Vec<u8>>,
+    #[prost(bool, tag = "4")]
+    pub suppressed: bool,
+    #[prost(bool, tag = "5")]
+    pub unsubscribed: bool,
+    #[prost(message, optional, tag = "6")]
+    pub created_at: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    pub updated_at: Option<prost_types::Timestamp>,
+}
+
+/// `kraiter.contacts.v1.GetContactByEmailResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetContactByEmailResponse {
+    #[prost(message, optional, tag = "1")]
+    pub contact: Option<Contact>,
+}
+
+/// `kraiter.contacts.v1.ListContactsResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListContactsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub contacts: Vec<Contact>,
+    #[prost(string, tag = "2")]
+    pub next_cursor: String,
+}
+
+// Field numbers of google/protobuf/struct.proto.
+const STRUCT_FIELDS: u32 = 1;
+const ENTRY_KEY: u32 = 1;
+const ENTRY_VALUE: u32 = 2;
+const VALUE_NULL: u32 = 1;
+const VALUE_NUMBER: u32 = 2;
+const VALUE_STRING: u32 = 3;
+const VALUE_BOOL: u32 = 4;
+const VALUE_STRUCT: u32 = 5;
+const VALUE_LIST: u32 = 6;
+const LIST_VALUES: u32 = 1;
+
+/// The `Struct` encoding of a JSON object's text.
+pub fn struct_from_json(json: &str) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(json.len() + json.len() / 4);
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(StructFields(&mut out))?;
+    de.end()?;
+    Ok(out)
+}
+
+/// The `Struct` encoding of a JSON object.
+pub fn struct_from_map(map: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_fields(map, &mut out);
+    out
+}
+
+/// Runs `body`, which appends a message's content, then makes it field `field`.
+fn nested<E>(
+    out: &mut Vec<u8>,
+    field: u32,
+    body: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = out.len();
+    body(out)?;
+    close(out, start, field);
+    Ok(())
+}
+
+/// Puts the key of `field` and the length of what was written since `start` in front
+/// of it. Moving the content is cheaper than measuring the tree first: properties are
+/// small and shallow.
+fn close(out: &mut Vec<u8>, start: usize, field: u32) {
+    let len = (out.len() - start) as u64;
+    let mut head = [0u8; 16];
+    let mut buf = &mut head[..];
+    encode_key(field, WireType::LengthDelimited, &mut buf);
+    encode_varint(len, &mut buf);
+    let used = 16 - buf.len();
+    debug_assert_eq!(used, 1 + encoded_len_varint(len));
+    out.splice(start..start, head[..used].iter().copied());
+}
+
+fn put_str(out: &mut Vec<u8>, field: u32, text: &str) {
+    encode_key(field, WireType::LengthDelimited, out);
+    encode_varint(text.len() as u64, out);
+    out.extend_from_slice(text.as_bytes());
+}
+
+// The content of one `Value` message: exactly one field of its `kind` oneof, which is
+// written even when it holds a default (that is how a oneof says which it is).
+
+fn put_null(out: &mut Vec<u8>) {
+    encode_key(VALUE_NULL, WireType::Varint, out);
+    encode_varint(0, out);
+}
+
+fn put_number(out: &mut Vec<u8>, n: f64) {
+    encode_key(VALUE_NUMBER, WireType::SixtyFourBit, out);
+    out.extend_from_slice(&n.to_le_bytes());
+}
+
+fn put_bool(out: &mut Vec<u8>, b: bool) {
+    encode_key(VALUE_BOOL, WireType::Varint, out);
+    encode_varint(u64::from(b), out);
+}
+
+fn write_fields(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    for (key, value) in map {
+        let _ = nested::<()>(out, STRUCT_FIELDS, |out| {
+            put_str(out, ENTRY_KEY, key);
+            nested(out, ENTRY_VALUE, |out| {
+                write_value(value, out);
+                Ok(())
+            })
+        });
+    }
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => put_null(out),
+        Value::Bool(b) => put_bool(out, *b),
+        Value::Number(n) => put_number(out, n.as_f64().unwrap_or(0.0)),
+        Value::String(s) => put_str(out, VALUE_STRING, s),
+        Value::Array(items) => {
+            let _ = nested::<()>(out, VALUE_LIST, |out| {
+                for item in items {
+                    nested(out, LIST_VALUES, |out| {
+                        write_value(item, out);
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            });
+        }
+        Value::Object(map) => {
+            let _ = nested::<()>(out, VALUE_STRUCT, |out| {
+                write_fields(map, out);
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Writes the fields of a `Struct` from a JSON object.
+struct StructFields<'a>(&'a mut Vec<u8>);
+
+/// Writes the content of a `Value` from any JSON value.
+struct ValueKind<'a>(&'a mut Vec<u8>);
+
+/// Writes an entry's key.
+struct EntryKey<'a>(&'a mut Vec<u8>);
+
+impl<'de> Visitor<'de> for StructFields<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        loop {
+            let start = out.len();
+            if map.next_key_seed(EntryKey(out))?.is_none() {
+                return Ok(());
+            }
+            nested(out, ENTRY_VALUE, |out| map.next_value_seed(ValueKind(out)))?;
+            // The key and the value make one entry.
+            close(out, start, STRUCT_FIELDS);
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for EntryKey<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntryKey<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<(), E> {
+        put_str(self.0, ENTRY_KEY, key);
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueKind<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueKind<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        put_null(self.0);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        put_bool(self.0, b);
+        Ok(())
+    }
+
+    // As `serde_json::Number::as_f64` converts, so both paths give the same double.
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        put_number(self.0, n as f64);
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        put_number(self.0, n as f64);
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
+        put_number(self.0, n);
+        Ok(())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        put_str(self.0, VALUE_STRING, s);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        nested(self.0, VALUE_LIST, |out| {
+            loop {
+                let start = out.len();
+                if seq.next_element_seed(ValueKind(out))?.is_none() {
+                    return Ok(());
+                }
+                close(out, start, LIST_VALUES);
+            }
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        nested(self.0, VALUE_STRUCT, |out| StructFields(out).visit_map(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use prost::Message;
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{convert, pb};
+
+    /// Through the generated types, as the server answered before.
+    fn generated(map: &Map<String, Value>) -> pb::Contact {
+        pb::Contact {
+            id: "con_1".into(),
+            email: "a@example.com".into(),
+            properties: Some(convert::to_struct(map.clone())),
+            ..Default::default()
+        }
+    }
+
+    fn decoded(properties: Vec<u8>) -> pb::Contact {
+        let contact = Contact {
+            id: "con_1".into(),
+            email: "a@example.com".into(),
+            properties: Some(properties),
+            ..Default::default()
+        };
+        pb::Contact::decode(contact.encode_to_vec().as_slice()).expect("decodes as a Contact")
+    }
+
+    /// Both paths against the generated types: a map as it is, and stored text as the
+    /// store parsed it before (the same serde_json number parsing on both sides).
+    fn assert_same(value: Value) {
+        let map = value.as_object().expect("an object").clone();
+        assert_eq!(decoded(struct_from_map(&map)), generated(&map));
+        let text = serde_json::to_string(&map).expect("serializes");
+        let parsed: Map<String, Value> = serde_json::from_str(&text).expect("parses");
+        let want = generated(&parsed);
+        assert_eq!(decoded(struct_from_json(&text).expect("transcodes")), want);
+    }
+
+    #[test]
+    fn every_kind_of_value_reads_back_as_the_generated_encoding() {
+        assert_same(json!({}));
+        assert_same(
+            json!({"": "", "s": "x", "n": -1.5, "i": 42, "big": u64::MAX, "t": true,
+            "f": false, "z": null, "e": [], "o": {}, "deep": {"a": [1, {"b": [null, "é\n\"q\""]}]}}),
+        );
+        assert_same(json!({"long": "y".repeat(70_000), "many": (0..300).collect::<Vec<_>>()}));
+    }
+
+    #[test]
+    fn empty_properties_are_present_and_empty() {
+        let contact = decoded(struct_from_json("{}").expect("transcodes"));
+        assert_eq!(contact.properties, Some(prost_types::Struct::default()));
+    }
+
+    #[test]
+    fn text_that_is_not_an_object_is_refused() {
+        for text in ["[]", "1", "\"s\"", "{", "{} {}", ""] {
+            assert!(struct_from_json(text).is_err(), "{text}");
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,12}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_object_reads_back_as_the_generated_encoding(
+            map in prop::collection::btree_map(".{0,12}", json_value(), 0..10)
+        ) {
+            assert_same(Value::Object(map.into_iter().collect()));
+        }
+    }
+}
