@@ -36,7 +36,7 @@ impl Postgres {
 
 /// Settings of the throwaway cluster; the same for the service and its baselines.
 pub const SETTINGS: &[(&str, &str)] = &[
-    ("shared_buffers", "1GB"),
+    ("shared_buffers", "2GB"),
     ("max_connections", "300"),
     ("maintenance_work_mem", "1GB"),
     ("fsync", "off"),

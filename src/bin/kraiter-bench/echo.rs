@@ -1,12 +1,14 @@
-//! The framework's ceiling: the generated ContactsService server with the real
-//! server's codec settings, answering the unary calls with a prebuilt Contact and
-//! doing nothing else (no auth, no database). Runs as its own process
+//! The framework's ceiling: the real server's generated ContactsService server (the
+//! `api::wire` one) with its codec settings, answering the unary calls with a prebuilt
+//! Contact and doing nothing else (no auth, no database). Runs as its own process
 //! (`kraiter-bench echo-server --port N`), like the real server.
 
 use std::net::SocketAddr;
 
-use kraiter_contacts::api::pb::contacts_service_server::{ContactsService, ContactsServiceServer};
-use kraiter_contacts::api::{convert, pb};
+use kraiter_contacts::api::wire::server::contacts_service_server::{
+    ContactsService, ContactsServiceServer,
+};
+use kraiter_contacts::api::{convert, pb, wire};
 use tokio_stream::Empty;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
@@ -15,7 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::data::Dataset;
 
 struct Echo {
-    contact: pb::Contact,
+    contact: wire::Contact,
 }
 
 type Nothing<T> = Empty<Result<T, Status>>;
@@ -31,27 +33,27 @@ impl ContactsService for Echo {
     async fn create_contact(
         &self,
         _: Request<pb::CreateContactRequest>,
-    ) -> Result<Response<pb::Contact>, Status> {
+    ) -> Result<Response<wire::Contact>, Status> {
         Ok(Response::new(self.contact.clone()))
     }
 
     async fn get_contact(
         &self,
         _: Request<pb::GetContactRequest>,
-    ) -> Result<Response<pb::Contact>, Status> {
+    ) -> Result<Response<wire::Contact>, Status> {
         Ok(Response::new(self.contact.clone()))
     }
 
     async fn get_contact_by_email(
         &self,
         _: Request<pb::GetContactByEmailRequest>,
-    ) -> Result<Response<pb::GetContactByEmailResponse>, Status> {
-        Ok(Response::new(pb::GetContactByEmailResponse {
+    ) -> Result<Response<wire::GetContactByEmailResponse>, Status> {
+        Ok(Response::new(wire::GetContactByEmailResponse {
             contact: Some(self.contact.clone()),
         }))
     }
 
-    type ListContactsStream = Nothing<pb::ListContactsResponse>;
+    type ListContactsStream = Nothing<wire::ListContactsResponse>;
 
     async fn list_contacts(
         &self,
@@ -63,7 +65,7 @@ impl ContactsService for Echo {
     async fn update_contact(
         &self,
         _: Request<pb::UpdateContactRequest>,
-    ) -> Result<Response<pb::Contact>, Status> {
+    ) -> Result<Response<wire::Contact>, Status> {
         Ok(Response::new(self.contact.clone()))
     }
 

@@ -30,17 +30,40 @@ impl Interceptor for Bearer {
 
 pub type Client = ContactsServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// One client per HTTP/2 connection.
-pub async fn connect(addr: &str, key: &str, connections: usize) -> anyhow::Result<Vec<Client>> {
+/// A client without generated methods, for calls decoded into the bench's own types.
+pub type Raw = tonic::client::Grpc<InterceptedService<Channel, Bearer>>;
+
+/// One generated client per HTTP/2 connection (it derefs to them), and a raw client on
+/// the first connection.
+pub struct Clients {
+    typed: Vec<Client>,
+    pub raw: Raw,
+}
+
+impl std::ops::Deref for Clients {
+    type Target = [Client];
+
+    fn deref(&self) -> &[Client] {
+        &self.typed
+    }
+}
+
+pub async fn connect(addr: &str, key: &str, connections: usize) -> anyhow::Result<Clients> {
     let bearer = Bearer(format!("Bearer {key}").parse()?);
-    let mut clients = Vec::new();
+    let mut typed = Vec::new();
+    let mut raw = None;
     for _ in 0..connections.max(1) {
         let channel = Channel::from_shared(addr.to_owned())?.connect().await?;
-        let client = ContactsServiceClient::with_interceptor(channel, bearer.clone())
-            .max_decoding_message_size(64 << 20);
-        clients.push(client);
+        let service = InterceptedService::new(channel, bearer.clone());
+        raw.get_or_insert_with(|| {
+            tonic::client::Grpc::new(service.clone()).max_decoding_message_size(64 << 20)
+        });
+        typed.push(ContactsServiceClient::new(service).max_decoding_message_size(64 << 20));
     }
-    Ok(clients)
+    Ok(Clients {
+        typed,
+        raw: raw.expect("at least one connection"),
+    })
 }
 
 /// How long, and how hard.
@@ -224,14 +247,15 @@ where
 
 /// Runs whole calls one after another (full list streams) until `min_time` has
 /// passed and at least one call completed; everything counts, nothing is warm-up.
-pub async fn drive_sequential<F, Fut>(
-    client: &Client,
+pub async fn drive_sequential<C, F, Fut>(
+    client: &C,
     min_time: Duration,
     watch: Watch,
     call: F,
 ) -> Measured
 where
-    F: Fn(Client) -> Fut,
+    C: Clone,
+    F: Fn(C) -> Fut,
     Fut: Future<Output = Result<u64, Status>>,
 {
     if let Some(pid) = watch.server {

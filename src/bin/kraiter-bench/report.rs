@@ -202,7 +202,7 @@ impl Report {
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for row in &run.rows {
             let me = &row.measured;
-            let list = row.scenario == Scenario::ListAll;
+            let list = row.scenario.is_full_list();
             let throughput = if list {
                 format!("{} rows/s", rate(me.items_per_sec()))
             } else {
@@ -276,6 +276,14 @@ impl Report {
                         ),
                     )
                 }
+                None => Default::default(),
+            },
+            Scenario::ListAllDecoded => match b.copy_to_rate() {
+                Some(copy) => (
+                    format!("COPY TO {} rows/s", rate(copy)),
+                    format!("{:.2}", me.items_per_sec() / copy),
+                    "none (the bench's own decoding shares the cores)".into(),
+                ),
                 None => Default::default(),
             },
             s if row.concurrency == 1 && Scenario::LATENCY.contains(&s) => {

@@ -8,7 +8,7 @@ use kraiter_contacts::api::{convert, pb};
 use tonic::Status;
 
 use crate::data::Dataset;
-use crate::load::{self, Client, Measured, Plan, Watch};
+use crate::load::{self, Client, Clients, Measured, Plan, Raw, Watch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -17,6 +17,7 @@ pub enum Scenario {
     CreateContact,
     UpdateContact,
     ListAll,
+    ListAllDecoded,
     SearchRare,
     SearchCommon,
     SearchNone,
@@ -41,6 +42,11 @@ impl Scenario {
         Scenario::Timeline,
     ];
 
+    /// One whole-tenant stream at a time, counted in rows.
+    pub fn is_full_list(self) -> bool {
+        matches!(self, Scenario::ListAll | Scenario::ListAllDecoded)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::GetContact => "GetContact",
@@ -48,6 +54,9 @@ impl Scenario {
             Scenario::CreateContact => "CreateContact",
             Scenario::UpdateContact => "UpdateContact (property merge)",
             Scenario::ListAll => "ListContacts, full stream, pages of 1000",
+            Scenario::ListAllDecoded => {
+                "ListContacts, full stream, pages of 1000, reader decodes each Contact"
+            }
             Scenario::SearchRare => "search, rare term (1 match), first page",
             Scenario::SearchCommon => "search, common term (1 in 8), first page",
             Scenario::SearchNone => "search, no match",
@@ -60,7 +69,7 @@ impl Scenario {
 /// at least `plan.duration`).
 pub async fn run(
     scenario: Scenario,
-    clients: &[Client],
+    clients: &Clients,
     plan: Plan,
     watch: Watch,
     data: &Arc<Dataset>,
@@ -131,6 +140,13 @@ pub async fn run(
             .await
         }
         Scenario::ListAll => {
+            let expected = data.contacts;
+            load::drive_sequential(&clients.raw, plan.duration, watch, move |raw| {
+                list_all_framed(raw, expected)
+            })
+            .await
+        }
+        Scenario::ListAllDecoded => {
             let expected = data.contacts;
             load::drive_sequential(&clients[0], plan.duration, watch, move |client| {
                 list_all(client, expected)
@@ -209,6 +225,63 @@ async fn search(mut client: Client, term: String, expect: u64) -> Result<u64, St
     if items < expect || (expect == 0 && items > 0) {
         return Err(Status::internal(format!(
             "search returned {items} contacts, expected {expect}"
+        )));
+    }
+    Ok(items)
+}
+
+/// `ListContactsResponse` as it is on the wire, each contact left as its bytes. The
+/// export's reader frames contacts (and checks that ids ascend) the way `COPY`'s reader
+/// splits lines, so the scenario measures the server rather than the bench building a
+/// `Struct` per row; `ListAllDecoded` measures the latter too.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FramedPage {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    contacts: Vec<bytes::Bytes>,
+    #[prost(string, tag = "2")]
+    next_cursor: String,
+}
+
+/// Just the id of a contact (field 1), skipping the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContactId {
+    #[prost(string, tag = "1")]
+    id: String,
+}
+
+async fn list_all_framed(mut raw: Raw, expected: u64) -> Result<u64, Status> {
+    let request = tonic::Request::new(pb::ListContactsRequest {
+        limit: 1000,
+        ..Default::default()
+    });
+    raw.ready()
+        .await
+        .map_err(|err| Status::unavailable(err.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/kraiter.contacts.v1.ContactsService/ListContacts",
+    );
+    let codec = tonic_prost::ProstCodec::<pb::ListContactsRequest, FramedPage>::default();
+    let mut stream = raw
+        .server_streaming(request, path, codec)
+        .await?
+        .into_inner();
+    let mut items = 0;
+    let mut last = String::new();
+    while let Some(page) = stream.message().await? {
+        items += page.contacts.len() as u64;
+        if let Some(contact) = page.contacts.last() {
+            let id = <ContactId as prost::Message>::decode(contact.clone())
+                .map_err(|err| Status::internal(err.to_string()))?
+                .id;
+            if id <= last {
+                return Err(Status::internal("ids out of order across pages"));
+            }
+            last = id;
+        }
+    }
+    if items < expected {
+        return Err(Status::internal(format!(
+            "full list returned {items} contacts, expected at least {expected}"
         )));
     }
     Ok(items)

@@ -130,7 +130,7 @@ const COPY_SENDS: &str = "COPY sends (tenant_id, id, contact_id, email, template
 
 /// The trigram index is built once after loading, as a bulk load does; its
 /// definition comes from the catalog, so the index is the migration's own.
-const SEARCH_INDEX: &str = "contacts_tenant_search";
+const SEARCH_INDEX: &str = "contacts_search_tenant";
 
 pub async fn postgres(
     pool: &PgPool,
