@@ -216,11 +216,11 @@ impl ContactStore for PgStore {
         // The trigram index checks a row holding the pattern's rarest trigram against
         // all its other trigrams, and one that nearly every row has (the `cr-` of a
         // customer reference, the `com` of an address) costs a posting-tree descent
-        // per such row: 90% of a rare-term search at 1,000,000 contacts. So the
-        // term's longest run of letters and digits comes first as a pattern of its
-        // own (GIN takes the keys in this order and starts over at the first when one
-        // rejects a row): the whole pattern is checked, still in the index, only for
-        // rows that hold that run. See BENCHMARKS.md.
+        // per such row: 227 of the 268 index pages a rare-term search read at 1,000,000
+        // contacts. So the term's longest run of letters and digits comes first as a
+        // pattern of its own (GIN takes the keys in this order and starts over at the
+        // first when one rejects a row): the whole pattern is checked, still in the
+        // index, only for rows that hold that run. See BENCHMARKS.md.
         let probe = query
             .search
             .as_ref()
