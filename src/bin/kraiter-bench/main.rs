@@ -459,6 +459,24 @@ async fn postgres_run(
         eprintln!("   {:<45} {:>10.0} tx/s", scenario.name(), result.tps);
         report.baselines.pgbench.push((scenario, result));
     }
+    if !setup.quick {
+        // The same create with keys in per-client ranges: what the time order of ids costs.
+        let mut all = vars.clone();
+        all.extend(baseline::write_variables(&data));
+        let result = baseline::pgbench(
+            pg,
+            "create-per-client",
+            &baseline::create_contact_per_client_keys(),
+            &all,
+            setup.plan.concurrency,
+            setup.plan.duration,
+        )?;
+        eprintln!(
+            "   CreateContact, per-client key ranges      {:>10.0} tx/s",
+            result.tps
+        );
+        report.baselines.create_per_client = Some(result);
+    }
     vars.extend(baseline::write_variables(&data));
     let keyset = baseline::pgbench(
         pg,
