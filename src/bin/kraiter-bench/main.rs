@@ -168,8 +168,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("== start-up and idle memory on an empty SQLite database");
     report.startup = Some(startup(&setup, if quick { 3 } else { 5 }).await?);
 
-    eprintln!("== tonic echo baseline");
-    report.baselines.echo = echo_baseline(&setup).await?;
+    // The echo server stays up: with PostgreSQL, each unary scenario runs right after
+    // its echo baseline and right before its pgbench baseline, so all three see the
+    // machine in the same state.
+    let echo = Echo::start(&setup).await?;
+    if args.skip_postgres {
+        eprintln!("== tonic echo baseline");
+        for scenario in Scenario::UNARY {
+            let measured = echo.measure(&setup, scenario).await;
+            report.baselines.echo.push((scenario, measured));
+        }
+    }
 
     let mut cleanup_work_dir = true;
     if !args.skip_postgres {
@@ -180,8 +189,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .next()
             .unwrap_or_default()
             .to_owned();
-        postgres_run(&setup, &pg, &mut report).await?;
+        postgres_run(&setup, &pg, &echo, &mut report).await?;
     }
+    drop(echo);
     if !args.skip_sqlite {
         report.sqlite = Some(sqlite_run(&setup).await?);
     }
@@ -268,47 +278,81 @@ async fn startup(setup: &Setup, runs: usize) -> anyhow::Result<Startup> {
     })
 }
 
-async fn echo_baseline(setup: &Setup) -> anyhow::Result<Vec<(Scenario, load::Measured)>> {
-    let port = cluster::free_port()?;
-    let args = vec![
-        "echo-server".to_owned(),
-        "--port".to_owned(),
-        port.to_string(),
-    ];
-    let log = setup.work_dir.join("echo.log");
-    let server = process::spawn_serving(&std::env::current_exe()?, &args, &[], port, &log).await?;
-    let clients = load::connect(&server.addr(), "kr_echo", setup.connections).await?;
-    let data = Arc::new(Dataset::new(TenantId::parse("echo")?, setup.contacts));
-    let watch = Watch {
-        server: Some(server.pid()),
-        postgres: None,
-    };
-    let mut out = Vec::new();
-    for scenario in Scenario::UNARY {
-        let measured = scenarios::run(
-            scenario,
-            &clients,
-            scenarios::echo_plan(setup.plan),
-            watch,
-            &data,
-        )
-        .await;
+/// The echo server (`kraiter-bench echo-server`) and clients connected to it.
+struct Echo {
+    server: process::Server,
+    clients: load::Clients,
+    data: Arc<Dataset>,
+}
+
+impl Echo {
+    async fn start(setup: &Setup) -> anyhow::Result<Echo> {
+        let port = cluster::free_port()?;
+        let args = vec![
+            "echo-server".to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+        ];
+        let log = setup.work_dir.join("echo.log");
+        let server =
+            process::spawn_serving(&std::env::current_exe()?, &args, &[], port, &log).await?;
+        let clients = load::connect(&server.addr(), "kr_echo", setup.connections).await?;
+        let data = Arc::new(Dataset::new(TenantId::parse("echo")?, setup.contacts));
+        Ok(Echo {
+            server,
+            clients,
+            data,
+        })
+    }
+
+    async fn measure(&self, setup: &Setup, scenario: Scenario) -> load::Measured {
+        let watch = Watch {
+            server: Some(self.server.pid()),
+            postgres: None,
+        };
+        let plan = scenarios::echo_plan(setup.plan);
+        let measured = scenarios::run(scenario, &self.clients, plan, watch, &self.data).await;
         eprintln!(
-            "   {:<45} {:>10.0} calls/s",
+            "   {:<50} echo  {:>10.0} calls/s",
             scenario.name(),
             measured.throughput()
         );
-        out.push((scenario, measured));
+        measured
     }
-    Ok(out)
 }
 
+fn wanted(setup: &Setup, scenario: Scenario) -> bool {
+    setup.only.is_empty()
+        || setup
+            .only
+            .iter()
+            .any(|name| scenario.name().contains(name.as_str()))
+}
+
+fn print_row(row: &Row) {
+    let me = &row.measured;
+    eprintln!(
+        "   {:<50} C={:<3} {:>10.0}/s p50 {:>8.2} ms  errors {}",
+        row.scenario.name(),
+        row.concurrency,
+        if row.scenario.is_full_list() {
+            me.items_per_sec()
+        } else {
+            me.throughput()
+        },
+        me.percentile(0.5).as_secs_f64() * 1e3,
+        me.errors
+    );
+}
+
+/// Every scenario but, without `unary`, the four unary ones.
 async fn run_scenarios(
     setup: &Setup,
     server: &process::Server,
     key: &str,
     postgres: Option<u32>,
     data: &Arc<Dataset>,
+    unary: bool,
 ) -> anyhow::Result<Vec<Row>> {
     let clients = load::connect(&server.addr(), key, setup.connections).await?;
     let watch = Watch {
@@ -329,32 +373,18 @@ async fn run_scenarios(
     ];
     let mut rows = Vec::new();
     let mut record = |scenario: Scenario, concurrency: usize, measured: load::Measured| {
-        eprintln!(
-            "   {:<50} C={:<3} {:>10.0}/s p50 {:>8.2} ms  errors {}",
-            scenario.name(),
-            concurrency,
-            if scenario.is_full_list() {
-                measured.items_per_sec()
-            } else {
-                measured.throughput()
-            },
-            measured.percentile(0.5).as_secs_f64() * 1e3,
-            measured.errors
-        );
-        rows.push(Row {
+        let row = Row {
             scenario,
             concurrency,
             measured,
-        });
+        };
+        print_row(&row);
+        rows.push(row);
     };
-    let wanted = |scenario: Scenario| {
-        setup.only.is_empty()
-            || setup
-                .only
-                .iter()
-                .any(|name| scenario.name().contains(name.as_str()))
-    };
-    for scenario in all.into_iter().filter(|s| wanted(*s)) {
+    let chosen = all
+        .into_iter()
+        .filter(|s| wanted(setup, *s) && (unary || !Scenario::UNARY.contains(s)));
+    for scenario in chosen {
         let measured = scenarios::run(scenario, &clients, setup.plan, watch, data).await;
         let concurrency = if scenario.is_full_list() {
             1
@@ -363,7 +393,7 @@ async fn run_scenarios(
         };
         record(scenario, concurrency, measured);
     }
-    for scenario in Scenario::LATENCY.into_iter().filter(|s| wanted(*s)) {
+    for scenario in Scenario::LATENCY.into_iter().filter(|s| wanted(setup, *s)) {
         let plan = scenarios::single(setup.plan);
         let measured = scenarios::run(scenario, &clients, plan, watch, data).await;
         record(scenario, 1, measured);
@@ -374,6 +404,7 @@ async fn run_scenarios(
 async fn postgres_run(
     setup: &Setup,
     pg: &cluster::Postgres,
+    echo: &Echo,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     eprintln!("== PostgreSQL at {}", pg.url);
@@ -392,27 +423,11 @@ async fn postgres_run(
     }
 
     let server = start_server(setup, &pg.url, "server-postgres").await?;
-    let rows = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data).await?;
-    if setup.hold {
-        eprintln!(
-            "holding: psql {}\n         server {} (pid {}), key {key}\n         press Enter to go on",
-            pg.url,
-            server.addr(),
-            server.pid()
-        );
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-    }
-    drop(server);
-    report.postgres = Some(BackendRun {
-        name: "PostgreSQL",
-        seed,
-        rows,
-    });
+    // Reads and searches first: pgbench's writes below replace whole property sets,
+    // which the searches must not see.
+    let others = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data, false).await?;
 
-    // Baselines after the service's scenarios: the pgbench writes replace whole
-    // property sets, which the searches above must not see.
-    eprintln!("== pgbench baselines");
+    eprintln!("== unary calls: echo, service, pgbench, one after another");
     let mut vars = baseline::variables(&data, &key);
     let scripts = [
         (Scenario::GetContact, "get", baseline::get_contact()),
@@ -432,7 +447,25 @@ async fn postgres_run(
             baseline::update_contact(),
         ),
     ];
+    let clients = load::connect(&server.addr(), &key, setup.connections).await?;
+    let watch = Watch {
+        server: Some(server.pid()),
+        postgres: pg.postmaster_pid(),
+    };
+    let mut rows = Vec::new();
     for (scenario, name, script) in scripts {
+        if !wanted(setup, scenario) {
+            continue;
+        }
+        let measured = echo.measure(setup, scenario).await;
+        report.baselines.echo.push((scenario, measured));
+        let row = Row {
+            scenario,
+            concurrency: setup.plan.concurrency,
+            measured: scenarios::run(scenario, &clients, setup.plan, watch, &data).await,
+        };
+        print_row(&row);
+        rows.push(row);
         if !setup.quick {
             // A second of warm-up (pgbench's shortest run): plans, caches, connections.
             let mut all = vars.clone();
@@ -456,9 +489,32 @@ async fn postgres_run(
             setup.plan.concurrency,
             setup.plan.duration,
         )?;
-        eprintln!("   {:<45} {:>10.0} tx/s", scenario.name(), result.tps);
+        eprintln!(
+            "   {:<50} pgbench {:>8.0} tx/s",
+            scenario.name(),
+            result.tps
+        );
         report.baselines.pgbench.push((scenario, result));
     }
+    rows.extend(others);
+    if setup.hold {
+        eprintln!(
+            "holding: psql {}\n         server {} (pid {}), key {key}\n         press Enter to go on",
+            pg.url,
+            server.addr(),
+            server.pid()
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
+    drop(server);
+    report.postgres = Some(BackendRun {
+        name: "PostgreSQL",
+        seed,
+        rows,
+    });
+
+    eprintln!("== other baselines");
     if !setup.quick {
         // The same create with keys in per-client ranges: what the time order of ids costs.
         let mut all = vars.clone();
@@ -517,7 +573,7 @@ async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
     let seed = seed_sqlite(&dir.join("contacts.db"), &data).await?;
     eprintln!("   seeded: {seed:?}");
     let server = start_server(setup, &url, "server-sqlite").await?;
-    let rows = run_scenarios(setup, &server, &key, None, &data).await?;
+    let rows = run_scenarios(setup, &server, &key, None, &data, true).await?;
     Ok(BackendRun {
         name: "SQLite (no targets yet)",
         seed,
