@@ -23,6 +23,8 @@ fn main() -> anyhow::Result<()> {
     // The ContactsService server once more, answering with the server's own encoding of
     // the messages that carry a Contact (`src/api/wire.rs`: properties pre-encoded), and
     // the generated messages for the rest. Same wire format; clients are unaffected.
+    // (The first pass still emits `pb::contacts_service_server`, since tonic-prost-build
+    // builds servers per run, not per service; nothing serves it.)
     let server_dir = out_dir.join("server");
     std::fs::create_dir_all(&server_dir)?;
     let mut server = tonic_prost_build::configure()

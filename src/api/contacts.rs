@@ -100,11 +100,9 @@ impl ContactsService for ContactsApi {
                     .store
                     .get_contact_by_email_checked(&claim, &email)
                     .await?;
-                Ok(found.try_map(|contact| {
-                    Ok::<_, crate::store::StoreError>(wire::GetContactByEmailResponse {
-                        contact: contact.map(convert::contact_view).transpose()?,
-                    })
-                })?)
+                let found =
+                    found.try_map(|contact| contact.map(convert::contact_view).transpose())?;
+                Ok(found.map(|contact| wire::GetContactByEmailResponse { contact }))
             },
         )
         .await

@@ -135,38 +135,33 @@ fn put_bool(out: &mut Vec<u8>, b: bool) {
 
 fn write_fields(map: &Map<String, Value>, out: &mut Vec<u8>) {
     for (key, value) in map {
-        let _ = nested::<()>(out, STRUCT_FIELDS, |out| {
-            put_str(out, ENTRY_KEY, key);
-            nested(out, ENTRY_VALUE, |out| {
-                write_value(value, out);
-                Ok(())
-            })
-        });
+        let entry = out.len();
+        put_str(out, ENTRY_KEY, key);
+        let start = out.len();
+        write_value(value, out);
+        close(out, start, ENTRY_VALUE);
+        close(out, entry, STRUCT_FIELDS);
     }
 }
 
 fn write_value(value: &Value, out: &mut Vec<u8>) {
+    let start = out.len();
     match value {
         Value::Null => put_null(out),
         Value::Bool(b) => put_bool(out, *b),
         Value::Number(n) => put_number(out, n.as_f64().unwrap_or(0.0)),
         Value::String(s) => put_str(out, VALUE_STRING, s),
         Value::Array(items) => {
-            let _ = nested::<()>(out, VALUE_LIST, |out| {
-                for item in items {
-                    nested(out, LIST_VALUES, |out| {
-                        write_value(item, out);
-                        Ok(())
-                    })?;
-                }
-                Ok(())
-            });
+            for item in items {
+                let item_start = out.len();
+                write_value(item, out);
+                close(out, item_start, LIST_VALUES);
+            }
+            close(out, start, VALUE_LIST);
         }
         Value::Object(map) => {
-            let _ = nested::<()>(out, VALUE_STRUCT, |out| {
-                write_fields(map, out);
-                Ok(())
-            });
+            write_fields(map, out);
+            close(out, start, VALUE_STRUCT);
         }
     }
 }

@@ -51,6 +51,21 @@ pub struct ContactView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl ContactView {
+    /// The contact with its properties parsed, for a change that merges them.
+    pub fn parse(self) -> Result<Contact, serde_json::Error> {
+        Ok(Contact {
+            properties: Properties::from_trusted(serde_json::from_str(self.properties.as_str())?),
+            id: self.id,
+            email: self.email,
+            suppressed: self.suppressed,
+            unsubscribed: self.unsubscribed,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 /// A validated CreateContact.
 #[derive(Debug, Clone)]
 pub struct NewContact {

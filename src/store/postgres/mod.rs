@@ -19,7 +19,7 @@ use super::{
     migrations,
 };
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactUpdate, ContactView, Email, NewContact, Properties,
+    Contact, ContactId, ContactQuery, ContactUpdate, ContactView, Email, NewContact,
     PropertiesJson, TenantId, TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
     ValidationError,
 };
@@ -395,16 +395,7 @@ impl ContactStore for PgStore {
 }
 
 fn contact_from_row(row: &PgRow) -> StoreResult<Contact> {
-    let Json(properties): Json<Map<String, Value>> = row.try_get("properties").map_err(classify)?;
-    Ok(Contact {
-        id: ContactId::from_trusted(row.try_get("id").map_err(classify)?),
-        email: Email::from_trusted(row.try_get("email").map_err(classify)?),
-        properties: Properties::from_trusted(properties),
-        suppressed: row.try_get("suppressed").map_err(classify)?,
-        unsubscribed: row.try_get("unsubscribed").map_err(classify)?,
-        created_at: row.try_get("created_at").map_err(classify)?,
-        updated_at: row.try_get("updated_at").map_err(classify)?,
-    })
+    view_from_row(row)?.parse().map_err(StoreError::internal)
 }
 
 /// A contact for a response, its properties the JSON text PostgreSQL sent: jsonb's

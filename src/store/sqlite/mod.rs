@@ -20,7 +20,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{ApiKeyRecord, ConnectOptions, ContactStore, StoreError, StoreResult, migrations};
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactUpdate, ContactView, Email, NewContact, Properties,
+    Contact, ContactId, ContactQuery, ContactUpdate, ContactView, Email, NewContact,
     PropertiesJson, TenantId, TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
     ValidationError, contact_created, search_text,
 };
@@ -473,15 +473,7 @@ impl ContactStore for SqliteStore {
 }
 
 fn contact_from_row(row: &SqliteRow) -> StoreResult<Contact> {
-    Ok(Contact {
-        id: ContactId::from_trusted(row.try_get("id").map_err(classify)?),
-        email: Email::from_trusted(row.try_get("email").map_err(classify)?),
-        properties: Properties::from_trusted(json_map(row, "properties")?),
-        suppressed: row.try_get("suppressed").map_err(classify)?,
-        unsubscribed: row.try_get("unsubscribed").map_err(classify)?,
-        created_at: time(row.try_get("created_at").map_err(classify)?)?,
-        updated_at: time(row.try_get("updated_at").map_err(classify)?)?,
-    })
+    view_from_row(row)?.parse().map_err(StoreError::internal)
 }
 
 /// A contact for a response, its properties the stored JSON text.
