@@ -10,16 +10,19 @@ use sqlx::postgres::{PgPool, PgPoolCopyExt};
 use tokio_stream::StreamExt;
 
 use crate::cluster::Postgres;
-use crate::data::Dataset;
+use crate::data::{Dataset, splitmix};
 use crate::seed::{COPY_CONTACTS, CopyRows};
+use kraiter_contacts::domain::{Properties, search_text};
 
 #[derive(Debug, Clone, Default)]
 pub struct Pgbench {
     pub tps: f64,
     pub latency_ms: f64,
     pub clients: usize,
-    /// The script, for the report.
+    /// The (first) script, for the report.
     pub script: String,
+    /// How many scripts the run picked from.
+    pub scripts: usize,
 }
 
 /// One statement of a pgbench script: the store's SQL and, for each `$n`, the
@@ -88,107 +91,199 @@ pub fn get_contact_by_email() -> String {
     format!("{PICK}{};\n", stmt.render())
 }
 
-/// Extra variables of the create and update scripts: a contact's JSON as the
-/// service would bind it. `newprefix` makes each pgbench run's rows new.
+/// How many seeded contacts lend their values to the write baselines: pgbench runs
+/// one script per contact, each binding that contact's properties, search text and
+/// timeline entry, picked at random per transaction. Every client prepares every
+/// script, so more variants cost the baseline preparing time; the customer reference,
+/// the one value unique per contact, is new in every row instead (`CR_SQL`).
+pub const WRITE_VARIANTS: u64 = 16;
+
+/// The contacts that lend their values to the write baselines.
+fn write_variant(data: &Dataset, i: u64) -> u64 {
+    crate::data::splitmix(i) % data.contacts
+}
+
+/// Stands for the customer reference in the variables' text; the scripts put
+/// `CR_SQL` in its place.
+const CR_PLACEHOLDER: &str = "@@@@@@@@";
+/// A customer reference of its own per transaction (eight characters, as seeded ones).
+const CR_SQL: &str = "upper(substr(md5(:k::text), 1, 8))";
+
+/// Variables of the create and update scripts: per variant `i`, the values the
+/// service would bind for seeded contact `write_variant(i)` (with the update patch
+/// applied for `u…`), each split around the customer reference; `newprefix` and
+/// `emailtag` make each run's ids and emails new. Different rows matter: the trigram
+/// index's cost per write grows with the distinct trigrams a batch of rows brings,
+/// and a baseline whose rows all carried one property set did half the index work
+/// of the service's creates (`pg_stat_statements`: 41 against 88 buffer hits, 12.7
+/// against 25.5 WAL records per create).
 pub fn write_variables(data: &Dataset) -> Vec<(String, String)> {
-    let contact = data.contact(0);
-    let properties = serde_json::to_string(contact.properties.as_map()).expect("JSON map");
-    let search = kraiter_contacts::domain::search_text(contact.email.as_str(), &contact.properties);
-    let created = serde_json::to_string(&Dataset::created_entry(&contact).data).expect("JSON map");
-    let updated = r#"{"properties":{"score":{"before":0,"after":417},"lastSeenAt":{"before":null,"after":"2026-01-01"}}}"#;
-    vec![
-        ("props".into(), properties),
-        ("search".into(), search.replace('\n', " ")),
-        ("created".into(), created),
-        ("updated".into(), updated.into()),
+    let mut vars = vec![
         (
             "newprefix".into(),
             ulid::Ulid::new().to_string()[..10].to_owned(),
         ),
-    ]
+        ("emailtag".into(), Dataset::new_email_tag()),
+    ];
+    fn split(vars: &mut Vec<(String, String)>, name: String, text: String) {
+        let (before, after) = text
+            .split_once(CR_PLACEHOLDER)
+            .expect("the text holds the customer reference");
+        vars.push((format!("{name}_a"), before.to_owned()));
+        vars.push((format!("{name}_b"), after.to_owned()));
+    }
+    for i in 0..WRITE_VARIANTS {
+        let mut contact = data.contact(write_variant(data, i));
+        let mut properties = contact.properties.as_map().clone();
+        properties.insert("customerRef".into(), format!("CR-{CR_PLACEHOLDER}").into());
+        contact.properties = Properties::from_trusted(properties.clone());
+        let created = Dataset::created_entry(&contact);
+        split(&mut vars, format!("props{i}"), json_text(&properties));
+        split(&mut vars, format!("lines{i}"), properties_lines(&contact));
+        split(&mut vars, format!("created{i}"), json_text(&created.data));
+        // UpdateContact's patch: `score` (the value it has: the scenario sets
+        // `r % 1000` on contact `r % contacts`) and `lastSeenAt`, a time within the
+        // last day.
+        let seen = data.base - chrono::Duration::seconds((splitmix(i) % 86_400) as i64);
+        let seen = seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        properties.insert("lastSeenAt".into(), seen.clone().into());
+        contact.properties = Properties::from_trusted(properties.clone());
+        split(&mut vars, format!("uprops{i}"), json_text(&properties));
+        split(&mut vars, format!("ulines{i}"), properties_lines(&contact));
+        let updated = serde_json::json!({"properties": {
+            "lastSeenAt": {"before": null, "after": seen},
+        }});
+        vars.push((format!("updated{i}"), updated.to_string()));
+    }
+    vars
+}
+
+/// SQL joining a variable split by `write_variables` around `cr`.
+fn joined(name: &str, cr: &str) -> String {
+    format!("(:{name}_a || {cr} || :{name}_b)")
+}
+
+fn json_text(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(map).expect("JSON map")
+}
+
+/// The search text the service builds for the contact less its first line (the
+/// email), its newlines as spaces: pgbench variables cannot hold newlines, and no
+/// trigram crosses either.
+fn properties_lines(contact: &kraiter_contacts::domain::Contact) -> String {
+    let text = search_text(contact.email.as_str(), &contact.properties);
+    let lines = text.split_once('\n').map_or("", |(_, rest)| rest);
+    lines.replace('\n', " ")
 }
 
 /// The bound values of a contact write, `$1`..`$10` of the create and update
 /// statements, typed as the service binds them.
-fn write_params(
-    entry_key: &str,
+struct WriteParams {
+    entry_key: &'static str,
     id: String,
     email: String,
     email_key: String,
-    search: &str,
-    kind: &str,
-    data: &str,
-) -> Vec<String> {
-    vec![
-        ":tenant".into(),
-        id,
-        email,
-        email_key,
-        "(:props)::jsonb".into(),
-        format!("({search})::text"),
-        "now()".into(),
-        format!("('tle_' || :newprefix || {entry_key})"),
-        format!("'{kind}'::text"),
-        format!("({data})::jsonb"),
-    ]
+    properties: String,
+    search: String,
+    kind: &'static str,
+    data: String,
 }
 
-pub fn create_contact() -> String {
+impl WriteParams {
+    fn render(self) -> Vec<String> {
+        vec![
+            ":tenant".into(),
+            self.id,
+            self.email,
+            self.email_key,
+            format!("({})::jsonb", self.properties),
+            format!("({})::text", self.search),
+            "now()".into(),
+            format!("('tle_' || :newprefix || {})", self.entry_key),
+            format!("'{}'::text", self.kind),
+            format!("({})::jsonb", self.data),
+        ]
+    }
+}
+
+/// The create baseline: one script per variant.
+pub fn create_contact() -> Vec<String> {
     create_contact_keyed(NEW_KEY_SQL)
 }
 
 /// `create_contact` with keys from per-client ranges.
-pub fn create_contact_per_client_keys() -> String {
+pub fn create_contact_per_client_keys() -> Vec<String> {
     create_contact_keyed(PER_CLIENT_KEY_SQL)
 }
 
-fn create_contact_keyed(key: &str) -> String {
-    let mut params = write_params(
-        key,
-        format!("('con_' || :newprefix || {key})"),
-        format!("('pgb' || {key} || '-' || :newprefix || '@example.com')"),
-        format!("lower('pgb' || {key} || '-' || :newprefix || '@example.com')"),
-        // A customer reference of its own per row, as the service's creates have: new
-        // contacts bring new trigrams to the search index.
-        ":search || chr(10) || 'cr-' || substr(md5(:k::text), 1, 8)",
-        "contact.created",
-        ":created",
-    );
-    params.push(":keyhash".into());
-    let stmt = Statement {
-        sql: sql::CREATE_CONTACT_CHECKED,
-        params,
-    };
-    format!("{NEXT}{};\n", stmt.render())
+/// A new contact with a new email and a seeded contact's properties, as the create
+/// scenario sends them; search text and `contact.created` entry as the service
+/// builds them.
+fn create_contact_keyed(key: &'static str) -> Vec<String> {
+    let email = Dataset::NEW_EMAIL_SQL;
+    (0..WRITE_VARIANTS)
+        .map(|i| {
+            let write = WriteParams {
+                entry_key: key,
+                id: format!("('con_' || :newprefix || {key})"),
+                email: email.into(),
+                email_key: format!("lower{email}"),
+                properties: joined(&format!("props{i}"), CR_SQL),
+                search: format!(
+                    "lower{email} || chr(10) || {}",
+                    joined(&format!("lines{i}"), &format!("lower({CR_SQL})"))
+                ),
+                kind: "contact.created",
+                data: joined(&format!("created{i}"), CR_SQL),
+            };
+            let mut params = write.render();
+            params.push(":keyhash".into());
+            let stmt = Statement {
+                sql: sql::CREATE_CONTACT_CHECKED,
+                params,
+            };
+            format!("{NEXT}{};\n", stmt.render())
+        })
+        .collect()
 }
 
-/// The optimistic merge: read the row with its revision (and the key check), then
-/// write it if the revision is unchanged; two round trips, as in the store.
-pub fn update_contact() -> String {
-    let read = Statement {
-        sql: sql::READ_FOR_UPDATE_CHECKED,
-        params: vec![":tenant".into(), ID_SQL.into(), ":keyhash".into()],
-    };
-    let mut params = write_params(
-        NEW_KEY_SQL,
-        ID_SQL.into(),
-        Dataset::EMAIL_SQL.into(),
-        Dataset::EMAIL_SQL.into(),
-        // The merged text changes in the score and a timestamp, as the service's do.
-        ":search || chr(10) || (:n % 1000) || chr(10) || now()::text",
-        "contact.updated",
-        ":updated",
-    );
-    params.push(":revision".into());
-    let update = Statement {
-        sql: sql::UPDATE_CONTACT_IF_REVISION,
-        params,
-    };
-    format!(
-        "{PICK}{NEXT}{} \\gset\n{};\n",
-        read.render(),
-        update.render()
-    )
+/// The optimistic merge of a random seeded row: read it with its revision (and the
+/// key check), then write it if the revision is unchanged; two round trips, as in
+/// the store. What it writes is a variant's merged properties.
+pub fn update_contact() -> Vec<String> {
+    (0..WRITE_VARIANTS)
+        .map(|i| {
+            let read = Statement {
+                sql: sql::READ_FOR_UPDATE_CHECKED,
+                params: vec![":tenant".into(), ID_SQL.into(), ":keyhash".into()],
+            };
+            let write = WriteParams {
+                entry_key: NEW_KEY_SQL,
+                id: ID_SQL.into(),
+                email: Dataset::EMAIL_SQL.into(),
+                email_key: Dataset::EMAIL_SQL.into(),
+                properties: joined(&format!("uprops{i}"), CR_SQL),
+                search: format!(
+                    "{} || chr(10) || {}",
+                    Dataset::EMAIL_SQL,
+                    joined(&format!("ulines{i}"), &format!("lower({CR_SQL})"))
+                ),
+                kind: "contact.updated",
+                data: format!(":updated{i}"),
+            };
+            let mut params = write.render();
+            params.push(":revision".into());
+            let update = Statement {
+                sql: sql::UPDATE_CONTACT_IF_REVISION,
+                params,
+            };
+            format!(
+                "{PICK}{NEXT}{} \\gset\n{};\n",
+                read.render(),
+                update.render()
+            )
+        })
+        .collect()
 }
 
 /// A keyset page of 1000 at a random place: what one ListContacts page costs.
@@ -199,26 +294,28 @@ pub fn keyset_page() -> String {
     )
 }
 
-/// Runs `script` with `clients` connections for `duration` (whole seconds, at least 1).
+/// Runs `scripts` (each transaction picks one at random) with `clients` connections
+/// for `duration` (whole seconds, at least 1).
 pub fn pgbench(
     pg: &Postgres,
     name: &str,
-    script: &str,
+    scripts: &[String],
     vars: &[(String, String)],
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Pgbench> {
-    let path = pg.work_dir.join(format!("{name}.pgbench.sql"));
-    std::fs::write(&path, script)?;
     let mut command = Command::new(pg.bin.join("pgbench"));
+    for (i, script) in scripts.iter().enumerate() {
+        let path = pg.work_dir.join(format!("{name}-{i}.pgbench.sql"));
+        std::fs::write(&path, script)?;
+        command.arg("-f").arg(&path);
+    }
     command
         .args(["-n", "-M", "prepared", "-j", "2"])
         .arg("-c")
         .arg(clients.to_string())
         .arg("-T")
         .arg(duration.as_secs().max(1).to_string())
-        .arg("-f")
-        .arg(&path)
         .args(["-h", &pg.host, "-p", &pg.port.to_string(), "-U", &pg.user]);
     for (name, value) in vars {
         command.arg("-D").arg(format!("{name}={value}"));
@@ -240,7 +337,8 @@ pub fn pgbench(
         tps: field("tps = ").context("pgbench printed no tps")?,
         latency_ms: field("latency average = ").unwrap_or_default(),
         clients,
-        script: script.to_owned(),
+        script: scripts.first().cloned().unwrap_or_default(),
+        scripts: scripts.len(),
     })
 }
 

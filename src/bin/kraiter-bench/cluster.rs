@@ -114,10 +114,17 @@ fn throwaway_cluster(bin: PathBuf, work_dir: &Path) -> anyhow::Result<Postgres> 
         bail!("initdb failed; see {}/initdb.log", dir.display());
     }
     let port = free_port()?;
-    let settings: String = SETTINGS
+    let mut settings: String = SETTINGS
         .iter()
         .map(|(name, value)| format!(" -c {name}={value}"))
         .collect();
+    // For investigations only, e.g. `shared_preload_libraries=pg_stat_statements`;
+    // a run reported in BENCHMARKS.md uses SETTINGS alone.
+    if let Ok(extra) = std::env::var("KRAITER_BENCH_PG_SETTINGS") {
+        for setting in extra.split_whitespace() {
+            settings.push_str(&format!(" -c {setting}"));
+        }
+    }
     // The watchdog owns the server: it starts it, waits for this process to exit,
     // then stops it and deletes the whole work directory.
     let script = format!(

@@ -70,6 +70,21 @@ impl Dataset {
     /// SQL computing `email(n)` from pgbench variable `:n`.
     pub const EMAIL_SQL: &str = "('user' || :n || '@' || (ARRAY['gmail.com','yahoo.com','outlook.com','example.com','acme.io','fastmail.com','proton.me','hey.com'])[:n % 8 + 1])";
 
+    /// The email of a contact a create scenario makes: `key` unique in the run, `tag`
+    /// unique to the run. pgbench's creates build the same shape (`NEW_EMAIL_SQL`), so
+    /// both put as many trigrams into the search index.
+    pub fn new_email(key: &str, tag: &str) -> String {
+        format!("n{key}.{tag}@example.com")
+    }
+
+    /// SQL computing `new_email` from pgbench variables `:k` and `:emailtag`.
+    pub const NEW_EMAIL_SQL: &str = "('n' || :k || '.' || :emailtag || '@example.com')";
+
+    /// A run's tag for `new_email`: eight random characters.
+    pub fn new_email_tag() -> String {
+        ulid::Ulid::new().to_string().to_lowercase()[18..].to_owned()
+    }
+
     /// A customer reference unique to the contact: the rare search term.
     pub fn customer_ref(n: u64) -> String {
         const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";

@@ -428,13 +428,19 @@ async fn postgres_run(
     let others = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data, false).await?;
 
     eprintln!("== unary calls: echo, service, pgbench, one after another");
-    let mut vars = baseline::variables(&data, &key);
+    let vars = baseline::variables(&data, &key);
+    // New ids and emails for every pgbench run.
+    let write_vars = || {
+        let mut all = vars.clone();
+        all.extend(baseline::write_variables(&data));
+        all
+    };
     let scripts = [
-        (Scenario::GetContact, "get", baseline::get_contact()),
+        (Scenario::GetContact, "get", vec![baseline::get_contact()]),
         (
             Scenario::GetContactByEmail,
             "by-email",
-            baseline::get_contact_by_email(),
+            vec![baseline::get_contact_by_email()],
         ),
         (
             Scenario::CreateContact,
@@ -453,7 +459,7 @@ async fn postgres_run(
         postgres: pg.postmaster_pid(),
     };
     let mut rows = Vec::new();
-    for (scenario, name, script) in scripts {
+    for (scenario, name, scripts) in scripts {
         if !wanted(setup, scenario) {
             continue;
         }
@@ -468,24 +474,20 @@ async fn postgres_run(
         rows.push(row);
         if !setup.quick {
             // A second of warm-up (pgbench's shortest run): plans, caches, connections.
-            let mut all = vars.clone();
-            all.extend(baseline::write_variables(&data));
             baseline::pgbench(
                 pg,
                 name,
-                &script,
-                &all,
+                &scripts,
+                &write_vars(),
                 setup.plan.concurrency,
                 Duration::from_secs(1),
             )?;
         }
-        let mut all = vars.clone();
-        all.extend(baseline::write_variables(&data));
         let result = baseline::pgbench(
             pg,
             name,
-            &script,
-            &all,
+            &scripts,
+            &write_vars(),
             setup.plan.concurrency,
             setup.plan.duration,
         )?;
@@ -517,13 +519,11 @@ async fn postgres_run(
     eprintln!("== other baselines");
     if !setup.quick {
         // The same create with keys in per-client ranges: what the time order of ids costs.
-        let mut all = vars.clone();
-        all.extend(baseline::write_variables(&data));
         let result = baseline::pgbench(
             pg,
             "create-per-client",
             &baseline::create_contact_per_client_keys(),
-            &all,
+            &write_vars(),
             setup.plan.concurrency,
             setup.plan.duration,
         )?;
@@ -533,11 +533,10 @@ async fn postgres_run(
         );
         report.baselines.create_per_client = Some(result);
     }
-    vars.extend(baseline::write_variables(&data));
     let keyset = baseline::pgbench(
         pg,
         "keyset",
-        &baseline::keyset_page(),
+        &[baseline::keyset_page()],
         &vars,
         1,
         setup.plan.duration,

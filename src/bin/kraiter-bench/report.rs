@@ -376,7 +376,21 @@ impl Report {
         if !b.pgbench.is_empty() {
             let _ = writeln!(out, "<details><summary>pgbench scripts</summary>\n");
             for (scenario, p) in &b.pgbench {
-                let _ = writeln!(out, "{}:\n\n```sql\n{}```\n", scenario.name(), p.script);
+                let variants = if p.scripts > 1 {
+                    format!(
+                        " (one of {} scripts, the same but for the variables' number: \
+                         each binds the values of another seeded contact)",
+                        p.scripts
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "{}{variants}:\n\n```sql\n{}```\n",
+                    scenario.name(),
+                    p.script
+                );
             }
             let _ = writeln!(out, "</details>\n");
         }

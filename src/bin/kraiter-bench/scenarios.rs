@@ -76,7 +76,7 @@ pub async fn run(
 ) -> Measured {
     let data = data.clone();
     // Creates need fresh emails on every run, also across repeated runs.
-    let tag = ulid::Ulid::new().to_string().to_lowercase();
+    let tag = Dataset::new_email_tag();
     match scenario {
         Scenario::GetContact => {
             load::drive(clients, plan, watch, move |mut client, r, _| {
@@ -106,8 +106,8 @@ pub async fn run(
         Scenario::CreateContact => {
             load::drive(clients, plan, watch, move |mut client, r, seq| {
                 let request = pb::CreateContactRequest {
-                    email: format!("new-{seq:x}-{tag}@example.com"),
-                    properties: Some(convert::to_struct(Dataset::properties(r % 1_000_000))),
+                    email: Dataset::new_email(&format!("{seq:x}"), &tag),
+                    properties: Some(convert::to_struct(Dataset::properties(r % data.contacts))),
                 };
                 async move {
                     client.create_contact(request).await?;
