@@ -89,24 +89,36 @@ fn nested<E>(
     field: u32,
     body: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let start = out.len();
+    let start = open(out, field);
     body(out)?;
-    close(out, start, field);
+    close(out, start);
     Ok(())
 }
 
-/// Puts the key of `field` and the length of what was written since `start` in front
-/// of it. Moving the content is cheaper than measuring the tree first: properties are
-/// small and shallow.
-fn close(out: &mut Vec<u8>, start: usize, field: u32) {
-    let len = (out.len() - start) as u64;
-    let mut head = [0u8; 16];
+/// Starts field `field`, a message of a length not known yet: its key and a
+/// one-byte length, which `close` fills in. Returns where the content starts.
+fn open(out: &mut Vec<u8>, field: u32) -> usize {
+    encode_key(field, WireType::LengthDelimited, out);
+    out.push(0);
+    out.len()
+}
+
+/// Sets the length of the field opened at `start` to what was written since. Most
+/// nested messages of properties are under 128 bytes, whose length fits the byte
+/// `open` left; a longer one moves its content to make room.
+fn close(out: &mut Vec<u8>, start: usize) {
+    let len = out.len() - start;
+    if len < 0x80 {
+        out[start - 1] = len as u8;
+        return;
+    }
+    let mut head = [0u8; 10];
     let mut buf = &mut head[..];
-    encode_key(field, WireType::LengthDelimited, &mut buf);
-    encode_varint(len, &mut buf);
-    let used = 16 - buf.len();
-    debug_assert_eq!(used, 1 + encoded_len_varint(len));
-    out.splice(start..start, head[..used].iter().copied());
+    encode_varint(len as u64, &mut buf);
+    let used = 10 - buf.len();
+    debug_assert_eq!(used, encoded_len_varint(len as u64));
+    out[start - 1] = head[0];
+    out.splice(start..start, head[1..used].iter().copied());
 }
 
 fn put_str(out: &mut Vec<u8>, field: u32, text: &str) {
@@ -135,33 +147,34 @@ fn put_bool(out: &mut Vec<u8>, b: bool) {
 
 fn write_fields(map: &Map<String, Value>, out: &mut Vec<u8>) {
     for (key, value) in map {
-        let entry = out.len();
+        let entry = open(out, STRUCT_FIELDS);
         put_str(out, ENTRY_KEY, key);
-        let start = out.len();
+        let start = open(out, ENTRY_VALUE);
         write_value(value, out);
-        close(out, start, ENTRY_VALUE);
-        close(out, entry, STRUCT_FIELDS);
+        close(out, start);
+        close(out, entry);
     }
 }
 
 fn write_value(value: &Value, out: &mut Vec<u8>) {
-    let start = out.len();
     match value {
         Value::Null => put_null(out),
         Value::Bool(b) => put_bool(out, *b),
         Value::Number(n) => put_number(out, n.as_f64().unwrap_or(0.0)),
         Value::String(s) => put_str(out, VALUE_STRING, s),
         Value::Array(items) => {
+            let start = open(out, VALUE_LIST);
             for item in items {
-                let item_start = out.len();
+                let item_start = open(out, LIST_VALUES);
                 write_value(item, out);
-                close(out, item_start, LIST_VALUES);
+                close(out, item_start);
             }
-            close(out, start, VALUE_LIST);
+            close(out, start);
         }
         Value::Object(map) => {
+            let start = open(out, VALUE_STRUCT);
             write_fields(map, out);
-            close(out, start, VALUE_STRUCT);
+            close(out, start);
         }
     }
 }
@@ -185,13 +198,15 @@ impl<'de> Visitor<'de> for StructFields<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let out = self.0;
         loop {
-            let start = out.len();
+            // The key and the value make one entry; there may be none left.
+            let mark = out.len();
+            let entry = open(out, STRUCT_FIELDS);
             if map.next_key_seed(EntryKey(out))?.is_none() {
+                out.truncate(mark);
                 return Ok(());
             }
             nested(out, ENTRY_VALUE, |out| map.next_value_seed(ValueKind(out)))?;
-            // The key and the value make one entry.
-            close(out, start, STRUCT_FIELDS);
+            close(out, entry);
         }
     }
 }
@@ -266,11 +281,13 @@ impl<'de> Visitor<'de> for ValueKind<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         nested(self.0, VALUE_LIST, |out| {
             loop {
-                let start = out.len();
+                let mark = out.len();
+                let start = open(out, LIST_VALUES);
                 if seq.next_element_seed(ValueKind(out))?.is_none() {
+                    out.truncate(mark);
                     return Ok(());
                 }
-                close(out, start, LIST_VALUES);
+                close(out, start);
             }
         })
     }
@@ -328,6 +345,11 @@ mod tests {
             "f": false, "z": null, "e": [], "o": {}, "deep": {"a": [1, {"b": [null, "é\n\"q\""]}]}}),
         );
         assert_same(json!({"long": "y".repeat(70_000), "many": (0..300).collect::<Vec<_>>()}));
+        // Around the largest length `open`'s one byte holds (127), at every level.
+        for n in 118..=134 {
+            let s = "z".repeat(n);
+            assert_same(json!({"s": s, "l": [s], "o": {"k": s}, "ll": [[s, s]]}));
+        }
     }
 
     #[test]

@@ -400,20 +400,31 @@ fn contact_from_row(row: &PgRow) -> StoreResult<Contact> {
 
 /// A contact for a response, its properties the JSON text PostgreSQL sent: jsonb's
 /// binary form is a version byte (1) and then the text, so no tree is built.
+/// Columns are read by position (`contact_columns!` order, first in every statement
+/// that returns a contact): by name, each is a hash lookup per row, 3 % of an
+/// export's server CPU.
 pub(super) fn view_from_row(row: &PgRow) -> StoreResult<ContactView> {
-    let raw: &[u8] = row.try_get_unchecked("properties").map_err(classify)?;
+    debug_assert!(
+        sqlx::Row::columns(row)
+            .iter()
+            .map(sqlx::Column::name)
+            .take(7)
+            .eq(sql::CONTACT_COLUMNS.split(", ")),
+        "a contact's columns come first, in contact_columns! order"
+    );
+    let raw: &[u8] = row.try_get_unchecked(2).map_err(classify)?;
     let text = match raw.split_first() {
         Some((1, text)) => std::str::from_utf8(text).map_err(StoreError::internal)?,
         _ => return Err(StoreError::internal("unknown jsonb format version")),
     };
     Ok(ContactView {
-        id: ContactId::from_trusted(row.try_get("id").map_err(classify)?),
-        email: Email::from_trusted(row.try_get("email").map_err(classify)?),
+        id: ContactId::from_trusted(row.try_get(0).map_err(classify)?),
+        email: Email::from_trusted(row.try_get(1).map_err(classify)?),
         properties: PropertiesJson::from_trusted(text.to_owned()),
-        suppressed: row.try_get("suppressed").map_err(classify)?,
-        unsubscribed: row.try_get("unsubscribed").map_err(classify)?,
-        created_at: row.try_get("created_at").map_err(classify)?,
-        updated_at: row.try_get("updated_at").map_err(classify)?,
+        suppressed: row.try_get(3).map_err(classify)?,
+        unsubscribed: row.try_get(4).map_err(classify)?,
+        created_at: row.try_get(5).map_err(classify)?,
+        updated_at: row.try_get(6).map_err(classify)?,
     })
 }
 
