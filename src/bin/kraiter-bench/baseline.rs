@@ -23,6 +23,9 @@ pub struct Pgbench {
     pub script: String,
     /// How many scripts the run picked from.
     pub scripts: usize,
+    /// PostgreSQL's CPU per transaction (backends, exited ones included), for a
+    /// cluster this run started.
+    pub postgres_cpu_per_tx: Option<Duration>,
 }
 
 /// One statement of a pgbench script: the store's SQL and, for each `$n`, the
@@ -321,7 +324,10 @@ pub fn pgbench(
         command.arg("-D").arg(format!("{name}={value}"));
     }
     command.arg(&pg.database);
+    let postmaster = pg.postmaster_pid();
+    let cpu_before = postmaster.map(crate::process::cpu_ticks_with_reaped_children);
     let out = command.output().context("run pgbench")?;
+    let cpu_after = postmaster.map(crate::process::cpu_ticks_with_reaped_children);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() || stderr.contains("aborted") {
@@ -333,7 +339,15 @@ pub fn pgbench(
             rest.split_whitespace().next()?.parse::<f64>().ok()
         })
     };
+    let transactions = field("number of transactions actually processed: ").unwrap_or(0.0);
+    let postgres_cpu_per_tx = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if transactions > 0.0 => Some(Duration::from_secs_f64(
+            after.saturating_sub(before) as f64 / crate::process::clock_ticks() / transactions,
+        )),
+        _ => None,
+    };
     Ok(Pgbench {
+        postgres_cpu_per_tx,
         tps: field("tps = ").context("pgbench printed no tps")?,
         latency_ms: field("latency average = ").unwrap_or_default(),
         clients,

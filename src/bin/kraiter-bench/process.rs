@@ -135,6 +135,22 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     stat_fields(pid).map_or(0, |(_, ticks)| ticks)
 }
 
+/// CPU ticks of a postmaster, its live children and its exited ones (`cutime` and
+/// `cstime`): a pgbench run's backends exit before it ends.
+pub fn cpu_ticks_with_reaped_children(parent: u32) -> u64 {
+    let reaped = std::fs::read_to_string(format!("/proc/{parent}/stat"))
+        .ok()
+        .and_then(|text| {
+            let rest = &text[text.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let cutime: u64 = fields.get(13)?.parse().ok()?;
+            let cstime: u64 = fields.get(14)?.parse().ok()?;
+            Some(cutime + cstime)
+        })
+        .unwrap_or(0);
+    cpu_ticks_with_children(parent) + reaped
+}
+
 /// `(ppid, utime + stime)` of `pid`.
 fn stat_fields(pid: u32) -> Option<(u32, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

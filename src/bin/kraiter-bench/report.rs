@@ -306,7 +306,7 @@ impl Report {
         let _ = writeln!(out, "### Baselines (same run, same machine)\n");
         let _ = writeln!(
             out,
-            "| baseline | for | result | CPU/call of the echo server |"
+            "| baseline | for | result | CPU/call: the echo server's, PostgreSQL's under pgbench |"
         );
         let _ = writeln!(out, "|---|---|---|---|");
         for (scenario, me) in &b.echo {
@@ -323,20 +323,22 @@ impl Report {
         for (scenario, p) in &b.pgbench {
             let _ = writeln!(
                 out,
-                "| pgbench -M prepared, {} clients | {} | {} tx/s, latency {:.2} ms | |",
+                "| pgbench -M prepared, {} clients | {} | {} tx/s, latency {:.2} ms | {} |",
                 p.clients,
                 scenario.name(),
                 rate(p.tps),
-                p.latency_ms
+                p.latency_ms,
+                p.postgres_cpu_per_tx.map(us).unwrap_or_default()
             );
         }
         if let Some(p) = &b.create_per_client {
             let _ = writeln!(
                 out,
-                "| pgbench -M prepared, {} clients, keys in per-client ranges (not time order; not used for L) | CreateContact | {} tx/s, latency {:.2} ms | |",
+                "| pgbench -M prepared, {} clients, keys in per-client ranges (not time order; not used for L) | CreateContact | {} tx/s, latency {:.2} ms | {} |",
                 p.clients,
                 rate(p.tps),
-                p.latency_ms
+                p.latency_ms,
+                p.postgres_cpu_per_tx.map(us).unwrap_or_default()
             );
         }
         for scenario in Scenario::UNARY {

@@ -212,19 +212,24 @@ fn nonsense_word(r: u64) -> String {
 
 async fn search(mut client: Client, term: String, expect: u64) -> Result<u64, Status> {
     let request = pb::ListContactsRequest {
-        search: term,
+        search: term.clone(),
         limit: 20,
         max_pages: 1,
         ..Default::default()
     };
     let mut stream = client.list_contacts(request).await?.into_inner();
     let mut items = 0;
+    let mut first = None;
     while let Some(page) = stream.message().await? {
         items += page.contacts.len() as u64;
+        first = first.or(page.contacts.into_iter().next());
     }
     if items < expect || (expect == 0 && items > 0) {
+        let found = first.map_or_else(String::new, |c| {
+            format!(", the first {} <{}>", c.id, c.email)
+        });
         return Err(Status::internal(format!(
-            "search returned {items} contacts, expected {expect}"
+            "search `{term}` returned {items} contacts{found}, expected {expect}"
         )));
     }
     Ok(items)
