@@ -199,11 +199,14 @@ pub async fn run(
     }
 }
 
-/// Eight letters that spell no name, company or address of the dataset.
+/// Eight letters that spell no name, company, address or customer reference of the
+/// dataset.
 fn nonsense_word(r: u64) -> String {
     let mut x = r;
-    let mut word = String::from("q");
-    for _ in 0..7 {
+    // "qu": no seeded value holds it. A `q` and seven letters was once the customer
+    // reference of contact 553795 (`CR-QSFPETMZ`); references never hold a `U`.
+    let mut word = String::from("qu");
+    for _ in 0..6 {
         word.push((b'a' + (x % 26) as u8) as char);
         x /= 26;
     }
