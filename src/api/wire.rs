@@ -95,6 +95,24 @@ fn nested<E>(
     Ok(())
 }
 
+/// `nested` for a message that may not follow: `body` says whether it wrote one, and
+/// if not, the field's key and length are taken back. Returns what `body` said.
+fn nested_if_any<E>(
+    out: &mut Vec<u8>,
+    field: u32,
+    body: impl FnOnce(&mut Vec<u8>) -> Result<bool, E>,
+) -> Result<bool, E> {
+    let mark = out.len();
+    let start = open(out, field);
+    let wrote = body(out)?;
+    if wrote {
+        close(out, start);
+    } else {
+        out.truncate(mark);
+    }
+    Ok(wrote)
+}
+
 /// Starts field `field`, a message of a length not known yet: its key and a
 /// one-byte length, which `close` fills in. Returns where the content starts.
 fn open(out: &mut Vec<u8>, field: u32) -> usize {
@@ -196,18 +214,15 @@ impl<'de> Visitor<'de> for StructFields<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let out = self.0;
-        loop {
-            // The key and the value make one entry; there may be none left.
-            let mark = out.len();
-            let entry = open(out, STRUCT_FIELDS);
+        // The key and the value make one entry.
+        while nested_if_any(self.0, STRUCT_FIELDS, |out| {
             if map.next_key_seed(EntryKey(out))?.is_none() {
-                out.truncate(mark);
-                return Ok(());
+                return Ok(false);
             }
             nested(out, ENTRY_VALUE, |out| map.next_value_seed(ValueKind(out)))?;
-            close(out, entry);
-        }
+            Ok(true)
+        })? {}
+        Ok(())
     }
 }
 
@@ -280,15 +295,10 @@ impl<'de> Visitor<'de> for ValueKind<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         nested(self.0, VALUE_LIST, |out| {
-            loop {
-                let mark = out.len();
-                let start = open(out, LIST_VALUES);
-                if seq.next_element_seed(ValueKind(out))?.is_none() {
-                    out.truncate(mark);
-                    return Ok(());
-                }
-                close(out, start);
-            }
+            while nested_if_any(out, LIST_VALUES, |out| {
+                Ok(seq.next_element_seed(ValueKind(out))?.is_some())
+            })? {}
+            Ok(())
         })
     }
 

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use kraiter_contacts::domain::{Contact, Properties, search_text};
 use kraiter_contacts::store::postgres::sql;
 use sqlx::postgres::{PgPool, PgPoolCopyExt};
 use tokio_stream::StreamExt;
@@ -12,7 +13,6 @@ use tokio_stream::StreamExt;
 use crate::cluster::Postgres;
 use crate::data::{Dataset, splitmix};
 use crate::seed::{COPY_CONTACTS, CopyRows};
-use kraiter_contacts::domain::{Properties, search_text};
 
 #[derive(Debug, Clone, Default)]
 pub struct Pgbench {
@@ -103,7 +103,7 @@ pub const WRITE_VARIANTS: u64 = 16;
 
 /// The contacts that lend their values to the write baselines.
 fn write_variant(data: &Dataset, i: u64) -> u64 {
-    crate::data::splitmix(i) % data.contacts
+    splitmix(i) % data.contacts
 }
 
 /// Stands for the customer reference in the variables' text; the scripts put
@@ -173,7 +173,7 @@ fn json_text(map: &serde_json::Map<String, serde_json::Value>) -> String {
 /// The search text the service builds for the contact less its first line (the
 /// email), its newlines as spaces: pgbench variables cannot hold newlines, and no
 /// trigram crosses either.
-fn properties_lines(contact: &kraiter_contacts::domain::Contact) -> String {
+fn properties_lines(contact: &Contact) -> String {
     let text = search_text(contact.email.as_str(), &contact.properties);
     let lines = text.split_once('\n').map_or("", |(_, rest)| rest);
     lines.replace('\n', " ")

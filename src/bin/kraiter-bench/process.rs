@@ -132,34 +132,29 @@ pub fn clock_ticks() -> f64 {
 
 /// User plus system CPU time of `pid`, in ticks.
 pub fn cpu_ticks(pid: u32) -> u64 {
-    stat_fields(pid).map_or(0, |(_, ticks)| ticks)
+    stat_fields(pid).map_or(0, |stat| stat.ticks)
 }
 
-/// CPU ticks of a postmaster, its live children and its exited ones (`cutime` and
-/// `cstime`): a pgbench run's backends exit before it ends.
-pub fn cpu_ticks_with_reaped_children(parent: u32) -> u64 {
-    let reaped = std::fs::read_to_string(format!("/proc/{parent}/stat"))
-        .ok()
-        .and_then(|text| {
-            let rest = &text[text.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let cutime: u64 = fields.get(13)?.parse().ok()?;
-            let cstime: u64 = fields.get(14)?.parse().ok()?;
-            Some(cutime + cstime)
-        })
-        .unwrap_or(0);
-    cpu_ticks_with_children(parent) + reaped
+/// What `/proc/<pid>/stat` says of a process's parent and CPU time.
+struct Stat {
+    ppid: u32,
+    /// `utime + stime`.
+    ticks: u64,
+    /// `cutime + cstime`: of its children that exited and were waited for.
+    reaped_ticks: u64,
 }
 
-/// `(ppid, utime + stime)` of `pid`.
-fn stat_fields(pid: u32) -> Option<(u32, u64)> {
+fn stat_fields(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last `)`.
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((fields.get(1)?.parse().ok()?, utime + stime))
+    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(Stat {
+        ppid: fields.get(1)?.parse().ok()?,
+        ticks: number(11)? + number(12)?,
+        reaped_ticks: number(13)? + number(14)?,
+    })
 }
 
 /// CPU ticks of `parent` and all its direct children (a postmaster and its backends).
@@ -176,13 +171,20 @@ pub fn cpu_ticks_with_children(parent: u32) -> u64 {
         else {
             continue;
         };
-        if let Some((ppid, ticks)) = stat_fields(pid)
-            && ppid == parent
+        if let Some(stat) = stat_fields(pid)
+            && stat.ppid == parent
         {
-            total += ticks;
+            total += stat.ticks;
         }
     }
     total
+}
+
+/// `cpu_ticks_with_children` plus the children that exited (`cutime` and `cstime`):
+/// a pgbench run's backends exit before it ends.
+pub fn cpu_ticks_with_reaped_children(parent: u32) -> u64 {
+    let reaped = stat_fields(parent).map_or(0, |stat| stat.reaped_ticks);
+    cpu_ticks_with_children(parent) + reaped
 }
 
 /// Busy ticks of the whole machine (all cores), from /proc/stat.
