@@ -7,9 +7,9 @@ use super::stream::{self, PageStream, Pager};
 use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{Gate, RateLimiter, convert, convert_activity, handle, handle_claimed};
 use crate::domain::{
-    ContactId, ContactQuery, ContactUpdate, CursorKind, Email, NewContact, PageCursor, PageSize,
-    ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry, TimelineOrder,
-    TimelineQuery, ValidationError, parse_max_pages,
+    ContactId, ContactQuery, ContactUpdate, ContactView, CursorKind, Email, NewContact, PageCursor,
+    PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
+    TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
 };
 use crate::store::DynStore;
 
@@ -139,15 +139,18 @@ impl ContactsService for ContactsApi {
                     let (store, tenant, query) =
                         (store.clone(), fetch_tenant.clone(), fetch_query.clone());
                     async move {
-                        let found = store
+                        store
                             .list_contacts(&tenant, &query, after.as_deref(), limit)
-                            .await?;
-                        found.into_iter().map(convert::contact_view).collect()
+                            .await
                     }
                 },
-                key: |contact: &wire::Contact| contact.id.clone(),
-                message: move |contacts: Vec<wire::Contact>, next: Option<String>| {
-                    wire::ListContactsResponse {
+                key: |contact: &ContactView| contact.id.as_str().to_owned(),
+                message: move |views: Vec<ContactView>, next: Option<String>| {
+                    let contacts = views
+                        .into_iter()
+                        .map(convert::contact_view)
+                        .collect::<Result<_, _>>()?;
+                    Ok(wire::ListContactsResponse {
                         contacts,
                         next_cursor: next_cursor(
                             next,
@@ -155,7 +158,7 @@ impl ContactsService for ContactsApi {
                             CursorKind::Contacts,
                             &query.fingerprint_parts(),
                         ),
-                    }
+                    })
                 },
             }))
         })
@@ -233,7 +236,7 @@ impl ContactsService for ContactsApi {
                     },
                     key: |send: &SendRecord| send.id.clone(),
                     message: move |sends: Vec<SendRecord>, next: Option<String>| {
-                        pb::ListContactSendsResponse {
+                        Ok(pb::ListContactSendsResponse {
                             sends: sends.into_iter().map(convert_activity::send).collect(),
                             next_cursor: next_cursor(
                                 next,
@@ -241,7 +244,7 @@ impl ContactsService for ContactsApi {
                                 CursorKind::Sends,
                                 &[&query[0]],
                             ),
-                        }
+                        })
                     },
                 }))
             },
@@ -294,7 +297,7 @@ impl ContactsService for ContactsApi {
                         id: s.id.clone(),
                     },
                     message: move |items: Vec<ScheduledSend>, next: Option<TimeKey>| {
-                        pb::ListContactScheduledSendsResponse {
+                        Ok(pb::ListContactScheduledSendsResponse {
                             scheduled_sends: items
                                 .into_iter()
                                 .map(convert_activity::scheduled_send)
@@ -305,7 +308,7 @@ impl ContactsService for ContactsApi {
                                 CursorKind::ScheduledSends,
                                 &[&query[0]],
                             ),
-                        }
+                        })
                     },
                 }))
             },
@@ -423,7 +426,7 @@ impl ContactsService for ContactsApi {
                     },
                     message: move |entries: Vec<TimelineEntry>, next: Option<TimeKey>| {
                         let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
-                        pb::ListContactTimelineResponse {
+                        Ok(pb::ListContactTimelineResponse {
                             entries: entries.into_iter().map(convert::timeline_entry).collect(),
                             next_cursor: next_cursor(
                                 next.map(|k| k.encode()),
@@ -431,7 +434,7 @@ impl ContactsService for ContactsApi {
                                 CursorKind::Timeline,
                                 &parts,
                             ),
-                        }
+                        })
                     },
                 }))
             },
