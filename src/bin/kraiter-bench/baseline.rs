@@ -1,7 +1,8 @@
 //! Same-run baselines: pgbench running the store's own statements, COPY TO for the
 //! full export, COPY FROM for an import.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -298,7 +299,10 @@ pub fn keyset_page() -> String {
 }
 
 /// Runs `scripts` (each transaction picks one at random) with `clients` connections
-/// for `duration` (whole seconds, at least 1).
+/// for a second of warm-up and then `duration` (whole seconds, at least 1), and
+/// reports the seconds after the warm-up only: in its first second every connection
+/// prepares every script's statements (with 16 scripts of a large insert, a sizeable
+/// share of a short run).
 pub fn pgbench(
     pg: &Postgres,
     name: &str,
@@ -307,6 +311,9 @@ pub fn pgbench(
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Pgbench> {
+    const WARMUP_SECS: u64 = 1;
+    let secs = duration.as_secs().max(1);
+    let (from, to) = (WARMUP_SECS as f64 + 0.5, (WARMUP_SECS + secs) as f64 + 0.5);
     let mut command = Command::new(pg.bin.join("pgbench"));
     for (i, script) in scripts.iter().enumerate() {
         let path = pg.work_dir.join(format!("{name}-{i}.pgbench.sql"));
@@ -314,32 +321,57 @@ pub fn pgbench(
         command.arg("-f").arg(&path);
     }
     command
-        .args(["-n", "-M", "prepared", "-j", "2"])
+        .args(["-n", "-M", "prepared", "-j", "2", "-P", "1"])
         .arg("-c")
         .arg(clients.to_string())
         .arg("-T")
-        .arg(duration.as_secs().max(1).to_string())
+        // pgbench may not report its last second: one more than needed.
+        .arg((WARMUP_SECS + secs + 1).to_string())
         .args(["-h", &pg.host, "-p", &pg.port.to_string(), "-U", &pg.user]);
     for (name, value) in vars {
         command.arg("-D").arg(format!("{name}={value}"));
     }
     command.arg(&pg.database);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let postmaster = pg.postmaster_pid();
-    let cpu_before = postmaster.map(crate::process::cpu_ticks_with_reaped_children);
-    let out = command.output().context("run pgbench")?;
-    let cpu_after = postmaster.map(crate::process::cpu_ticks_with_reaped_children);
+    let cpu = || postmaster.map(crate::process::cpu_ticks_with_reaped_children);
+    let mut child = command.spawn().context("run pgbench")?;
+    // Progress lines come on stderr once a second; PostgreSQL's CPU is read when the
+    // warm-up's and the last measured second's lines arrive, so both figures cover
+    // the same seconds.
+    let (mut cpu_before, mut cpu_after) = (None, None);
+    let mut seconds = Vec::new();
+    let mut stderr = String::new();
+    let reader = BufReader::new(child.stderr.take().context("pgbench stderr")?);
+    for line in reader.lines() {
+        let line = line?;
+        match progress(&line) {
+            Some((at, _, _)) if at < from => cpu_before = cpu(),
+            Some((at, tps, latency_ms)) if at < to => {
+                seconds.push((tps, latency_ms));
+                if at > to - 1.0 {
+                    cpu_after = cpu();
+                }
+            }
+            Some(_) => {}
+            None => {
+                stderr.push_str(&line);
+                stderr.push('\n');
+            }
+        }
+    }
+    let out = child.wait_with_output().context("wait for pgbench")?;
+    let cpu_after = cpu_after.or_else(cpu);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() || stderr.contains("aborted") {
         bail!("pgbench `{name}` failed:\n{stdout}\n{stderr}");
     }
-    let field = |prefix: &str| {
-        stdout.lines().find_map(|line| {
-            let rest = line.trim().strip_prefix(prefix)?;
-            rest.split_whitespace().next()?.parse::<f64>().ok()
-        })
-    };
-    let transactions = field("number of transactions actually processed: ").unwrap_or(0.0);
+    if seconds.is_empty() {
+        bail!("pgbench `{name}` reported no progress after its warm-up:\n{stdout}\n{stderr}");
+    }
+    let transactions: f64 = seconds.iter().map(|(tps, _)| tps).sum();
+    let tps = transactions / seconds.len() as f64;
+    let latency_ms = seconds.iter().map(|(t, l)| t * l).sum::<f64>() / transactions.max(1.0);
     let postgres_cpu_per_tx = match (cpu_before, cpu_after) {
         (Some(before), Some(after)) if transactions > 0.0 => Some(Duration::from_secs_f64(
             after.saturating_sub(before) as f64 / crate::process::clock_ticks() / transactions,
@@ -348,12 +380,28 @@ pub fn pgbench(
     };
     Ok(Pgbench {
         postgres_cpu_per_tx,
-        tps: field("tps = ").context("pgbench printed no tps")?,
-        latency_ms: field("latency average = ").unwrap_or_default(),
+        tps,
+        latency_ms,
         clients,
         script: scripts.first().cloned().unwrap_or_default(),
         scripts: scripts.len(),
     })
+}
+
+/// `progress: 2.0 s, 1234.5 tps, lat 25.9 ms stddev 10.1, 0 failed`: the time, tps
+/// and mean latency of one second.
+fn progress(line: &str) -> Option<(f64, f64, f64)> {
+    let mut parts = line.strip_prefix("progress: ")?.split(", ");
+    let at = parts.next()?.strip_suffix(" s")?.parse().ok()?;
+    let tps = parts.next()?.strip_suffix(" tps")?.parse().ok()?;
+    let latency = parts
+        .next()?
+        .strip_prefix("lat ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((at, tps, latency))
 }
 
 /// The full export of the tenant's contacts (same columns as ListContacts), rows/s.
@@ -391,4 +439,16 @@ pub async fn copy_from(pool: &PgPool, data: &Dataset, count: u64) -> anyhow::Res
     }
     copy.finish().await?;
     Ok(started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn progress_lines_parse() {
+        assert_eq!(
+            super::progress("progress: 2.0 s, 1234.5 tps, lat 25.916 ms stddev 10.100, 0 failed"),
+            Some((2.0, 1234.5, 25.916))
+        );
+        assert_eq!(super::progress("pgbench (15.18)"), None);
+    }
 }

@@ -124,6 +124,29 @@ impl Measured {
             .unwrap_or_default()
     }
 
+    /// Windows measured apart, as one: counts and times add up, latencies pool, the
+    /// peak is the highest.
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Measured>) -> Measured {
+        let mut out = Measured::default();
+        for part in parts {
+            out.calls += part.calls;
+            out.items += part.items;
+            out.errors += part.errors;
+            if out.first_error.is_none() {
+                out.first_error.clone_from(&part.first_error);
+            }
+            out.elapsed += part.elapsed;
+            out.latencies.extend_from_slice(&part.latencies);
+            out.server_cpu += part.server_cpu;
+            out.postgres_cpu += part.postgres_cpu;
+            out.client_cpu += part.client_cpu;
+            out.machine_busy_cpu += part.machine_busy_cpu;
+            out.server_peak_rss_kib = out.server_peak_rss_kib.max(part.server_peak_rss_kib);
+        }
+        out.latencies.sort_unstable();
+        out
+    }
+
     /// CPU the machine spent on processes other than ours (other users' builds, say):
     /// a run where this is large is not comparable.
     pub fn foreign_cpu(&self) -> Duration {

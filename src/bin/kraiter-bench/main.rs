@@ -30,7 +30,9 @@ use kraiter_contacts::domain::TenantId;
 
 use crate::data::Dataset;
 use crate::load::{Plan, Watch};
-use crate::report::{BackendRun, Baselines, Machine, Report, Row, Startup};
+use crate::report::{
+    BackendRun, Baseline, Baselines, Machine, Report, Round, Rounds, Row, Startup,
+};
 use crate::scenarios::Scenario;
 
 #[derive(Debug, Parser)]
@@ -59,6 +61,11 @@ struct Args {
     /// Warm-up before each measured window (default 3s; 200ms with --quick).
     #[arg(long, value_parser = parse_duration)]
     warmup: Option<Duration>,
+    /// Rounds of each unary call and of the full stream, each round next to its
+    /// baseline; the ratio reported is the median of the rounds' (default 5; 1 with
+    /// --quick). A unary call's `--duration` is split over its rounds.
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Use this PostgreSQL server (a fresh database is made in it) instead of
     /// starting one.
     #[arg(long)]
@@ -115,6 +122,7 @@ struct Setup {
     plan: Plan,
     connections: usize,
     contacts: u64,
+    rounds: usize,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -145,6 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }),
         },
         connections: args.connections,
+        rounds: args.rounds.unwrap_or(if quick { 1 } else { 5 }).max(1),
         contacts: args
             .contacts
             .unwrap_or(if quick { 20_000 } else { 1_000_000 }),
@@ -159,6 +168,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         connections: setup.connections,
         duration: setup.plan.duration,
         warmup: setup.plan.warmup,
+        rounds: setup.rounds,
         startup: None,
         baselines: Baselines::default(),
         postgres: None,
@@ -168,20 +178,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("== start-up and idle memory on an empty SQLite database");
     report.startup = Some(startup(&setup, if quick { 3 } else { 5 }).await?);
 
-    // The echo server stays up: with PostgreSQL, each unary scenario runs right after
-    // its echo baseline and right before its pgbench baseline, so all three see the
-    // machine in the same state.
-    let echo = Echo::start(&setup).await?;
-    if args.skip_postgres {
-        eprintln!("== tonic echo baseline");
-        for scenario in Scenario::UNARY {
-            let measured = echo.measure(&setup, scenario).await;
-            report.baselines.echo.push((scenario, measured));
-        }
-    }
-
     let mut cleanup_work_dir = true;
     if !args.skip_postgres {
+        // The echo server stays up: each unary scenario runs in rounds between its
+        // echo and pgbench baselines, so the three see the machine in the same state.
+        let echo = Echo::start(&setup).await?;
         let pg = cluster::start(&setup.work_dir, args.database_url.as_deref())?;
         cleanup_work_dir = pg.data_dir.is_none();
         report.machine.postgres = cluster::psql(&pg.bin, &pg.url, "SELECT version()")?
@@ -191,7 +192,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .to_owned();
         postgres_run(&setup, &pg, &echo, &mut report).await?;
     }
-    drop(echo);
     if !args.skip_sqlite {
         report.sqlite = Some(sqlite_run(&setup).await?);
     }
@@ -305,12 +305,11 @@ impl Echo {
         })
     }
 
-    async fn measure(&self, setup: &Setup, scenario: Scenario) -> load::Measured {
+    async fn measure(&self, scenario: Scenario, plan: Plan) -> load::Measured {
         let watch = Watch {
             server: Some(self.server.pid()),
             postgres: None,
         };
-        let plan = scenarios::echo_plan(setup.plan);
         let measured = scenarios::run(scenario, &self.clients, plan, watch, &self.data).await;
         eprintln!(
             "   {:<50} echo  {:>10.0} calls/s",
@@ -345,14 +344,15 @@ fn print_row(row: &Row) {
     );
 }
 
-/// Every scenario but, without `unary`, the four unary ones.
+/// Every scenario but, with `paired`, those measured in rounds next to their baselines
+/// (the unary calls and the full stream).
 async fn run_scenarios(
     setup: &Setup,
     server: &process::Server,
     key: &str,
     postgres: Option<u32>,
     data: &Arc<Dataset>,
-    unary: bool,
+    paired: bool,
 ) -> anyhow::Result<Vec<Row>> {
     let clients = load::connect(&server.addr(), key, setup.connections).await?;
     let watch = Watch {
@@ -383,7 +383,7 @@ async fn run_scenarios(
     };
     let chosen = all
         .into_iter()
-        .filter(|s| wanted(setup, *s) && (unary || !Scenario::UNARY.contains(s)));
+        .filter(|s| wanted(setup, *s) && !(paired && Scenario::PAIRED.contains(s)));
     for scenario in chosen {
         let measured = scenarios::run(scenario, &clients, setup.plan, watch, data).await;
         let concurrency = if scenario.is_full_list() {
@@ -423,11 +423,27 @@ async fn postgres_run(
     }
 
     let server = start_server(setup, &pg.url, "server-postgres").await?;
-    // Reads and searches first: pgbench's writes below replace whole property sets,
-    // which the searches must not see.
-    let others = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data, false).await?;
+    let clients = load::connect(&server.addr(), &key, setup.connections).await?;
+    let watch = Watch {
+        server: Some(server.pid()),
+        postgres: pg.postmaster_pid(),
+    };
+    let mut rows = Vec::new();
+    // Reads and searches first: pgbench's writes below add rows and replace whole
+    // property sets, which the searches and the full stream must not see.
+    if wanted(setup, Scenario::ListAll) {
+        eprintln!("== full stream and COPY TO, in rounds");
+        let rounds = export_rounds(setup, &pool, &clients, watch, &data).await?;
+        rows.push(Row {
+            scenario: Scenario::ListAll,
+            concurrency: 1,
+            measured: rounds.service(),
+        });
+        report.baselines.rounds.push(rounds);
+    }
+    let others = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data, true).await?;
 
-    eprintln!("== unary calls: echo, service, pgbench, one after another");
+    eprintln!("== unary calls in rounds: echo, service, pgbench (and back)");
     let vars = baseline::variables(&data, &key);
     // New ids and emails for every pgbench run.
     let write_vars = || {
@@ -453,52 +469,87 @@ async fn postgres_run(
             baseline::update_contact(),
         ),
     ];
-    let clients = load::connect(&server.addr(), &key, setup.connections).await?;
-    let watch = Watch {
-        server: Some(server.pid()),
-        postgres: pg.postmaster_pid(),
+    // The first round warms up as configured; later ones only refill the pipeline.
+    let window = setup.plan.duration / setup.rounds as u32;
+    let first_plan = Plan {
+        duration: window,
+        ..setup.plan
     };
-    let mut rows = Vec::new();
+    let later_plan = Plan {
+        warmup: setup.plan.warmup.min(Duration::from_millis(500)),
+        ..first_plan
+    };
     for (scenario, name, scripts) in scripts {
         if !wanted(setup, scenario) {
             continue;
         }
-        let measured = echo.measure(setup, scenario).await;
-        report.baselines.echo.push((scenario, measured));
-        let row = Row {
-            scenario,
-            concurrency: setup.plan.concurrency,
-            measured: scenarios::run(scenario, &clients, setup.plan, watch, &data).await,
-        };
-        print_row(&row);
-        rows.push(row);
-        if !setup.quick {
-            // A second of warm-up (pgbench's shortest run): plans, caches, connections.
-            baseline::pgbench(
+        let pgbench = || {
+            let result = baseline::pgbench(
                 pg,
                 name,
                 &scripts,
                 &write_vars(),
                 setup.plan.concurrency,
-                Duration::from_secs(1),
-            )?;
+                window,
+            );
+            if let Ok(result) = &result {
+                eprintln!(
+                    "   {:<50} pgbench {:>8.0} tx/s",
+                    scenario.name(),
+                    result.tps
+                );
+            }
+            result
+        };
+        let mut rounds = Vec::new();
+        for round in 0..setup.rounds {
+            let plan = if round == 0 { first_plan } else { later_plan };
+            let forward = round % 2 == 0;
+            let service = || async {
+                let measured = scenarios::run(scenario, &clients, plan, watch, &data).await;
+                print_row(&Row {
+                    scenario,
+                    concurrency: setup.plan.concurrency,
+                    measured: measured.clone(),
+                });
+                measured
+            };
+            let (service, echo_result, pgbench_result) = if forward {
+                let echo_result = echo.measure(scenario, plan).await;
+                let service = service().await;
+                (service, echo_result, pgbench()?)
+            } else {
+                let pgbench_result = pgbench()?;
+                let service = service().await;
+                (service, echo.measure(scenario, plan).await, pgbench_result)
+            };
+            rounds.push(Round {
+                order: if forward {
+                    "echo, service, pgbench"
+                } else {
+                    "pgbench, service, echo"
+                },
+                service,
+                baseline: Baseline::Ceiling {
+                    echo: echo_result,
+                    pgbench: pgbench_result,
+                },
+            });
         }
-        let result = baseline::pgbench(
-            pg,
-            name,
-            &scripts,
-            &write_vars(),
-            setup.plan.concurrency,
-            setup.plan.duration,
-        )?;
-        eprintln!(
-            "   {:<50} pgbench {:>8.0} tx/s",
-            scenario.name(),
-            result.tps
-        );
-        report.baselines.pgbench.push((scenario, result));
+        let rounds = Rounds { scenario, rounds };
+        rows.push(Row {
+            scenario,
+            concurrency: setup.plan.concurrency,
+            measured: rounds.service(),
+        });
+        report.baselines.rounds.push(rounds);
     }
     rows.extend(others);
+    // The report's order: every scenario at C, then the latency rows at C = 1.
+    rows.sort_by_key(|row| {
+        let latency_row = row.concurrency == 1 && Scenario::LATENCY.contains(&row.scenario);
+        (latency_row, row.scenario)
+    });
     if setup.hold {
         eprintln!(
             "holding: psql {}\n         server {} (pid {}), key {key}\n         press Enter to go on",
@@ -544,13 +595,6 @@ async fn postgres_run(
     eprintln!("   keyset pages of 1000: {:.0} rows/s", keyset.tps * 1001.0);
     report.baselines.keyset = Some(keyset);
 
-    baseline::copy_to(&pool, &data).await?;
-    let copy_to = baseline::copy_to(&pool, &data).await?;
-    eprintln!(
-        "   COPY TO: {:.0} rows/s",
-        copy_to.0 as f64 / copy_to.1.as_secs_f64()
-    );
-    report.baselines.copy_to = Some(copy_to);
     let import = (setup.contacts / 10).clamp(1000, 100_000);
     let took = baseline::copy_from(&pool, &data, import).await?;
     eprintln!(
@@ -560,6 +604,56 @@ async fn postgres_run(
     report.baselines.copy_from = Some((import, took));
     pool.close().await;
     Ok(())
+}
+
+/// The full stream against `COPY TO` of the same rows, in rounds that alternate
+/// which goes first; one stream and one COPY each.
+async fn export_rounds(
+    setup: &Setup,
+    pool: &sqlx::PgPool,
+    clients: &load::Clients,
+    watch: Watch,
+    data: &Arc<Dataset>,
+) -> anyhow::Result<Rounds> {
+    // Once: COPY's and the stream's first pass read in what the other may not have.
+    baseline::copy_to(pool, data).await?;
+    let one_stream = Plan {
+        duration: Duration::ZERO,
+        ..setup.plan
+    };
+    let mut rounds = Vec::new();
+    for round in 0..setup.rounds {
+        let forward = round % 2 == 0;
+        let early = if forward {
+            Some(baseline::copy_to(pool, data).await?)
+        } else {
+            None
+        };
+        let service = scenarios::run(Scenario::ListAll, clients, one_stream, watch, data).await;
+        let (rows, took) = match early {
+            Some(copied) => copied,
+            None => baseline::copy_to(pool, data).await?,
+        };
+        eprintln!(
+            "   round {}: stream {:>8.0} rows/s, COPY TO {:>8.0} rows/s",
+            round + 1,
+            service.items_per_sec(),
+            rows as f64 / took.as_secs_f64()
+        );
+        rounds.push(Round {
+            order: if forward {
+                "COPY, stream"
+            } else {
+                "stream, COPY"
+            },
+            service,
+            baseline: Baseline::CopyTo { rows, took },
+        });
+    }
+    Ok(Rounds {
+        scenario: Scenario::ListAll,
+        rounds,
+    })
 }
 
 async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
@@ -572,7 +666,7 @@ async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
     let seed = seed_sqlite(&dir.join("contacts.db"), &data).await?;
     eprintln!("   seeded: {seed:?}");
     let server = start_server(setup, &url, "server-sqlite").await?;
-    let rows = run_scenarios(setup, &server, &key, None, &data, true).await?;
+    let rows = run_scenarios(setup, &server, &key, None, &data, false).await?;
     Ok(BackendRun {
         name: "SQLite (no targets yet)",
         seed,

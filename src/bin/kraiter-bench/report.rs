@@ -66,40 +66,124 @@ pub struct BackendRun {
     pub rows: Vec<Row>,
 }
 
+/// What one round of a scenario is judged against, measured right next to it.
+// A few dozen per run: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Baseline {
+    /// A unary RPC: the echo server's calls/s and pgbench's tx/s on the same SQL.
+    Ceiling { echo: Measured, pgbench: Pgbench },
+    /// The full stream: one `COPY (SELECT ...) TO STDOUT` of the same rows.
+    CopyTo { rows: u64, took: Duration },
+}
+
+impl Baseline {
+    /// Calls/s for a unary RPC (L = 1 / (1/echo + 1/pgbench): tonic and PostgreSQL
+    /// share the cores, so their CPU per call adds up), rows/s for COPY.
+    pub fn rate(&self) -> f64 {
+        match self {
+            Baseline::Ceiling { echo, pgbench } => {
+                1.0 / (1.0 / echo.throughput() + 1.0 / pgbench.tps)
+            }
+            Baseline::CopyTo { rows, took } => *rows as f64 / took.as_secs_f64(),
+        }
+    }
+}
+
+/// One round: the scenario and its baseline back to back. Rounds alternate the order
+/// (`echo, service, pgbench` then `pgbench, service, echo`), so a drift of the host's
+/// speed during a round tilts half the ratios one way and half the other, and the
+/// median discounts it.
+pub struct Round {
+    /// What ran in which order, for the report.
+    pub order: &'static str,
+    pub service: Measured,
+    pub baseline: Baseline,
+}
+
+impl Round {
+    pub fn service_rate(&self, scenario: Scenario) -> f64 {
+        if scenario.is_full_list() {
+            self.service.items_per_sec()
+        } else {
+            self.service.throughput()
+        }
+    }
+
+    pub fn ratio(&self, scenario: Scenario) -> f64 {
+        self.service_rate(scenario) / self.baseline.rate()
+    }
+}
+
+/// A scenario measured in rounds against its baseline.
+pub struct Rounds {
+    pub scenario: Scenario,
+    pub rounds: Vec<Round>,
+}
+
+impl Rounds {
+    /// The service's measurements of every round as one.
+    pub fn service(&self) -> Measured {
+        Measured::merge(self.rounds.iter().map(|r| &r.service))
+    }
+
+    pub fn ratios(&self) -> Vec<f64> {
+        self.rounds.iter().map(|r| r.ratio(self.scenario)).collect()
+    }
+
+    pub fn baseline_rates(&self) -> Vec<f64> {
+        self.rounds.iter().map(|r| r.baseline.rate()).collect()
+    }
+
+    fn echo(&self) -> impl Iterator<Item = &Measured> {
+        self.rounds.iter().filter_map(|r| match &r.baseline {
+            Baseline::Ceiling { echo, .. } => Some(echo),
+            Baseline::CopyTo { .. } => None,
+        })
+    }
+
+    fn pgbench(&self) -> impl Iterator<Item = &Pgbench> {
+        self.rounds.iter().filter_map(|r| match &r.baseline {
+            Baseline::Ceiling { pgbench, .. } => Some(pgbench),
+            Baseline::CopyTo { .. } => None,
+        })
+    }
+}
+
+/// The median (the mean of the middle two for an even count) and the range.
+pub fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    (median, sorted[0], sorted[n - 1])
+}
+
 #[derive(Default)]
 pub struct Baselines {
-    pub echo: Vec<(Scenario, Measured)>,
-    pub pgbench: Vec<(Scenario, Pgbench)>,
+    /// The unary RPCs and the full stream, each in rounds with its baseline.
+    pub rounds: Vec<Rounds>,
     pub keyset: Option<Pgbench>,
     /// CreateContact's pgbench with keys in per-client ranges instead of time order.
     pub create_per_client: Option<Pgbench>,
-    pub copy_to: Option<(u64, Duration)>,
     pub copy_from: Option<(u64, Duration)>,
 }
 
 impl Baselines {
-    fn echo(&self, scenario: Scenario) -> Option<f64> {
-        self.echo
-            .iter()
-            .find(|(s, _)| *s == scenario)
-            .map(|(_, m)| m.throughput())
+    fn of(&self, scenario: Scenario) -> Option<&Rounds> {
+        self.rounds.iter().find(|r| r.scenario == scenario)
     }
 
-    fn pgbench(&self, scenario: Scenario) -> Option<f64> {
-        self.pgbench
-            .iter()
-            .find(|(s, _)| *s == scenario)
-            .map(|(_, p)| p.tps)
-    }
-
-    /// The combined ceiling of a store-bound unary RPC: L = 1 / (1/echo + 1/pgbench).
-    pub fn ceiling(&self, scenario: Scenario) -> Option<f64> {
-        let (echo, pg) = (self.echo(scenario)?, self.pgbench(scenario)?);
-        Some(1.0 / (1.0 / echo + 1.0 / pg))
-    }
-
+    /// COPY TO's median rate, the baseline of every full-stream row.
     fn copy_to_rate(&self) -> Option<f64> {
-        self.copy_to.map(|(rows, d)| rows as f64 / d.as_secs_f64())
+        let rates = self.of(Scenario::ListAll)?.baseline_rates();
+        Some(spread(&rates).0)
     }
 }
 
@@ -111,6 +195,8 @@ pub struct Report {
     pub connections: usize,
     pub duration: Duration,
     pub warmup: Duration,
+    /// Rounds of the unary calls and of the full stream.
+    pub rounds: usize,
     pub startup: Option<Startup>,
     pub baselines: Baselines,
     pub postgres: Option<BackendRun>,
@@ -162,7 +248,7 @@ impl Report {
         let _ = writeln!(out, "Command: `{}`\n", self.command);
         let _ = writeln!(
             out,
-            "{} contacts; {} calls in flight over {} HTTP/2 connections; {:.1} s warm-up, {:.1} s measured per scenario. \
+            "{} contacts; {} calls in flight over {} HTTP/2 connections; {:.1} s warm-up, {:.1} s measured per scenario{}. \
              p50/p99 are per call (for streams, the whole stream); CPU/call is the server process's user+system time \
              from /proc divided by the calls; \"other CPU\" is what the rest of the machine (not the bench, server or \
              PostgreSQL) used in that window, and should be near zero for a comparable run.\n",
@@ -170,7 +256,22 @@ impl Report {
             self.concurrency,
             self.connections,
             self.warmup.as_secs_f64(),
-            self.duration.as_secs_f64()
+            self.duration.as_secs_f64(),
+            if self.rounds > 1 {
+                format!(
+                    " (each unary call in {} rounds of {:.1} s, alternately \
+                     `echo, service, pgbench` and `pgbench, service, echo`, with {:.1} s of \
+                     warm-up after the first; the full stream in {} rounds of one stream and one \
+                     COPY TO, alternating which goes first; their ratio is the median of the \
+                     rounds' ratios, the range in brackets)",
+                    self.rounds,
+                    self.duration.as_secs_f64() / self.rounds as f64,
+                    self.warmup.as_secs_f64().min(0.5),
+                    self.rounds
+                )
+            } else {
+                String::new()
+            }
         );
         if let Some(pg) = &self.postgres {
             self.backend_table(&mut out, pg, true);
@@ -248,34 +349,43 @@ impl Report {
         out.push('\n');
     }
 
-    /// Baseline, ratio and verdict of a PostgreSQL row.
+    /// Baseline, ratio and verdict of a PostgreSQL row. A scenario measured in rounds
+    /// is judged by the median of its rounds' ratios; the range shows how far the
+    /// rounds agreed.
     fn judge(&self, row: &Row) -> (String, String, String) {
         let me = &row.measured;
         let b = &self.baselines;
+        let rounds = |target: f64| -> Option<(String, String, String)> {
+            let rounds = b.of(row.scenario)?;
+            let (ratio, low, high) = spread(&rounds.ratios());
+            let (base, _, _) = spread(&rounds.baseline_rates());
+            let baseline = match row.scenario {
+                Scenario::ListAll => format!("COPY TO {} rows/s", rate(base)),
+                _ => format!("L = {} /s", rate(base)),
+            };
+            let shown = if rounds.rounds.len() > 1 {
+                format!(
+                    "{ratio:.2} ({low:.2}–{high:.2}, {} rounds)",
+                    rounds.rounds.len()
+                )
+            } else {
+                format!("{ratio:.2}")
+            };
+            Some((
+                baseline,
+                shown,
+                format!("≥ {target}: {}", verdict(ratio >= target)),
+            ))
+        };
         match row.scenario {
-            s if Scenario::UNARY.contains(&s) => match b.ceiling(s) {
-                Some(l) => {
-                    let ratio = me.throughput() / l;
-                    (
-                        format!("L = {} /s", rate(l)),
-                        format!("{ratio:.2}"),
-                        format!("≥ 0.8: {}", verdict(ratio >= 0.8)),
-                    )
-                }
-                None => Default::default(),
-            },
-            Scenario::ListAll => match b.copy_to_rate() {
-                Some(copy) => {
-                    let ratio = me.items_per_sec() / copy;
+            s if Scenario::UNARY.contains(&s) => rounds(0.8).unwrap_or_default(),
+            Scenario::ListAll => match rounds(0.5) {
+                Some((baseline, ratio, target)) => {
                     let rss_ok = me.server_peak_rss_kib < 100 * 1024;
                     (
-                        format!("COPY TO {} rows/s", rate(copy)),
-                        format!("{ratio:.2}"),
-                        format!(
-                            "≥ 0.5: {}; RSS < 100 MiB: {}",
-                            verdict(ratio >= 0.5),
-                            verdict(rss_ok)
-                        ),
+                        baseline,
+                        ratio,
+                        format!("{target}; RSS < 100 MiB: {}", verdict(rss_ok)),
                     )
                 }
                 None => Default::default(),
@@ -306,29 +416,56 @@ impl Report {
         let _ = writeln!(out, "### Baselines (same run, same machine)\n");
         let _ = writeln!(
             out,
+            "Medians over the rounds, with the range in brackets; CPU/call over all rounds.\n"
+        );
+        let _ = writeln!(
+            out,
             "| baseline | for | result | CPU/call: the echo server's, PostgreSQL's under pgbench |"
         );
         let _ = writeln!(out, "|---|---|---|---|");
-        for (scenario, me) in &b.echo {
+        let ranged = |values: Vec<f64>| {
+            let (median, low, high) = spread(&values);
+            if values.len() > 1 {
+                format!("{} ({}–{})", rate(median), rate(low), rate(high))
+            } else {
+                rate(median)
+            }
+        };
+        for rounds in &b.rounds {
+            let echo: Vec<&Measured> = rounds.echo().collect();
+            if echo.is_empty() {
+                continue;
+            }
+            let all = Measured::merge(echo.iter().copied());
             let _ = writeln!(
                 out,
                 "| tonic echo, C = {} | {} | {} calls/s, p50 {} | {} |",
                 self.concurrency,
-                scenario.name(),
-                rate(me.throughput()),
-                ms(me.percentile(0.5)),
-                us(me.per_call(me.server_cpu))
+                rounds.scenario.name(),
+                ranged(echo.iter().map(|m| m.throughput()).collect()),
+                ms(all.percentile(0.5)),
+                us(all.per_call(all.server_cpu))
             );
         }
-        for (scenario, p) in &b.pgbench {
+        for rounds in &b.rounds {
+            let runs: Vec<&Pgbench> = rounds.pgbench().collect();
+            let Some(first) = runs.first() else { continue };
+            let cpu: Vec<f64> = runs
+                .iter()
+                .filter_map(|p| p.postgres_cpu_per_tx.map(|d| d.as_secs_f64() * 1e6))
+                .collect();
             let _ = writeln!(
                 out,
                 "| pgbench -M prepared, {} clients | {} | {} tx/s, latency {:.2} ms | {} |",
-                p.clients,
-                scenario.name(),
-                rate(p.tps),
-                p.latency_ms,
-                p.postgres_cpu_per_tx.map(us).unwrap_or_default()
+                first.clients,
+                rounds.scenario.name(),
+                ranged(runs.iter().map(|p| p.tps).collect()),
+                spread(&runs.iter().map(|p| p.latency_ms).collect::<Vec<_>>()).0,
+                if cpu.is_empty() {
+                    String::new()
+                } else {
+                    format!("{:.0} µs", spread(&cpu).0)
+                }
             );
         }
         if let Some(p) = &b.create_per_client {
@@ -341,29 +478,27 @@ impl Report {
                 p.postgres_cpu_per_tx.map(us).unwrap_or_default()
             );
         }
-        for scenario in Scenario::UNARY {
-            if let Some(l) = b.ceiling(scenario) {
-                let _ = writeln!(
-                    out,
-                    "| L = 1/(1/echo + 1/pgbench) | {} | {} calls/s | |",
-                    scenario.name(),
-                    rate(l)
-                );
-            }
+        for rounds in &b.rounds {
+            let label = match rounds.scenario {
+                Scenario::ListAll => "COPY (SELECT ...) TO STDOUT",
+                _ => "L = 1/(1/echo + 1/pgbench)",
+            };
+            let unit = match rounds.scenario {
+                Scenario::ListAll => format!("rows/s ({} rows)", rate(self.contacts as f64)),
+                _ => "calls/s".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} {unit} | |",
+                rounds.scenario.name(),
+                ranged(rounds.baseline_rates()),
+            );
         }
         if let Some(p) = &b.keyset {
             let _ = writeln!(
                 out,
                 "| pgbench keyset page of 1000, 1 client | ListContacts | {} rows/s | |",
                 rate(p.tps * 1001.0)
-            );
-        }
-        if let Some((rows, d)) = b.copy_to {
-            let _ = writeln!(
-                out,
-                "| COPY (SELECT ...) TO STDOUT | ListContacts | {} rows/s ({} rows) | |",
-                rate(rows as f64 / d.as_secs_f64()),
-                rate(rows as f64)
             );
         }
         if let Some((rows, d)) = b.copy_from {
@@ -375,9 +510,15 @@ impl Report {
             );
         }
         out.push('\n');
-        if !b.pgbench.is_empty() {
+        self.rounds_table(out);
+        let scripts: Vec<(Scenario, &Pgbench)> = b
+            .rounds
+            .iter()
+            .filter_map(|r| Some((r.scenario, r.pgbench().next()?)))
+            .collect();
+        if !scripts.is_empty() {
             let _ = writeln!(out, "<details><summary>pgbench scripts</summary>\n");
-            for (scenario, p) in &b.pgbench {
+            for (scenario, p) in scripts {
                 let variants = if p.scripts > 1 {
                     format!(
                         " (one of {} scripts, the same but for the variables' number: \
@@ -396,6 +537,43 @@ impl Report {
             }
             let _ = writeln!(out, "</details>\n");
         }
+    }
+
+    /// Every round of every scenario, in the order they ran.
+    fn rounds_table(&self, out: &mut String) {
+        let b = &self.baselines;
+        if b.rounds.iter().all(|r| r.rounds.len() < 2) {
+            return;
+        }
+        let _ = writeln!(out, "<details><summary>every round</summary>\n");
+        let _ = writeln!(
+            out,
+            "| scenario | round | order | service | echo | pgbench | baseline | ratio | other CPU |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        for rounds in &b.rounds {
+            let s = rounds.scenario;
+            for (i, round) in rounds.rounds.iter().enumerate() {
+                let (echo, pgbench) = match &round.baseline {
+                    Baseline::Ceiling { echo, pgbench } => {
+                        (rate(echo.throughput()), rate(pgbench.tps))
+                    }
+                    Baseline::CopyTo { .. } => (String::new(), String::new()),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {echo} | {pgbench} | {} | {:.2} | {:.1} s |",
+                    s.name(),
+                    i + 1,
+                    round.order,
+                    rate(round.service_rate(s)),
+                    rate(round.baseline.rate()),
+                    round.ratio(s),
+                    round.service.foreign_cpu().as_secs_f64()
+                );
+            }
+        }
+        let _ = writeln!(out, "\n</details>\n");
     }
 
     fn startup_table(&self, out: &mut String, startup: &Startup) {
@@ -435,5 +613,65 @@ pub fn splice(existing: &str, generated: &str) -> String {
         }
         _ if existing.is_empty() => format!("# Benchmarks\n\n{block}\n"),
         _ => format!("{}\n{block}\n", existing.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_the_median_and_the_range() {
+        assert_eq!(spread(&[0.9, 0.7, 0.8]), (0.8, 0.7, 0.9));
+        assert_eq!(spread(&[1.0, 0.6, 0.8, 0.7]), (0.75, 0.6, 1.0));
+        assert_eq!(spread(&[0.5]), (0.5, 0.5, 0.5));
+        assert!(spread(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn a_round_is_judged_against_its_own_ceiling() {
+        let measured = |calls: u64| Measured {
+            calls,
+            elapsed: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let round = Round {
+            order: "echo, service, pgbench",
+            service: measured(600),
+            baseline: Baseline::Ceiling {
+                echo: measured(3000),
+                pgbench: Pgbench {
+                    tps: 1000.0,
+                    ..Default::default()
+                },
+            },
+        };
+        // L = 1 / (1/3000 + 1/1000) = 750.
+        assert!((round.baseline.rate() - 750.0).abs() < 1e-9);
+        assert!((round.ratio(Scenario::GetContact) - 0.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merged_windows_add_up() {
+        let a = Measured {
+            calls: 10,
+            elapsed: Duration::from_secs(2),
+            latencies: vec![1, 5],
+            server_peak_rss_kib: 7,
+            ..Default::default()
+        };
+        let b = Measured {
+            calls: 30,
+            elapsed: Duration::from_secs(2),
+            latencies: vec![3],
+            server_peak_rss_kib: 9,
+            first_error: Some("late".into()),
+            ..Default::default()
+        };
+        let all = Measured::merge([&a, &b]);
+        assert_eq!(all.throughput(), 10.0);
+        assert_eq!(all.latencies, vec![1, 3, 5]);
+        assert_eq!(all.server_peak_rss_kib, 9);
+        assert_eq!(all.first_error.as_deref(), Some("late"));
     }
 }

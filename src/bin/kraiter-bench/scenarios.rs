@@ -2,7 +2,6 @@
 //! wrong answers (empty pages, missing contacts) shows up as errors, not speed.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kraiter_contacts::api::{convert, pb};
 use tonic::Status;
@@ -10,7 +9,8 @@ use tonic::Status;
 use crate::data::Dataset;
 use crate::load::{self, Client, Clients, Measured, Plan, Raw, Watch};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// In the order the report lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scenario {
     GetContact,
     GetContactByEmail,
@@ -33,6 +33,14 @@ impl Scenario {
         Scenario::GetContactByEmail,
         Scenario::CreateContact,
         Scenario::UpdateContact,
+    ];
+    /// Measured in rounds, each next to its baseline, where there is one.
+    pub const PAIRED: [Scenario; 5] = [
+        Scenario::GetContact,
+        Scenario::GetContactByEmail,
+        Scenario::CreateContact,
+        Scenario::UpdateContact,
+        Scenario::ListAll,
     ];
     /// Scenarios with a latency target, also measured one call at a time.
     pub const LATENCY: [Scenario; 4] = [
@@ -317,14 +325,6 @@ async fn list_all(mut client: Client, expected: u64) -> Result<u64, Status> {
 pub fn single(plan: Plan) -> Plan {
     Plan {
         concurrency: 1,
-        ..plan
-    }
-}
-
-/// Echo runs are short: the ceiling moves little.
-pub fn echo_plan(plan: Plan) -> Plan {
-    Plan {
-        warmup: plan.warmup.min(Duration::from_secs(2)),
         ..plan
     }
 }
