@@ -10,6 +10,9 @@
 //! - `kraiter_stream_messages_sent_total{method}`: pages sent on streamed lists.
 //! - `kraiter_db_pool_connections{state}`: open database connections, `idle` or `in_use`.
 //! - `kraiter_db_pool_max_connections`: the pool size limit.
+//! - `kraiter_db_lookup_batches_total`, `kraiter_db_lookups_total` (PostgreSQL):
+//!   statements sent for point reads and the reads they answered; their ratio is the
+//!   mean batch size (see `store/postgres/lookups.rs`).
 
 use std::convert::Infallible;
 use std::sync::LazyLock;
@@ -63,6 +66,8 @@ struct Metrics {
     stream_messages: Family<MethodLabels, Counter>,
     pool_connections: Family<PoolLabels, Gauge>,
     pool_max: Gauge,
+    lookup_batches: Counter,
+    lookups: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -102,7 +107,21 @@ impl Metrics {
             "Most database connections the pool opens",
             pool_max.clone(),
         );
+        let lookup_batches = Counter::default();
+        registry.register(
+            "db_lookup_batches",
+            "Statements sent for coalesced point reads (GetContact, GetContactByEmail)",
+            lookup_batches.clone(),
+        );
+        let lookups = Counter::default();
+        registry.register(
+            "db_lookups",
+            "Point reads answered by those statements",
+            lookups.clone(),
+        );
         Self {
+            lookup_batches,
+            lookups,
             registry,
             requests,
             latency,
@@ -124,6 +143,12 @@ pub fn record_rpc(method: &'static str, code: Code, elapsed: Duration) {
         .latency
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
+}
+
+/// Counts one batch of coalesced point reads and the reads in it.
+pub fn record_lookup_batch(lookups: usize) {
+    METRICS.lookup_batches.inc();
+    METRICS.lookups.inc_by(lookups as u64);
 }
 
 /// Counts one message sent on a server stream.

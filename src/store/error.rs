@@ -26,6 +26,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error for another caller waiting on the same statement: the kind and
+    /// message are kept; a driver error's cause survives as text only.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::NotFound(what) => Self::NotFound(what),
+            Self::Rule(rule) => Self::Rule(rule.clone()),
+            Self::Conflict { field } => Self::Conflict { field },
+            Self::Invalid(invalid) => Self::Invalid(invalid.clone()),
+            Self::Unavailable(cause) => {
+                Self::Unavailable(sqlx::Error::Io(std::io::Error::other(cause.to_string())))
+            }
+            Self::Config(text) => Self::Config(text.clone()),
+            Self::Internal(cause) => Self::internal(cause.to_string()),
+        }
+    }
+
     pub fn internal(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(err.into())
     }

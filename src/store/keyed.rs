@@ -5,7 +5,7 @@ use crate::domain::TenantId;
 
 /// A caller's key hash and the tenant it was issued to (a fact that never changes,
 /// so the API may cache it); whether the key is still live is for the store to check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyClaim {
     pub tenant: TenantId,
     pub key_hash: [u8; 32],

@@ -22,6 +22,7 @@ mod isolation;
 mod limits;
 mod list;
 mod locks;
+mod lookups;
 mod metrics;
 mod operations;
 mod postgres;

@@ -2,6 +2,7 @@
 
 mod activity;
 mod conns;
+mod lookups;
 pub mod sql;
 mod writes;
 
@@ -28,6 +29,7 @@ use sql::CONTACT_COLUMNS;
 
 pub struct PgStore {
     conns: Conns,
+    lookups: lookups::Lookups,
 }
 
 impl PgStore {
@@ -44,7 +46,10 @@ impl PgStore {
                 .map_err(StoreError::internal)?;
             conn.done();
         }
-        Ok(Self { conns })
+        // A quarter of the pool for coalesced point reads (1 to 4 statements at once).
+        let slots = (options.max_connections / 4).clamp(1, 4) as usize;
+        let lookups = lookups::Lookups::start(conns.clone(), slots);
+        Ok(Self { conns, lookups })
     }
 
     async fn lock_contact(

@@ -8,6 +8,8 @@ macro_rules! contact_columns {
 }
 
 pub const CONTACT_COLUMNS: &str = contact_columns!();
+/// How many columns `contact_columns!` names (a contact's columns come first).
+pub const CONTACT_COLUMN_COUNT: usize = 7;
 
 /// The tenant of a live key.
 pub const TENANT_FOR_KEY: &str =
@@ -67,6 +69,15 @@ macro_rules! checked_contact {
 pub const GET_CONTACT_CHECKED: &str = checked_contact!("", "c.id = $2");
 
 pub const GET_CONTACT_BY_EMAIL_CHECKED: &str = checked_contact!("", "c.email_key = $2");
+
+/// Point reads coalesced into one statement (`lookups.rs`): every listed contact that
+/// exists, or one row of NULLs if none does.
+pub const GET_CONTACTS_CHECKED: &str = checked_contact!("", "c.id = ANY($2)");
+
+/// As `GET_CONTACTS_CHECKED` by email key, which comes after the contact's columns
+/// to tell the rows apart.
+pub const GET_CONTACTS_BY_EMAIL_CHECKED: &str =
+    checked_contact!(", c.email_key", "c.email_key = ANY($2)");
 
 /// The contact and its revision, read for an optimistic merge.
 pub const READ_FOR_UPDATE_CHECKED: &str = checked_contact!(", c.revision", "c.id = $2");

@@ -11,7 +11,8 @@ use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use sqlx::{Connection, Row};
 
-use super::{PgStore, classify, contact_from_row, sql, view_from_row};
+use super::lookups::By;
+use super::{PgStore, classify, contact_from_row, sql};
 use crate::domain::{
     Contact, ContactId, ContactUpdate, ContactView, Email, NewContact, TenantId, TimelineEntry,
     contact_created, search_text,
@@ -47,11 +48,8 @@ impl PgStore {
         claim: &KeyClaim,
         id: &ContactId,
     ) -> StoreResult<Checked<ContactView>> {
-        match self
-            .read_checked(sql::GET_CONTACT_CHECKED, claim, id.as_str())
-            .await?
-        {
-            Checked::Live(Some(row)) => Ok(Checked::Live(view_from_row(&row)?)),
+        match self.lookups.get(claim, By::Id, id.as_str()).await? {
+            Checked::Live(Some(view)) => Ok(Checked::Live(view)),
             Checked::Live(None) => Err(StoreError::NotFound("contact")),
             Checked::KeyRejected => Ok(Checked::KeyRejected),
         }
@@ -62,13 +60,7 @@ impl PgStore {
         claim: &KeyClaim,
         email: &Email,
     ) -> StoreResult<Checked<Option<ContactView>>> {
-        match self
-            .read_checked(sql::GET_CONTACT_BY_EMAIL_CHECKED, claim, email.key())
-            .await?
-        {
-            Checked::Live(row) => Ok(Checked::Live(row.as_ref().map(view_from_row).transpose()?)),
-            Checked::KeyRejected => Ok(Checked::KeyRejected),
-        }
+        self.lookups.get(claim, By::EmailKey, email.key()).await
     }
 
     /// Creates the contact with its `contact.created` entry in one statement; under a
