@@ -635,10 +635,15 @@ async fn export_rounds(
             None => baseline::copy_to(pool, data).await?,
         };
         eprintln!(
-            "   round {}: stream {:>8.0} rows/s, COPY TO {:>8.0} rows/s",
+            "   round {}: stream {:>8.0} rows/s, COPY TO {:>8.0} rows/s; stream CPU s: server {:.2}, PostgreSQL {:.2}, bench {:.2}, machine {:.2} of {:.2} elapsed",
             round + 1,
             service.items_per_sec(),
-            rows as f64 / took.as_secs_f64()
+            rows as f64 / took.as_secs_f64(),
+            service.server_cpu.as_secs_f64(),
+            service.postgres_cpu.as_secs_f64(),
+            service.client_cpu.as_secs_f64(),
+            service.machine_busy_cpu.as_secs_f64(),
+            service.elapsed.as_secs_f64(),
         );
         rounds.push(Round {
             order: if forward {

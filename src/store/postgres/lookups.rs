@@ -4,14 +4,15 @@
 //! Under load most of a point read's cost is per statement, not per row: a round
 //! trip, a Bind/Execute, executor start-up and the API-key probe, on both sides of the
 //! socket. So lookups queue here and go out as one `= ANY($2)` statement per batch:
-//! a lookup that finds a free slot runs at once (alone, if nothing else is waiting),
-//! and lookups that arrive while every slot is busy wait for the next slot and share
+//! a lookup that finds no statement in flight runs at once (alone, if nothing else is
+//! waiting), and lookups that arrive while one is in flight wait for it and then share
 //! one statement. An idle server adds no latency; a busy one sends fewer statements.
 //! The key check stays in the statement, so a revoked key is refused on its next
 //! call exactly as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -24,6 +25,9 @@ use crate::store::{Checked, KeyClaim, StoreError, StoreResult};
 
 /// Most lookups in one statement.
 const MAX_BATCH: usize = 64;
+
+/// How long a batch waits for the statement in flight before it takes a spare slot.
+const PATIENCE: Duration = Duration::from_millis(5);
 
 /// What a lookup is by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,11 +52,12 @@ pub(super) struct Lookups {
 }
 
 impl Lookups {
-    /// At most `slots` statements run at once, each holding one connection, so
-    /// lookups never take the whole pool from the other calls.
-    pub fn start(conns: Conns, slots: usize) -> Self {
+    /// One statement runs at a time, plus up to `spare` more while one is slow, each
+    /// holding one connection, so lookups never take the whole pool from the other
+    /// calls.
+    pub fn start(conns: Conns, spare: usize) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conns, rx, slots.max(1)));
+        tokio::spawn(run(conns, rx, spare));
         Self { queue }
     }
 
@@ -74,11 +79,24 @@ impl Lookups {
     }
 }
 
-async fn run(conns: Conns, mut queue: mpsc::UnboundedReceiver<Lookup>, slots: usize) {
-    let slots = Arc::new(Semaphore::new(slots));
+async fn run(conns: Conns, mut queue: mpsc::UnboundedReceiver<Lookup>, spare: usize) {
+    let main = Arc::new(Semaphore::new(1));
+    let spare = Arc::new(Semaphore::new(spare));
     while let Some(first) = queue.recv().await {
-        // Whatever queues while this waits for a slot joins its batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        // Whatever queues while this waits for a slot joins its batch. Batches go
+        // one at a time: at 1M contacts a second slot always open halved the lookups
+        // per statement and doubled PostgreSQL's CPU per lookup (BENCHMARKS.md). A
+        // spare slot opens only when the statement in flight is slow (a cold page, a
+        // big batch), so that one slow read does not hold every lookup behind it.
+        let slot = tokio::select! {
+            biased;
+            slot = main.clone().acquire_owned() => slot,
+            slot = async {
+                tokio::time::sleep(PATIENCE).await;
+                spare.clone().acquire_owned().await
+            } => slot,
+        };
+        let Ok(slot) = slot else {
             return;
         };
         let mut batch = vec![first];

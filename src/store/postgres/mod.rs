@@ -46,9 +46,9 @@ impl PgStore {
                 .map_err(StoreError::internal)?;
             conn.done();
         }
-        // A quarter of the pool for coalesced point reads (1 to 4 statements at once).
-        let slots = (options.max_connections / 4).clamp(1, 4) as usize;
-        let lookups = lookups::Lookups::start(conns.clone(), slots);
+        // Coalesced point reads take at most a quarter of the pool (1 to 4 statements).
+        let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
+        let lookups = lookups::Lookups::start(conns.clone(), spare);
         Ok(Self { conns, lookups })
     }
 
