@@ -145,6 +145,9 @@ impl ContactsService for ContactsApi {
                     }
                 },
                 key: |contact: &ContactView| contact.id.as_str().to_owned(),
+                size: Some(|contact: &ContactView| {
+                    contact.properties.as_str().len() + contact.email.as_str().len() + 64
+                }),
                 message: move |views: Vec<ContactView>, next: Option<String>| {
                     let contacts = views
                         .into_iter()
@@ -235,6 +238,7 @@ impl ContactsService for ContactsApi {
                         }
                     },
                     key: |send: &SendRecord| send.id.clone(),
+                    size: None,
                     message: move |sends: Vec<SendRecord>, next: Option<String>| {
                         Ok(pb::ListContactSendsResponse {
                             sends: sends.into_iter().map(convert_activity::send).collect(),
@@ -296,6 +300,7 @@ impl ContactsService for ContactsApi {
                         timestamp_micros: s.scheduled_for.timestamp_micros(),
                         id: s.id.clone(),
                     },
+                    size: None,
                     message: move |items: Vec<ScheduledSend>, next: Option<TimeKey>| {
                         Ok(pb::ListContactScheduledSendsResponse {
                             scheduled_sends: items
@@ -424,6 +429,7 @@ impl ContactsService for ContactsApi {
                         timestamp_micros: entry.timestamp.timestamp_micros(),
                         id: entry.id.clone(),
                     },
+                    size: None,
                     message: move |entries: Vec<TimelineEntry>, next: Option<TimeKey>| {
                         let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
                         Ok(pb::ListContactTimelineResponse {

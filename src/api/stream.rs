@@ -4,6 +4,7 @@
 //! Everything stops as soon as the client goes away, even in the middle of a query.
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -17,13 +18,20 @@ use crate::store::{StoreError, StoreResult};
 
 pub type PageStream<M> = ReceiverStream<Result<M, Status>>;
 
+/// Most pages one query fetches.
+const MAX_PAGES_PER_QUERY: u32 = 8;
+/// A query grows (doubling from one page) while its rows stay under about this many
+/// bytes, so a stream holds a few MB at most: one query's rows being sent, the next
+/// query's arriving, a page in the channel.
+const QUERY_BYTES: usize = 2 << 20;
+
 tokio::task_local! {
     /// The RPC being handled (set by `handle`), so streams count messages by method.
     pub(super) static RPC_METHOD: &'static str;
 }
 
 /// How to walk one list.
-pub struct Pager<K, Fetch, Key, Message> {
+pub struct Pager<K, Item, Fetch, Key, Message> {
     pub page_size: PageSize,
     /// `None` streams to the end.
     pub max_pages: Option<u32>,
@@ -33,6 +41,9 @@ pub struct Pager<K, Fetch, Key, Message> {
     pub fetch: Fetch,
     /// Keyset key of an item.
     pub key: Key,
+    /// Roughly how many bytes an item holds. With it, a long stream asks for more
+    /// pages per query (see `QUERY_BYTES`); without, one page per query.
+    pub size: Option<fn(&Item) -> usize>,
     /// Builds the response message from a page and the key to resume after it
     /// (`None` on the last page). Conversion that can fail belongs here rather than
     /// in `fetch`, so that it overlaps the next page's query.
@@ -40,8 +51,8 @@ pub struct Pager<K, Fetch, Key, Message> {
 }
 
 /// Aborts the query it holds when dropped: a client that goes away must not leave a
-/// prefetch running.
-struct Prefetch<T>(JoinHandle<T>);
+/// prefetch running. Also holds how many pages the query asked for.
+struct Prefetch<T>(JoinHandle<T>, u32);
 
 impl<T> Drop for Prefetch<T> {
     fn drop(&mut self) {
@@ -50,7 +61,7 @@ impl<T> Drop for Prefetch<T> {
 }
 
 pub fn spawn<K, Item, Msg, Fetch, Fut, Key, Message>(
-    pager: Pager<K, Fetch, Key, Message>,
+    pager: Pager<K, Item, Fetch, Key, Message>,
 ) -> PageStream<Msg>
 where
     K: Clone + Send + 'static,
@@ -71,59 +82,92 @@ where
             after,
             fetch,
             key,
+            size,
             message,
         } = pager;
         let limit = page_size.get();
-        // One extra row tells whether another page follows, so the last page
-        // carries an empty cursor instead of forcing an empty final page.
-        let start = move |after: Option<K>| {
-            Prefetch(tokio::spawn(
-                fetch(after, limit + 1).instrument(tracing::Span::current()),
-            ))
+        // `pages` pages in one query. One extra row tells whether more follow, so
+        // the last page carries an empty cursor instead of forcing an empty final page.
+        let start = move |after: Option<K>, pages: u32| {
+            Prefetch(
+                tokio::spawn(fetch(after, limit * pages + 1).instrument(tracing::Span::current())),
+                pages,
+            )
         };
-        let mut next = Some(start(after));
+        let mut next = Some(start(after, 1));
         let mut pages = 0u32;
         let mut items = 0usize;
-        while let Some(mut pending) = next.take() {
+        // Where the stream's time went, for the debug line at its end: waiting for
+        // the database, building messages, waiting for the client.
+        let (mut waited_db, mut building, mut waited_client) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        'stream: while let Some(mut pending) = next.take() {
+            let began = Instant::now();
             let fetched = tokio::select! {
                 _ = tx.closed() => break,
                 joined = &mut pending.0 => joined,
             };
+            waited_db += began.elapsed();
             // A join error is the query's task panicking (it is never aborted here).
-            let mut page = match fetched.unwrap_or_else(|join| Err(StoreError::internal(join))) {
-                Ok(page) => page,
+            let mut rows = match fetched.unwrap_or_else(|join| Err(StoreError::internal(join))) {
+                Ok(rows) => rows,
                 Err(err) => {
                     let _ = tx.send(Err(Status::from(ApiError::from(err)))).await;
                     break;
                 }
             };
-            let has_more = page.len() > limit as usize;
-            page.truncate(limit as usize);
-            pages += 1;
-            items += page.len();
-            let resume = if has_more {
-                page.last().map(&key)
-            } else {
-                None
-            };
-            let last_page = resume.is_none() || max_pages.is_some_and(|max| pages >= max);
-            if !last_page {
-                next = Some(start(resume.clone()));
+            let asked = pending.1;
+            let has_more = rows.len() > (limit * asked) as usize;
+            rows.truncate((limit * asked) as usize);
+            let in_fetch = (rows.len().div_ceil(limit as usize) as u32).max(1);
+            let left = max_pages.map_or(u32::MAX, |max| max.saturating_sub(pages + in_fetch));
+            if has_more && left > 0 {
+                // A long stream fetches more pages per query (up to MAX_PAGES_PER_QUERY
+                // and about QUERY_BYTES of rows), so the database is not idle between
+                // queries while the last rows of one are read and the next is sent.
+                let bytes: usize = size.map_or(0, |size| rows.iter().map(size).sum());
+                let grow = size.is_some() && bytes * 2 <= QUERY_BYTES;
+                let ask = if grow { asked * 2 } else { asked };
+                let resume = rows.last().map(&key);
+                next = Some(start(resume, ask.min(MAX_PAGES_PER_QUERY).min(left)));
             }
-            let sent = match message(page, resume) {
-                Ok(msg) => tx.send(Ok(msg)).await,
-                Err(err) => {
-                    let _ = tx.send(Err(Status::from(err))).await;
-                    break;
+            let mut rest = rows.into_iter().peekable();
+            for n in 1..=in_fetch {
+                let page: Vec<Item> = rest.by_ref().take(limit as usize).collect();
+                pages += 1;
+                items += page.len();
+                let more = n < in_fetch || has_more;
+                let resume = if more { page.last().map(&key) } else { None };
+                let began = Instant::now();
+                let built = message(page, resume);
+                building += began.elapsed();
+                let began = Instant::now();
+                let sent = match built {
+                    Ok(msg) => tx.send(Ok(msg)).await,
+                    Err(err) => {
+                        let _ = tx.send(Err(Status::from(err))).await;
+                        break 'stream;
+                    }
+                };
+                waited_client += began.elapsed();
+                if sent.is_err() {
+                    tracing::debug!(pages, items, "client went away mid-stream");
+                    break 'stream;
                 }
-            };
-            if sent.is_err() {
-                tracing::debug!(pages, items, "client went away mid-stream");
-                break;
+                crate::metrics::record_stream_message(method);
+                if max_pages.is_some_and(|max| pages >= max) {
+                    break 'stream;
+                }
             }
-            crate::metrics::record_stream_message(method);
         }
-        tracing::debug!(pages, items, "stream finished");
+        tracing::debug!(
+            pages,
+            items,
+            ?waited_db,
+            ?building,
+            ?waited_client,
+            "stream finished"
+        );
     };
     tokio::spawn(task.instrument(span));
     ReceiverStream::new(rx)

@@ -136,6 +136,59 @@ async fn max_pages_stops_early_and_the_cursor_resumes_where_it_stopped(backend: 
     assert_eq!(seen, all, "resuming delivers the rest, each exactly once");
 }
 
+/// A long stream reads several pages per query (1, 2, 4, ... pages): page
+/// boundaries, cursors and `max_pages` must not show it, also when a query's rows
+/// end exactly on a page boundary or `max_pages` ends the stream inside one.
+async fn pages_read_several_per_query_keep_their_boundaries_and_cursors(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let mut all = Vec::new();
+    for i in 0..70 {
+        all.push(
+            create(&mut client, &format!("g{i:02}@example.com"), json!({}))
+                .await
+                .email,
+        );
+    }
+    // 10 + 20 + 40 rows: the third query's rows end exactly with the tenant.
+    let whole = pages(
+        &mut client,
+        pb::ListContactsRequest {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    let sizes: Vec<usize> = whole.iter().map(|p| p.contacts.len()).collect();
+    assert_eq!(sizes, vec![10; 7], "no empty page after an exact multiple");
+    assert!(whole[..6].iter().all(|p| !p.next_cursor.is_empty()));
+    assert!(whole[6].next_cursor.is_empty(), "the last page has no cursor");
+    assert_eq!(emails(&whole), all);
+
+    // Five pages: the stream stops inside what would be the third query.
+    let first = pages(
+        &mut client,
+        pb::ListContactsRequest {
+            limit: 10,
+            max_pages: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(first.len(), 5);
+    let rest = pages(
+        &mut client,
+        pb::ListContactsRequest {
+            limit: 10,
+            cursor: first[4].next_cursor.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(emails(&first), all[..50]);
+    assert_eq!(emails(&rest), all[50..], "the cursor resumes after page five");
+}
+
 async fn limit_above_maximum_is_clamped_and_negative_is_invalid(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.client();
@@ -415,6 +468,7 @@ conformance!(
     default_page_size_is_20_and_an_exact_multiple_ends_without_an_empty_page,
     an_empty_tenant_streams_one_empty_page,
     max_pages_stops_early_and_the_cursor_resumes_where_it_stopped,
+    pages_read_several_per_query_keep_their_boundaries_and_cursors,
     limit_above_maximum_is_clamped_and_negative_is_invalid,
     search_matches_email_and_property_values_case_insensitively,
     search_treats_wildcard_characters_literally,
