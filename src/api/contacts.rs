@@ -145,9 +145,12 @@ impl ContactsService for ContactsApi {
                     }
                 },
                 key: |contact: &ContactView| contact.id.as_str().to_owned(),
-                size: Some(|contact: &ContactView| {
-                    contact.properties.as_str().len() + contact.email.as_str().len() + 64
-                }),
+                size: self
+                    .store
+                    .multi_page_queries()
+                    .then_some(|contact: &ContactView| {
+                        contact.properties.as_str().len() + contact.email.as_str().len() + 64
+                    }),
                 message: move |views: Vec<ContactView>, next: Option<String>| {
                     let contacts = views
                         .into_iter()

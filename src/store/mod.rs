@@ -46,6 +46,13 @@ pub trait ContactStore: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Connections of the pool(s) right now, for metrics.
     fn pool_usage(&self) -> PoolUsage;
+    /// Whether a long list stream should read several pages per query. It saves the
+    /// round trips between queries, during which a database server idles; an embedded
+    /// store has none, and each of its reader threads would keep a heap as large as
+    /// the largest query it decoded.
+    fn multi_page_queries(&self) -> bool {
+        false
+    }
 
     /// Creates the tenant unless it exists; returns whether it was created.
     async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool>;

@@ -162,7 +162,10 @@ async fn pages_read_several_per_query_keep_their_boundaries_and_cursors(backend:
     let sizes: Vec<usize> = whole.iter().map(|p| p.contacts.len()).collect();
     assert_eq!(sizes, vec![10; 7], "no empty page after an exact multiple");
     assert!(whole[..6].iter().all(|p| !p.next_cursor.is_empty()));
-    assert!(whole[6].next_cursor.is_empty(), "the last page has no cursor");
+    assert!(
+        whole[6].next_cursor.is_empty(),
+        "the last page has no cursor"
+    );
     assert_eq!(emails(&whole), all);
 
     // Five pages: the stream stops inside what would be the third query.
@@ -186,7 +189,11 @@ async fn pages_read_several_per_query_keep_their_boundaries_and_cursors(backend:
     )
     .await;
     assert_eq!(emails(&first), all[..50]);
-    assert_eq!(emails(&rest), all[50..], "the cursor resumes after page five");
+    assert_eq!(
+        emails(&rest),
+        all[50..],
+        "the cursor resumes after page five"
+    );
 }
 
 async fn limit_above_maximum_is_clamped_and_negative_is_invalid(backend: Backend) {

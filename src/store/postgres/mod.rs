@@ -72,6 +72,10 @@ impl PgStore {
 
 #[async_trait]
 impl ContactStore for PgStore {
+    fn multi_page_queries(&self) -> bool {
+        true
+    }
+
     fn pool_usage(&self) -> super::PoolUsage {
         self.conns.usage()
     }
