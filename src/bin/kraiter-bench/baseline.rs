@@ -75,20 +75,27 @@ const NEW_KEY_SQL: &str = "lpad(((extract(epoch from now()) * 1000000)::bigint %
 /// index. Not what the service can do; reported to show what time order costs.
 const PER_CLIENT_KEY_SQL: &str = "lpad(:k::text, 16, '0')";
 
+/// The store's coalesced lookup with one key: the statement a GetContact runs when it
+/// goes alone, run once per call (what the service would cost without coalescing).
 pub fn get_contact() -> String {
     let stmt = Statement {
-        sql: sql::GET_CONTACT_CHECKED,
-        params: vec![":tenant".into(), ID_SQL.into(), ":keyhash".into()],
+        sql: sql::GET_CONTACTS_CHECKED,
+        params: vec![
+            ":tenant".into(),
+            format!("ARRAY[{ID_SQL}]"),
+            ":keyhash".into(),
+        ],
     };
     format!("{PICK}{};\n", stmt.render())
 }
 
+/// As `get_contact`, by email.
 pub fn get_contact_by_email() -> String {
     let stmt = Statement {
-        sql: sql::GET_CONTACT_BY_EMAIL_CHECKED,
+        sql: sql::GET_CONTACTS_BY_EMAIL_CHECKED,
         params: vec![
             ":tenant".into(),
-            Dataset::EMAIL_SQL.into(),
+            format!("ARRAY[{}]", Dataset::EMAIL_SQL),
             ":keyhash".into(),
         ],
     };

@@ -66,12 +66,8 @@ macro_rules! checked_contact {
     };
 }
 
-pub const GET_CONTACT_CHECKED: &str = checked_contact!("", "c.id = $2");
-
-pub const GET_CONTACT_BY_EMAIL_CHECKED: &str = checked_contact!("", "c.email_key = $2");
-
-/// Point reads coalesced into one statement (`lookups.rs`): every listed contact that
-/// exists, or one row of NULLs if none does.
+/// Point reads, coalesced into one statement (`lookups.rs`): every listed contact
+/// that exists, or one row of NULLs if none does.
 pub const GET_CONTACTS_CHECKED: &str = checked_contact!("", "c.id = ANY($2)");
 
 /// As `GET_CONTACTS_CHECKED` by email key, which comes after the contact's columns
