@@ -131,7 +131,7 @@ where
                 let resume = rows.last().map(&key);
                 next = Some(start(resume, ask.min(MAX_PAGES_PER_QUERY).min(left)));
             }
-            let mut rest = rows.into_iter().peekable();
+            let mut rest = rows.into_iter();
             for n in 1..=in_fetch {
                 let page: Vec<Item> = rest.by_ref().take(limit as usize).collect();
                 pages += 1;

@@ -170,24 +170,32 @@ fn deliver(by: By, rows: &[PgRow], mut waiting: Waiting) {
         return;
     }
     for row in rows {
-        let matched: Option<String> = match by {
-            By::Id => row.try_get(0),
-            By::EmailKey => row.try_get(sql::CONTACT_COLUMN_COUNT),
-        }
-        .map_err(classify)
-        .ok()
-        .flatten();
+        let column = match by {
+            By::Id => 0,
+            By::EmailKey => sql::CONTACT_COLUMN_COUNT,
+        };
+        let matched: Option<String> = match row.try_get(column) {
+            Ok(matched) => matched,
+            // The statement's columns are not what this code reads: nobody's answer
+            // can be trusted, so nobody gets "not found".
+            Err(err) => return deliver_error(&classify(err), waiting),
+        };
         // A row of NULLs: the key is live, none of the contacts exist.
-        let Some(replies) = matched.and_then(|key| waiting.remove(&key)) else {
+        let Some(mut replies) = matched.and_then(|key| waiting.remove(&key)) else {
             continue;
         };
         let view = view_from_row(row);
+        // The last caller of a key takes the view itself; only repeats clone it.
+        let last = replies.pop();
         for reply in replies {
             let answer = match &view {
                 Ok(view) => Ok(Checked::Live(Some(view.clone()))),
                 Err(err) => Err(err.duplicate()),
             };
             let _ = reply.send(answer);
+        }
+        if let Some(reply) = last {
+            let _ = reply.send(view.map(|view| Checked::Live(Some(view))));
         }
     }
     for reply in waiting.into_values().flatten() {
