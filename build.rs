@@ -10,6 +10,7 @@ fn main() -> anyhow::Result<()> {
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    embed_migrations(&out_dir)?;
     let protos: Vec<PathBuf> = std::fs::read_dir("proto/kraiter/contacts/v1")?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
@@ -47,5 +48,44 @@ fn main() -> anyhow::Result<()> {
         )],
         &includes,
     )?;
+    Ok(())
+}
+
+/// Lists `migrations/<backend>/NNNN_description.sql` into `OUT_DIR/migrations.rs`, so
+/// every file there is embedded and run (`src/store/migrations.rs`) and none can be
+/// forgotten. sqlx's own `migrate!` would do the same, at the price of its macros
+/// feature, which builds both database drivers once more for the compiler.
+fn embed_migrations(out_dir: &std::path::Path) -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=migrations");
+    let mut code = String::new();
+    for (name, dir) in [
+        ("POSTGRES", "migrations/postgres"),
+        ("SQLITE", "migrations/sqlite"),
+    ] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        files.retain(|path| path.extension().is_some_and(|ext| ext == "sql"));
+        files.sort();
+        code.push_str(&format!("pub const {name}: &[Script] = &[\n"));
+        for path in files {
+            let stem = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .ok_or_else(|| anyhow::anyhow!("migration file name is not UTF-8"))?;
+            let (version, description) = stem
+                .split_once('_')
+                .ok_or_else(|| anyhow::anyhow!("`{stem}` is not NNNN_description.sql"))?;
+            let version: i64 = version.parse()?;
+            let description = description.replace('_', " ");
+            let path = std::fs::canonicalize(&path)?;
+            code.push_str(&format!(
+                "    ({version}, {description:?}, include_str!({:?})),\n",
+                path.display().to_string()
+            ));
+        }
+        code.push_str("];\n");
+    }
+    std::fs::write(out_dir.join("migrations.rs"), code)?;
     Ok(())
 }

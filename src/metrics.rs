@@ -2,7 +2,8 @@
 //!
 //! The metric families live in one process-wide registry: every RPC passes through
 //! `api::handle`, which records it here, so nothing has to be threaded through the
-//! services. Pool gauges are read from the store when Prometheus scrapes.
+//! services. Pool gauges and the store's own counters are read from the store when
+//! Prometheus scrapes, so the store depends on nothing here.
 //!
 //! - `kraiter_rpc_requests_total{method, code}`: calls handled, by gRPC status code.
 //! - `kraiter_rpc_duration_seconds{method, code}`: latency histogram; for a streamed
@@ -145,12 +146,6 @@ pub fn record_rpc(method: &'static str, code: Code, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
-/// Counts one batch of coalesced point reads and the reads in it.
-pub fn record_lookup_batch(lookups: usize) {
-    METRICS.lookup_batches.inc();
-    METRICS.lookups.inc_by(lookups as u64);
-}
-
 /// Counts one message sent on a server stream.
 pub fn record_stream_message(method: &'static str) {
     METRICS
@@ -159,10 +154,20 @@ pub fn record_stream_message(method: &'static str) {
         .inc();
 }
 
-/// The exposition text, with the pool gauges read from `store` now.
+/// The exposition text, with the pool gauges and the store's counters read from
+/// `store` now (the store keeps its own counts, so it needs nothing from here).
 pub fn render(store: &DynStore) -> String {
     let usage = store.pool_usage();
+    let counters = store.counters();
     let metrics = &*METRICS;
+    metrics.lookup_batches.inner().store(
+        counters.lookup_batches,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    metrics
+        .lookups
+        .inner()
+        .store(counters.lookups, std::sync::atomic::Ordering::Relaxed);
     metrics
         .pool_connections
         .get_or_create(&PoolLabels { state: "idle" })

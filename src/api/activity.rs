@@ -7,18 +7,19 @@ use super::convert::timeline_entry;
 use super::convert_activity::{self as conv, idempotency};
 use super::pb;
 use super::pb::activity_service_server::ActivityService;
-use super::{Gate, RateLimiter, handle};
+use super::{AccessControl, RateLimiter, handle};
+use crate::app::activity as app;
 use crate::store::DynStore;
 
 pub struct ActivityApi {
     store: DynStore,
-    auth: Gate,
+    auth: AccessControl,
 }
 
 impl ActivityApi {
     pub fn new(store: DynStore) -> Self {
         Self {
-            auth: Gate::new(store.clone()),
+            auth: AccessControl::new(store.clone()),
             store,
         }
     }
@@ -41,7 +42,7 @@ impl ActivityService for ActivityApi {
             let idem = idempotency("RecordSend", &message.request_id, &message)?;
             let new = conv::new_send(message)?;
             Ok(conv::send(
-                self.store.record_send(&tenant, new, idem).await?,
+                app::record_send(self.store.as_ref(), &tenant, new, idem).await?,
             ))
         })
         .await
@@ -60,7 +61,7 @@ impl ActivityService for ActivityApi {
                 let idem = idempotency("UpdateSendStatus", &message.request_id, &message)?;
                 let change = conv::status_change(message)?;
                 Ok(conv::send(
-                    self.store.update_send_status(&tenant, change, idem).await?,
+                    app::update_send_status(self.store.as_ref(), &tenant, change, idem).await?,
                 ))
             },
         )
@@ -80,9 +81,7 @@ impl ActivityService for ActivityApi {
                 let idem = idempotency("RecordSendEngagement", &message.request_id, &message)?;
                 let engagement = conv::engagement(message)?;
                 Ok(conv::send(
-                    self.store
-                        .record_engagement(&tenant, engagement, idem)
-                        .await?,
+                    app::record_engagement(self.store.as_ref(), &tenant, engagement, idem).await?,
                 ))
             },
         )
@@ -98,7 +97,7 @@ impl ActivityService for ActivityApi {
             let idem = idempotency("ScheduleSend", &message.request_id, &message)?;
             let new = conv::new_scheduled_send(message)?;
             Ok(conv::scheduled_send(
-                self.store.schedule_send(&tenant, new, idem).await?,
+                app::schedule_send(self.store.as_ref(), &tenant, new, idem).await?,
             ))
         })
         .await
@@ -116,10 +115,14 @@ impl ActivityService for ActivityApi {
             |tenant| async move {
                 let idem = idempotency("CancelScheduledSend", &message.request_id, &message)?;
                 let id = conv::scheduled_send_id(&message.scheduled_send_id)?;
-                let cancelled = self
-                    .store
-                    .cancel_scheduled_send(&tenant, &id, crate::domain::now(), idem)
-                    .await?;
+                let cancelled = app::cancel_scheduled_send(
+                    self.store.as_ref(),
+                    &tenant,
+                    &id,
+                    crate::domain::now(),
+                    idem,
+                )
+                .await?;
                 Ok(conv::scheduled_send(cancelled))
             },
         )
@@ -134,7 +137,9 @@ impl ActivityService for ActivityApi {
         handle(&self.auth, "EnrolContact", &metadata, |tenant| async move {
             let idem = idempotency("EnrolContact", &message.request_id, &message)?;
             let new = conv::new_enrolment(message)?;
-            Ok(conv::enrolment(self.store.enrol(&tenant, new, idem).await?))
+            Ok(conv::enrolment(
+                app::enrol(self.store.as_ref(), &tenant, new, idem).await?,
+            ))
         })
         .await
     }
@@ -152,7 +157,7 @@ impl ActivityService for ActivityApi {
                 let idem = idempotency("UpdateEnrolment", &message.request_id, &message)?;
                 let change = conv::enrolment_change(message)?;
                 Ok(conv::enrolment(
-                    self.store.update_enrolment(&tenant, change, idem).await?,
+                    app::update_enrolment(self.store.as_ref(), &tenant, change, idem).await?,
                 ))
             },
         )
@@ -171,7 +176,8 @@ impl ActivityService for ActivityApi {
             |tenant| async move {
                 let idem = idempotency("SetSegmentMembership", &message.request_id, &message)?;
                 let change = conv::membership_change(message)?;
-                let outcome = self.store.set_membership(&tenant, change, idem).await?;
+                let outcome =
+                    app::set_membership(self.store.as_ref(), &tenant, change, idem).await?;
                 Ok(pb::SetSegmentMembershipResponse {
                     membership: outcome.membership.map(conv::membership),
                     changed: outcome.changed,
@@ -189,7 +195,7 @@ impl ActivityService for ActivityApi {
         handle(&self.auth, "TrackEvent", &metadata, |tenant| async move {
             let idem = idempotency("TrackEvent", &message.request_id, &message)?;
             let new = conv::new_event(message)?;
-            let tracked = self.store.track_event(&tenant, new, idem).await?;
+            let tracked = app::track_event(self.store.as_ref(), &tenant, new, idem).await?;
             Ok(pb::TrackEventResponse {
                 contact_id: tracked.contact_id.into_string(),
                 entry: Some(timeline_entry(tracked.entry)),

@@ -1,20 +1,21 @@
-//! API-key authentication: `authorization: Bearer kr_...` names the tenant.
+//! API-key authentication and admission: `authorization: Bearer kr_...` names the
+//! tenant, and the tenant's rate limit admits the call.
 //!
 //! Every call checks that its key is live, so a revocation applies to the next call.
-//! Most calls look the key up before their handler runs. The hot unary calls
-//! (get, get by email, create, update) instead take a `KeyClaim`: the key's tenant,
-//! from a cache of keys seen live (the tenant a key was issued to never changes), and
-//! the store checks the key in the same statement that reads or writes the contact.
-//! That keeps the check on every call without a round trip of its own.
+//! Most calls look the key up before their handler runs. The hot unary calls (get,
+//! get by email, create, update) instead pass the store an `Access` carrying the
+//! key: its tenant comes from a cache of keys seen live (the tenant a key was issued
+//! to never changes), and the store checks the key in the same statement that reads
+//! or writes the contact, so the check costs no round trip of its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use tonic::metadata::MetadataMap;
 
-use super::ApiError;
+use super::{ApiError, RateLimiter};
 use crate::domain::{TenantId, hash_api_key};
-use crate::store::{Checked, DynStore, KeyClaim};
+use crate::store::{Access, DynStore, StoreError};
 
 const MISSING: &str = "missing api key: send `authorization: Bearer <key>`";
 const INVALID: &str = "invalid or revoked api key";
@@ -26,34 +27,45 @@ const MAX_KEY_LEN: usize = 256;
 /// deployment has, so only a flood of distinct live keys ever clears it.
 const MAX_CACHED_KEYS: usize = 10_000;
 
+/// Authenticates each call and admits it under its tenant's rate limit.
 #[derive(Clone)]
-pub struct Authenticator {
+pub struct AccessControl {
     store: DynStore,
     /// Tenant of each key hash seen live. Only ever filled from a successful lookup,
-    /// and never trusted for liveness: a claim made from it is checked by the store.
+    /// and never trusted for liveness: an `Access` made from it is checked by the store.
     tenants: Arc<RwLock<HashMap<[u8; 32], TenantId>>>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
-impl Authenticator {
+impl AccessControl {
     pub fn new(store: DynStore) -> Self {
         Self {
             store,
             tenants: Arc::default(),
+            limiter: None,
         }
     }
 
-    /// The tenant of the request's live key. The key is hashed first and looked up
-    /// by its hash, so no comparison ever runs on the secret itself (and timing
-    /// reveals nothing about it).
-    pub async fn tenant(&self, metadata: &MetadataMap) -> Result<TenantId, ApiError> {
-        let key_hash = key_hash(metadata)?;
-        self.lookup(&key_hash).await
+    /// Shares `limiter` (one per server, so both services draw from the same buckets).
+    pub fn with_rate_limit(mut self, limiter: Option<Arc<RateLimiter>>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
-    /// The request's key and its tenant, for a call whose store statement checks
-    /// that the key is live (a `*_checked` store method). A key never seen live is
-    /// looked up here, so unknown keys are refused before any work.
-    pub async fn claim(&self, metadata: &MetadataMap) -> Result<KeyClaim, ApiError> {
+    /// The caller's tenant, once its key is found live and its bucket has a token.
+    /// The key is hashed first and looked up by its hash, so no comparison ever runs
+    /// on the secret itself (and timing reveals nothing about it).
+    pub async fn authorize(&self, metadata: &MetadataMap) -> Result<TenantId, ApiError> {
+        let key_hash = key_hash(metadata)?;
+        let tenant = self.lookup(&key_hash).await?;
+        self.take_token(&tenant)?;
+        Ok(tenant)
+    }
+
+    /// The caller's `Access` with its key, for a call whose store statement checks
+    /// the key; answer the call through `conclude`. A key never seen live is looked
+    /// up here, so unknown keys are refused before any work.
+    pub async fn authorize_in_store(&self, metadata: &MetadataMap) -> Result<Access, ApiError> {
         let key_hash = key_hash(metadata)?;
         let cached = self
             .tenants
@@ -65,36 +77,54 @@ impl Authenticator {
             Some(tenant) => tenant,
             None => self.lookup(&key_hash).await?,
         };
-        Ok(KeyClaim { tenant, key_hash })
-    }
-
-    /// Succeeds only if the claim's key is live now.
-    pub async fn require_live(&self, claim: &KeyClaim) -> Result<(), ApiError> {
-        if self.store.key_is_live(claim).await? {
-            return Ok(());
+        let access = Access::with_key(tenant, key_hash);
+        if let Err(limited) = self.take_token(&access.tenant) {
+            // A revoked key hears UNAUTHENTICATED, not a rate limit.
+            self.require_live(&access).await?;
+            return Err(limited);
         }
-        self.forget(claim);
-        Err(ApiError::Unauthenticated(INVALID))
+        Ok(access)
     }
 
-    /// The caller's answer to a call made under `claim`. An error is only reported
-    /// once the key is known live, so a revoked key hears UNAUTHENTICATED whatever
-    /// else was wrong with its call, as it would with a lookup first.
-    pub async fn settle<T>(
+    /// The answer to a call made under `access`. A store error other than a
+    /// rejected key comes from a statement that found the key live; any other error
+    /// came before the store was asked, so the key is checked then: a revoked key
+    /// hears UNAUTHENTICATED whatever else was wrong with its call.
+    pub async fn conclude<T>(
         &self,
-        claim: &KeyClaim,
-        outcome: Result<Checked<T>, ApiError>,
+        access: &Access,
+        outcome: Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         match outcome {
-            Ok(Checked::Live(value)) => Ok(value),
-            Ok(Checked::KeyRejected) => {
-                self.forget(claim);
+            Ok(value) => Ok(value),
+            Err(ApiError::Store(StoreError::KeyRejected)) => {
+                self.forget(access);
                 Err(ApiError::Unauthenticated(INVALID))
             }
+            Err(err @ ApiError::Store(_)) => Err(err),
             Err(err) => {
-                self.require_live(claim).await?;
+                self.require_live(access).await?;
                 Err(err)
             }
+        }
+    }
+
+    fn take_token(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        match &self.limiter {
+            Some(limiter) => limiter.check(tenant),
+            None => Ok(()),
+        }
+    }
+
+    /// Succeeds only if the access's key is live now.
+    async fn require_live(&self, access: &Access) -> Result<(), ApiError> {
+        match crate::store::check_key(self.store.as_ref(), access).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::KeyRejected) => {
+                self.forget(access);
+                Err(ApiError::Unauthenticated(INVALID))
+            }
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -117,11 +147,13 @@ impl Authenticator {
 
     /// A rejected key goes back to a full lookup on its next call, so it cannot
     /// draw on its tenant's rate limit.
-    fn forget(&self, claim: &KeyClaim) {
-        self.tenants
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .remove(&claim.key_hash);
+    fn forget(&self, access: &Access) {
+        if let Some(key_hash) = &access.key_hash {
+            self.tenants
+                .write()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .remove(key_hash);
+        }
     }
 }
 

@@ -5,7 +5,8 @@ use tonic::{Request, Response, Status};
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, PageStream, Pager};
 use super::wire::{self, server::contacts_service_server::ContactsService};
-use super::{Gate, RateLimiter, convert, convert_activity, handle, handle_claimed};
+use super::{AccessControl, RateLimiter, convert, convert_activity, handle, handle_with_key};
+use crate::app;
 use crate::domain::{
     ContactId, ContactQuery, ContactUpdate, ContactView, CursorKind, Email, NewContact, PageCursor,
     PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
@@ -15,13 +16,13 @@ use crate::store::DynStore;
 
 pub struct ContactsApi {
     store: DynStore,
-    auth: Gate,
+    auth: AccessControl,
 }
 
 impl ContactsApi {
     pub fn new(store: DynStore) -> Self {
         Self {
-            auth: Gate::new(store.clone()),
+            auth: AccessControl::new(store.clone()),
             store,
         }
     }
@@ -64,11 +65,16 @@ impl ContactsService for ContactsApi {
         request: Request<pb::CreateContactRequest>,
     ) -> Result<Response<wire::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle_claimed(&self.auth, "CreateContact", &metadata, |claim| async move {
-            let new = NewContact::try_from(message)?;
-            let created = self.store.create_contact_checked(&claim, new).await?;
-            Ok(created.map(convert::contact))
-        })
+        handle_with_key(
+            &self.auth,
+            "CreateContact",
+            &metadata,
+            |access| async move {
+                let new = NewContact::try_from(message)?;
+                let created = app::contacts::create(self.store.as_ref(), &access, new).await?;
+                Ok(convert::contact(created))
+            },
+        )
         .await
     }
 
@@ -77,10 +83,10 @@ impl ContactsService for ContactsApi {
         request: Request<pb::GetContactRequest>,
     ) -> Result<Response<wire::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle_claimed(&self.auth, "GetContact", &metadata, |claim| async move {
+        handle_with_key(&self.auth, "GetContact", &metadata, |access| async move {
             let id = ContactId::parse(&message.id, "id")?;
-            let found = self.store.get_contact_checked(&claim, &id).await?;
-            Ok(found.try_map(convert::contact_view)?)
+            let found = self.store.get_contact(&access, &id).await?;
+            Ok(convert::contact_view(found)?)
         })
         .await
     }
@@ -90,19 +96,15 @@ impl ContactsService for ContactsApi {
         request: Request<pb::GetContactByEmailRequest>,
     ) -> Result<Response<wire::GetContactByEmailResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle_claimed(
+        handle_with_key(
             &self.auth,
             "GetContactByEmail",
             &metadata,
-            |claim| async move {
+            |access| async move {
                 let email = Email::parse(&message.email, "email")?;
-                let found = self
-                    .store
-                    .get_contact_by_email_checked(&claim, &email)
-                    .await?;
-                let found =
-                    found.try_map(|contact| contact.map(convert::contact_view).transpose())?;
-                Ok(found.map(|contact| wire::GetContactByEmailResponse { contact }))
+                let found = self.store.get_contact_by_email(&access, &email).await?;
+                let contact = found.map(convert::contact_view).transpose()?;
+                Ok(wire::GetContactByEmailResponse { contact })
             },
         )
         .await
@@ -176,15 +178,18 @@ impl ContactsService for ContactsApi {
         request: Request<pb::UpdateContactRequest>,
     ) -> Result<Response<wire::Contact>, Status> {
         let (metadata, _, message) = request.into_parts();
-        handle_claimed(&self.auth, "UpdateContact", &metadata, |claim| async move {
-            let id = ContactId::parse(&message.id, "id")?;
-            let update = ContactUpdate::try_from(message)?;
-            let updated = self
-                .store
-                .update_contact_checked(&claim, &id, update)
-                .await?;
-            Ok(updated.map(convert::contact))
-        })
+        handle_with_key(
+            &self.auth,
+            "UpdateContact",
+            &metadata,
+            |access| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                let update = ContactUpdate::try_from(message)?;
+                let updated =
+                    app::contacts::update(self.store.as_ref(), &access, &id, update).await?;
+                Ok(convert::contact(updated))
+            },
+        )
         .await
     }
 
@@ -199,7 +204,7 @@ impl ContactsService for ContactsApi {
             &metadata,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
-                self.store.delete_contact(&tenant, &id).await?;
+                app::contacts::delete(self.store.as_ref(), &tenant, &id).await?;
                 Ok(pb::DeleteContactResponse {
                     id: id.into_string(),
                 })

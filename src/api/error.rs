@@ -38,7 +38,7 @@ impl ApiError {
             Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => "VALIDATION_ERROR",
             Self::Store(StoreError::Conflict { .. }) => "CONFLICT",
             Self::Store(StoreError::NotFound(_)) => "NOT_FOUND",
-            Self::Unauthenticated(_) => "UNAUTHORISED",
+            Self::Unauthenticated(_) | Self::Store(StoreError::KeyRejected) => "UNAUTHORISED",
             Self::Store(StoreError::Unavailable(_)) => "UNAVAILABLE",
             Self::FailedPrecondition(_) | Self::Store(StoreError::Rule(_)) => "FAILED_PRECONDITION",
             Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => "INTERNAL",
@@ -53,7 +53,9 @@ impl ApiError {
             Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => Code::InvalidArgument,
             Self::Store(StoreError::Conflict { .. }) => Code::AlreadyExists,
             Self::Store(StoreError::NotFound(_)) => Code::NotFound,
-            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Unauthenticated(_) | Self::Store(StoreError::KeyRejected) => {
+                Code::Unauthenticated
+            }
             Self::Store(StoreError::Unavailable(_)) => Code::Unavailable,
             Self::FailedPrecondition(_) | Self::Store(StoreError::Rule(_)) => {
                 Code::FailedPrecondition
@@ -80,6 +82,7 @@ impl From<ApiError> for Status {
             }
             ApiError::Store(StoreError::NotFound(what)) => format!("{what} not found"),
             ApiError::Unauthenticated(why) => (*why).to_owned(),
+            ApiError::Store(StoreError::KeyRejected) => "invalid or revoked api key".to_owned(),
             ApiError::FailedPrecondition(why) => why.clone(),
             ApiError::Store(StoreError::Rule(rule)) => rule.to_string(),
             ApiError::Store(StoreError::Unavailable(_)) => {

@@ -23,13 +23,13 @@ use tonic::{Response, Status};
 use tracing::{Instrument, field};
 
 pub use activity::ActivityApi;
-pub use auth::Authenticator;
+pub use auth::AccessControl;
 pub use contacts::ContactsApi;
 pub use edge::EdgeLayer;
 pub use error::{ApiError, ERROR_DOMAIN};
-pub use rate_limit::{Gate, RateLimiter};
+pub use rate_limit::RateLimiter;
 
-use crate::store::{Checked, KeyClaim};
+use crate::store::Access;
 
 /// Code generated from `proto/` by build.rs.
 pub mod pb {
@@ -45,7 +45,7 @@ pub mod pb {
 /// and logs the outcome with method, tenant, status code and latency (`instrumented`).
 /// Never logs keys or values.
 pub(crate) async fn handle<T, F, Fut>(
-    auth: &Gate,
+    auth: &AccessControl,
     method: &'static str,
     metadata: &MetadataMap,
     handler: F,
@@ -56,7 +56,7 @@ where
 {
     let tenant = OnceLock::new();
     instrumented(method, &tenant, async {
-        let admitted = auth.admit(metadata).await?;
+        let admitted = auth.authorize(metadata).await?;
         remember_tenant(&tenant, admitted.as_str());
         // Streams spawned by the handler count their messages under this method.
         stream::RPC_METHOD.scope(method, handler(admitted)).await
@@ -65,26 +65,26 @@ where
 }
 
 /// `handle` for the hot unary calls, whose store statement checks the key itself:
-/// `handler` gets a `KeyClaim` and returns the store's `Checked` outcome, so the key
-/// check costs no round trip of its own (see `auth`).
-pub(crate) async fn handle_claimed<T, F, Fut>(
-    auth: &Gate,
+/// `handler` gets an `Access` with the key, so the check costs no round trip of its
+/// own (see `auth`).
+pub(crate) async fn handle_with_key<T, F, Fut>(
+    auth: &AccessControl,
     method: &'static str,
     metadata: &MetadataMap,
     handler: F,
 ) -> Result<Response<T>, Status>
 where
-    F: FnOnce(KeyClaim) -> Fut,
-    Fut: Future<Output = Result<Checked<T>, ApiError>>,
+    F: FnOnce(Access) -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
 {
     let tenant = OnceLock::new();
     instrumented(method, &tenant, async {
-        let claim = auth.admit_claim(metadata).await?;
-        remember_tenant(&tenant, claim.tenant.as_str());
+        let access = auth.authorize_in_store(metadata).await?;
+        remember_tenant(&tenant, access.tenant.as_str());
         let outcome = stream::RPC_METHOD
-            .scope(method, handler(claim.clone()))
+            .scope(method, handler(access.clone()))
             .await;
-        auth.settle(&claim, outcome).await
+        auth.conclude(&access, outcome).await
     })
     .await
 }

@@ -1,72 +1,14 @@
-//! What every call passes before its handler: authentication, then its tenant's
-//! rate limit (a token bucket per tenant, off unless configured).
+//! Each tenant's rate limit: a token bucket per tenant, off unless configured.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tonic::metadata::MetadataMap;
-
-use super::{ApiError, Authenticator};
+use super::ApiError;
 use crate::domain::TenantId;
-use crate::store::{Checked, DynStore, KeyClaim};
 
 /// Buckets kept before full (idle) ones are forgotten; a forgotten bucket is full anyway.
 const PRUNE_AT: usize = 10_000;
-
-/// Authenticates a call and admits it under its tenant's rate limit.
-#[derive(Clone)]
-pub struct Gate {
-    auth: Authenticator,
-    limiter: Option<Arc<RateLimiter>>,
-}
-
-impl Gate {
-    pub fn new(store: DynStore) -> Self {
-        Self {
-            auth: Authenticator::new(store),
-            limiter: None,
-        }
-    }
-
-    /// Shares `limiter` (one per server, so both services draw from the same buckets).
-    pub fn with_rate_limit(mut self, limiter: Option<Arc<RateLimiter>>) -> Self {
-        self.limiter = limiter;
-        self
-    }
-
-    /// The caller's tenant, once its key is valid and its bucket has a token.
-    pub async fn admit(&self, metadata: &MetadataMap) -> Result<TenantId, ApiError> {
-        let tenant = self.auth.tenant(metadata).await?;
-        if let Some(limiter) = &self.limiter {
-            limiter.check(&tenant)?;
-        }
-        Ok(tenant)
-    }
-
-    /// Like `admit`, for a call whose store statement checks the key itself (see
-    /// `Authenticator::claim`); answer the call with `settle`.
-    pub async fn admit_claim(&self, metadata: &MetadataMap) -> Result<KeyClaim, ApiError> {
-        let claim = self.auth.claim(metadata).await?;
-        if let Some(limiter) = &self.limiter
-            && let Err(err) = limiter.check(&claim.tenant)
-        {
-            // A revoked key hears UNAUTHENTICATED, not a rate limit.
-            self.auth.require_live(&claim).await?;
-            return Err(err);
-        }
-        Ok(claim)
-    }
-
-    /// The caller's answer to a call made under `claim`.
-    pub async fn settle<T>(
-        &self,
-        claim: &KeyClaim,
-        outcome: Result<Checked<T>, ApiError>,
-    ) -> Result<T, ApiError> {
-        self.auth.settle(claim, outcome).await
-    }
-}
 
 /// Token buckets, one per tenant: `burst` calls at once, refilled at `per_second`.
 pub struct RateLimiter {

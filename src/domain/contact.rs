@@ -18,6 +18,19 @@ pub struct Contact {
 }
 
 impl Contact {
+    /// A new contact with a fresh id, created (and last updated) at `at`.
+    pub fn new(email: Email, properties: Properties, at: DateTime<Utc>) -> Self {
+        Self {
+            id: ContactId::generate(),
+            email,
+            properties,
+            suppressed: false,
+            unsubscribed: false,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
     /// The contact after `update`, with the `contact.updated` entry that records it;
     /// `None` when the update changes nothing (nothing is written then).
     pub fn apply(

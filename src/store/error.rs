@@ -7,6 +7,10 @@ pub enum StoreError {
     /// No such record in the tenant; names what was looked for (`contact`, `send`, ...).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The caller's key, checked with the call (`Access::key_hash`), is not a live
+    /// key of its tenant: nothing was read or written.
+    #[error("api key rejected")]
+    KeyRejected,
     /// The current state does not allow the change.
     #[error(transparent)]
     Rule(#[from] RuleError),
@@ -31,6 +35,7 @@ impl StoreError {
     pub fn duplicate(&self) -> Self {
         match self {
             Self::NotFound(what) => Self::NotFound(what),
+            Self::KeyRejected => Self::KeyRejected,
             Self::Rule(rule) => Self::Rule(rule.clone()),
             Self::Conflict { field } => Self::Conflict { field },
             Self::Invalid(invalid) => Self::Invalid(invalid.clone()),

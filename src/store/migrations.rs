@@ -8,41 +8,8 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 /// `(version, description, sql)` of each migration, in order.
 pub type Script = (i64, &'static str, &'static str);
 
-pub const POSTGRES: &[Script] = &[
-    (
-        1,
-        "contacts",
-        include_str!("../../migrations/postgres/0001_contacts.sql"),
-    ),
-    (
-        2,
-        "activity",
-        include_str!("../../migrations/postgres/0002_activity.sql"),
-    ),
-    (
-        3,
-        "search index pending list",
-        include_str!("../../migrations/postgres/0003_search_index_pending_list.sql"),
-    ),
-    (
-        4,
-        "search index trigrams first",
-        include_str!("../../migrations/postgres/0004_search_index_trigrams_first.sql"),
-    ),
-];
-
-pub const SQLITE: &[Script] = &[
-    (
-        1,
-        "contacts",
-        include_str!("../../migrations/sqlite/0001_contacts.sql"),
-    ),
-    (
-        2,
-        "activity",
-        include_str!("../../migrations/sqlite/0002_activity.sql"),
-    ),
-];
+// `POSTGRES` and `SQLITE`: every `migrations/<backend>/*.sql`, in order (build.rs).
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 #[derive(Debug)]
 struct Embedded(&'static [Script]);
@@ -71,4 +38,52 @@ impl MigrationSource<'static> for Embedded {
 
 pub async fn migrator(scripts: &'static [Script]) -> Result<Migrator, sqlx::migrate::MigrateError> {
     Migrator::new(Embedded(scripts)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("the migrations folder exists")
+            .map(|entry| {
+                entry
+                    .expect("readable")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8")
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn every_migration_file_is_embedded_in_order() {
+        for (dir, scripts) in [
+            ("migrations/postgres", POSTGRES),
+            ("migrations/sqlite", SQLITE),
+        ] {
+            let names = files(dir);
+            assert_eq!(names.len(), scripts.len(), "{dir}: a file is not embedded");
+            for (name, (version, description, sql)) in names.iter().zip(scripts) {
+                let expected = format!("{version:04}_{}.sql", description.replace(' ', "_"));
+                assert_eq!(name, &expected, "{dir}");
+                let on_disk = std::fs::read_to_string(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join(dir)
+                        .join(name),
+                )
+                .expect("readable");
+                assert_eq!(&on_disk, sql, "{dir}/{name}: embedded text differs");
+            }
+            let versions: Vec<i64> = scripts.iter().map(|(v, _, _)| *v).collect();
+            assert!(
+                versions.windows(2).all(|w| w[0] < w[1]),
+                "{dir}: versions ascend"
+            );
+        }
+    }
 }

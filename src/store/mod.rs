@@ -1,11 +1,13 @@
-//! Storage: one trait, one implementation per backend, chosen from the URL scheme.
-//! Nothing above this module knows which backend runs.
+//! Storage: small traits, one implementation per backend, chosen from the URL scheme.
+//! Nothing above this module knows which backend runs. A backend holds only what
+//! differs between databases (SQL, row mapping, locking); the rules that decide what
+//! a write does live once, in `crate::app`, over `WriteTx`.
 
 mod error;
-mod keyed;
 mod migrations;
 pub mod postgres;
 pub mod sqlite;
+mod write;
 
 use std::sync::Arc;
 
@@ -13,16 +15,43 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactUpdate, ContactView, Email, Enrolment,
-    EnrolmentChange, Idempotency, Membership, MembershipChange, MembershipOutcome, NewContact,
-    NewEnrolment, NewEvent, NewScheduledSend, NewSend, ScheduledSend, SendEngagement, SendRecord,
-    SendStatusChange, TenantId, TimeKey, TimelineEntry, TimelineQuery, TrackedEvent,
+    Contact, ContactId, ContactQuery, ContactView, Email, Enrolment, Membership, ScheduledSend,
+    SendRecord, TenantId, TimeKey, TimelineEntry, TimelineQuery,
 };
 
 pub use error::StoreError;
-pub use keyed::{Checked, KeyClaim};
+pub use write::{ContactFlag, RememberedRequest, WriteTx};
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Whose records a call may read or write.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Access {
+    pub tenant: TenantId,
+    /// The caller's API key (its SHA-256) when the store is to check, in the call's
+    /// own statement, that the key is live and the tenant's; `None` when the caller
+    /// was authenticated already. A rejected key fails with `StoreError::KeyRejected`
+    /// and nothing is read or written.
+    pub key_hash: Option<[u8; 32]>,
+}
+
+impl Access {
+    /// A caller already authenticated as `tenant`.
+    pub fn tenant(tenant: TenantId) -> Self {
+        Self {
+            tenant,
+            key_hash: None,
+        }
+    }
+
+    /// A caller whose key the store checks with the call.
+    pub fn with_key(tenant: TenantId, key_hash: [u8; 32]) -> Self {
+        Self {
+            tenant,
+            key_hash: Some(key_hash),
+        }
+    }
+}
 
 /// An API key as stored: only the SHA-256 of the secret is kept.
 #[derive(Debug, Clone)]
@@ -34,18 +63,23 @@ pub struct ApiKeyRecord {
 }
 
 /// Everything the service needs from a database.
-pub trait Store: ContactStore + ActivityStore {}
+pub trait Store: Backend + KeyStore + ContactStore + ActivityStore {}
 
-impl<T: ContactStore + ActivityStore> Store for T {}
+impl<T: Backend + KeyStore + ContactStore + ActivityStore> Store for T {}
 
-/// Tenants, keys, contacts and their timeline. Every method that touches contact
-/// data takes the caller's tenant and never reads outside it.
+pub type DynStore = Arc<dyn Store>;
+
+/// The database as a whole: health, pools, counters and write transactions.
 #[async_trait]
-pub trait ContactStore: Send + Sync + 'static {
+pub trait Backend: Send + Sync + 'static {
     /// Cheap round trip, for health checks.
     async fn ping(&self) -> StoreResult<()>;
     /// Connections of the pool(s) right now, for metrics.
     fn pool_usage(&self) -> PoolUsage;
+    /// The store's own counters, read when metrics are scraped.
+    fn counters(&self) -> StoreCounters {
+        StoreCounters::default()
+    }
     /// Whether a long list stream should read several pages per query. It saves the
     /// round trips between queries, during which a database server idles; an embedded
     /// store has none, and each of its reader threads would keep a heap as large as
@@ -53,7 +87,14 @@ pub trait ContactStore: Send + Sync + 'static {
     fn multi_page_queries(&self) -> bool {
         false
     }
+    /// A transaction of `tenant`'s records that the rules in `crate::app` drive; it
+    /// rolls back unless committed.
+    async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>>;
+}
 
+/// Tenants and their API keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
     /// Creates the tenant unless it exists; returns whether it was created.
     async fn ensure_tenant(&self, tenant: &TenantId) -> StoreResult<bool>;
     async fn insert_api_key(
@@ -67,13 +108,24 @@ pub trait ContactStore: Send + Sync + 'static {
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Returns false when no live key has this id.
     async fn revoke_api_key(&self, key_id: &str) -> StoreResult<bool>;
+}
 
-    /// Fails with `Conflict` when the email is taken in the tenant.
-    async fn create_contact(&self, tenant: &TenantId, new: NewContact) -> StoreResult<Contact>;
-    async fn get_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<ContactView>;
+/// Contacts and their timeline. Every method reads and writes inside the caller's
+/// tenant only.
+#[async_trait]
+pub trait ContactStore: Send + Sync + 'static {
+    /// Inserts a new contact with its `contact.created` entry, atomically; `Conflict`
+    /// when the email is taken in the tenant.
+    async fn insert_contact(
+        &self,
+        access: &Access,
+        contact: &Contact,
+        created: &TimelineEntry,
+    ) -> StoreResult<()>;
+    async fn get_contact(&self, access: &Access, id: &ContactId) -> StoreResult<ContactView>;
     async fn get_contact_by_email(
         &self,
-        tenant: &TenantId,
+        access: &Access,
         email: &Email,
     ) -> StoreResult<Option<ContactView>>;
     /// One keyset page in id order, after `after` when given.
@@ -84,16 +136,21 @@ pub trait ContactStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<ContactView>>;
-    /// Applies the update atomically, with its timeline entry, in one transaction.
-    async fn update_contact(
+    /// The contact and its revision (a counter every write of the row advances), for
+    /// an optimistic merge.
+    async fn read_for_update(&self, access: &Access, id: &ContactId)
+    -> StoreResult<(Contact, i64)>;
+    /// Writes `after` with its `contact.updated` entry, atomically, only if the row is
+    /// still at `revision`; returns whether it was written.
+    async fn update_if_revision(
         &self,
         tenant: &TenantId,
-        id: &ContactId,
-        update: ContactUpdate,
-    ) -> StoreResult<Contact>;
+        after: &Contact,
+        updated: &TimelineEntry,
+        revision: i64,
+    ) -> StoreResult<bool>;
     /// Erases the contact and everything recorded about it, in one transaction.
     async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
-
     /// `NotFound` unless the contact exists in the tenant.
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
     /// One keyset page of the contact's timeline.
@@ -105,128 +162,11 @@ pub trait ContactStore: Send + Sync + 'static {
         after: Option<&TimeKey>,
         limit: u32,
     ) -> StoreResult<Vec<TimelineEntry>>;
-
-    // The hot calls under a `KeyClaim`. A backend where a lookup costs a round trip
-    // folds the key check into the call's own statement; the defaults check it first.
-
-    /// Whether the claim's key is live and its tenant's.
-    async fn key_is_live(&self, claim: &KeyClaim) -> StoreResult<bool> {
-        Ok(self.tenant_for_key(&claim.key_hash).await?.as_ref() == Some(&claim.tenant))
-    }
-
-    async fn get_contact_checked(
-        &self,
-        claim: &KeyClaim,
-        id: &ContactId,
-    ) -> StoreResult<Checked<ContactView>> {
-        if !self.key_is_live(claim).await? {
-            return Ok(Checked::KeyRejected);
-        }
-        self.get_contact(&claim.tenant, id).await.map(Checked::Live)
-    }
-
-    async fn get_contact_by_email_checked(
-        &self,
-        claim: &KeyClaim,
-        email: &Email,
-    ) -> StoreResult<Checked<Option<ContactView>>> {
-        if !self.key_is_live(claim).await? {
-            return Ok(Checked::KeyRejected);
-        }
-        self.get_contact_by_email(&claim.tenant, email)
-            .await
-            .map(Checked::Live)
-    }
-
-    async fn create_contact_checked(
-        &self,
-        claim: &KeyClaim,
-        new: NewContact,
-    ) -> StoreResult<Checked<Contact>> {
-        if !self.key_is_live(claim).await? {
-            return Ok(Checked::KeyRejected);
-        }
-        self.create_contact(&claim.tenant, new)
-            .await
-            .map(Checked::Live)
-    }
-
-    async fn update_contact_checked(
-        &self,
-        claim: &KeyClaim,
-        id: &ContactId,
-        update: ContactUpdate,
-    ) -> StoreResult<Checked<Contact>> {
-        if !self.key_is_live(claim).await? {
-            return Ok(Checked::KeyRejected);
-        }
-        self.update_contact(&claim.tenant, id, update)
-            .await
-            .map(Checked::Live)
-    }
 }
 
-/// Records written by the ingestion API, and their reads. Each write is one
-/// transaction with its timeline entries; with `Some(Idempotency)` a retry returns
-/// the first result and writes nothing.
+/// Reads of the records the ingestion API writes (the writes are `crate::app`'s).
 #[async_trait]
 pub trait ActivityStore: Send + Sync + 'static {
-    async fn record_send(
-        &self,
-        tenant: &TenantId,
-        new: NewSend,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<SendRecord>;
-    async fn update_send_status(
-        &self,
-        tenant: &TenantId,
-        change: SendStatusChange,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<SendRecord>;
-    async fn record_engagement(
-        &self,
-        tenant: &TenantId,
-        engagement: SendEngagement,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<SendRecord>;
-    async fn schedule_send(
-        &self,
-        tenant: &TenantId,
-        new: NewScheduledSend,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<ScheduledSend>;
-    async fn cancel_scheduled_send(
-        &self,
-        tenant: &TenantId,
-        scheduled_send_id: &str,
-        at: DateTime<Utc>,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<ScheduledSend>;
-    async fn enrol(
-        &self,
-        tenant: &TenantId,
-        new: NewEnrolment,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<Enrolment>;
-    async fn update_enrolment(
-        &self,
-        tenant: &TenantId,
-        change: EnrolmentChange,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<Enrolment>;
-    async fn set_membership(
-        &self,
-        tenant: &TenantId,
-        change: MembershipChange,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<MembershipOutcome>;
-    async fn track_event(
-        &self,
-        tenant: &TenantId,
-        new: NewEvent,
-        idem: Option<Idempotency>,
-    ) -> StoreResult<TrackedEvent>;
-
     /// One page of the contact's sends, newest first (by id), after `after`.
     async fn list_sends(
         &self,
@@ -258,7 +198,18 @@ pub trait ActivityStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<Membership>>;
 }
 
-pub type DynStore = Arc<dyn Store>;
+/// For a backend that checks a key with a lookup of its own (one without a
+/// round trip to save): `KeyRejected` unless `access` carries no key or a live key
+/// of its tenant.
+pub(crate) async fn check_key(keys: &dyn KeyStore, access: &Access) -> StoreResult<()> {
+    let Some(key_hash) = &access.key_hash else {
+        return Ok(());
+    };
+    match keys.tenant_for_key(key_hash).await? {
+        Some(tenant) if tenant == access.tenant => Ok(()),
+        _ => Err(StoreError::KeyRejected),
+    }
+}
 
 /// Opens (and migrates) the store named by `url`: `postgres://...` or `sqlite://PATH`.
 pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<DynStore> {
@@ -282,6 +233,15 @@ pub struct PoolUsage {
     pub open: u32,
     /// Open connections waiting for work.
     pub idle: u32,
+}
+
+/// Counters a backend keeps about its own work (zero where it has no such work).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounters {
+    /// Statements that answered coalesced point reads.
+    pub lookup_batches: u64,
+    /// Point reads those statements answered.
+    pub lookups: u64,
 }
 
 /// Pool settings shared by both backends.

@@ -52,9 +52,8 @@ async fn seed(app: &TestApp, tenant: &TenantId, contacts: Vec<(String, String)>)
                 )
                 .expect("valid properties"),
             };
-            let contact = app
-                .store
-                .create_contact(tenant, new)
+            let access = kraiter_contacts::store::Access::tenant(tenant.clone());
+            let contact = kraiter_contacts::app::contacts::create(app.store.as_ref(), &access, new)
                 .await
                 .unwrap_or_else(|err| panic!("create {email}: {err}"));
             Seeded {

@@ -235,11 +235,11 @@ async fn sigterm_drains_in_flight_calls_and_exits_cleanly_losing_nothing() {
     let store = kraiter_contacts::store::connect(&url, &Default::default())
         .await
         .expect("reopen the database");
-    let tenant = TenantId::parse("drain").expect("tenant");
+    let access = kraiter_contacts::store::Access::tenant(TenantId::parse("drain").expect("tenant"));
     for id in &acked {
         let id = ContactId::parse(id, "id").expect("id");
         store
-            .get_contact(&tenant, &id)
+            .get_contact(&access, &id)
             .await
             .unwrap_or_else(|err| panic!("acknowledged {id:?} lost: {err}"));
     }

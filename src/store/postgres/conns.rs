@@ -1,8 +1,8 @@
 //! The store's database connections.
 //!
 //! sqlx's pool tests a connection with a round trip when it hands it out and again
-//! when it takes it back: two extra round trips around every query, which cost the
-//! hot calls about a third of their throughput (see BENCHMARKS.md). Here a
+//! when it takes it back: two extra round trips around every query, a large share
+//! of a point read's cost (see BENCHMARKS.md). Here a
 //! connection whose work finished cleanly (`Conn::done`) goes straight back to the
 //! idle list. One whose work was interrupted (a cancelled call, an error, a
 //! transaction left open) is tested off the caller's path, as sqlx would, before it
@@ -98,22 +98,22 @@ impl Conns {
             let Some(Idle { conn, since }) = idle else {
                 break;
             };
-            // Lent before the ping, so a caller that gives up mid-ping leaves the
+            // Handed out before the ping, so a caller that gives up mid-ping leaves the
             // connection to `Drop`, which accounts for it.
-            let mut lent = self.lend(conn, permit);
-            if since.elapsed() < IDLE_BEFORE_PING || lent.ping().await.is_ok() {
-                return Ok(lent);
+            let mut conn = self.hand_out(conn, permit);
+            if since.elapsed() < IDLE_BEFORE_PING || conn.ping().await.is_ok() {
+                return Ok(conn);
             }
-            permit = lent.discard();
+            permit = conn.discard();
         }
         let conn = PgConnection::connect_with(&inner.options)
             .await
             .map_err(classify)?;
         inner.open.fetch_add(1, Ordering::Relaxed);
-        Ok(self.lend(conn, permit))
+        Ok(self.hand_out(conn, permit))
     }
 
-    fn lend(&self, conn: PgConnection, permit: OwnedSemaphorePermit) -> Conn {
+    fn hand_out(&self, conn: PgConnection, permit: OwnedSemaphorePermit) -> Conn {
         Conn {
             inner: self.inner.clone(),
             conn: Some(conn),
@@ -138,7 +138,7 @@ impl Inner {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn park(&self, conn: PgConnection) {
+    fn return_idle(&self, conn: PgConnection) {
         self.lock_idle().push(Idle {
             conn,
             since: Instant::now(),
@@ -151,7 +151,7 @@ impl Conn {
     /// the idle list.
     pub fn done(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.inner.park(conn);
+            self.inner.return_idle(conn);
         }
     }
 
@@ -173,7 +173,7 @@ impl Conn {
         self.inner.open.fetch_sub(1, Ordering::Relaxed);
         self.permit
             .take()
-            .expect("a lent connection holds its permit until dropped")
+            .expect("a connection handed out holds its permit until dropped")
     }
 }
 
@@ -183,7 +183,7 @@ impl std::ops::Deref for Conn {
     fn deref(&self) -> &PgConnection {
         self.conn
             .as_ref()
-            .expect("a lent connection is present until dropped")
+            .expect("a connection handed out is present until dropped")
     }
 }
 
@@ -191,7 +191,7 @@ impl std::ops::DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut PgConnection {
         self.conn
             .as_mut()
-            .expect("a lent connection is present until dropped")
+            .expect("a connection handed out is present until dropped")
     }
 }
 
@@ -214,7 +214,7 @@ impl Drop for Conn {
                 .await
                 .is_ok_and(|pinged| pinged.is_ok());
             if alive {
-                inner.park(conn);
+                inner.return_idle(conn);
             } else {
                 inner.open.fetch_sub(1, Ordering::Relaxed);
             }

@@ -1,4 +1,4 @@
-//! Point reads under a key claim (GetContact, GetContactByEmail), coalesced across
+//! Point reads under a caller's key (GetContact, GetContactByEmail), coalesced across
 //! concurrent calls.
 //!
 //! Under load most of a point read's cost is per statement, not per row: a round
@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -19,9 +20,10 @@ use sqlx::postgres::PgRow;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::conns::Conns;
-use super::{classify, sql, view_from_row};
-use crate::domain::ContactView;
-use crate::store::{Checked, KeyClaim, StoreError, StoreResult};
+use super::rows::view_from_row;
+use super::{classify, sql};
+use crate::domain::{ContactView, TenantId};
+use crate::store::{StoreCounters, StoreError, StoreResult};
 
 /// Most lookups in one statement.
 const MAX_BATCH: usize = 64;
@@ -37,10 +39,19 @@ pub(super) enum By {
     EmailKey,
 }
 
-type Found = StoreResult<Checked<Option<ContactView>>>;
+/// The contact, `None` when the key is live and there is no such contact, and
+/// `KeyRejected` when the key is not a live key of the tenant.
+type Found = StoreResult<Option<ContactView>>;
+
+/// Whose lookup it is: lookups of one caller's key share a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Caller {
+    tenant: TenantId,
+    key_hash: [u8; 32],
+}
 
 struct Lookup {
-    claim: KeyClaim,
+    caller: Caller,
     by: By,
     key: String,
     reply: oneshot::Sender<Found>,
@@ -49,6 +60,13 @@ struct Lookup {
 /// The queue of lookups; its worker ends when the store is dropped.
 pub(super) struct Lookups {
     queue: mpsc::UnboundedSender<Lookup>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    lookups: AtomicU64,
 }
 
 impl Lookups {
@@ -57,15 +75,27 @@ impl Lookups {
     /// calls.
     pub fn start(conns: Conns, spare: usize) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(conns, rx, spare));
-        Self { queue }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(conns, rx, spare, counters.clone()));
+        Self { queue, counters }
     }
 
-    /// The contact with this id or email key, if the claim's key is live.
-    pub async fn get(&self, claim: &KeyClaim, by: By, key: &str) -> Found {
+    /// Statements sent and lookups they answered, so far.
+    pub fn counters(&self) -> StoreCounters {
+        StoreCounters {
+            lookup_batches: self.counters.batches.load(Ordering::Relaxed),
+            lookups: self.counters.lookups.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The contact with this id or email key, if `key_hash` is a live key of `tenant`.
+    pub async fn get(&self, tenant: &TenantId, key_hash: &[u8; 32], by: By, key: &str) -> Found {
         let (reply, answer) = oneshot::channel();
         let lookup = Lookup {
-            claim: claim.clone(),
+            caller: Caller {
+                tenant: tenant.clone(),
+                key_hash: *key_hash,
+            },
             by,
             key: key.to_owned(),
             reply,
@@ -79,13 +109,18 @@ impl Lookups {
     }
 }
 
-async fn run(conns: Conns, mut queue: mpsc::UnboundedReceiver<Lookup>, spare: usize) {
+async fn run(
+    conns: Conns,
+    mut queue: mpsc::UnboundedReceiver<Lookup>,
+    spare: usize,
+    counters: Arc<Counters>,
+) {
     let main = Arc::new(Semaphore::new(1));
     let spare = Arc::new(Semaphore::new(spare));
     while let Some(first) = queue.recv().await {
         // Whatever queues while this waits for a slot joins its batch. Batches go
-        // one at a time: at 1M contacts a second slot always open halved the lookups
-        // per statement and doubled PostgreSQL's CPU per lookup (BENCHMARKS.md). A
+        // one at a time: a second slot always open splits the same lookups over more
+        // statements, which costs PostgreSQL more per lookup (BENCHMARKS.md). A
         // spare slot opens only when the statement in flight is slow (a cold page, a
         // big batch), so that one slow read does not hold every lookup behind it.
         let slot = tokio::select! {
@@ -107,36 +142,40 @@ async fn run(conns: Conns, mut queue: mpsc::UnboundedReceiver<Lookup>, spare: us
             }
         }
         let conns = conns.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
-            answer(&conns, batch).await;
+            answer(&conns, &counters, batch).await;
             drop(slot);
         });
     }
 }
 
 /// One statement per key and kind of lookup in the batch (usually one in all).
-async fn answer(conns: &Conns, batch: Vec<Lookup>) {
-    let mut groups: HashMap<(KeyClaim, By), Vec<Lookup>> = HashMap::new();
+async fn answer(conns: &Conns, counters: &Counters, batch: Vec<Lookup>) {
+    let mut groups: HashMap<(Caller, By), Vec<Lookup>> = HashMap::new();
     for lookup in batch {
         groups
-            .entry((lookup.claim.clone(), lookup.by))
+            .entry((lookup.caller.clone(), lookup.by))
             .or_default()
             .push(lookup);
     }
-    for ((claim, by), lookups) in groups {
-        answer_group(conns, &claim, by, lookups).await;
+    for ((caller, by), lookups) in groups {
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .lookups
+            .fetch_add(lookups.len() as u64, Ordering::Relaxed);
+        answer_group(conns, &caller, by, lookups).await;
     }
 }
 
-async fn answer_group(conns: &Conns, claim: &KeyClaim, by: By, lookups: Vec<Lookup>) {
-    crate::metrics::record_lookup_batch(lookups.len());
+async fn answer_group(conns: &Conns, caller: &Caller, by: By, lookups: Vec<Lookup>) {
     // The callers of each key: the same contact may be asked for twice.
     let mut waiting: Waiting = HashMap::new();
     for lookup in lookups {
         waiting.entry(lookup.key).or_default().push(lookup.reply);
     }
     let keys: Vec<&str> = waiting.keys().map(String::as_str).collect();
-    match fetch(conns, claim, by, &keys).await {
+    match fetch(conns, caller, by, &keys).await {
         Ok(rows) => deliver(by, &rows, waiting),
         // An unavailable database is every caller's answer, as is any error of a
         // statement for one key.
@@ -149,7 +188,7 @@ async fn answer_group(conns: &Conns, claim: &KeyClaim, by: By, lookups: Vec<Look
             for (key, replies) in waiting {
                 let one = HashMap::from([(key, replies)]);
                 let keys: Vec<&str> = one.keys().map(String::as_str).collect();
-                match fetch(conns, claim, by, &keys).await {
+                match fetch(conns, caller, by, &keys).await {
                     Ok(rows) => deliver(by, &rows, one),
                     Err(err) => deliver_error(&err, one),
                 }
@@ -165,7 +204,7 @@ fn deliver(by: By, rows: &[PgRow], mut waiting: Waiting) {
     if rows.is_empty() {
         // No row at all: the key was not live.
         for reply in waiting.into_values().flatten() {
-            let _ = reply.send(Ok(Checked::KeyRejected));
+            let _ = reply.send(Err(StoreError::KeyRejected));
         }
         return;
     }
@@ -189,17 +228,17 @@ fn deliver(by: By, rows: &[PgRow], mut waiting: Waiting) {
         let last = replies.pop();
         for reply in replies {
             let answer = match &view {
-                Ok(view) => Ok(Checked::Live(Some(view.clone()))),
+                Ok(view) => Ok(Some(view.clone())),
                 Err(err) => Err(err.duplicate()),
             };
             let _ = reply.send(answer);
         }
         if let Some(reply) = last {
-            let _ = reply.send(view.map(|view| Checked::Live(Some(view))));
+            let _ = reply.send(view.map(Some));
         }
     }
     for reply in waiting.into_values().flatten() {
-        let _ = reply.send(Ok(Checked::Live(None)));
+        let _ = reply.send(Ok(None));
     }
 }
 
@@ -209,16 +248,16 @@ fn deliver_error(err: &StoreError, waiting: Waiting) {
     }
 }
 
-async fn fetch(conns: &Conns, claim: &KeyClaim, by: By, keys: &[&str]) -> StoreResult<Vec<PgRow>> {
+async fn fetch(conns: &Conns, caller: &Caller, by: By, keys: &[&str]) -> StoreResult<Vec<PgRow>> {
     let statement = match by {
         By::Id => sql::GET_CONTACTS_CHECKED,
         By::EmailKey => sql::GET_CONTACTS_BY_EMAIL_CHECKED,
     };
     let mut conn = conns.get().await?;
     let rows = sqlx::query(statement)
-        .bind(claim.tenant.as_str())
+        .bind(caller.tenant.as_str())
         .bind(keys)
-        .bind(&claim.key_hash[..])
+        .bind(&caller.key_hash[..])
         .fetch_all(&mut *conn)
         .await;
     conn.finish(rows)

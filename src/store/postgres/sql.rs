@@ -41,15 +41,12 @@ pub const LOCK_CONTACT: &str = concat!(
     " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
 );
 
-/// Writes a merged contact with its `contact.updated` entry.
-pub const UPDATE_CONTACT: &str = "WITH u AS ( \
-        UPDATE contacts SET email = $3, email_key = $4, properties = $5, search_text = $6, \
-            updated_at = $7, revision = revision + 1 \
-        WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id, id) \
-     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
-     SELECT tenant_id, id, $8, $9, $7, $10 FROM u";
+/// Writes a merged contact inside a transaction that holds its row lock.
+pub const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, email_key = $4, properties = $5, \
+        search_text = $6, updated_at = $7, revision = revision + 1 \
+     WHERE tenant_id = $1 AND id = $2";
 
-// Statements under a `KeyClaim`: the key's liveness is read in the same snapshot as
+// Statements under a caller's key (`Access::key_hash`): the key's liveness is read in the same snapshot as
 // the data, so a revoked key is refused on its next call without a second round
 // trip. No row at all means the key was rejected; a row of NULLs, no such contact.
 

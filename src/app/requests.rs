@@ -1,0 +1,52 @@
+//! Idempotent writes (AIP-155): a request id is claimed inside the write's own
+//! transaction, and the response is remembered in it, so a retry either replays the
+//! first response or (while the first attempt is in flight) waits for its outcome.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{ContactId, Idempotency, ValidationError};
+use crate::store::{StoreError, StoreResult, WriteTx};
+
+/// The first attempt's response when `idem`'s request already ran; `None` when this
+/// call is the first (the id is now claimed by `tx`) or carries no request id.
+pub(super) async fn replay<T: DeserializeOwned>(
+    tx: &mut dyn WriteTx,
+    idem: Option<&Idempotency>,
+) -> StoreResult<Option<T>> {
+    let Some(idem) = idem else {
+        return Ok(None);
+    };
+    let Some(first) = tx.claim_request(idem).await? else {
+        return Ok(None);
+    };
+    if first.method != idem.method || first.fingerprint != idem.fingerprint {
+        return Err(StoreError::Invalid(ValidationError::new(
+            "request_id",
+            format!(
+                "`{}` was already used for a different request",
+                idem.request_id
+            ),
+        )));
+    }
+    let response = first
+        .response
+        .ok_or_else(|| StoreError::internal("request id claimed without a response"))?;
+    serde_json::from_str(&response)
+        .map(Some)
+        .map_err(StoreError::internal)
+}
+
+/// Remembers `response` for the request claimed by `replay`; erased with `contact`.
+pub(super) async fn remember<T: Serialize>(
+    tx: &mut dyn WriteTx,
+    idem: Option<&Idempotency>,
+    contact: &ContactId,
+    response: &T,
+) -> StoreResult<()> {
+    let Some(idem) = idem else {
+        return Ok(());
+    };
+    let json = serde_json::to_string(response).map_err(StoreError::internal)?;
+    tx.remember_response(idem, contact, &json).await
+}
