@@ -13,8 +13,9 @@ use crate::store::StoreResult;
 /// in id order. Public so tests can seed either side of it.
 pub const SEARCH_CANDIDATES: u32 = 2_000;
 
-/// The most index matches a search of `limit` rows is answered from. At a million
-/// contacts the index costs ~3.5 us a match and the walk ~0.25 us a row, reading about
+/// The most index matches a search of `limit` rows is answered from. The cost model
+/// (per-match and per-row costs measured at a million contacts, BENCHMARKS.md): the
+/// index costs ~3.5 us a match and the walk ~0.25 us a row, reading about
 /// `limit x contacts / matches` rows when matches are spread evenly: they break even
 /// near 250 x sqrt(limit) matches (~1,100 for a page of 20, 7,750 for 1,000). The floor
 /// leans to the index, whose cost is bounded: the walk reads to the end of the tenant
@@ -36,10 +37,10 @@ pub(super) async fn list_contacts(
     let phrase = term
         .filter(|term| term.chars().count() >= 3)
         .map(|term| format!("\"{}\"", term.replace('"', "\"\"")));
-    // Reading every index match and sorting them by id costs ~3.5 us a match (a
-    // common term has 125,000 at a million contacts); walking the tenant in id
-    // order finds a page of it in a few hundred rows. The count covers all tenants
-    // (the index is global), so it only picks the plan: both apply the same filters.
+    // A common term's matches cost more to read and sort by id than a walk of the
+    // tenant in id order costs to find a page of them (`search_candidate_cap`). The
+    // count covers all tenants (the index is global), so it only picks the plan: both
+    // apply the same filters.
     let mut fts = None;
     if let Some(phrase) = phrase {
         let cap = search_candidate_cap(limit);
