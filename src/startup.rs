@@ -6,12 +6,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
+use crate::api::pb::activity_service_server::ActivityServiceServer;
+use crate::api::wire::server::contacts_service_server::ContactsServiceServer;
 use crate::api::{ActivityApi, ContactsApi, EdgeLayer, RateLimiter, pb};
 use crate::config::{LimitArgs, ServeArgs};
 use crate::domain::TenantId;
@@ -53,6 +58,19 @@ pub struct Application {
 pub struct BootstrapKey {
     pub tenant: TenantId,
     pub secret: String,
+}
+
+/// The request size limit, and the compression a service accepts and sends. A macro
+/// because the generated servers share no trait with these methods.
+macro_rules! with_codec_settings {
+    ($server:expr, $max_message_size:expr) => {
+        $server
+            .max_decoding_message_size($max_message_size)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+    };
 }
 
 impl Application {
@@ -109,7 +127,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves; then reports NOT_SERVING, stops accepting,
     /// and gives in-flight calls `shutdown_grace` to finish.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), StartupError> {
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartupError> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         // Every name is known from the start, so a Watch never sees "unknown service".
         report(&reporter, ServingStatus::NotServing).await;
@@ -118,74 +139,15 @@ impl Application {
             reporter.clone(),
             self.health_interval,
         ));
-        let _metrics = self.metrics_listener.map(|listener| {
+        let _metrics = self.metrics_listener.take().map(|listener| {
             AbortOnDrop(tokio::spawn(crate::metrics::serve(
                 listener,
                 self.store.clone(),
             )))
         });
-
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            // google.rpc.ErrorInfo, BadRequest, RetryInfo: lets grpcurl decode error details.
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .expect("the embedded descriptor sets are valid");
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .expect("the embedded descriptor sets are valid");
-        // One limiter for both services: a tenant's budget covers all its calls.
-        let limiter =
-            RateLimiter::from_config(self.limits.rate_limit_rps, self.limits.rate_limit_burst);
-        let contacts =
-            crate::api::wire::server::contacts_service_server::ContactsServiceServer::new(
-                ContactsApi::new(self.store.clone()).with_rate_limit(limiter.clone()),
-            )
-            .max_decoding_message_size(self.limits.max_message_size)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Zstd);
-
-        let activity = pb::activity_service_server::ActivityServiceServer::new(
-            ActivityApi::new(self.store.clone()).with_rate_limit(limiter),
-        )
-        .max_decoding_message_size(self.limits.max_message_size)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Zstd);
-
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut builder =
-            Server::builder().max_concurrent_streams(self.limits.max_concurrent_streams);
-        if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls)?;
-        }
-        let server = builder
-            .layer(EdgeLayer {
-                request_timeout: self.limits.request_timeout,
-                max_message_size: self.limits.max_message_size,
-            })
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(contacts)
-            .add_service(activity)
-            // TCP_NODELAY: without it small responses wait for the peer's delayed ACK
-            // (~40 ms per call at low concurrency); `Server::tcp_nodelay` does not apply
-            // to a listener passed in.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stop_rx.await;
-                },
-            );
-        let mut server = tokio::spawn(server);
+        let grace = self.shutdown_grace;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let mut server = tokio::spawn(self.serve(health_service, stop_rx)?);
 
         tokio::select! {
             result = &mut server => {
@@ -198,20 +160,100 @@ impl Application {
         watcher.abort();
         report(&reporter, ServingStatus::NotServing).await;
         let _ = stop_tx.send(());
-        match tokio::time::timeout(self.shutdown_grace, &mut server).await {
-            Ok(result) => result.expect("the server task does not panic")?,
-            Err(_) => {
-                tracing::warn!("drain time exceeded; closing remaining calls");
-                server.abort();
-            }
-        }
+        drain(server, grace).await?;
         tracing::info!("stopped");
         Ok(())
     }
+
+    /// The server with every service behind the edge layer, serving the listener until
+    /// `stop` fires (or its sender is dropped).
+    fn serve(
+        self,
+        health_service: HealthServer<impl Health>,
+        stop: oneshot::Receiver<()>,
+    ) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, StartupError> {
+        let (contacts, activity) = self.services();
+        let mut builder =
+            Server::builder().max_concurrent_streams(self.limits.max_concurrent_streams);
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = builder
+            .layer(EdgeLayer {
+                request_timeout: self.limits.request_timeout,
+                max_message_size: self.limits.max_message_size,
+            })
+            .add_service(health_service)
+            .add_service(reflection().build_v1().expect(DESCRIPTORS_VALID))
+            .add_service(reflection().build_v1alpha().expect(DESCRIPTORS_VALID))
+            .add_service(contacts)
+            .add_service(activity)
+            // TCP_NODELAY: without it small responses wait for the peer's delayed ACK,
+            // which dominates a call's latency at low concurrency (see BENCHMARKS.md);
+            // `Server::tcp_nodelay` does not apply to a listener passed in.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stop.await;
+                },
+            );
+        Ok(server)
+    }
+
+    /// The two API services, with one limiter for both: a tenant's budget covers all
+    /// its calls.
+    fn services(
+        &self,
+    ) -> (
+        ContactsServiceServer<ContactsApi>,
+        ActivityServiceServer<ActivityApi>,
+    ) {
+        let limiter =
+            RateLimiter::from_config(self.limits.rate_limit_rps, self.limits.rate_limit_burst);
+        let contacts = ContactsServiceServer::new(
+            ContactsApi::new(self.store.clone()).with_rate_limit(limiter.clone()),
+        );
+        let activity = ActivityServiceServer::new(
+            ActivityApi::new(self.store.clone()).with_rate_limit(limiter),
+        );
+        let max = self.limits.max_message_size;
+        (
+            with_codec_settings!(contacts, max),
+            with_codec_settings!(activity, max),
+        )
+    }
+}
+
+/// Waits up to `grace` for a server that stopped accepting to finish its calls, then
+/// closes the ones left.
+async fn drain(
+    mut server: JoinHandle<Result<(), tonic::transport::Error>>,
+    grace: Duration,
+) -> Result<(), StartupError> {
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result.expect("the server task does not panic")?,
+        Err(_) => {
+            tracing::warn!("drain time exceeded; closing remaining calls");
+            server.abort();
+        }
+    }
+    Ok(())
+}
+
+const DESCRIPTORS_VALID: &str = "the embedded descriptor sets are valid";
+
+/// Reflection over our services, health, and google.rpc's ErrorInfo, BadRequest and
+/// RetryInfo (so grpcurl can decode error details). Built once per reflection version:
+/// a builder is consumed by `build_v1` or `build_v1alpha`.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Aborts a background task when dropped, so it ends with the server either way.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
