@@ -100,8 +100,8 @@ fn remember_tenant(cell: &OnceLock<String>, tenant: &str) {
 /// one log line (`info` for failures, `debug` for successes) under an `rpc` span with
 /// method, tenant, code and latency. During the call the span is a `debug` one: an
 /// enabled span costs its registration, an enter and exit per poll and formatting
-/// each recorded field (~7 % of a GetContact's server CPU in `perf`), for context
-/// only debug events use.
+/// each recorded field, a visible share of a point read's server CPU (BENCHMARKS.md),
+/// for context only debug events use.
 async fn instrumented<T>(
     method: &'static str,
     tenant: &OnceLock<String>,
@@ -127,7 +127,7 @@ async fn instrumented<T>(
     match result {
         Ok(value) => {
             // Debug, not info: a line per successful call costs a formatted write
-            // per call (~6 % of a GetContact's server CPU); metrics count them.
+            // per call; metrics count them.
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let _span = outcome("OK").entered();
                 tracing::debug!("rpc completed");
