@@ -134,11 +134,13 @@ impl Application {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         // Every name is known from the start, so a Watch never sees "unknown service".
         report(&reporter, ServingStatus::NotServing).await;
-        let watcher = tokio::spawn(watch_database(
+        // An AbortOnDrop, so an early return (a TLS configuration that fails) leaves
+        // no health watcher behind.
+        let watcher = AbortOnDrop(tokio::spawn(watch_database(
             self.store.clone(),
             reporter.clone(),
             self.health_interval,
-        ));
+        )));
         let _metrics = self.metrics_listener.take().map(|listener| {
             AbortOnDrop(tokio::spawn(crate::metrics::serve(
                 listener,
@@ -151,13 +153,13 @@ impl Application {
 
         tokio::select! {
             result = &mut server => {
-                watcher.abort();
+                drop(watcher);
                 return result.expect("the server task does not panic").map_err(Into::into);
             }
             () = shutdown => {}
         }
         tracing::info!("shutting down: draining in-flight calls");
-        watcher.abort();
+        drop(watcher);
         report(&reporter, ServingStatus::NotServing).await;
         let _ = stop_tx.send(());
         drain(server, grace).await?;
