@@ -3,7 +3,7 @@
 mod activity;
 mod conns;
 mod lookups;
-pub mod sql;
+mod sql;
 mod writes;
 
 use conns::Conns;
