@@ -7,6 +7,9 @@ COPY .cargo .cargo
 COPY proto proto
 COPY migrations migrations
 COPY src src
+# The workspace lists the benchmark as a member, so cargo needs its sources to load the
+# manifest; only the service's binary is built.
+COPY bench bench
 RUN cargo build --release --locked --bin kraiter-contacts \
     && strip target/release/kraiter-contacts
 

@@ -24,7 +24,7 @@ pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
 }
 
 /// A contact just written, for the response.
-pub fn contact(contact: Contact) -> wire::Contact {
+pub(crate) fn contact(contact: Contact) -> wire::Contact {
     wire::Contact {
         properties: Some(wire::struct_from_map(contact.properties.as_map())),
         id: contact.id.into_string(),
@@ -38,7 +38,7 @@ pub fn contact(contact: Contact) -> wire::Contact {
 
 /// A contact read from the store, for the response: its stored JSON goes straight to
 /// the wire. Fails only if the store holds something that is not a JSON object.
-pub fn contact_view(contact: ContactView) -> Result<wire::Contact, StoreError> {
+pub(crate) fn contact_view(contact: ContactView) -> Result<wire::Contact, StoreError> {
     Ok(wire::Contact {
         properties: Some(
             wire::struct_from_json(contact.properties.as_str()).map_err(StoreError::internal)?,

@@ -12,7 +12,7 @@ mod error;
 mod fuzz;
 mod rate_limit;
 mod stream;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::future::Future;
 use std::sync::OnceLock;

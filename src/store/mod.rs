@@ -5,7 +5,7 @@
 
 mod error;
 mod migrations;
-pub mod postgres;
+pub(crate) mod postgres;
 pub mod sqlite;
 mod write;
 

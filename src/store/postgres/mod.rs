@@ -6,7 +6,7 @@ mod contacts;
 mod keys;
 mod lookups;
 mod rows;
-pub mod sql;
+mod sql;
 mod write_tx;
 
 use async_trait::async_trait;

@@ -1,5 +1,7 @@
-//! The statements of the hot calls, public so the benchmark's pgbench baselines
-//! run exactly the SQL the store runs.
+//! The statements of the hot calls. The benchmark (`bench/src/baseline.rs`) compiles
+//! this file into itself by path, so its pgbench baselines run exactly the SQL the
+//! store runs without the statements being part of the library's API: keep it free of
+//! `crate::` and `super::` paths.
 
 macro_rules! contact_columns {
     () => {

@@ -5,8 +5,8 @@
 //! baselines each scenario is judged by: pgbench on the store's own SQL, COPY, and
 //! a tonic echo server. Then it does the same on SQLite and writes BENCHMARKS.md.
 //!
-//! `cargo build --release --bins && target/release/kraiter-bench` (add `--quick`
-//! for a CI-sized run).
+//! `cargo build --release --workspace --bins && target/release/kraiter-bench` (add
+//! `--quick` for a CI-sized run).
 #![forbid(unsafe_code)]
 
 mod baseline;
@@ -218,7 +218,8 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let path = me.with_file_name(name);
     if !path.exists() {
         bail!(
-            "`{}` not found: build it with `cargo build --release --bins` or pass --server-bin",
+            "`{}` not found: build it with `cargo build --release --workspace --bins` or pass \
+             --server-bin",
             path.display()
         );
     }

@@ -1,0 +1,231 @@
+//! The framework's ceiling: the real server's generated ContactsService server, built
+//! from the contract as the service builds it (build.rs) and with its codec settings,
+//! answering the unary calls with a prebuilt Contact and doing nothing else (no auth, no
+//! database). Runs as its own process (`kraiter-bench echo-server --port N`), like the
+//! real server.
+
+use std::net::SocketAddr;
+
+use kraiter_contacts::api::{convert, pb};
+use kraiter_contacts::domain::Contact as DomainContact;
+use prost::Message;
+use tokio_stream::Empty;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+use crate::data::Dataset;
+use server::contacts_service_server::{ContactsService, ContactsServiceServer};
+
+mod server {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("kraiter.contacts.v1");
+}
+
+// The service answers with its own `api::wire` messages, whose `properties` field holds
+// the already encoded `google.protobuf.Struct` (an embedded message and a `bytes` field
+// are the same on the wire). These mirror them, so the echo server encodes what the
+// service encodes at the same cost; a test below reads them back as the `pb` types.
+
+/// `kraiter.contacts.v1.Contact`, with `properties` already encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Contact {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub email: String,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub properties: Option<Vec<u8>>,
+    #[prost(bool, tag = "4")]
+    pub suppressed: bool,
+    #[prost(bool, tag = "5")]
+    pub unsubscribed: bool,
+    #[prost(message, optional, tag = "6")]
+    pub created_at: Option<prost_types::Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    pub updated_at: Option<prost_types::Timestamp>,
+}
+
+/// `kraiter.contacts.v1.GetContactByEmailResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GetContactByEmailResponse {
+    #[prost(message, optional, tag = "1")]
+    pub contact: Option<Contact>,
+}
+
+/// `kraiter.contacts.v1.ListContactsResponse` (the echo server does not stream).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ListContactsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub contacts: Vec<Contact>,
+    #[prost(string, tag = "2")]
+    pub next_cursor: String,
+}
+
+impl From<DomainContact> for Contact {
+    fn from(contact: DomainContact) -> Self {
+        let properties = convert::to_struct(contact.properties.into_map());
+        Contact {
+            properties: Some(properties.encode_to_vec()),
+            id: contact.id.into_string(),
+            email: contact.email.into_string(),
+            suppressed: contact.suppressed,
+            unsubscribed: contact.unsubscribed,
+            created_at: Some(convert::timestamp(contact.created_at)),
+            updated_at: Some(convert::timestamp(contact.updated_at)),
+        }
+    }
+}
+
+struct Echo {
+    contact: Contact,
+}
+
+type Nothing<T> = Empty<Result<T, Status>>;
+
+fn unsupported<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(
+        "the echo server answers unary contact calls only",
+    ))
+}
+
+#[tonic::async_trait]
+impl ContactsService for Echo {
+    async fn create_contact(
+        &self,
+        _: Request<pb::CreateContactRequest>,
+    ) -> Result<Response<Contact>, Status> {
+        Ok(Response::new(self.contact.clone()))
+    }
+
+    async fn get_contact(
+        &self,
+        _: Request<pb::GetContactRequest>,
+    ) -> Result<Response<Contact>, Status> {
+        Ok(Response::new(self.contact.clone()))
+    }
+
+    async fn get_contact_by_email(
+        &self,
+        _: Request<pb::GetContactByEmailRequest>,
+    ) -> Result<Response<GetContactByEmailResponse>, Status> {
+        Ok(Response::new(GetContactByEmailResponse {
+            contact: Some(self.contact.clone()),
+        }))
+    }
+
+    type ListContactsStream = Nothing<ListContactsResponse>;
+
+    async fn list_contacts(
+        &self,
+        _: Request<pb::ListContactsRequest>,
+    ) -> Result<Response<Self::ListContactsStream>, Status> {
+        unsupported()
+    }
+
+    async fn update_contact(
+        &self,
+        _: Request<pb::UpdateContactRequest>,
+    ) -> Result<Response<Contact>, Status> {
+        Ok(Response::new(self.contact.clone()))
+    }
+
+    async fn delete_contact(
+        &self,
+        _: Request<pb::DeleteContactRequest>,
+    ) -> Result<Response<pb::DeleteContactResponse>, Status> {
+        unsupported()
+    }
+
+    type ListContactSendsStream = Nothing<pb::ListContactSendsResponse>;
+
+    async fn list_contact_sends(
+        &self,
+        _: Request<pb::ListContactSendsRequest>,
+    ) -> Result<Response<Self::ListContactSendsStream>, Status> {
+        unsupported()
+    }
+
+    type ListContactScheduledSendsStream = Nothing<pb::ListContactScheduledSendsResponse>;
+
+    async fn list_contact_scheduled_sends(
+        &self,
+        _: Request<pb::ListContactScheduledSendsRequest>,
+    ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
+        unsupported()
+    }
+
+    async fn list_contact_sequences(
+        &self,
+        _: Request<pb::ListContactSequencesRequest>,
+    ) -> Result<Response<pb::ListContactSequencesResponse>, Status> {
+        unsupported()
+    }
+
+    async fn list_contact_segments(
+        &self,
+        _: Request<pb::ListContactSegmentsRequest>,
+    ) -> Result<Response<pb::ListContactSegmentsResponse>, Status> {
+        unsupported()
+    }
+
+    type ListContactTimelineStream = Nothing<pb::ListContactTimelineResponse>;
+
+    async fn list_contact_timeline(
+        &self,
+        _: Request<pb::ListContactTimelineRequest>,
+    ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
+        unsupported()
+    }
+}
+
+/// Serves until killed.
+pub async fn serve(port: u16) -> anyhow::Result<()> {
+    let data = Dataset::new(kraiter_contacts::domain::TenantId::parse("echo")?, 1);
+    let echo = Echo {
+        contact: data.contact(0).into(),
+    };
+    let service = ContactsServiceServer::new(echo)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Zstd);
+    let health = tonic_health::server::health_reporter().1;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    Server::builder()
+        .add_service(health)
+        .add_service(service)
+        .serve(addr)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kraiter_contacts::domain::TenantId;
+
+    use super::*;
+
+    #[test]
+    fn the_echo_contact_reads_back_as_the_generated_contact() {
+        let data = Dataset::new(TenantId::parse("echo").expect("a valid tenant"), 3);
+        for n in 0..3 {
+            let contact = data.contact(n);
+            let want = pb::Contact {
+                id: contact.id.as_str().to_owned(),
+                email: contact.email.as_str().to_owned(),
+                properties: Some(convert::to_struct(contact.properties.as_map().clone())),
+                suppressed: contact.suppressed,
+                unsubscribed: contact.unsubscribed,
+                created_at: Some(convert::timestamp(contact.created_at)),
+                updated_at: Some(convert::timestamp(contact.updated_at)),
+            };
+            let reply = GetContactByEmailResponse {
+                contact: Some(contact.into()),
+            };
+            let read = pb::GetContactByEmailResponse::decode(reply.encode_to_vec().as_slice())
+                .expect("decodes as the generated response");
+            assert_eq!(read.contact, Some(want), "contact {n}");
+        }
+    }
+}
