@@ -297,22 +297,23 @@ async fn watch_database(store: DynStore, reporter: HealthReporter, interval: Dur
 }
 
 /// On a new embedded database, tenant `default` and its first key; elsewhere only
-/// what `--bootstrap-tenant` asks for.
+/// what `--bootstrap-tenant` asks for, and only on the start that creates the tenant:
+/// a key is printed once, never again on a restart with the flag still set.
 async fn bootstrap(
     store: &DynStore,
     args: &ServeArgs,
 ) -> Result<Option<BootstrapKey>, StartupError> {
-    let (tenant, only_if_new) = match &args.bootstrap_tenant {
-        Some(name) => (TenantId::parse(name)?, false),
-        None if args.store.is_embedded() => (TenantId::parse("default")?, true),
+    let tenant = match &args.bootstrap_tenant {
+        Some(name) => TenantId::parse(name)?,
+        None if args.store.is_embedded() => {
+            // The first start of an embedded database is the one with no keys at all.
+            if !store.list_api_keys(None).await?.is_empty() {
+                return Ok(None);
+            }
+            TenantId::parse("default")?
+        }
         None => return Ok(None),
     };
-    if only_if_new {
-        // A key is minted only when the database has no keys at all: the first start.
-        if !store.list_api_keys(None).await?.is_empty() {
-            return Ok(None);
-        }
-    }
-    let (_, secret) = crate::keys::create(store.as_ref(), &tenant).await?;
-    Ok(Some(BootstrapKey { tenant, secret }))
+    let created = crate::keys::create_first(store.as_ref(), &tenant).await?;
+    Ok(created.map(|(_, secret)| BootstrapKey { tenant, secret }))
 }

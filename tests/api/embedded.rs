@@ -156,4 +156,17 @@ async fn postgres_start_creates_nothing_unless_asked() {
         .await
         .expect("the bootstrap key works");
     assert!(asked.terminate().success());
+
+    // A restart with the flag still set finds the tenant and mints nothing.
+    let again = start(&url, &["--bootstrap-tenant", tenant.as_str()]);
+    assert_eq!(
+        key_in(&again.banner),
+        None,
+        "a restart with --bootstrap-tenant prints no second key:\n{}",
+        again.banner
+    );
+    lookup_with(&again.addr, &key)
+        .await
+        .expect("the first key still works");
+    assert!(again.terminate().success());
 }
