@@ -6,6 +6,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod error_reason;
 pub mod keys;
 pub mod metrics;
 pub mod startup;
