@@ -1,13 +1,21 @@
 //! Compiles the contract in `proto/` with a vendored `protoc`, so a build needs no
 //! protobuf toolchain on the machine, and emits the descriptor set served by reflection.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+
+use tonic_prost_build::Config;
 
 fn main() -> anyhow::Result<()> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let include = protoc_bin_vendored::include_path()?;
-    // SAFETY of intent: build scripts run single-threaded, and prost-build reads PROTOC.
-    unsafe { std::env::set_var("PROTOC", protoc) };
+    // Both passes get the vendored protoc through their config, not the `PROTOC`
+    // variable (setting it is `unsafe` since edition 2024).
+    let config = || {
+        let mut config = Config::new();
+        config.protoc_executable(&protoc);
+        config
+    };
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     embed_migrations(&out_dir)?;
@@ -19,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let includes = [PathBuf::from("proto"), include];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("kraiter_contacts_descriptor.bin"))
-        .compile_protos(&protos, &includes)?;
+        .compile_with_config(config(), &protos, &includes)?;
 
     // The ContactsService server once more, answering with the server's own encoding of
     // the messages that carry a Contact (`src/api/wire.rs`: properties pre-encoded), and
@@ -42,7 +50,8 @@ fn main() -> anyhow::Result<()> {
             format!("crate::api::wire::{message}"),
         );
     }
-    server.compile_protos(
+    server.compile_with_config(
+        config(),
         &[PathBuf::from(
             "proto/kraiter/contacts/v1/contacts_service.proto",
         )],

@@ -7,6 +7,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod error_reason;
 pub mod keys;
 pub mod metrics;
 pub mod startup;

@@ -5,10 +5,9 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::ValidationError;
+pub use crate::error_reason::ERROR_DOMAIN;
+use crate::error_reason::ErrorReason;
 use crate::store::StoreError;
-
-/// `ErrorInfo.domain` of every error this service returns.
-pub const ERROR_DOMAIN: &str = "contacts.kraiter.dev";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,8 +17,6 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unauthenticated(&'static str),
-    #[error("{0}")]
-    FailedPrecondition(String),
     /// The tenant is over its rate limit; it may call again after `retry_after`.
     #[error("rate limit exceeded")]
     RateLimited { retry_after: std::time::Duration },
@@ -32,38 +29,30 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The SDK error code, carried as `ErrorInfo.reason`.
-    pub fn reason(&self) -> &'static str {
+    /// The SDK error code, carried as `ErrorInfo.reason`. Exhaustive over `StoreError`
+    /// on purpose: a new kind of store error does not compile until it has a reason.
+    pub fn reason(&self) -> ErrorReason {
         match self {
-            Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => "VALIDATION_ERROR",
-            Self::Store(StoreError::Conflict { .. }) => "CONFLICT",
-            Self::Store(StoreError::NotFound(_)) => "NOT_FOUND",
-            Self::Unauthenticated(_) | Self::Store(StoreError::KeyRejected) => "UNAUTHORISED",
-            Self::Store(StoreError::Unavailable(_)) => "UNAVAILABLE",
-            Self::FailedPrecondition(_) | Self::Store(StoreError::Rule(_)) => "FAILED_PRECONDITION",
-            Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => "INTERNAL",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Self::MessageTooLarge { .. } => "MESSAGE_TOO_LARGE",
+            Self::Validation(_) => ErrorReason::ValidationError,
+            Self::Store(store) => match store {
+                StoreError::Invalid(_) => ErrorReason::ValidationError,
+                StoreError::Conflict { .. } => ErrorReason::Conflict,
+                StoreError::NotFound(_) => ErrorReason::NotFound,
+                StoreError::KeyRejected => ErrorReason::Unauthorised,
+                StoreError::Unavailable(_) => ErrorReason::Unavailable,
+                StoreError::Rule(_) => ErrorReason::FailedPrecondition,
+                StoreError::Config(_) | StoreError::Internal(_) => ErrorReason::Internal,
+            },
+            Self::Unauthenticated(_) => ErrorReason::Unauthorised,
+            Self::RateLimited { .. } => ErrorReason::RateLimited,
+            Self::DeadlineExceeded => ErrorReason::DeadlineExceeded,
+            Self::MessageTooLarge { .. } => ErrorReason::MessageTooLarge,
         }
     }
 
+    /// The gRPC status code: the reason's, so the two cannot disagree.
     pub fn code(&self) -> Code {
-        match self {
-            Self::Validation(_) | Self::Store(StoreError::Invalid(_)) => Code::InvalidArgument,
-            Self::Store(StoreError::Conflict { .. }) => Code::AlreadyExists,
-            Self::Store(StoreError::NotFound(_)) => Code::NotFound,
-            Self::Unauthenticated(_) | Self::Store(StoreError::KeyRejected) => {
-                Code::Unauthenticated
-            }
-            Self::Store(StoreError::Unavailable(_)) => Code::Unavailable,
-            Self::FailedPrecondition(_) | Self::Store(StoreError::Rule(_)) => {
-                Code::FailedPrecondition
-            }
-            Self::Store(StoreError::Config(_) | StoreError::Internal(_)) => Code::Internal,
-            Self::RateLimited { .. } | Self::MessageTooLarge { .. } => Code::ResourceExhausted,
-            Self::DeadlineExceeded => Code::DeadlineExceeded,
-        }
+        self.reason().code()
     }
 }
 
@@ -71,7 +60,11 @@ impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         let code = err.code();
         let mut details = ErrorDetails::new();
-        details.set_error_info(err.reason(), ERROR_DOMAIN, std::collections::HashMap::new());
+        details.set_error_info(
+            err.reason().as_str(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        );
         let message = match &err {
             ApiError::Validation(v) | ApiError::Store(StoreError::Invalid(v)) => {
                 details.add_bad_request_violation(&v.field, &v.description);
@@ -83,7 +76,6 @@ impl From<ApiError> for Status {
             ApiError::Store(StoreError::NotFound(what)) => format!("{what} not found"),
             ApiError::Unauthenticated(why) => (*why).to_owned(),
             ApiError::Store(StoreError::KeyRejected) => "invalid or revoked api key".to_owned(),
-            ApiError::FailedPrecondition(why) => why.clone(),
             ApiError::Store(StoreError::Rule(rule)) => rule.to_string(),
             ApiError::Store(StoreError::Unavailable(_)) => {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
@@ -118,4 +110,117 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::RuleError;
+
+    /// One error of each kind the service raises, with the reason it must carry.
+    fn cases() -> Vec<(&'static str, ApiError, ErrorReason)> {
+        let invalid = || ValidationError::new("email", "must not be empty");
+        vec![
+            ("validation", invalid().into(), ErrorReason::ValidationError),
+            (
+                "store refused input",
+                StoreError::Invalid(invalid()).into(),
+                ErrorReason::ValidationError,
+            ),
+            (
+                "conflict",
+                StoreError::Conflict { field: "email" }.into(),
+                ErrorReason::Conflict,
+            ),
+            (
+                "not found",
+                StoreError::NotFound("contact").into(),
+                ErrorReason::NotFound,
+            ),
+            (
+                "no key",
+                ApiError::Unauthenticated("missing api key"),
+                ErrorReason::Unauthorised,
+            ),
+            (
+                "database down",
+                StoreError::Unavailable(sqlx::Error::PoolTimedOut).into(),
+                ErrorReason::Unavailable,
+            ),
+            (
+                "rule",
+                StoreError::Rule(RuleError("a send cannot move backwards".into())).into(),
+                ErrorReason::FailedPrecondition,
+            ),
+            (
+                "rate limited",
+                ApiError::RateLimited {
+                    retry_after: Duration::from_millis(300),
+                },
+                ErrorReason::RateLimited,
+            ),
+            (
+                "too large",
+                ApiError::MessageTooLarge { limit: 1024 },
+                ErrorReason::MessageTooLarge,
+            ),
+            (
+                "deadline",
+                ApiError::DeadlineExceeded,
+                ErrorReason::DeadlineExceeded,
+            ),
+            (
+                "config",
+                StoreError::Config("bad url".into()).into(),
+                ErrorReason::Internal,
+            ),
+            (
+                "store bug",
+                StoreError::internal("unknown jsonb format version").into(),
+                ErrorReason::Internal,
+            ),
+        ]
+    }
+
+    /// INTERNAL is only provoked end to end by a database row the service cannot read
+    /// (`tests/api/reasons.rs`); the config and other store bugs are covered here.
+    #[test]
+    fn every_error_becomes_a_status_with_its_reason_code_and_domain() {
+        let cases = cases();
+        for &reason in ErrorReason::ALL {
+            assert!(
+                cases.iter().any(|(_, _, r)| *r == reason),
+                "no case for {reason}"
+            );
+        }
+        for (what, err, reason) in cases {
+            assert_eq!(err.reason(), reason, "{what}");
+            let status = Status::from(err);
+            assert_eq!(status.code(), reason.code(), "{what}");
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, reason.as_str(), "{what}");
+            assert_eq!(info.domain, ERROR_DOMAIN, "{what}");
+        }
+    }
+
+    #[test]
+    fn internal_and_unavailable_statuses_carry_no_cause_text() {
+        let cause = "password authentication failed for user \"kraiter\"";
+        let internal = Status::from(ApiError::from(StoreError::internal(cause)));
+        assert_eq!(internal.message(), "internal error");
+        let io = std::io::Error::other(cause);
+        let unavailable = Status::from(ApiError::from(StoreError::Unavailable(io.into())));
+        assert!(
+            !unavailable.message().contains("password"),
+            "{unavailable:?}"
+        );
+        assert_eq!(
+            unavailable
+                .get_details_retry_info()
+                .and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(1))
+        );
+    }
 }

@@ -136,7 +136,7 @@ async fn instrumented<T>(
         }
         Err(err) => {
             let _span = outcome(&format!("{code:?}")).entered();
-            tracing::info!(reason = err.reason(), "rpc failed");
+            tracing::info!(reason = err.reason().as_str(), "rpc failed");
             // Inside the span: an INTERNAL or UNAVAILABLE logs its cause here.
             Err(Status::from(err))
         }

@@ -308,6 +308,9 @@ impl<'de> Visitor<'de> for ValueKind<'_> {
 }
 
 #[cfg(test)]
+mod drift;
+
+#[cfg(test)]
 mod tests {
     use proptest::prelude::*;
     use prost::Message;

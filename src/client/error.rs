@@ -4,60 +4,12 @@
 use std::time::Duration;
 
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
+use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::api::ERROR_DOMAIN;
+use crate::error_reason::{ERROR_DOMAIN, ErrorReason};
 
-/// The SDK error codes (`ErrorInfo.reason`), as in the README's error model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    ValidationError,
-    Conflict,
-    NotFound,
-    Unauthorised,
-    Unavailable,
-    FailedPrecondition,
-    Internal,
-    /// A status without this service's `ErrorInfo`: the network, a proxy, or a
-    /// newer server's code this client does not know.
-    Unknown,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ValidationError => "VALIDATION_ERROR",
-            Self::Conflict => "CONFLICT",
-            Self::NotFound => "NOT_FOUND",
-            Self::Unauthorised => "UNAUTHORISED",
-            Self::Unavailable => "UNAVAILABLE",
-            Self::FailedPrecondition => "FAILED_PRECONDITION",
-            Self::Internal => "INTERNAL",
-            Self::Unknown => "UNKNOWN",
-        }
-    }
-
-    fn from_reason(reason: &str) -> Self {
-        match reason {
-            "VALIDATION_ERROR" => Self::ValidationError,
-            "CONFLICT" => Self::Conflict,
-            "NOT_FOUND" => Self::NotFound,
-            "UNAUTHORISED" => Self::Unauthorised,
-            "UNAVAILABLE" => Self::Unavailable,
-            "FAILED_PRECONDITION" => Self::FailedPrecondition,
-            "INTERNAL" => Self::Internal,
-            _ => Self::Unknown,
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a client call failed.
+/// Why a client call failed. A status from this service becomes the variant of its
+/// `ErrorInfo.reason` (one per `ErrorReason`); anything else is `Rpc`.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The request was invalid; `field` names the request field when the server said.
@@ -84,10 +36,26 @@ pub enum ClientError {
     /// The record's state does not allow the change (ingestion).
     #[error("FAILED_PRECONDITION: {message}")]
     FailedPrecondition { message: String },
+    /// The tenant is over its rate limit; its next call is let in after `retry_after`.
+    /// The call was refused before it did anything, so even a write may be repeated.
+    #[error("RATE_LIMITED: {message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The request message is over the server's size limit; sending it again fails
+    /// again.
+    #[error("MESSAGE_TOO_LARGE: {message}")]
+    MessageTooLarge { message: String },
+    /// The call's deadline or the server's request timeout passed. A write may or may
+    /// not have landed, so it is not retried for the caller.
+    #[error("DEADLINE_EXCEEDED: {message}")]
+    DeadlineExceeded { message: String },
     /// A bug in the service; the details are in its log.
     #[error("INTERNAL: {message}")]
     Internal { message: String },
-    /// A status that carries no SDK code (transport failures, proxies, deadlines).
+    /// A status without this service's `ErrorInfo`: the transport, a proxy, the
+    /// client's own deadline, or a reason from a newer server this build does not know.
     #[error("{}: {}", .0.code(), .0.message())]
     Rpc(Box<Status>),
     /// The endpoint could not be reached or configured.
@@ -100,29 +68,35 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The SDK error code.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::Validation { .. } | Self::InvalidInput(_) => ErrorCode::ValidationError,
-            Self::Conflict { .. } => ErrorCode::Conflict,
-            Self::NotFound { .. } => ErrorCode::NotFound,
-            Self::Unauthorised { .. } => ErrorCode::Unauthorised,
-            Self::Unavailable { .. } | Self::Connect(_) => ErrorCode::Unavailable,
-            Self::FailedPrecondition { .. } => ErrorCode::FailedPrecondition,
-            Self::Internal { .. } => ErrorCode::Internal,
-            Self::Rpc(status) if status.code() == Code::Unavailable => ErrorCode::Unavailable,
-            Self::Rpc(_) => ErrorCode::Unknown,
-        }
+    /// The SDK error code; `None` for a status that carries none (see `Rpc`). A failure
+    /// to connect counts as UNAVAILABLE, and a caller-side mistake as VALIDATION_ERROR.
+    pub fn reason(&self) -> Option<ErrorReason> {
+        let reason = match self {
+            Self::Validation { .. } | Self::InvalidInput(_) => ErrorReason::ValidationError,
+            Self::Conflict { .. } => ErrorReason::Conflict,
+            Self::NotFound { .. } => ErrorReason::NotFound,
+            Self::Unauthorised { .. } => ErrorReason::Unauthorised,
+            Self::Unavailable { .. } | Self::Connect(_) => ErrorReason::Unavailable,
+            Self::FailedPrecondition { .. } => ErrorReason::FailedPrecondition,
+            Self::RateLimited { .. } => ErrorReason::RateLimited,
+            Self::MessageTooLarge { .. } => ErrorReason::MessageTooLarge,
+            Self::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
+            Self::Internal { .. } => ErrorReason::Internal,
+            Self::Rpc(status) if status.code() == Code::Unavailable => ErrorReason::Unavailable,
+            Self::Rpc(_) => return None,
+        };
+        Some(reason)
     }
-}
 
-impl ClientError {
     /// Whether the same call may succeed if tried again: the service or its database
-    /// was unavailable, or the connection broke.
+    /// was unavailable, the connection broke, or the tenant was rate limited and the
+    /// server said when to come back (wait `retry_after` first). The client retries
+    /// reads by itself (`RetryPolicy`); this is for the caller's own writes.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Unavailable { .. } | Self::Connect(_) => true,
-            Self::Rpc(status) => is_retryable(status),
+            Self::RateLimited { retry_after, .. } => retry_after.is_some(),
+            Self::Rpc(status) => retry_wait(status).is_some(),
             _ => false,
         }
     }
@@ -131,45 +105,203 @@ impl ClientError {
 impl From<Status> for ClientError {
     fn from(status: Status) -> Self {
         let details = status.get_error_details();
-        let Some(info) = details
-            .error_info()
-            .filter(|info| info.domain == ERROR_DOMAIN)
-        else {
+        let Some(reason) = reason_of(&details) else {
             return Self::Rpc(Box::new(status));
         };
         let message = status.message().to_owned();
-        match ErrorCode::from_reason(&info.reason) {
-            ErrorCode::ValidationError => Self::Validation {
+        let retry_after = || details.retry_info().and_then(|retry| retry.retry_delay);
+        // Exhaustive: a reason added to `ErrorReason` does not compile until the client
+        // has a variant for it.
+        match reason {
+            ErrorReason::ValidationError => Self::Validation {
                 message,
                 field: details
                     .bad_request()
                     .and_then(|bad| bad.field_violations.first())
                     .map(|violation| violation.field.clone()),
             },
-            ErrorCode::Conflict => Self::Conflict { message },
-            ErrorCode::NotFound => Self::NotFound { message },
-            ErrorCode::Unauthorised => Self::Unauthorised { message },
-            ErrorCode::Unavailable => Self::Unavailable {
+            ErrorReason::Conflict => Self::Conflict { message },
+            ErrorReason::NotFound => Self::NotFound { message },
+            ErrorReason::Unauthorised => Self::Unauthorised { message },
+            ErrorReason::Unavailable => Self::Unavailable {
                 message,
-                retry_after: details.retry_info().and_then(|retry| retry.retry_delay),
+                retry_after: retry_after(),
             },
-            ErrorCode::FailedPrecondition => Self::FailedPrecondition { message },
-            ErrorCode::Internal => Self::Internal { message },
-            ErrorCode::Unknown => Self::Rpc(Box::new(status)),
+            ErrorReason::FailedPrecondition => Self::FailedPrecondition { message },
+            ErrorReason::RateLimited => Self::RateLimited {
+                message,
+                retry_after: retry_after(),
+            },
+            ErrorReason::MessageTooLarge => Self::MessageTooLarge { message },
+            ErrorReason::DeadlineExceeded => Self::DeadlineExceeded { message },
+            ErrorReason::Internal => Self::Internal { message },
         }
     }
 }
 
-/// Whether a call (or the rest of a stream) may be tried again as it was: the
-/// server said UNAVAILABLE, or the connection broke under the call. A broken
-/// connection shows up as the transport's own error (it has a `source`), never as a
-/// status the server sent, so a real INTERNAL from the service is not retried.
-pub(crate) fn is_retryable(status: &Status) -> bool {
+/// The reason in this service's `ErrorInfo`, if the status has one this build knows.
+fn reason_of(details: &ErrorDetails) -> Option<ErrorReason> {
+    let info = details
+        .error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)?;
+    ErrorReason::parse(&info.reason)
+}
+
+/// Whether a call (or the rest of a stream) may be tried again as it was, and the
+/// least wait before it (the retry policy's backoff applies on top):
+/// - UNAVAILABLE from the server: at once (its `RetryInfo` is not waited for, as
+///   before; the policy's backoff spaces the attempts).
+/// - a broken connection under the call: at once. It shows up as the transport's own
+///   error (it has a `source`), never as a status the server sent, so a real INTERNAL
+///   from the service is not retried.
+/// - RATE_LIMITED with `RetryInfo`: after its delay. The call was refused before it
+///   did anything; without a delay the server gave no promise, so it is not retried.
+///   Every other RESOURCE_EXHAUSTED (MESSAGE_TOO_LARGE, the codec's own limits) would
+///   fail again and is not retried.
+pub(crate) fn retry_wait(status: &Status) -> Option<Duration> {
     match status.code() {
-        Code::Unavailable => true,
+        Code::Unavailable => Some(Duration::ZERO),
         Code::Unknown | Code::Internal | Code::Cancelled => {
-            std::error::Error::source(status).is_some()
+            std::error::Error::source(status).map(|_| Duration::ZERO)
         }
-        _ => false,
+        Code::ResourceExhausted => {
+            let details = status.get_error_details();
+            match reason_of(&details) {
+                Some(ErrorReason::RateLimited) => details.retry_info()?.retry_delay,
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// How long to wait before retry number `attempt` of a call that failed with
+/// `status`, or `None` when it is not retried: not retryable, out of attempts, or the
+/// server asks for a longer wait than the policy's `max_backoff` allows.
+pub(crate) fn retry_after(
+    status: &Status,
+    attempt: u32,
+    policy: &super::RetryPolicy,
+) -> Option<Duration> {
+    if attempt > policy.max_retries {
+        return None;
+    }
+    let least = retry_wait(status)?;
+    if least > policy.max_backoff {
+        return None;
+    }
+    Some(least.max(policy.backoff(attempt)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::client::RetryPolicy;
+
+    /// A status as the service builds it: the reason's code, its `ErrorInfo`, and
+    /// `RetryInfo` when given.
+    fn status(reason: ErrorReason, retry: Option<Duration>) -> Status {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason.as_str(), ERROR_DOMAIN, HashMap::new());
+        if retry.is_some() {
+            details.set_retry_info(retry);
+        }
+        Status::with_error_details(reason.code(), "m", details)
+    }
+
+    #[test]
+    fn every_reason_the_server_sends_decodes_to_its_own_variant() {
+        for &reason in ErrorReason::ALL {
+            let err = ClientError::from(status(reason, None));
+            assert_eq!(err.reason(), Some(reason), "{reason}: {err:?}");
+            assert!(!matches!(err, ClientError::Rpc(_)), "{reason}: {err:?}");
+            assert_eq!(err.to_string(), format!("{reason}: m"));
+        }
+    }
+
+    #[test]
+    fn a_status_without_a_known_reason_of_this_service_is_rpc() {
+        let mut foreign = ErrorDetails::new();
+        foreign.set_error_info("NOT_FOUND", "example.com", HashMap::new());
+        let mut newer = ErrorDetails::new();
+        newer.set_error_info("QUOTA_GONE", ERROR_DOMAIN, HashMap::new());
+        for (what, status) in [
+            ("no details", Status::not_found("m")),
+            (
+                "other domain",
+                Status::with_error_details(Code::NotFound, "m", foreign),
+            ),
+            (
+                "unknown reason",
+                Status::with_error_details(Code::Aborted, "m", newer),
+            ),
+        ] {
+            let err = ClientError::from(status);
+            assert!(matches!(err, ClientError::Rpc(_)), "{what}: {err:?}");
+            assert_eq!(err.reason(), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn only_unavailable_and_rate_limited_with_a_delay_are_retried() {
+        let delay = Duration::from_millis(300);
+        let cases = [
+            (
+                "unavailable",
+                status(ErrorReason::Unavailable, Some(delay)),
+                Some(Duration::ZERO),
+            ),
+            (
+                "rate limited",
+                status(ErrorReason::RateLimited, Some(delay)),
+                Some(delay),
+            ),
+            (
+                "rate limited, no delay",
+                status(ErrorReason::RateLimited, None),
+                None,
+            ),
+            (
+                "too large",
+                status(ErrorReason::MessageTooLarge, None),
+                None,
+            ),
+            ("codec limit", Status::resource_exhausted("m"), None),
+            (
+                "deadline",
+                status(ErrorReason::DeadlineExceeded, None),
+                None,
+            ),
+            ("internal", status(ErrorReason::Internal, None), None),
+            ("conflict", status(ErrorReason::Conflict, None), None),
+        ];
+        for (what, status, want) in cases {
+            assert_eq!(retry_wait(&status), want, "{what}");
+            let err = ClientError::from(status);
+            assert_eq!(err.is_retryable(), want.is_some(), "{what}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_retry_waits_for_retry_info_within_the_policy() {
+        let policy = RetryPolicy::default();
+        let limited = |ms| status(ErrorReason::RateLimited, Some(Duration::from_millis(ms)));
+        // The server's delay, or the backoff when that is longer.
+        assert_eq!(
+            retry_after(&limited(300), 1, &policy),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(
+            retry_after(&limited(1), 2, &policy),
+            Some(policy.backoff(2))
+        );
+        // Out of attempts, or asked to wait longer than the policy allows.
+        let last = policy.max_retries;
+        assert!(retry_after(&limited(1), last, &policy).is_some());
+        assert_eq!(retry_after(&limited(1), last + 1, &policy), None);
+        assert_eq!(retry_after(&limited(60_000), 1, &policy), None);
+        assert_eq!(retry_after(&limited(1), 1, &RetryPolicy::none()), None);
     }
 }

@@ -24,8 +24,10 @@
 //!
 //! Lists are streams of items that follow the pages and, when the connection breaks
 //! (UNAVAILABLE, a reset), reopen the list from the last cursor received: an item is
-//! delivered once, in order. Reads are retried the same way; writes are not (use
-//! the ingestion API's `request_id` for retry-safe writes). Errors carry the SDK code.
+//! delivered once, in order. Reads are retried the same way, and also when the tenant
+//! is rate limited (after the delay the server gives in `RetryInfo`); writes are not
+//! (use the ingestion API's `request_id` for retry-safe writes). Errors carry the SDK
+//! code (`ClientError::reason`).
 
 mod error;
 mod pages;
@@ -41,10 +43,11 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 pub use crate::api::pb;
-pub use error::{ClientError, ErrorCode};
+pub use crate::error_reason::ErrorReason;
+pub use error::ClientError;
 pub use pages::{ItemStream, RetryPolicy};
 
-use error::is_retryable;
+use error::retry_after;
 use pb::activity_service_client::ActivityServiceClient;
 use pb::contacts_service_client::ContactsServiceClient;
 
@@ -256,7 +259,8 @@ impl Contacts {
         pages::items(open, params, self.retry)
     }
 
-    /// A read, retried on UNAVAILABLE and broken connections.
+    /// A read, retried on UNAVAILABLE, broken connections and RATE_LIMITED with
+    /// `RetryInfo` (after its delay): see `error::retry_wait`.
     async fn read<Req, Resp, F, Fut>(&self, request: Req, call: F) -> Result<Resp, ClientError>
     where
         Req: Clone,
@@ -267,11 +271,13 @@ impl Contacts {
         loop {
             match call(self.inner.clone(), request.clone()).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) if is_retryable(&status) && failures < self.retry.max_retries => {
+                Err(status) => {
                     failures += 1;
-                    tokio::time::sleep(self.retry.backoff(failures)).await;
+                    let Some(wait) = retry_after(&status, failures, &self.retry) else {
+                        return Err(status.into());
+                    };
+                    tokio::time::sleep(wait).await;
                 }
-                Err(status) => return Err(status.into()),
             }
         }
     }

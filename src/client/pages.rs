@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use futures_util::stream;
 use tonic::{Status, Streaming};
 
-use super::error::{ClientError, is_retryable};
+use super::error::{ClientError, retry_after};
 use crate::api::pb;
 
 /// A stream of list items; an error ends it.
@@ -31,7 +31,8 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// Wait before the first retry; doubles on each further one.
     pub initial_backoff: Duration,
-    /// Longest wait between two attempts.
+    /// Longest wait between two attempts. A RATE_LIMITED call whose `RetryInfo` asks
+    /// for a longer wait is not retried: its error, with `retry_after`, is returned.
     pub max_backoff: Duration,
 }
 
@@ -145,19 +146,19 @@ impl<Req: PagedRequest, Resp: Page> Pager<Req, Resp> {
                     self.done = true;
                     return None;
                 }
-                Err(status) if is_retryable(&status) && self.failures < self.retry.max_retries => {
+                Err(status) => {
                     self.failures += 1;
+                    let Some(wait) = retry_after(&status, self.failures, &self.retry) else {
+                        self.done = true;
+                        return Some(Err(status.into()));
+                    };
                     self.stream = None;
                     tracing::debug!(
                         code = ?status.code(),
                         attempt = self.failures,
-                        "list stream broke; resuming from the last cursor"
+                        "list stream failed; resuming from the last cursor"
                     );
-                    tokio::time::sleep(self.retry.backoff(self.failures)).await;
-                }
-                Err(status) => {
-                    self.done = true;
-                    return Some(Err(status.into()));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use kraiter_contacts::client::{
-    Client, ClientError, ErrorCode, RetryPolicy, pb, properties, properties_json,
+    Client, ClientError, ErrorReason, RetryPolicy, pb, properties, properties_json,
 };
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -68,7 +68,7 @@ async fn client_reads_like_the_sdk_and_types_its_errors(backend: Backend) {
         json!({"plan": "enterprise"})
     );
 
-    let cases: Vec<(&str, Result<pb::Contact, ClientError>, ErrorCode)> = vec![
+    let cases: Vec<(&str, Result<pb::Contact, ClientError>, ErrorReason)> = vec![
         (
             "duplicate email",
             contacts
@@ -77,22 +77,22 @@ async fn client_reads_like_the_sdk_and_types_its_errors(backend: Backend) {
                     properties: None,
                 })
                 .await,
-            ErrorCode::Conflict,
+            ErrorReason::Conflict,
         ),
         (
             "malformed id",
             contacts.get("nope").await,
-            ErrorCode::ValidationError,
+            ErrorReason::ValidationError,
         ),
         (
             "unknown id",
             contacts.get("con_01J00000000000000000000000").await,
-            ErrorCode::NotFound,
+            ErrorReason::NotFound,
         ),
     ];
     for (what, result, code) in cases {
         let err = result.expect_err(what);
-        assert_eq!(err.code(), code, "{what}: {err}");
+        assert_eq!(err.reason(), Some(code), "{what}: {err}");
     }
     match contacts.get("nope").await {
         Err(ClientError::Validation { field, .. }) => {
@@ -110,7 +110,7 @@ async fn client_reads_like_the_sdk_and_types_its_errors(backend: Backend) {
 
     contacts.delete(&alice.id).await.expect("delete");
     let err = contacts.get(&alice.id).await.expect_err("deleted");
-    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(err.reason(), Some(ErrorReason::NotFound));
 }
 
 async fn client_lists_follow_every_page_and_stop_at_max_pages(backend: Backend) {
@@ -165,7 +165,7 @@ async fn client_lists_follow_every_page_and_stop_at_max_pages(backend: Backend) 
         .await
         .expect("an item")
         .expect_err("a negative limit");
-    assert_eq!(err.code(), ErrorCode::ValidationError);
+    assert_eq!(err.reason(), Some(ErrorReason::ValidationError));
 }
 
 /// A TCP proxy to the server whose connections can all be cut at once, the way a

@@ -29,6 +29,7 @@ mod postgres;
 mod python;
 mod rate_limit;
 mod raw;
+mod reasons;
 mod requests;
 mod schema;
 mod search_paths;
