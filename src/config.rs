@@ -146,6 +146,11 @@ pub struct LimitArgs {
     /// the rate.
     #[arg(long, env = "KRAITER_RATE_LIMIT_BURST", requires = "rate_limit_rps")]
     pub rate_limit_burst: Option<u32>,
+    /// Database lookups per second, per peer address, of API keys this server has not
+    /// seen live (a valid key costs one, once); past it and its burst of 10 times the
+    /// rate, such calls get RESOURCE_EXHAUSTED without touching the database.
+    #[arg(long, env = "KRAITER_UNKNOWN_KEY_LOOKUPS_RPS", default_value_t = 20)]
+    pub unknown_key_lookups_rps: u32,
 }
 
 impl Default for LimitArgs {
@@ -156,6 +161,7 @@ impl Default for LimitArgs {
             request_timeout: Duration::from_secs(30),
             rate_limit_rps: None,
             rate_limit_burst: None,
+            unknown_key_lookups_rps: 20,
         }
     }
 }

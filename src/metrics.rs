@@ -11,6 +11,8 @@
 //! - `kraiter_stream_messages_sent_total{method}`: pages sent on streamed lists.
 //! - `kraiter_db_pool_connections{state}`: open database connections, `idle` or `in_use`.
 //! - `kraiter_db_pool_max_connections`: the pool size limit.
+//! - `kraiter_auth_key_lookups_total`: database lookups of API keys not seen live;
+//!   a flood of unknown keys shows here, bounded per peer.
 //! - `kraiter_db_lookup_batches_total`, `kraiter_db_lookups_total` (PostgreSQL):
 //!   statements sent for point reads and the reads they answered; their ratio is the
 //!   mean batch size (see `store/postgres/lookups.rs`).
@@ -69,6 +71,7 @@ struct Metrics {
     pool_max: Gauge,
     lookup_batches: Counter,
     lookups: Counter,
+    key_lookups: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -120,7 +123,14 @@ impl Metrics {
             "Point reads answered by those statements",
             lookups.clone(),
         );
+        let key_lookups = Counter::default();
+        registry.register(
+            "auth_key_lookups",
+            "Database lookups of API keys not seen live (first use, unknown or revoked keys)",
+            key_lookups.clone(),
+        );
         Self {
+            key_lookups,
             lookup_batches,
             lookups,
             registry,
@@ -144,6 +154,11 @@ pub fn record_rpc(method: &'static str, code: Code, elapsed: Duration) {
         .latency
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
+}
+
+/// Counts one database lookup of an API key not seen live.
+pub fn record_key_lookup() {
+    METRICS.key_lookups.inc();
 }
 
 /// Counts one message sent on a server stream.

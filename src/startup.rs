@@ -17,7 +17,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::pb::activity_service_server::ActivityServiceServer;
 use crate::api::wire::server::contacts_service_server::ContactsServiceServer;
-use crate::api::{ActivityApi, ContactsApi, EdgeLayer, RateLimiter, pb};
+use crate::api::{AccessControl, ActivityApi, ContactsApi, EdgeLayer, RateLimiter, pb};
 use crate::config::{LimitArgs, ServeArgs};
 use crate::domain::TenantId;
 use crate::store::{self, DynStore, StoreError};
@@ -202,22 +202,26 @@ impl Application {
         Ok(server)
     }
 
-    /// The two API services, with one limiter for both: a tenant's budget covers all
-    /// its calls.
+    /// The two API services, with one access control for both: a tenant's budget and
+    /// the caches of keys cover all its calls.
     fn services(
         &self,
     ) -> (
         ContactsServiceServer<ContactsApi>,
         ActivityServiceServer<ActivityApi>,
     ) {
-        let limiter =
-            RateLimiter::from_config(self.limits.rate_limit_rps, self.limits.rate_limit_burst);
-        let contacts = ContactsServiceServer::new(
-            ContactsApi::new(self.store.clone()).with_rate_limit(limiter.clone()),
+        let limits = &self.limits;
+        let auth = AccessControl::new(
+            self.store.clone(),
+            RateLimiter::from_config(limits.rate_limit_rps, limits.rate_limit_burst),
+            RateLimiter::new(
+                limits.unknown_key_lookups_rps,
+                limits.unknown_key_lookups_rps.saturating_mul(10),
+            ),
         );
-        let activity = ActivityServiceServer::new(
-            ActivityApi::new(self.store.clone()).with_rate_limit(limiter),
-        );
+        let contacts =
+            ContactsServiceServer::new(ContactsApi::new(self.store.clone(), auth.clone()));
+        let activity = ActivityServiceServer::new(ActivityApi::new(self.store.clone(), auth));
         let max = self.limits.max_message_size;
         (
             with_codec_settings!(contacts, max),

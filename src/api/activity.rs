@@ -7,7 +7,7 @@ use super::convert::timeline_entry;
 use super::convert_activity::{self as conv, idempotency};
 use super::pb;
 use super::pb::activity_service_server::ActivityService;
-use super::{AccessControl, RateLimiter, handle};
+use super::{AccessControl, Credentials, handle};
 use crate::app::activity as app;
 use crate::store::DynStore;
 
@@ -17,17 +17,10 @@ pub struct ActivityApi {
 }
 
 impl ActivityApi {
-    pub fn new(store: DynStore) -> Self {
-        Self {
-            auth: AccessControl::new(store.clone()),
-            store,
-        }
-    }
-
-    /// Shares the server's per-tenant rate limiter (none: no limit).
-    pub fn with_rate_limit(mut self, limiter: Option<std::sync::Arc<RateLimiter>>) -> Self {
-        self.auth = self.auth.with_rate_limit(limiter);
-        self
+    /// `auth` is shared by both services, so one tenant's budget and one cache of
+    /// keys cover all of its calls.
+    pub fn new(store: DynStore, auth: AccessControl) -> Self {
+        Self { store, auth }
     }
 }
 
@@ -37,14 +30,20 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::RecordSendRequest>,
     ) -> Result<Response<pb::Send>, Status> {
-        let (metadata, _, message) = request.into_parts();
-        handle(&self.auth, "RecordSend", &metadata, |tenant| async move {
-            let idem = idempotency("RecordSend", &message.request_id, &message)?;
-            let new = conv::new_send(message)?;
-            Ok(conv::send(
-                app::record_send(self.store.as_ref(), &tenant, new, idem).await?,
-            ))
-        })
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
+        handle(
+            &self.auth,
+            "RecordSend",
+            &credentials,
+            |tenant| async move {
+                let idem = idempotency("RecordSend", &message.request_id, &message)?;
+                let new = conv::new_send(message)?;
+                Ok(conv::send(
+                    app::record_send(self.store.as_ref(), &tenant, new, idem).await?,
+                ))
+            },
+        )
         .await
     }
 
@@ -52,11 +51,12 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::UpdateSendStatusRequest>,
     ) -> Result<Response<pb::Send>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "UpdateSendStatus",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let idem = idempotency("UpdateSendStatus", &message.request_id, &message)?;
                 let change = conv::status_change(message)?;
@@ -72,11 +72,12 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::RecordSendEngagementRequest>,
     ) -> Result<Response<pb::Send>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "RecordSendEngagement",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let idem = idempotency("RecordSendEngagement", &message.request_id, &message)?;
                 let engagement = conv::engagement(message)?;
@@ -92,14 +93,20 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::ScheduleSendRequest>,
     ) -> Result<Response<pb::ScheduledSend>, Status> {
-        let (metadata, _, message) = request.into_parts();
-        handle(&self.auth, "ScheduleSend", &metadata, |tenant| async move {
-            let idem = idempotency("ScheduleSend", &message.request_id, &message)?;
-            let new = conv::new_scheduled_send(message)?;
-            Ok(conv::scheduled_send(
-                app::schedule_send(self.store.as_ref(), &tenant, new, idem).await?,
-            ))
-        })
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
+        handle(
+            &self.auth,
+            "ScheduleSend",
+            &credentials,
+            |tenant| async move {
+                let idem = idempotency("ScheduleSend", &message.request_id, &message)?;
+                let new = conv::new_scheduled_send(message)?;
+                Ok(conv::scheduled_send(
+                    app::schedule_send(self.store.as_ref(), &tenant, new, idem).await?,
+                ))
+            },
+        )
         .await
     }
 
@@ -107,11 +114,12 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::CancelScheduledSendRequest>,
     ) -> Result<Response<pb::ScheduledSend>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "CancelScheduledSend",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let idem = idempotency("CancelScheduledSend", &message.request_id, &message)?;
                 let id = conv::scheduled_send_id(&message.scheduled_send_id)?;
@@ -133,14 +141,20 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::EnrolContactRequest>,
     ) -> Result<Response<pb::SequenceEnrolment>, Status> {
-        let (metadata, _, message) = request.into_parts();
-        handle(&self.auth, "EnrolContact", &metadata, |tenant| async move {
-            let idem = idempotency("EnrolContact", &message.request_id, &message)?;
-            let new = conv::new_enrolment(message)?;
-            Ok(conv::enrolment(
-                app::enrol(self.store.as_ref(), &tenant, new, idem).await?,
-            ))
-        })
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
+        handle(
+            &self.auth,
+            "EnrolContact",
+            &credentials,
+            |tenant| async move {
+                let idem = idempotency("EnrolContact", &message.request_id, &message)?;
+                let new = conv::new_enrolment(message)?;
+                Ok(conv::enrolment(
+                    app::enrol(self.store.as_ref(), &tenant, new, idem).await?,
+                ))
+            },
+        )
         .await
     }
 
@@ -148,11 +162,12 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::UpdateEnrolmentRequest>,
     ) -> Result<Response<pb::SequenceEnrolment>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "UpdateEnrolment",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let idem = idempotency("UpdateEnrolment", &message.request_id, &message)?;
                 let change = conv::enrolment_change(message)?;
@@ -168,11 +183,12 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::SetSegmentMembershipRequest>,
     ) -> Result<Response<pb::SetSegmentMembershipResponse>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "SetSegmentMembership",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let idem = idempotency("SetSegmentMembership", &message.request_id, &message)?;
                 let change = conv::membership_change(message)?;
@@ -191,16 +207,22 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<pb::TrackEventRequest>,
     ) -> Result<Response<pb::TrackEventResponse>, Status> {
-        let (metadata, _, message) = request.into_parts();
-        handle(&self.auth, "TrackEvent", &metadata, |tenant| async move {
-            let idem = idempotency("TrackEvent", &message.request_id, &message)?;
-            let new = conv::new_event(message)?;
-            let tracked = app::track_event(self.store.as_ref(), &tenant, new, idem).await?;
-            Ok(pb::TrackEventResponse {
-                contact_id: tracked.contact_id.into_string(),
-                entry: Some(timeline_entry(tracked.entry)),
-            })
-        })
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
+        handle(
+            &self.auth,
+            "TrackEvent",
+            &credentials,
+            |tenant| async move {
+                let idem = idempotency("TrackEvent", &message.request_id, &message)?;
+                let new = conv::new_event(message)?;
+                let tracked = app::track_event(self.store.as_ref(), &tenant, new, idem).await?;
+                Ok(pb::TrackEventResponse {
+                    contact_id: tracked.contact_id.into_string(),
+                    entry: Some(timeline_entry(tracked.entry)),
+                })
+            },
+        )
         .await
     }
 }

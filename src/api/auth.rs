@@ -9,9 +9,13 @@
 //! or writes the contact, so the check costs no round trip of its own.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use tonic::Extensions;
 use tonic::metadata::MetadataMap;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::{ApiError, RateLimiter};
 use crate::domain::{TenantId, hash_api_key};
@@ -23,67 +27,110 @@ const INVALID: &str = "invalid or revoked api key";
 /// Longest header we bother hashing; real keys are 46 characters.
 const MAX_KEY_LEN: usize = 256;
 
-/// Key tenants remembered before the cache starts over; far more keys than a
-/// deployment has, so only a flood of distinct live keys ever clears it.
+/// Key hashes remembered (live ones with their tenant, rejected ones with the time
+/// they were rejected) before a cache starts over; far more keys than a deployment
+/// has, so only a flood of distinct keys ever clears one.
 const MAX_CACHED_KEYS: usize = 10_000;
 
-/// Authenticates each call and admits it under its tenant's rate limit.
+/// How long a rejected key is refused without asking the database again. A revoked
+/// key stays revoked; an unknown one is a guess (keys are random, none is issued to
+/// match a hash tried before).
+const REJECTED_KEY_TTL: Duration = Duration::from_secs(300);
+
+/// What a call presents: its metadata (the key) and the peer it came from.
+pub(crate) struct Credentials<'a> {
+    metadata: &'a MetadataMap,
+    peer: Option<IpAddr>,
+}
+
+impl<'a> Credentials<'a> {
+    pub fn new(metadata: &'a MetadataMap, extensions: &Extensions) -> Self {
+        let peer = extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|info| info.get_ref().remote_addr())
+            })
+            .map(|addr| addr.ip());
+        Self { metadata, peer }
+    }
+}
+
+/// Authenticates each call and admits it under its tenant's rate limit, doing as
+/// little database work as it can for calls it will refuse: a tenant over its limit
+/// is refused before any lookup, a key rejected before is refused from memory, and
+/// lookups of keys not seen live are budgeted per peer address, so a flood of
+/// rejected or unknown-key calls cannot load the database for other tenants.
 #[derive(Clone)]
 pub struct AccessControl {
     store: DynStore,
     /// Tenant of each key hash seen live. Only ever filled from a successful lookup,
-    /// and never trusted for liveness: an `Access` made from it is checked by the store.
+    /// and never trusted for liveness: liveness is checked with the call.
     tenants: Arc<RwLock<HashMap<[u8; 32], TenantId>>>,
-    limiter: Option<Arc<RateLimiter>>,
+    /// Key hashes that matched no live key, and when.
+    rejected: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
+    /// Per tenant, off unless configured.
+    limiter: Option<Arc<RateLimiter<TenantId>>>,
+    /// Per peer address: lookups of keys this server has not seen live.
+    unknown_key_lookups: Arc<RateLimiter<IpAddr>>,
 }
 
 impl AccessControl {
-    pub fn new(store: DynStore) -> Self {
+    /// `unknown_key_lookups` budgets, per peer, the database lookups of keys not
+    /// seen live (a valid key costs one, once; a flood of guesses costs its peer).
+    pub fn new(
+        store: DynStore,
+        limiter: Option<Arc<RateLimiter<TenantId>>>,
+        unknown_key_lookups: Arc<RateLimiter<IpAddr>>,
+    ) -> Self {
         Self {
             store,
             tenants: Arc::default(),
-            limiter: None,
+            rejected: Arc::default(),
+            limiter,
+            unknown_key_lookups,
         }
-    }
-
-    /// Shares `limiter` (one per server, so both services draw from the same buckets).
-    pub fn with_rate_limit(mut self, limiter: Option<Arc<RateLimiter>>) -> Self {
-        self.limiter = limiter;
-        self
     }
 
     /// The caller's tenant, once its key is found live and its bucket has a token.
     /// The key is hashed first and looked up by its hash, so no comparison ever runs
     /// on the secret itself (and timing reveals nothing about it).
-    pub async fn authorize(&self, metadata: &MetadataMap) -> Result<TenantId, ApiError> {
-        let key_hash = key_hash(metadata)?;
-        let tenant = self.lookup(&key_hash).await?;
+    pub(crate) async fn authorize(
+        &self,
+        credentials: &Credentials<'_>,
+    ) -> Result<TenantId, ApiError> {
+        let key_hash = key_hash(credentials.metadata)?;
+        let Some(tenant) = self.cached_tenant(&key_hash) else {
+            let tenant = self.look_up_new_key(&key_hash, credentials.peer).await?;
+            self.take_token(&tenant)?;
+            return Ok(tenant);
+        };
+        // Over its limit, a tenant is refused before the database is asked anything.
         self.take_token(&tenant)?;
-        Ok(tenant)
+        match self.store.tenant_for_key(&key_hash).await? {
+            Some(live) if live == tenant => Ok(tenant),
+            _ => Err(self.reject(&key_hash)),
+        }
     }
 
     /// The caller's `Access` with its key, for a call whose store statement checks
     /// the key; answer the call through `conclude`. A key never seen live is looked
-    /// up here, so unknown keys are refused before any work.
-    pub async fn authorize_in_store(&self, metadata: &MetadataMap) -> Result<Access, ApiError> {
-        let key_hash = key_hash(metadata)?;
-        let cached = self
-            .tenants
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .get(&key_hash)
-            .cloned();
-        let tenant = match cached {
+    /// up here, so unknown keys are refused before any work. A tenant over its limit
+    /// is refused with no database work at all (a key revoked meanwhile hears so on
+    /// its first call within the limit).
+    pub(crate) async fn authorize_in_store(
+        &self,
+        credentials: &Credentials<'_>,
+    ) -> Result<Access, ApiError> {
+        let key_hash = key_hash(credentials.metadata)?;
+        let tenant = match self.cached_tenant(&key_hash) {
             Some(tenant) => tenant,
-            None => self.lookup(&key_hash).await?,
+            None => self.look_up_new_key(&key_hash, credentials.peer).await?,
         };
-        let access = Access::with_key(tenant, key_hash);
-        if let Err(limited) = self.take_token(&access.tenant) {
-            // A revoked key hears UNAUTHENTICATED, not a rate limit.
-            self.require_live(&access).await?;
-            return Err(limited);
-        }
-        Ok(access)
+        self.take_token(&tenant)?;
+        Ok(Access::with_key(tenant, key_hash))
     }
 
     /// The answer to a call made under `access`. A store error other than a
@@ -95,17 +142,18 @@ impl AccessControl {
         access: &Access,
         outcome: Result<T, ApiError>,
     ) -> Result<T, ApiError> {
+        let Some(key_hash) = &access.key_hash else {
+            return outcome;
+        };
         match outcome {
             Ok(value) => Ok(value),
-            Err(ApiError::Store(StoreError::KeyRejected)) => {
-                self.forget(access);
-                Err(ApiError::Unauthenticated(INVALID))
-            }
+            Err(ApiError::Store(StoreError::KeyRejected)) => Err(self.reject(key_hash)),
             Err(err @ ApiError::Store(_)) => Err(err),
-            Err(err) => {
-                self.require_live(access).await?;
-                Err(err)
-            }
+            Err(err) => match crate::store::check_key(self.store.as_ref(), access).await {
+                Ok(()) => Err(err),
+                Err(StoreError::KeyRejected) => Err(self.reject(key_hash)),
+                Err(store) => Err(store.into()),
+            },
         }
     }
 
@@ -116,24 +164,31 @@ impl AccessControl {
         }
     }
 
-    /// Succeeds only if the access's key is live now.
-    async fn require_live(&self, access: &Access) -> Result<(), ApiError> {
-        match crate::store::check_key(self.store.as_ref(), access).await {
-            Ok(()) => Ok(()),
-            Err(StoreError::KeyRejected) => {
-                self.forget(access);
-                Err(ApiError::Unauthenticated(INVALID))
-            }
-            Err(err) => Err(err.into()),
-        }
+    fn cached_tenant(&self, key_hash: &[u8; 32]) -> Option<TenantId> {
+        self.tenants
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(key_hash)
+            .cloned()
     }
 
-    async fn lookup(&self, key_hash: &[u8; 32]) -> Result<TenantId, ApiError> {
-        let tenant = self
-            .store
-            .tenant_for_key(key_hash)
-            .await?
-            .ok_or(ApiError::Unauthenticated(INVALID))?;
+    /// The tenant of a key not seen live: refused from memory if it was rejected
+    /// lately, else looked up within its peer's budget.
+    async fn look_up_new_key(
+        &self,
+        key_hash: &[u8; 32],
+        peer: Option<IpAddr>,
+    ) -> Result<TenantId, ApiError> {
+        if self.recently_rejected(key_hash) {
+            return Err(ApiError::Unauthenticated(INVALID));
+        }
+        // Calls without a peer address (none over TCP) share one budget.
+        let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        self.unknown_key_lookups.check(&peer)?;
+        crate::metrics::record_key_lookup();
+        let Some(tenant) = self.store.tenant_for_key(key_hash).await? else {
+            return Err(self.reject(key_hash));
+        };
         let mut tenants = self
             .tenants
             .write()
@@ -145,15 +200,35 @@ impl AccessControl {
         Ok(tenant)
     }
 
-    /// A rejected key goes back to a full lookup on its next call, so it cannot
-    /// draw on its tenant's rate limit.
-    fn forget(&self, access: &Access) {
-        if let Some(key_hash) = &access.key_hash {
-            self.tenants
-                .write()
-                .unwrap_or_else(|poison| poison.into_inner())
-                .remove(key_hash);
+    fn recently_rejected(&self, key_hash: &[u8; 32]) -> bool {
+        let rejected = self
+            .rejected
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        rejected
+            .get(key_hash)
+            .is_some_and(|at| at.elapsed() < REJECTED_KEY_TTL)
+    }
+
+    /// Forgets a key's tenant and remembers it as rejected: its next calls are
+    /// refused from memory and cannot draw on its tenant's rate limit.
+    fn reject(&self, key_hash: &[u8; 32]) -> ApiError {
+        self.tenants
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(key_hash);
+        let mut rejected = self
+            .rejected
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if rejected.len() >= MAX_CACHED_KEYS {
+            rejected.retain(|_, at| at.elapsed() < REJECTED_KEY_TTL);
+            if rejected.len() >= MAX_CACHED_KEYS {
+                rejected.clear();
+            }
         }
+        rejected.insert(*key_hash, Instant::now());
+        ApiError::Unauthenticated(INVALID)
     }
 }
 

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, PageStream, Pager};
 use super::wire::{self, server::contacts_service_server::ContactsService};
-use super::{AccessControl, RateLimiter, convert, convert_activity, handle, handle_with_key};
+use super::{AccessControl, Credentials, convert, convert_activity, handle, handle_with_key};
 use crate::app;
 use crate::domain::{
     ContactId, ContactQuery, ContactUpdate, ContactView, CursorKind, Email, NewContact, PageCursor,
@@ -20,17 +20,10 @@ pub struct ContactsApi {
 }
 
 impl ContactsApi {
-    pub fn new(store: DynStore) -> Self {
-        Self {
-            auth: AccessControl::new(store.clone()),
-            store,
-        }
-    }
-
-    /// Shares the server's per-tenant rate limiter (none: no limit).
-    pub fn with_rate_limit(mut self, limiter: Option<std::sync::Arc<RateLimiter>>) -> Self {
-        self.auth = self.auth.with_rate_limit(limiter);
-        self
+    /// `auth` is shared by both services, so one tenant's budget and one cache of
+    /// keys cover all of its calls.
+    pub fn new(store: DynStore, auth: AccessControl) -> Self {
+        Self { store, auth }
     }
 }
 
@@ -64,11 +57,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::CreateContactRequest>,
     ) -> Result<Response<wire::Contact>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle_with_key(
             &self.auth,
             "CreateContact",
-            &metadata,
+            &credentials,
             |access| async move {
                 let new = NewContact::try_from(message)?;
                 let created = app::contacts::create(self.store.as_ref(), &access, new).await?;
@@ -82,12 +76,18 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::GetContactRequest>,
     ) -> Result<Response<wire::Contact>, Status> {
-        let (metadata, _, message) = request.into_parts();
-        handle_with_key(&self.auth, "GetContact", &metadata, |access| async move {
-            let id = ContactId::parse(&message.id, "id")?;
-            let found = self.store.get_contact(&access, &id).await?;
-            Ok(convert::contact_view(found)?)
-        })
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
+        handle_with_key(
+            &self.auth,
+            "GetContact",
+            &credentials,
+            |access| async move {
+                let id = ContactId::parse(&message.id, "id")?;
+                let found = self.store.get_contact(&access, &id).await?;
+                Ok(convert::contact_view(found)?)
+            },
+        )
         .await
     }
 
@@ -95,11 +95,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::GetContactByEmailRequest>,
     ) -> Result<Response<wire::GetContactByEmailResponse>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle_with_key(
             &self.auth,
             "GetContactByEmail",
-            &metadata,
+            &credentials,
             |access| async move {
                 let email = Email::parse(&message.email, "email")?;
                 let found = self.store.get_contact_by_email(&access, &email).await?;
@@ -116,60 +117,66 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactsRequest>,
     ) -> Result<Response<Self::ListContactsStream>, Status> {
-        let (metadata, _, message) = request.into_parts();
-        handle(&self.auth, "ListContacts", &metadata, |tenant| async move {
-            let page_size = PageSize::parse(message.limit)?;
-            let max_pages = parse_max_pages(message.max_pages)?;
-            let query = ContactQuery {
-                search: SearchTerm::parse(&message.search)?,
-                suppressed: message.suppressed,
-            };
-            let after = resume_key(
-                &message.cursor,
-                &tenant,
-                CursorKind::Contacts,
-                &query.fingerprint_parts(),
-            )?;
-            let store = self.store.clone();
-            let fetch_tenant = tenant.clone();
-            let fetch_query = query.clone();
-            Ok(stream::spawn(Pager {
-                page_size,
-                max_pages,
-                after,
-                fetch: move |after: Option<String>, limit| {
-                    let (store, tenant, query) =
-                        (store.clone(), fetch_tenant.clone(), fetch_query.clone());
-                    async move {
-                        store
-                            .list_contacts(&tenant, &query, after.as_deref(), limit)
-                            .await
-                    }
-                },
-                key: |contact: &ContactView| contact.id.as_str().to_owned(),
-                size: self
-                    .store
-                    .multi_page_queries()
-                    .then_some(|contact: &ContactView| {
-                        contact.properties.as_str().len() + contact.email.as_str().len() + 64
-                    }),
-                message: move |views: Vec<ContactView>, next: Option<String>| {
-                    let contacts = views
-                        .into_iter()
-                        .map(convert::contact_view)
-                        .collect::<Result<_, _>>()?;
-                    Ok(wire::ListContactsResponse {
-                        contacts,
-                        next_cursor: next_cursor(
-                            next,
-                            &tenant,
-                            CursorKind::Contacts,
-                            &query.fingerprint_parts(),
-                        ),
-                    })
-                },
-            }))
-        })
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
+        handle(
+            &self.auth,
+            "ListContacts",
+            &credentials,
+            |tenant| async move {
+                let page_size = PageSize::parse(message.limit)?;
+                let max_pages = parse_max_pages(message.max_pages)?;
+                let query = ContactQuery {
+                    search: SearchTerm::parse(&message.search)?,
+                    suppressed: message.suppressed,
+                };
+                let after = resume_key(
+                    &message.cursor,
+                    &tenant,
+                    CursorKind::Contacts,
+                    &query.fingerprint_parts(),
+                )?;
+                let store = self.store.clone();
+                let fetch_tenant = tenant.clone();
+                let fetch_query = query.clone();
+                Ok(stream::spawn(Pager {
+                    page_size,
+                    max_pages,
+                    after,
+                    fetch: move |after: Option<String>, limit| {
+                        let (store, tenant, query) =
+                            (store.clone(), fetch_tenant.clone(), fetch_query.clone());
+                        async move {
+                            store
+                                .list_contacts(&tenant, &query, after.as_deref(), limit)
+                                .await
+                        }
+                    },
+                    key: |contact: &ContactView| contact.id.as_str().to_owned(),
+                    size: self
+                        .store
+                        .multi_page_queries()
+                        .then_some(|contact: &ContactView| {
+                            contact.properties.as_str().len() + contact.email.as_str().len() + 64
+                        }),
+                    message: move |views: Vec<ContactView>, next: Option<String>| {
+                        let contacts = views
+                            .into_iter()
+                            .map(convert::contact_view)
+                            .collect::<Result<_, _>>()?;
+                        Ok(wire::ListContactsResponse {
+                            contacts,
+                            next_cursor: next_cursor(
+                                next,
+                                &tenant,
+                                CursorKind::Contacts,
+                                &query.fingerprint_parts(),
+                            ),
+                        })
+                    },
+                }))
+            },
+        )
         .await
     }
 
@@ -177,11 +184,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::UpdateContactRequest>,
     ) -> Result<Response<wire::Contact>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle_with_key(
             &self.auth,
             "UpdateContact",
-            &metadata,
+            &credentials,
             |access| async move {
                 let id = ContactId::parse(&message.id, "id")?;
                 let update = ContactUpdate::try_from(message)?;
@@ -197,11 +205,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::DeleteContactRequest>,
     ) -> Result<Response<pb::DeleteContactResponse>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "DeleteContact",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
                 app::contacts::delete(self.store.as_ref(), &tenant, &id).await?;
@@ -219,11 +228,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactSendsRequest>,
     ) -> Result<Response<Self::ListContactSendsStream>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "ListContactSends",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
@@ -270,11 +280,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactScheduledSendsRequest>,
     ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "ListContactScheduledSends",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
@@ -333,11 +344,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactSequencesRequest>,
     ) -> Result<Response<pb::ListContactSequencesResponse>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "ListContactSequences",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
                 self.store.ensure_contact(&tenant, &id).await?;
@@ -360,11 +372,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactSegmentsRequest>,
     ) -> Result<Response<pb::ListContactSegmentsResponse>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "ListContactSegments",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
                 self.store.ensure_contact(&tenant, &id).await?;
@@ -386,11 +399,12 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactTimelineRequest>,
     ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
-        let (metadata, _, message) = request.into_parts();
+        let (metadata, extensions, message) = request.into_parts();
+        let credentials = Credentials::new(&metadata, &extensions);
         handle(
             &self.auth,
             "ListContactTimeline",
-            &metadata,
+            &credentials,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;

@@ -18,12 +18,12 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use tonic::metadata::MetadataMap;
 use tonic::{Response, Status};
 use tracing::{Instrument, field};
 
 pub use activity::ActivityApi;
 pub use auth::AccessControl;
+pub(crate) use auth::Credentials;
 pub use contacts::ContactsApi;
 pub use edge::EdgeLayer;
 pub use error::{ApiError, ERROR_DOMAIN};
@@ -47,7 +47,7 @@ pub mod pb {
 pub(crate) async fn handle<T, F, Fut>(
     auth: &AccessControl,
     method: &'static str,
-    metadata: &MetadataMap,
+    credentials: &Credentials<'_>,
     handler: F,
 ) -> Result<Response<T>, Status>
 where
@@ -56,7 +56,7 @@ where
 {
     let tenant = OnceLock::new();
     instrumented(method, &tenant, async {
-        let admitted = auth.authorize(metadata).await?;
+        let admitted = auth.authorize(credentials).await?;
         remember_tenant(&tenant, admitted.as_str());
         // Streams spawned by the handler count their messages under this method.
         stream::RPC_METHOD.scope(method, handler(admitted)).await
@@ -70,7 +70,7 @@ where
 pub(crate) async fn handle_with_key<T, F, Fut>(
     auth: &AccessControl,
     method: &'static str,
-    metadata: &MetadataMap,
+    credentials: &Credentials<'_>,
     handler: F,
 ) -> Result<Response<T>, Status>
 where
@@ -79,7 +79,7 @@ where
 {
     let tenant = OnceLock::new();
     instrumented(method, &tenant, async {
-        let access = auth.authorize_in_store(metadata).await?;
+        let access = auth.authorize_in_store(credentials).await?;
         remember_tenant(&tenant, access.tenant.as_str());
         let outcome = stream::RPC_METHOD
             .scope(method, handler(access.clone()))

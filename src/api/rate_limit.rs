@@ -1,6 +1,8 @@
-//! Each tenant's rate limit: a token bucket per tenant, off unless configured.
+//! Token buckets: each tenant's rate limit (off unless configured), and each peer's
+//! budget of lookups of unknown keys.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,11 +12,12 @@ use crate::domain::TenantId;
 /// Buckets kept before full (idle) ones are forgotten; a forgotten bucket is full anyway.
 const PRUNE_AT: usize = 10_000;
 
-/// Token buckets, one per tenant: `burst` calls at once, refilled at `per_second`.
-pub struct RateLimiter {
+/// Token buckets, one per key (a tenant, a peer address): `burst` calls at once,
+/// refilled at `per_second`. Bounded: past `PRUNE_AT` keys, full buckets are dropped.
+pub struct RateLimiter<K = TenantId> {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<TenantId, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -23,25 +26,29 @@ struct Bucket {
     refilled: Instant,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `None` when `per_second` is unset or zero: no limit. `burst` defaults to the rate.
     pub fn from_config(per_second: Option<u32>, burst: Option<u32>) -> Option<Arc<Self>> {
         let per_second = per_second.filter(|&rate| rate > 0)?;
-        let burst = burst.unwrap_or(per_second).max(1);
-        Some(Arc::new(Self {
-            per_second: f64::from(per_second),
-            burst: f64::from(burst),
-            buckets: Mutex::new(HashMap::new()),
-        }))
+        Some(Self::new(per_second, burst.unwrap_or(per_second)))
     }
 
-    /// Takes a token of `tenant`'s bucket, or says how long until one is there.
-    pub fn check(&self, tenant: &TenantId) -> Result<(), ApiError> {
-        self.check_at(tenant, Instant::now())
+    /// A limit of `per_second` (at least 1) with `burst` at once (at least 1).
+    pub fn new(per_second: u32, burst: u32) -> Arc<Self> {
+        Arc::new(Self {
+            per_second: f64::from(per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a token of `key`'s bucket, or says how long until one is there.
+    pub fn check(&self, key: &K) -> Result<(), ApiError> {
+        self.check_at(key, Instant::now())
             .map_err(|retry_after| ApiError::RateLimited { retry_after })
     }
 
-    fn check_at(&self, tenant: &TenantId, now: Instant) -> Result<(), Duration> {
+    fn check_at(&self, tenant: &K, now: Instant) -> Result<(), Duration> {
         let mut buckets = self
             .buckets
             .lock()
@@ -83,7 +90,7 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_calls_wait_for_the_refill() {
-        let limiter = RateLimiter::from_config(Some(10), Some(3)).expect("configured");
+        let limiter = RateLimiter::<TenantId>::from_config(Some(10), Some(3)).expect("configured");
         let start = Instant::now();
         let a = tenant("a");
         for i in 0..3 {
@@ -97,7 +104,7 @@ mod tests {
 
     #[test]
     fn tenants_have_separate_buckets() {
-        let limiter = RateLimiter::from_config(Some(1), None).expect("configured");
+        let limiter = RateLimiter::<TenantId>::from_config(Some(1), None).expect("configured");
         let now = Instant::now();
         assert_eq!(limiter.check_at(&tenant("a"), now), Ok(()));
         assert!(limiter.check_at(&tenant("a"), now).is_err());
@@ -106,7 +113,7 @@ mod tests {
 
     #[test]
     fn an_idle_bucket_refills_only_up_to_the_burst() {
-        let limiter = RateLimiter::from_config(Some(100), Some(2)).expect("configured");
+        let limiter = RateLimiter::<TenantId>::from_config(Some(100), Some(2)).expect("configured");
         let start = Instant::now();
         let a = tenant("a");
         assert_eq!(limiter.check_at(&a, start), Ok(()));
@@ -121,7 +128,7 @@ mod tests {
 
     #[test]
     fn unset_or_zero_rate_means_no_limiter() {
-        assert!(RateLimiter::from_config(None, Some(5)).is_none());
-        assert!(RateLimiter::from_config(Some(0), None).is_none());
+        assert!(RateLimiter::<TenantId>::from_config(None, Some(5)).is_none());
+        assert!(RateLimiter::<TenantId>::from_config(Some(0), None).is_none());
     }
 }
