@@ -2,7 +2,8 @@ use serde_json::{Map, Value};
 
 use super::ValidationError;
 
-/// Largest property set, serialized as JSON.
+/// Largest property set, as JSON the way either store gives it back (see
+/// `stored_len`).
 pub const MAX_BYTES: usize = 64 * 1024;
 /// Deepest nesting of a property value (a scalar directly under a key is depth 1).
 pub const MAX_DEPTH: usize = 16;
@@ -127,7 +128,10 @@ fn validate(map: &Map<String, Value>, field: &str) -> Result<(), ValidationError
     if serialized_len(map) > MAX_BYTES {
         return Err(ValidationError::new(
             field,
-            format!("must be at most {MAX_BYTES} bytes as JSON"),
+            format!(
+                "must be at most {MAX_BYTES} bytes as JSON (numbers counted written out, as \
+                 they are stored)"
+            ),
         ));
     }
     Ok(())
@@ -175,8 +179,51 @@ fn truncate(path: &str) -> String {
     }
 }
 
+/// The size of the property set as JSON when a store reads it back. SQLite returns
+/// the text as written; PostgreSQL's jsonb keeps a number's digits and prints them
+/// without an exponent, so `1e308` (5 bytes written) comes back as 309 digits. The
+/// larger counts, so one limit holds for what every store returns.
 fn serialized_len(map: &Map<String, Value>) -> usize {
-    serde_json::to_vec(map).map_or(usize::MAX, |bytes| bytes.len())
+    let written = serde_json::to_vec(map).map_or(usize::MAX, |bytes| bytes.len());
+    map.values()
+        .fold(written, |len, value| len.saturating_add(expansion(value)))
+}
+
+/// How many bytes longer the numbers in `value` read back than they were written.
+fn expansion(value: &Value) -> usize {
+    match value {
+        Value::Number(number) => rendered_number_len(number) - number.to_string().len(),
+        Value::Array(items) => items.iter().map(expansion).sum(),
+        Value::Object(map) => map.values().map(expansion).sum(),
+        _ => 0,
+    }
+}
+
+/// The length of `number` as written (serde_json's shortest form) or as PostgreSQL's
+/// numeric prints the same digits in positional notation, whichever is longer.
+fn rendered_number_len(number: &serde_json::Number) -> usize {
+    let written = number.to_string().len();
+    let Some(float) = number.as_f64().filter(|_| number.is_f64()) else {
+        return written;
+    };
+    // Shortest round-trip digits with an exponent, as serde_json writes them.
+    let scientific = format!("{:e}", float.abs());
+    let Some((mantissa, exponent)) = scientific.split_once('e') else {
+        return written;
+    };
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count() as i64;
+    let Ok(exponent) = exponent.parse::<i64>() else {
+        return written;
+    };
+    let positional = if exponent >= digits - 1 {
+        exponent + 1 // all digits before the point, then zeros: 1e308 -> 309
+    } else if exponent >= 0 {
+        digits + 1 // digits around a point: 123.45
+    } else {
+        digits - exponent + 1 // "0.", zeros, digits: 5e-324 -> 326
+    };
+    let sign = usize::from(float.is_sign_negative());
+    written.max(positional as usize + sign)
 }
 
 /// The text that `search` matches against: the email and every scalar property
@@ -210,6 +257,40 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn numbers_count_as_postgresql_prints_them() {
+        let cases = [
+            (json!(1e308), 309, "1 and 308 zeros"),
+            (json!(-1e308), 310, "with its sign"),
+            (json!(5e-324), 326, "0., 323 zeros, 5"),
+            (json!(1.5e-5), 8, "0.000015"),
+            (json!(123.45), 6, "as written"),
+            (json!(1e21), 22, "integral float past i64"),
+            (json!(42), 2, "an integer as written"),
+            (json!(-7), 2, "a negative integer as written"),
+        ];
+        for (value, expected, case) in cases {
+            let Value::Number(number) = &value else {
+                panic!("{case}: a number")
+            };
+            assert_eq!(rendered_number_len(number), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn numbers_that_read_back_longer_count_against_the_limit() {
+        // 42 KB as written, 2 MB as PostgreSQL returns it.
+        let huge: Map<String, Value> = [("many".to_owned(), json!(vec![1e308; 7_000]))]
+            .into_iter()
+            .collect();
+        assert!(serde_json::to_vec(&huge).expect("json").len() < MAX_BYTES);
+        let err = Properties::parse(huge, "properties").expect_err("over the limit as stored");
+        assert_eq!(err.field, "properties");
+        // 190 of them, written out, still fit.
+        let fits: Map<String, Value> = (0..190).map(|i| (format!("k{i}"), json!(1e308))).collect();
+        assert!(Properties::parse(fits, "properties").is_ok());
+    }
 
     fn map(value: Value) -> Map<String, Value> {
         value.as_object().cloned().expect("test input is an object")
