@@ -59,11 +59,20 @@ impl TimeKey {
         format!("{}|{}", self.timestamp_micros, self.id)
     }
 
+    /// A key as `encode` wrote it, its time within the years 1 to 9999 (the range
+    /// of every time the service accepts and both stores keep), so no store is ever
+    /// asked for a time it cannot represent.
     pub fn decode(raw: &str) -> Result<Self, ValidationError> {
+        const FIRST: i64 = -62_135_596_800_000_000; // 0001-01-01T00:00:00Z
+        const LAST: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999Z
         let invalid = || ValidationError::new("cursor", "is not a cursor returned by this service");
         let (micros, id) = raw.split_once('|').ok_or_else(invalid)?;
+        let timestamp_micros: i64 = micros.parse().map_err(|_| invalid())?;
+        if !(FIRST..=LAST).contains(&timestamp_micros) {
+            return Err(invalid());
+        }
         Ok(Self {
-            timestamp_micros: micros.parse().map_err(|_| invalid())?,
+            timestamp_micros,
             id: id.to_owned(),
         })
     }
@@ -173,4 +182,24 @@ fn change(before: Value, after: Value) -> Value {
     map.insert("before".into(), before);
     map.insert("after".into(), after);
     Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_key_outside_the_years_1_to_9999_is_refused() {
+        let cases = [
+            ("-62135596800000000|x", true, "0001-01-01"),
+            ("253402300799999999|x", true, "9999-12-31, last microsecond"),
+            ("-62135596800000001|x", false, "before the year 1"),
+            ("-210866803200000000|x", false, "4713 BC, past PostgreSQL's range"),
+            ("253402300800000000|x", false, "the year 10000"),
+            ("9223372036854775807|x", false, "i64::MAX"),
+        ];
+        for (raw, ok, case) in cases {
+            assert_eq!(TimeKey::decode(raw).is_ok(), ok, "{case}");
+        }
+    }
 }
