@@ -194,7 +194,11 @@ mod tests {
             ("-62135596800000000|x", true, "0001-01-01"),
             ("253402300799999999|x", true, "9999-12-31, last microsecond"),
             ("-62135596800000001|x", false, "before the year 1"),
-            ("-210866803200000000|x", false, "4713 BC, past PostgreSQL's range"),
+            (
+                "-210866803200000000|x",
+                false,
+                "4713 BC, past PostgreSQL's range",
+            ),
             ("253402300800000000|x", false, "the year 10000"),
             ("9223372036854775807|x", false, "i64::MAX"),
         ];

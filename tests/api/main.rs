@@ -2,6 +2,7 @@
 //! loopback, on real PostgreSQL and real SQLite (each conformance test runs on both).
 
 mod activity;
+mod admission;
 mod backpressure;
 mod client;
 mod cluster;
