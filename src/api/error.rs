@@ -39,7 +39,7 @@ impl ApiError {
                 StoreError::Conflict { .. } => ErrorReason::Conflict,
                 StoreError::NotFound(_) => ErrorReason::NotFound,
                 StoreError::KeyRejected => ErrorReason::Unauthorised,
-                StoreError::Unavailable(_) => ErrorReason::Unavailable,
+                StoreError::Unavailable(_) | StoreError::Overloaded(_) => ErrorReason::Unavailable,
                 StoreError::Rule(_) => ErrorReason::FailedPrecondition,
                 StoreError::Config(_) | StoreError::Internal(_) => ErrorReason::Internal,
             },
@@ -77,6 +77,10 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(why) => (*why).to_owned(),
             ApiError::Store(StoreError::KeyRejected) => "invalid or revoked api key".to_owned(),
             ApiError::Store(StoreError::Rule(rule)) => rule.to_string(),
+            ApiError::Store(StoreError::Overloaded(_)) => {
+                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+                "the server is overloaded; retry later".to_owned()
+            }
             ApiError::Store(StoreError::Unavailable(_)) => {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
                 "the database is unavailable; retry later".to_owned()

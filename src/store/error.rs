@@ -20,6 +20,9 @@ pub enum StoreError {
     /// Input the database refused that the domain checks did not catch.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A bounded queue in front of the database is full; retrying later may help.
+    #[error("too much {0} waiting")]
+    Overloaded(&'static str),
     /// The database cannot be reached or is overloaded; retrying may help.
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
@@ -36,6 +39,7 @@ impl StoreError {
         match self {
             Self::NotFound(what) => Self::NotFound(what),
             Self::KeyRejected => Self::KeyRejected,
+            Self::Overloaded(what) => Self::Overloaded(what),
             Self::Rule(rule) => Self::Rule(rule.clone()),
             Self::Conflict { field } => Self::Conflict { field },
             Self::Invalid(invalid) => Self::Invalid(invalid.clone()),

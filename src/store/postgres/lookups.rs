@@ -10,14 +10,14 @@
 //! The key check stays in the statement, so a revoked key is refused on its next
 //! call exactly as before.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
 use super::conns::Conns;
 use super::rows::view_from_row;
@@ -57,16 +57,91 @@ struct Lookup {
     reply: oneshot::Sender<Found>,
 }
 
-/// The queue of lookups; its worker ends when the store is dropped.
-pub(super) struct Lookups {
-    queue: mpsc::UnboundedSender<Lookup>,
-    counters: Arc<Counters>,
+/// Most lookups waiting at once, and most of one caller's (per kind): past them a
+/// lookup is refused at once (`Overloaded`), so the queue's memory is bounded and
+/// one caller's flood cannot fill it for everyone.
+const MAX_WAITING: usize = 8192;
+const MAX_WAITING_PER_CALLER: usize = 1024;
+
+/// Lookups waiting for a statement: one line per caller and kind, served in turn, so
+/// a caller with many lookups waiting gets one statement and then the others' turn.
+#[derive(Default)]
+struct Waiting {
+    lines: HashMap<(Caller, By), VecDeque<Lookup>>,
+    turns: VecDeque<(Caller, By)>,
+    len: usize,
 }
 
+impl Waiting {
+    /// Queues `lookup`, or gives it back when the queue or its caller's line is full.
+    fn push(&mut self, lookup: Lookup) -> Result<(), Lookup> {
+        if self.len >= MAX_WAITING {
+            return Err(lookup);
+        }
+        let line_key = (lookup.caller.clone(), lookup.by);
+        let line = self.lines.entry(line_key.clone()).or_default();
+        if line.len() >= MAX_WAITING_PER_CALLER {
+            return Err(lookup);
+        }
+        if line.is_empty() {
+            self.turns.push_back(line_key);
+        }
+        line.push_back(lookup);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The next line's lookups whose callers still wait, up to a statement's worth.
+    /// Lookups whose callers went away are dropped unanswered.
+    fn next_batch(&mut self) -> Option<((Caller, By), Vec<Lookup>)> {
+        while let Some(line_key) = self.turns.pop_front() {
+            let Some(line) = self.lines.get_mut(&line_key) else {
+                continue;
+            };
+            let mut batch = Vec::new();
+            while batch.len() < MAX_BATCH {
+                let Some(lookup) = line.pop_front() else {
+                    break;
+                };
+                self.len -= 1;
+                if !lookup.reply.is_closed() {
+                    batch.push(lookup);
+                }
+            }
+            if line.is_empty() {
+                self.lines.remove(&line_key);
+            } else {
+                self.turns.push_back(line_key.clone());
+            }
+            if !batch.is_empty() {
+                return Some((line_key, batch));
+            }
+        }
+        None
+    }
+}
+
+/// What the callers and the worker share.
 #[derive(Default)]
-struct Counters {
+struct Shared {
+    waiting: Mutex<Waiting>,
+    work: Notify,
+    stopped: AtomicBool,
     batches: AtomicU64,
     lookups: AtomicU64,
+}
+
+impl Shared {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// The queue of lookups; its worker ends when the store is dropped.
+pub(super) struct Lookups {
+    shared: Arc<Shared>,
 }
 
 impl Lookups {
@@ -74,17 +149,16 @@ impl Lookups {
     /// holding one connection, so lookups never take the whole pool from the other
     /// calls.
     pub fn start(conns: Conns, spare: usize) -> Self {
-        let (queue, rx) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
-        tokio::spawn(run(conns, rx, spare, counters.clone()));
-        Self { queue, counters }
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(run(conns, shared.clone(), spare));
+        Self { shared }
     }
 
     /// Statements sent and lookups they answered, so far.
     pub fn counters(&self) -> StoreCounters {
         StoreCounters {
-            lookup_batches: self.counters.batches.load(Ordering::Relaxed),
-            lookups: self.counters.lookups.load(Ordering::Relaxed),
+            lookup_batches: self.shared.batches.load(Ordering::Relaxed),
+            lookups: self.shared.lookups.load(Ordering::Relaxed),
         }
     }
 
@@ -100,24 +174,33 @@ impl Lookups {
             key: key.to_owned(),
             reply,
         };
-        if self.queue.send(lookup).is_err() {
-            return Err(StoreError::internal("the lookup worker stopped"));
+        if self.shared.waiting().push(lookup).is_err() {
+            return Err(StoreError::Overloaded("point reads"));
         }
+        self.shared.work.notify_one();
         answer
             .await
             .unwrap_or_else(|_| Err(StoreError::internal("a lookup batch failed to answer")))
     }
 }
 
-async fn run(
-    conns: Conns,
-    mut queue: mpsc::UnboundedReceiver<Lookup>,
-    spare: usize,
-    counters: Arc<Counters>,
-) {
+impl Drop for Lookups {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        self.shared.work.notify_one();
+    }
+}
+
+async fn run(conns: Conns, shared: Arc<Shared>, spare: usize) {
     let main = Arc::new(Semaphore::new(1));
     let spare = Arc::new(Semaphore::new(spare));
-    while let Some(first) = queue.recv().await {
+    loop {
+        while shared.waiting().len == 0 {
+            if shared.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            shared.work.notified().await;
+        }
         // Whatever queues while this waits for a slot joins its batch. Batches go
         // one at a time: a second slot always open splits the same lookups over more
         // statements, which costs PostgreSQL more per lookup (BENCHMARKS.md). A
@@ -134,43 +217,24 @@ async fn run(
         let Ok(slot) = slot else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(lookup) => batch.push(lookup),
-                Err(_) => break,
-            }
-        }
+        let Some(((caller, by), batch)) = shared.waiting().next_batch() else {
+            continue;
+        };
+        shared.batches.fetch_add(1, Ordering::Relaxed);
+        shared
+            .lookups
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let conns = conns.clone();
-        let counters = counters.clone();
         tokio::spawn(async move {
-            answer(&conns, &counters, batch).await;
+            answer_group(&conns, &caller, by, batch).await;
             drop(slot);
         });
     }
 }
 
-/// One statement per key and kind of lookup in the batch (usually one in all).
-async fn answer(conns: &Conns, counters: &Counters, batch: Vec<Lookup>) {
-    let mut groups: HashMap<(Caller, By), Vec<Lookup>> = HashMap::new();
-    for lookup in batch {
-        groups
-            .entry((lookup.caller.clone(), lookup.by))
-            .or_default()
-            .push(lookup);
-    }
-    for ((caller, by), lookups) in groups {
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .lookups
-            .fetch_add(lookups.len() as u64, Ordering::Relaxed);
-        answer_group(conns, &caller, by, lookups).await;
-    }
-}
-
 async fn answer_group(conns: &Conns, caller: &Caller, by: By, lookups: Vec<Lookup>) {
     // The callers of each key: the same contact may be asked for twice.
-    let mut waiting: Waiting = HashMap::new();
+    let mut waiting: Callers = HashMap::new();
     for lookup in lookups {
         waiting.entry(lookup.key).or_default().push(lookup.reply);
     }
@@ -197,10 +261,10 @@ async fn answer_group(conns: &Conns, caller: &Caller, by: By, lookups: Vec<Looku
     }
 }
 
-type Waiting = HashMap<String, Vec<oneshot::Sender<Found>>>;
+type Callers = HashMap<String, Vec<oneshot::Sender<Found>>>;
 
 /// Sends each caller its contact from the batch's rows.
-fn deliver(by: By, rows: &[PgRow], mut waiting: Waiting) {
+fn deliver(by: By, rows: &[PgRow], mut waiting: Callers) {
     if rows.is_empty() {
         // No row at all: the key was not live.
         for reply in waiting.into_values().flatten() {
@@ -242,7 +306,7 @@ fn deliver(by: By, rows: &[PgRow], mut waiting: Waiting) {
     }
 }
 
-fn deliver_error(err: &StoreError, waiting: Waiting) {
+fn deliver_error(err: &StoreError, waiting: Callers) {
     for reply in waiting.into_values().flatten() {
         let _ = reply.send(Err(err.duplicate()));
     }
@@ -261,4 +325,86 @@ async fn fetch(conns: &Conns, caller: &Caller, by: By, keys: &[&str]) -> StoreRe
         .fetch_all(&mut *conn)
         .await;
     conn.finish(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(tenant: &str, key: &str) -> (Lookup, oneshot::Receiver<Found>) {
+        let (reply, answer) = oneshot::channel();
+        let caller = Caller {
+            tenant: TenantId::parse(tenant).expect("tenant"),
+            key_hash: [0; 32],
+        };
+        let lookup = Lookup {
+            caller,
+            by: By::Id,
+            key: key.to_owned(),
+            reply,
+        };
+        (lookup, answer)
+    }
+
+    fn tenant_of(batch: &((Caller, By), Vec<Lookup>)) -> String {
+        batch.0.0.tenant.as_str().to_owned()
+    }
+
+    #[test]
+    fn callers_take_turns_whatever_one_of_them_queued() {
+        let mut waiting = Waiting::default();
+        let mut answers = Vec::new();
+        for i in 0..100 {
+            let (l, a) = lookup("flood", &i.to_string());
+            answers.push(a);
+            assert!(waiting.push(l).is_ok());
+        }
+        let (l, a) = lookup("quiet", "1");
+        answers.push(a);
+        assert!(waiting.push(l).is_ok());
+        let first = waiting.next_batch().expect("a batch");
+        assert_eq!(
+            (tenant_of(&first).as_str(), first.1.len()),
+            ("flood", MAX_BATCH)
+        );
+        let second = waiting.next_batch().expect("a batch");
+        assert_eq!(
+            (tenant_of(&second).as_str(), second.1.len()),
+            ("quiet", 1),
+            "the quiet caller is next, not after the flood"
+        );
+        let third = waiting.next_batch().expect("a batch");
+        assert_eq!((tenant_of(&third).as_str(), third.1.len()), ("flood", 36));
+        assert!(waiting.next_batch().is_none());
+        assert_eq!(waiting.len, 0);
+    }
+
+    #[test]
+    fn a_full_line_refuses_more_and_others_still_queue() {
+        let mut waiting = Waiting::default();
+        let mut answers = Vec::new();
+        for i in 0..MAX_WAITING_PER_CALLER {
+            let (l, a) = lookup("flood", &i.to_string());
+            answers.push(a);
+            assert!(waiting.push(l).is_ok(), "lookup {i} fits");
+        }
+        let (l, _a) = lookup("flood", "one more");
+        assert!(waiting.push(l).is_err(), "the caller's line is full");
+        let (l, _b) = lookup("quiet", "1");
+        assert!(waiting.push(l).is_ok(), "another caller still queues");
+    }
+
+    #[test]
+    fn lookups_whose_callers_left_are_dropped() {
+        let mut waiting = Waiting::default();
+        let (gone, answer) = lookup("t", "gone");
+        drop(answer);
+        assert!(waiting.push(gone).is_ok());
+        let (kept, _answer) = lookup("t", "kept");
+        assert!(waiting.push(kept).is_ok());
+        let (_, batch) = waiting.next_batch().expect("a batch");
+        let keys: Vec<&str> = batch.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["kept"]);
+        assert_eq!(waiting.len, 0);
+    }
 }
