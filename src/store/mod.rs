@@ -1,8 +1,11 @@
 //! Storage: small traits, one implementation per backend, chosen from the URL scheme.
-//! Nothing above this module knows which backend runs. A backend holds only what
-//! differs between databases (SQL, row mapping, locking); the rules that decide what
-//! a write does live once, in `crate::app`, over `WriteTx`.
+//! Nothing above this module knows which backend runs. The SQL both databases
+//! share (statements, parameters, rows, the write transaction) is written once, in
+//! `common`; a backend holds only what differs (its pools, its dialect, the calls it
+//! makes its own way). The rules that decide what a write does live once, in
+//! `crate::app`, over `WriteTx`.
 
+mod common;
 mod error;
 mod migrations;
 pub(crate) mod postgres;

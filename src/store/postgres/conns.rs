@@ -28,7 +28,7 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
-pub(super) struct Conns {
+pub(crate) struct Conns {
     inner: Arc<Inner>,
 }
 
@@ -49,7 +49,7 @@ struct Idle {
 
 /// A connection in use. Call `done` once its work finished cleanly; dropped without
 /// it, the connection is tested before anyone reuses it.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     inner: Arc<Inner>,
     conn: Option<PgConnection>,
     permit: Option<OwnedSemaphorePermit>,

@@ -1,26 +1,25 @@
-//! Contacts and their timeline on PostgreSQL. The hot calls are one statement each:
-//! a create inserts the contact and its entry together, a merge writes only if the
-//! row's revision is unchanged, and a caller's key is checked inside the same
-//! statement (`Access::key_hash`) instead of in a round trip of its own.
+//! Contacts on PostgreSQL, the calls it makes its own way (`BackendContacts`; the
+//! rest of `ContactStore` is `store::common`'s). The hot calls are one statement
+//! each: a create inserts the contact and its entry together, a merge writes only
+//! if the row's revision is unchanged, and a caller's key is checked inside the
+//! same statement (`Access::key_hash`) instead of in a round trip of its own.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use sqlx::Postgres;
 use sqlx::Row;
-use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
 use super::lookups::By;
-use super::rows::{contact_from_row, view_from_row};
+use super::rows::view_from_row;
 use super::{PgStore, classify, sql};
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey, TimelineEntry,
-    TimelineOrder, TimelineQuery, ValidationError, search_text,
+    Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimelineEntry, search_text,
 };
-use crate::store::{Access, ContactStore, StoreError, StoreResult};
+use crate::store::common::{BackendContacts, ContactPage, contact_from_row};
+use crate::store::{Access, StoreError, StoreResult};
 
 #[async_trait]
-impl ContactStore for PgStore {
+impl BackendContacts for PgStore {
     async fn insert_contact(
         &self,
         access: &Access,
@@ -88,13 +87,13 @@ impl ContactStore for PgStore {
         }
     }
 
-    async fn list_contacts(
-        &self,
-        tenant: &TenantId,
-        query: &ContactQuery,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<ContactView>> {
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<Vec<ContactView>> {
+        let ContactPage {
+            tenant,
+            query,
+            after,
+            limit,
+        } = page;
         let pattern = query.search.as_ref().map(|term| term.like_pattern());
         let probe = query
             .search
@@ -157,7 +156,7 @@ impl ContactStore for PgStore {
         };
         let row = row.ok_or(StoreError::NotFound("contact"))?;
         let revision: i64 = row.try_get("revision").map_err(classify)?;
-        Ok((contact_from_row(&row)?, revision))
+        Ok((contact_from_row::<Postgres>(&row)?, revision))
     }
 
     async fn update_if_revision(
@@ -183,72 +182,6 @@ impl ContactStore for PgStore {
         let result = query.execute(&mut *conn).await;
         Ok(conn.finish(result)?.rows_affected() == 1)
     }
-
-    async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
-        // Activity rows go with the contact through ON DELETE CASCADE, in this statement.
-        let mut conn = self.conns.get().await?;
-        let result = sqlx::query("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .execute(&mut *conn)
-            .await;
-        let result = conn.finish(result)?;
-        if result.rows_affected() == 0 {
-            return Err(StoreError::NotFound("contact"));
-        }
-        Ok(())
-    }
-
-    async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
-        let mut conn = self.conns.get().await?;
-        let found = sqlx::query_scalar("SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(&mut *conn)
-            .await;
-        let found: Option<i32> = conn.finish(found)?;
-        found.map(|_| ()).ok_or(StoreError::NotFound("contact"))
-    }
-
-    async fn list_timeline(
-        &self,
-        tenant: &TenantId,
-        contact: &ContactId,
-        query: &TimelineQuery,
-        after: Option<&TimeKey>,
-        limit: u32,
-    ) -> StoreResult<Vec<TimelineEntry>> {
-        let (cmp, dir) = match query.order {
-            TimelineOrder::NewestFirst => ("<", "DESC"),
-            TimelineOrder::OldestFirst => (">", "ASC"),
-        };
-        let sql = format!(
-            "SELECT id, type, occurred_at, data FROM timeline_entries \
-             WHERE tenant_id = $1 AND contact_id = $2 \
-               AND ($3::timestamptz IS NULL OR (occurred_at, id) {cmp} ($3, $4)) \
-               AND (cardinality($5::text[]) = 0 OR type = ANY($5)) \
-             ORDER BY occurred_at {dir}, id {dir} LIMIT $6"
-        );
-        let after_time = after
-            .map(|key| {
-                DateTime::<Utc>::from_timestamp_micros(key.timestamp_micros).ok_or_else(|| {
-                    ValidationError::new("cursor", "is not a cursor returned by this service")
-                })
-            })
-            .transpose()?;
-        let mut conn = self.conns.get().await?;
-        let rows = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .bind(contact.as_str())
-            .bind(after_time)
-            .bind(after.map(|key| key.id.as_str()))
-            .bind(&query.types)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await;
-        let rows = conn.finish(rows)?;
-        rows.iter().map(timeline_entry_from_row).collect()
-    }
 }
 
 impl PgStore {
@@ -268,16 +201,6 @@ impl PgStore {
         let row = conn.finish(row)?;
         row.as_ref().map(view_from_row).transpose()
     }
-}
-
-fn timeline_entry_from_row(row: &PgRow) -> StoreResult<TimelineEntry> {
-    let Json(data): Json<Map<String, Value>> = row.try_get("data").map_err(classify)?;
-    Ok(TimelineEntry {
-        id: row.try_get("id").map_err(classify)?,
-        kind: row.try_get("type").map_err(classify)?,
-        timestamp: row.try_get("occurred_at").map_err(classify)?,
-        data,
-    })
 }
 
 /// The longest run of letters and digits of a search term, as a LIKE pattern, when

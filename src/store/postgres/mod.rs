@@ -1,19 +1,22 @@
-//! PostgreSQL store: the production backend.
+//! PostgreSQL store: the production backend. The SQL it shares with SQLite is in
+//! `store::common`; here are its pool, its dialect, and the calls it makes its own
+//! way (`contacts.rs`, `lookups.rs`).
 
-mod activity;
 mod conns;
 mod contacts;
-mod keys;
 mod lookups;
 mod rows;
 mod sql;
 mod write_tx;
 
 use async_trait::async_trait;
-use conns::Conns;
+use conns::{Conn, Conns};
+use sqlx::Postgres;
+use sqlx::postgres::{PgQueryResult, PgRow};
 
+use super::common::{ConnSource, Dialect, SqlStore, SqlWriteTx};
 use super::{Backend, ConnectOptions, StoreCounters, StoreError, StoreResult, WriteTx, migrations};
-use crate::domain::{TenantId, ValidationError};
+use crate::domain::{ContactView, TenantId, ValidationError};
 
 pub struct PgStore {
     conns: Conns,
@@ -63,8 +66,63 @@ impl Backend for PgStore {
     }
 
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>> {
-        let conn = self.conns.get().await?;
-        Ok(Box::new(write_tx::PgWriteTx::begin(conn, tenant).await?))
+        Ok(Box::new(SqlWriteTx::new(self.begin_tx().await?, tenant)))
+    }
+}
+
+#[async_trait]
+impl SqlStore for PgStore {
+    type Db = Postgres;
+    type Conns = Conns;
+    type Tx = write_tx::PgTx;
+
+    fn reads(&self) -> &Conns {
+        &self.conns
+    }
+
+    fn writes(&self) -> &Conns {
+        &self.conns
+    }
+
+    async fn begin_tx(&self) -> StoreResult<write_tx::PgTx> {
+        write_tx::PgTx::begin(self.conns.get().await?).await
+    }
+}
+
+#[async_trait]
+impl ConnSource for Conns {
+    type Db = Postgres;
+    type Conn = Conn;
+
+    async fn acquire(&self) -> StoreResult<Conn> {
+        self.get().await
+    }
+
+    fn release<T>(conn: Conn, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+        conn.finish(result)
+    }
+}
+
+impl Dialect for Postgres {
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const GREATEST: &'static str = "greatest";
+    // The default of the `created_at` columns, so rows stamped either way agree.
+    const NOW: Option<&'static str> = Some("now()");
+
+    fn any_of(column: &str) -> String {
+        format!("{column} = ANY(?)")
+    }
+
+    fn classify(err: sqlx::Error) -> StoreError {
+        classify(err)
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn contact_view(row: &PgRow) -> StoreResult<ContactView> {
+        rows::view_from_row(row)
     }
 }
 

@@ -5,27 +5,27 @@
 //! committed data (WAL). Write transactions begin with `BEGIN IMMEDIATE`, which
 //! takes the write lock before the first read, so the reads that decide a change see
 //! the latest rows and no row locks are needed.
+//!
+//! The SQL it shares with PostgreSQL is in `store::common`; here are its pools, its
+//! dialect, and the calls it makes its own way (`contacts.rs`, `search.rs`).
 
-mod activity;
 mod contacts;
-mod keys;
-mod rows;
 mod search;
 mod write_tx;
 
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
-use sqlx::Row;
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
 
+use super::common::{ConnSource, Dialect, SqlStore, SqlWriteTx, view_from_row};
 use super::{Backend, ConnectOptions, StoreError, StoreResult, WriteTx, migrations};
-use crate::domain::{TenantId, ValidationError};
+use crate::domain::{ContactView, TenantId, ValidationError};
 
 pub use search::SEARCH_CANDIDATES;
 
@@ -93,22 +93,67 @@ impl Backend for SqliteStore {
     }
 
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>> {
-        Ok(Box::new(self.write_tx(tenant).await?))
+        Ok(Box::new(SqlWriteTx::new(self.begin_tx().await?, tenant)))
     }
 }
 
-fn json_text(map: &Map<String, Value>) -> StoreResult<String> {
-    serde_json::to_string(map).map_err(StoreError::internal)
+#[async_trait]
+impl SqlStore for SqliteStore {
+    type Db = Sqlite;
+    type Conns = SqlitePool;
+    type Tx = write_tx::SqliteTx;
+
+    fn reads(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    fn writes(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    async fn begin_tx(&self) -> StoreResult<write_tx::SqliteTx> {
+        write_tx::SqliteTx::begin(&self.writer).await
+    }
 }
 
-fn json_map(row: &SqliteRow, column: &str) -> StoreResult<Map<String, Value>> {
-    let text: String = row.try_get(column).map_err(classify)?;
-    serde_json::from_str(&text).map_err(StoreError::internal)
+#[async_trait]
+impl ConnSource for SqlitePool {
+    type Db = Sqlite;
+    type Conn = PoolConnection<Sqlite>;
+
+    async fn acquire(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        SqlitePool::acquire(self).await.map_err(classify)
+    }
+
+    fn release<T>(conn: PoolConnection<Sqlite>, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+        drop(conn);
+        result.map_err(classify)
+    }
 }
 
-fn time(micros: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| StoreError::internal(format!("timestamp {micros} out of range")))
+impl Dialect for Sqlite {
+    // The write transaction holds the database's write lock from `BEGIN IMMEDIATE`.
+    const FOR_UPDATE: &'static str = "";
+    const GREATEST: &'static str = "max";
+    // SQLite's own clock reads milliseconds at best (`unixepoch('subsec')`); the
+    // service's, in microseconds, is bound instead.
+    const NOW: Option<&'static str> = None;
+
+    fn any_of(column: &str) -> String {
+        format!("{column} IN (SELECT value FROM json_each(?))")
+    }
+
+    fn classify(err: sqlx::Error) -> StoreError {
+        classify(err)
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn contact_view(row: &SqliteRow) -> StoreResult<ContactView> {
+        view_from_row::<Sqlite>(row)
+    }
 }
 
 /// Sorts driver errors into the kinds the API maps to status codes.
@@ -118,8 +163,9 @@ fn classify(err: sqlx::Error) -> StoreError {
         // extended forms are BUSY/LOCKED; 18 TOOBIG.
         let code: i64 = db.code().and_then(|c| c.parse().ok()).unwrap_or(-1);
         match code {
-            // SQLite names no constraint. Contact writes check the address inside
-            // their write-locked transaction first (`write_tx.rs`, `contacts.rs`),
+            // SQLite names no constraint. Contact writes never collide on the
+            // address: an update checks it inside its write-locked transaction
+            // first (`write_tx.rs`) and a create skips a taken one (ON CONFLICT),
             // so a unique key that still collides is a record's id.
             2067 | 1555 => return StoreError::Conflict { field: "id" },
             // FOREIGN KEY: the referenced contact is gone.

@@ -1,12 +1,12 @@
 //! Contact lists and search on SQLite: an FTS5 trigram index for terms it
 //! answers well, a walk of the tenant in id order for the rest.
 
-use sqlx::SqliteConnection;
+use sqlx::{Sqlite, SqliteConnection};
 
 use super::classify;
-use super::rows::{CONTACT_COLUMNS, view_from_row};
 use crate::domain::{ContactQuery, ContactView, TenantId};
 use crate::store::StoreResult;
+use crate::store::common::{CONTACT_COLUMNS, view_from_row};
 
 /// A search term with at most this many matches (in all tenants) is answered from the
 /// trigram index, whatever the page size; with more, the tenant's contacts are walked
@@ -100,5 +100,5 @@ pub(super) async fn list_contacts(
         .fetch_all(&mut *conn)
         .await
         .map_err(classify)?;
-    rows.iter().map(view_from_row).collect()
+    rows.iter().map(view_from_row::<Sqlite>).collect()
 }

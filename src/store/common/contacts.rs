@@ -1,0 +1,228 @@
+//! Contacts and their timeline. Every call has a portable way here: a caller's key
+//! is checked with a lookup of its own, reads are plain statements, and a write
+//! takes a write transaction. A backend overrides the calls of `BackendContacts`
+//! that it can make faster (PostgreSQL does them in one statement each) and lists
+//! contacts its own way (each database has its own search index).
+
+use async_trait::async_trait;
+
+use super::rows::{Record, column, contact_from_row};
+use super::types::{DbTime, TextList};
+use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlStore, SqlText, SqlWriteTx, Stmt};
+use crate::domain::{
+    Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey, TimelineEntry,
+    TimelineOrder, TimelineQuery,
+};
+use crate::store::{Access, ContactStore, StoreError, StoreResult, WriteTx, check_key};
+
+/// A page of a contact list, as `ContactStore::list_contacts` asks for it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContactPage<'a> {
+    pub tenant: &'a TenantId,
+    pub query: &'a ContactQuery,
+    /// The last id of the page before.
+    pub after: Option<&'a str>,
+    pub limit: u32,
+}
+
+/// The calls of `ContactStore` a backend may make its own way; see `ContactStore`
+/// for what each does.
+#[async_trait]
+pub(crate) trait BackendContacts: SqlStore + Sized {
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<Vec<ContactView>>;
+
+    async fn insert_contact(
+        &self,
+        access: &Access,
+        contact: &Contact,
+        created: &TimelineEntry,
+    ) -> StoreResult<()> {
+        check_key(self, access).await?;
+        let mut tx = SqlWriteTx::new(self.begin_tx().await?, &access.tenant);
+        if !tx.insert_contact_if_new(contact).await? {
+            return Err(StoreError::Conflict { field: "email" });
+        }
+        tx.insert_timeline_entry(&contact.id, created).await?;
+        Box::new(tx).commit().await
+    }
+
+    async fn get_contact(&self, access: &Access, id: &ContactId) -> StoreResult<ContactView> {
+        check_key(self, access).await?;
+        read_contact(self, "id", &access.tenant, id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound("contact"))
+    }
+
+    async fn get_contact_by_email(
+        &self,
+        access: &Access,
+        email: &Email,
+    ) -> StoreResult<Option<ContactView>> {
+        check_key(self, access).await?;
+        read_contact(self, "email_key", &access.tenant, email.key()).await
+    }
+
+    async fn read_for_update(
+        &self,
+        access: &Access,
+        id: &ContactId,
+    ) -> StoreResult<(Contact, i64)> {
+        check_key(self, access).await?;
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS}, revision FROM contacts WHERE tenant_id = $1 AND id = $2"
+        );
+        let stmt = Stmt::<Self::Db>::new(&sql)
+            .bind(access.tenant.as_str())
+            .bind(id.as_str());
+        let row = self.reads().fetch_optional(stmt).await?;
+        let row = row.ok_or(StoreError::NotFound("contact"))?;
+        let revision = column::<Self::Db, i64>(&row, "revision")?;
+        Ok((contact_from_row::<Self::Db>(&row)?, revision))
+    }
+
+    async fn update_if_revision(
+        &self,
+        tenant: &TenantId,
+        after: &Contact,
+        updated: &TimelineEntry,
+        revision: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = SqlWriteTx::new(self.begin_tx().await?, tenant);
+        if !tx.update_contact_at(after, Some(revision)).await? {
+            return Ok(false);
+        }
+        tx.insert_timeline_entry(&after.id, updated).await?;
+        Box::new(tx).commit().await?;
+        Ok(true)
+    }
+}
+
+/// The tenant's contact whose `column` (`id` or `email_key`) is `key`.
+async fn read_contact<S: SqlStore>(
+    store: &S,
+    column: &'static str,
+    tenant: &TenantId,
+    key: &str,
+) -> StoreResult<Option<ContactView>> {
+    let sql =
+        format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND {column} = $2");
+    let stmt = Stmt::<S::Db>::new(&sql).bind(tenant.as_str()).bind(key);
+    let row = store.reads().fetch_optional(stmt).await?;
+    row.as_ref().map(S::Db::contact_view).transpose()
+}
+
+#[async_trait]
+impl<S: BackendContacts> ContactStore for S {
+    async fn insert_contact(
+        &self,
+        access: &Access,
+        contact: &Contact,
+        created: &TimelineEntry,
+    ) -> StoreResult<()> {
+        BackendContacts::insert_contact(self, access, contact, created).await
+    }
+
+    async fn get_contact(&self, access: &Access, id: &ContactId) -> StoreResult<ContactView> {
+        BackendContacts::get_contact(self, access, id).await
+    }
+
+    async fn get_contact_by_email(
+        &self,
+        access: &Access,
+        email: &Email,
+    ) -> StoreResult<Option<ContactView>> {
+        BackendContacts::get_contact_by_email(self, access, email).await
+    }
+
+    async fn list_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ContactQuery,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ContactView>> {
+        let page = ContactPage {
+            tenant,
+            query,
+            after,
+            limit,
+        };
+        BackendContacts::list_contacts(self, page).await
+    }
+
+    async fn read_for_update(
+        &self,
+        access: &Access,
+        id: &ContactId,
+    ) -> StoreResult<(Contact, i64)> {
+        BackendContacts::read_for_update(self, access, id).await
+    }
+
+    async fn update_if_revision(
+        &self,
+        tenant: &TenantId,
+        after: &Contact,
+        updated: &TimelineEntry,
+        revision: i64,
+    ) -> StoreResult<bool> {
+        BackendContacts::update_if_revision(self, tenant, after, updated, revision).await
+    }
+
+    async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
+        // Activity rows go with the contact through ON DELETE CASCADE, in this statement.
+        let stmt = Stmt::<S::Db>::new("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        if self.writes().execute(stmt).await? == 0 {
+            return Err(StoreError::NotFound("contact"));
+        }
+        Ok(())
+    }
+
+    async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
+        let stmt = Stmt::<S::Db>::new("SELECT 1 FROM contacts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str());
+        match self.reads().fetch_optional(stmt).await? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NotFound("contact")),
+        }
+    }
+
+    async fn list_timeline(
+        &self,
+        tenant: &TenantId,
+        contact: &ContactId,
+        query: &TimelineQuery,
+        after: Option<&TimeKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<TimelineEntry>> {
+        let (cmp, dir) = match query.order {
+            TimelineOrder::NewestFirst => ("<", "DESC"),
+            TimelineOrder::OldestFirst => (">", "ASC"),
+        };
+        let mut sql = SqlText::new(&format!(
+            "SELECT {} FROM timeline_entries WHERE tenant_id = ? AND contact_id = ?",
+            TimelineEntry::COLUMNS
+        ));
+        if after.is_some() {
+            sql = sql.push(&format!(" AND (occurred_at, id) {cmp} (?, ?)"));
+        }
+        if !query.types.is_empty() {
+            sql = sql.push(" AND ").push(&S::Db::any_of("type"));
+        }
+        let sql = sql.push(&format!(" ORDER BY occurred_at {dir}, id {dir} LIMIT ?"));
+        let mut stmt = Stmt::<S::Db>::new(sql.as_str())
+            .bind(tenant.as_str())
+            .bind(contact.as_str());
+        if let Some(after) = after {
+            // A forged cursor's time out of range is the caller's error.
+            stmt = stmt.bind(DbTime(after.time()?)).bind(after.id.as_str());
+        }
+        if !query.types.is_empty() {
+            stmt = stmt.bind(TextList(&query.types));
+        }
+        let rows = self.reads().fetch_all(stmt.bind(i64::from(limit))).await?;
+        rows.iter().map(TimelineEntry::from_row::<S::Db>).collect()
+    }
+}

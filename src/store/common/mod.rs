@@ -1,0 +1,78 @@
+//! The SQL both backends share. The two schemas hold the same tables and columns,
+//! so most statements, their parameters and their rows are the same on both; what
+//! differs is small and mechanical, and each backend states it once:
+//!
+//! - how values are stored (times, JSON): the newtypes of `types.rs` encode and
+//!   decode them for either database;
+//! - a few SQL fragments and the error classification: `Dialect`;
+//! - where a statement gets its connection: `SqlStore` and `ConnSource` (`db.rs`),
+//!   and how a write transaction holds one: `TxConn` (`write_tx.rs`).
+//!
+//! sqlx accepts `$n` parameters on SQLite too, so one statement text serves both.
+//! `KeyStore`, `ActivityStore`, `ContactStore` and `WriteTx` are implemented here,
+//! once, for any `SqlStore`. A backend makes its own way only the contact calls it
+//! can make faster (`BackendContacts`: PostgreSQL's one-statement creates, merges
+//! and coalesced point reads) and its contact search, which each database indexes
+//! differently.
+
+mod activity;
+mod contacts;
+mod db;
+mod keys;
+mod rows;
+mod types;
+mod write_tx;
+
+pub(crate) use contacts::{BackendContacts, ContactPage};
+pub(crate) use db::{ConnSource, SqlDb, SqlText, Stmt};
+pub(crate) use rows::{CONTACT_COLUMNS, contact_from_row, view_from_row};
+pub(crate) use write_tx::{SqlWriteTx, TxConn};
+
+use async_trait::async_trait;
+
+use crate::domain::ContactView;
+use crate::store::{StoreError, StoreResult};
+
+/// What differs between the databases' SQL, implemented for `sqlx::Postgres` and
+/// `sqlx::Sqlite`.
+pub(crate) trait Dialect: sqlx::Database {
+    /// Appended to a read whose row the transaction goes on to write, so a
+    /// concurrent writer of the row waits (empty where the transaction holds the
+    /// database's write lock from its start).
+    const FOR_UPDATE: &'static str;
+    /// The function that returns the larger of two values.
+    const GREATEST: &'static str;
+    /// The current time as an SQL expression of the database's own, when the
+    /// backend stamps rows with the database's clock; `None` where the service's
+    /// clock is bound as a parameter instead (see `SqlText::now`, `Stmt::bind_now`).
+    const NOW: Option<&'static str>;
+
+    /// The condition that `column` is one of a `TextList` parameter's values; the
+    /// parameter is written `?` (see `SqlText`).
+    fn any_of(column: &str) -> String;
+
+    /// Sorts driver errors into the kinds the API maps to status codes.
+    fn classify(err: sqlx::Error) -> StoreError;
+
+    /// Rows a statement inserted, updated or deleted.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// A contact from a row that starts with `CONTACT_COLUMNS` (a backend may read
+    /// it faster than by column name).
+    fn contact_view(row: &Self::Row) -> StoreResult<ContactView>;
+}
+
+/// A backend as the shared SQL sees it: its database and where its statements run.
+#[async_trait]
+pub(crate) trait SqlStore: Send + Sync + 'static {
+    type Db: SqlDb;
+    type Conns: ConnSource<Db = Self::Db>;
+    type Tx: TxConn<Db = Self::Db>;
+
+    /// Connections for statements that only read.
+    fn reads(&self) -> &Self::Conns;
+    /// Connections for single statements that write, outside a write transaction.
+    fn writes(&self) -> &Self::Conns;
+    /// A write transaction's connection, the transaction begun (see `SqlWriteTx`).
+    async fn begin_tx(&self) -> StoreResult<Self::Tx>;
+}

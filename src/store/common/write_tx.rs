@@ -1,0 +1,465 @@
+//! The write transaction of both backends: one set of statements, with the
+//! fragments that differ taken from the `Dialect` (PostgreSQL locks the rows it
+//! reads to write; SQLite holds the database's write lock from `BEGIN IMMEDIATE`).
+//! A backend supplies only how the transaction holds its connection (`TxConn`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Database;
+
+use super::rows::{Record, column, contact_from_row, remembered_from_row};
+use super::types::{DbJson, DbTime, JsonText};
+use super::{CONTACT_COLUMNS, Dialect, SqlDb, SqlText, Stmt};
+use crate::domain::{
+    Contact, ContactId, Email, Enrolment, Idempotency, Membership, ScheduledSend, SendRecord,
+    TenantId, TimelineEntry, search_text,
+};
+use crate::store::{ContactFlag, RememberedRequest, StoreError, StoreResult, WriteTx};
+
+/// How a backend's write transaction holds its connection: it has begun when the
+/// holder exists, rolls back when the holder is dropped, and commits here.
+#[async_trait]
+pub(crate) trait TxConn: Send + Sized + 'static {
+    type Db: SqlDb;
+
+    fn conn(&mut self) -> &mut <Self::Db as Database>::Connection;
+
+    async fn commit(self) -> StoreResult<()>;
+
+    /// `Conflict` on `email` when another contact of `tenant` has `contact`'s
+    /// address, checked before the contact is written, for a database whose
+    /// errors do not say which unique key a write broke. None by default: the
+    /// error of the write itself names the key.
+    async fn check_email_free(&mut self, _tenant: &str, _contact: &Contact) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+type Row<C> = <<C as TxConn>::Db as Database>::Row;
+
+/// One transaction of one tenant's records, on the connection `C` holds.
+pub(crate) struct SqlWriteTx<C> {
+    conn: C,
+    tenant: TenantId,
+}
+
+impl<C: TxConn> SqlWriteTx<C> {
+    pub fn new(conn: C, tenant: &TenantId) -> Self {
+        Self {
+            conn,
+            tenant: tenant.clone(),
+        }
+    }
+
+    /// The connection and the tenant, borrowed apart so a statement can bind one
+    /// and run on the other.
+    fn parts(&mut self) -> (&mut <C::Db as Database>::Connection, &str) {
+        (self.conn.conn(), self.tenant.as_str())
+    }
+
+    /// What `sql` finds by the tenant (`$1`) and `keys` (`$2`, ...), if anything.
+    async fn find<T>(
+        &mut self,
+        sql: &str,
+        keys: &[&str],
+        from_row: fn(&Row<C>) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let (conn, tenant) = self.parts();
+        let mut stmt = Stmt::<C::Db>::new(sql).bind(tenant);
+        for key in keys {
+            stmt = stmt.bind(*key);
+        }
+        let row = stmt.fetch_optional(conn).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Writes a changed contact (address, properties, `updated_at`), only if its
+    /// row is still at `revision` when one is given; returns whether it did.
+    pub async fn update_contact_at(
+        &mut self,
+        contact: &Contact,
+        revision: Option<i64>,
+    ) -> StoreResult<bool> {
+        self.conn
+            .check_email_free(self.tenant.as_str(), contact)
+            .await?;
+        let sql = match revision {
+            Some(_) => UPDATE_CONTACT_IF_REVISION,
+            None => UPDATE_CONTACT,
+        };
+        let search = search_text(contact.email.as_str(), &contact.properties);
+        let (conn, tenant) = self.parts();
+        let mut stmt = Stmt::<C::Db>::new(sql)
+            .bind(tenant)
+            .bind(contact.id.as_str())
+            .bind(contact.email.as_str())
+            .bind(contact.email.key())
+            .bind(DbJson(contact.properties.as_map()))
+            .bind(search.as_str())
+            .bind(DbTime(contact.updated_at));
+        if let Some(revision) = revision {
+            stmt = stmt.bind(revision);
+        }
+        Ok(stmt.execute(conn).await? == 1)
+    }
+}
+
+const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, email_key = $4, properties = $5, \
+        search_text = $6, updated_at = $7, revision = revision + 1 \
+     WHERE tenant_id = $1 AND id = $2";
+
+const UPDATE_CONTACT_IF_REVISION: &str = "UPDATE contacts SET email = $3, email_key = $4, \
+        properties = $5, search_text = $6, updated_at = $7, revision = revision + 1 \
+     WHERE tenant_id = $1 AND id = $2 AND revision = $8";
+
+const INSERT_CONTACT: &str = "INSERT INTO contacts (tenant_id, id, email, email_key, \
+        properties, search_text, suppressed, unsubscribed, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (tenant_id, email_key) DO NOTHING";
+
+const INSERT_TIMELINE_ENTRY: &str = "INSERT INTO timeline_entries \
+        (tenant_id, contact_id, id, type, occurred_at, data) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+const SAVE_SEND: &str = "INSERT INTO sends (tenant_id, id, contact_id, email, template_id, \
+        template_name, subject, status, source, source_id, created_at, sent_at, delivered_at, \
+        opened_at, clicked_at, bounced_at, complained_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+     ON CONFLICT (tenant_id, id) DO UPDATE SET status = EXCLUDED.status, \
+        sent_at = EXCLUDED.sent_at, delivered_at = EXCLUDED.delivered_at, \
+        opened_at = EXCLUDED.opened_at, clicked_at = EXCLUDED.clicked_at, \
+        bounced_at = EXCLUDED.bounced_at, complained_at = EXCLUDED.complained_at";
+
+const SAVE_SCHEDULED_SEND: &str = "INSERT INTO scheduled_sends (tenant_id, id, contact_id, \
+        email, template_id, template_name, subject, scheduled_for, source, source_id, step, \
+        status, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (tenant_id, id) DO UPDATE SET status = EXCLUDED.status";
+
+const SAVE_ENROLMENT: &str = "INSERT INTO sequence_enrolments (tenant_id, contact_id, \
+        sequence_id, sequence_name, status, current_step, enrolled_at, updated_at, \
+        completed_at, exited_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (tenant_id, contact_id, sequence_id) DO UPDATE SET \
+        sequence_name = EXCLUDED.sequence_name, status = EXCLUDED.status, \
+        current_step = EXCLUDED.current_step, enrolled_at = EXCLUDED.enrolled_at, \
+        updated_at = EXCLUDED.updated_at, completed_at = EXCLUDED.completed_at, \
+        exited_at = EXCLUDED.exited_at";
+
+const SAVE_MEMBERSHIP: &str = "INSERT INTO segment_memberships (tenant_id, contact_id, \
+        segment_id, segment_name, joined_at) \
+     VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (tenant_id, contact_id, segment_id) DO UPDATE SET \
+        segment_name = EXCLUDED.segment_name";
+
+/// A read of one row by the tenant and `key` (`$2`, `$3`...), locked where the
+/// dialect locks rows.
+fn lock_sql<DB: Dialect>(columns: &str, table: &str, key: &str) -> String {
+    format!(
+        "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND {key}{}",
+        DB::FOR_UPDATE
+    )
+}
+
+#[async_trait]
+impl<C: TxConn> WriteTx for SqlWriteTx<C> {
+    async fn claim_request(
+        &mut self,
+        idem: &Idempotency,
+    ) -> StoreResult<Option<RememberedRequest>> {
+        let sql = SqlText::new(
+            "INSERT INTO idempotency_keys (tenant_id, request_id, method, fingerprint, \
+             created_at) VALUES (?, ?, ?, ?, ",
+        )
+        .now::<C::Db>()
+        .push(") ON CONFLICT DO NOTHING");
+        let (conn, tenant) = self.parts();
+        // Waits on a concurrent first attempt's uncommitted row, then sees its outcome.
+        let claimed = Stmt::<C::Db>::new(sql.as_str())
+            .bind(tenant)
+            .bind(idem.request_id.as_str())
+            .bind(idem.method)
+            .bind(&idem.fingerprint[..])
+            .bind_now()
+            .execute(conn)
+            .await?;
+        if claimed == 1 {
+            return Ok(None);
+        }
+        let remembered = self
+            .find(
+                "SELECT method, fingerprint, response FROM idempotency_keys \
+                 WHERE tenant_id = $1 AND request_id = $2",
+                &[&idem.request_id],
+                remembered_from_row::<C::Db>,
+            )
+            .await?;
+        // Gone again: the first attempt's contact was erased in between.
+        remembered.map(Some).ok_or(StoreError::NotFound("contact"))
+    }
+
+    async fn remember_response(
+        &mut self,
+        idem: &Idempotency,
+        contact: &ContactId,
+        response_json: &str,
+    ) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(
+            "UPDATE idempotency_keys SET response = $3, contact_id = $4 \
+             WHERE tenant_id = $1 AND request_id = $2",
+        )
+        .bind(tenant)
+        .bind(idem.request_id.as_str())
+        .bind(JsonText(response_json))
+        .bind(contact.as_str())
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn lock_contact(&mut self, id: &ContactId) -> StoreResult<Option<Contact>> {
+        let sql = lock_sql::<C::Db>(CONTACT_COLUMNS, "contacts", "id = $2");
+        self.find(&sql, &[id.as_str()], contact_from_row::<C::Db>)
+            .await
+    }
+
+    async fn lock_contact_email(&mut self, id: &ContactId) -> StoreResult<Option<String>> {
+        let sql = lock_sql::<C::Db>("email", "contacts", "id = $2");
+        self.find(&sql, &[id.as_str()], |row| column::<C::Db, _>(row, "email"))
+            .await
+    }
+
+    async fn find_contact_by_email(
+        &mut self,
+        email: &Email,
+    ) -> StoreResult<Option<(ContactId, String)>> {
+        let sql = "SELECT id, email FROM contacts WHERE tenant_id = $1 AND email_key = $2";
+        self.find(sql, &[email.key()], |row| {
+            let id = column::<C::Db, String>(row, "id")?;
+            Ok((
+                ContactId::from_trusted(id),
+                column::<C::Db, _>(row, "email")?,
+            ))
+        })
+        .await
+    }
+
+    async fn insert_contact_if_new(&mut self, contact: &Contact) -> StoreResult<bool> {
+        let search = search_text(contact.email.as_str(), &contact.properties);
+        let (conn, tenant) = self.parts();
+        let inserted = Stmt::<C::Db>::new(INSERT_CONTACT)
+            .bind(tenant)
+            .bind(contact.id.as_str())
+            .bind(contact.email.as_str())
+            .bind(contact.email.key())
+            .bind(DbJson(contact.properties.as_map()))
+            .bind(search.as_str())
+            .bind(contact.suppressed)
+            .bind(contact.unsubscribed)
+            .bind(DbTime(contact.created_at))
+            .bind(DbTime(contact.updated_at))
+            .execute(conn)
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn update_contact(&mut self, contact: &Contact) -> StoreResult<()> {
+        self.update_contact_at(contact, None).await?;
+        Ok(())
+    }
+
+    async fn set_contact_flag(
+        &mut self,
+        id: &ContactId,
+        flag: ContactFlag,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (column, greatest) = (flag.column(), C::Db::GREATEST);
+        let sql = format!(
+            "UPDATE contacts SET {column} = true, updated_at = {greatest}(updated_at, $3), \
+             revision = revision + 1 WHERE tenant_id = $1 AND id = $2 AND NOT {column}"
+        );
+        let (conn, tenant) = self.parts();
+        let updated = Stmt::<C::Db>::new(&sql)
+            .bind(tenant)
+            .bind(id.as_str())
+            .bind(DbTime(at))
+            .execute(conn)
+            .await?;
+        Ok(updated == 1)
+    }
+
+    async fn insert_timeline_entry(
+        &mut self,
+        contact: &ContactId,
+        entry: &TimelineEntry,
+    ) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(INSERT_TIMELINE_ENTRY)
+            .bind(tenant)
+            .bind(contact.as_str())
+            .bind(entry.id.as_str())
+            .bind(entry.kind.as_str())
+            .bind(DbTime(entry.timestamp))
+            .bind(DbJson(&entry.data))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn lock_send(&mut self, id: &str) -> StoreResult<Option<SendRecord>> {
+        let sql = lock_sql::<C::Db>(SendRecord::COLUMNS, "sends", "id = $2");
+        self.find(&sql, &[id], SendRecord::from_row::<C::Db>).await
+    }
+
+    async fn save_send(&mut self, send: &SendRecord) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(SAVE_SEND)
+            .bind(tenant)
+            .bind(send.id.as_str())
+            .bind(send.contact_id.as_str())
+            .bind(send.email.as_str())
+            .bind(send.template_id.as_str())
+            .bind(send.template_name.as_str())
+            .bind(send.subject.as_str())
+            .bind(send.status.as_str())
+            .bind(send.source.as_str())
+            .bind(send.source_id.as_str())
+            .bind(DbTime(send.created_at))
+            .bind(send.sent_at.map(DbTime))
+            .bind(send.delivered_at.map(DbTime))
+            .bind(send.opened_at.map(DbTime))
+            .bind(send.clicked_at.map(DbTime))
+            .bind(send.bounced_at.map(DbTime))
+            .bind(send.complained_at.map(DbTime))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn lock_scheduled_send(&mut self, id: &str) -> StoreResult<Option<ScheduledSend>> {
+        let sql = lock_sql::<C::Db>(ScheduledSend::COLUMNS, "scheduled_sends", "id = $2");
+        self.find(&sql, &[id], ScheduledSend::from_row::<C::Db>)
+            .await
+    }
+
+    async fn save_scheduled_send(&mut self, scheduled: &ScheduledSend) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(SAVE_SCHEDULED_SEND)
+            .bind(tenant)
+            .bind(scheduled.id.as_str())
+            .bind(scheduled.contact_id.as_str())
+            .bind(scheduled.email.as_str())
+            .bind(scheduled.template_id.as_str())
+            .bind(scheduled.template_name.as_str())
+            .bind(scheduled.subject.as_str())
+            .bind(DbTime(scheduled.scheduled_for))
+            .bind(scheduled.source.as_str())
+            .bind(scheduled.source_id.as_str())
+            .bind(scheduled.step)
+            .bind(scheduled.status.as_str())
+            .bind(DbTime(scheduled.created_at))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn lock_enrolment(
+        &mut self,
+        contact: &ContactId,
+        sequence_id: &str,
+    ) -> StoreResult<Option<Enrolment>> {
+        let key = "contact_id = $2 AND sequence_id = $3";
+        let sql = lock_sql::<C::Db>(Enrolment::COLUMNS, "sequence_enrolments", key);
+        let keys = [contact.as_str(), sequence_id];
+        self.find(&sql, &keys, Enrolment::from_row::<C::Db>).await
+    }
+
+    async fn save_enrolment(&mut self, e: &Enrolment) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(SAVE_ENROLMENT)
+            .bind(tenant)
+            .bind(e.contact_id.as_str())
+            .bind(e.sequence_id.as_str())
+            .bind(e.sequence_name.as_str())
+            .bind(e.status.as_str())
+            .bind(e.current_step)
+            .bind(DbTime(e.enrolled_at))
+            .bind(DbTime(e.updated_at))
+            .bind(e.completed_at.map(DbTime))
+            .bind(e.exited_at.map(DbTime))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Not locked itself: the rules lock the contact first (`lock_contact_email`),
+    /// which orders the writes about its memberships.
+    async fn membership(
+        &mut self,
+        contact: &ContactId,
+        segment_id: &str,
+    ) -> StoreResult<Option<Membership>> {
+        let sql = format!(
+            "SELECT {} FROM segment_memberships \
+             WHERE tenant_id = $1 AND contact_id = $2 AND segment_id = $3",
+            Membership::COLUMNS
+        );
+        let keys = [contact.as_str(), segment_id];
+        self.find(&sql, &keys, Membership::from_row::<C::Db>).await
+    }
+
+    async fn save_membership(&mut self, m: &Membership) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(SAVE_MEMBERSHIP)
+            .bind(tenant)
+            .bind(m.contact_id.as_str())
+            .bind(m.segment_id.as_str())
+            .bind(m.segment_name.as_str())
+            .bind(DbTime(m.joined_at))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_membership(
+        &mut self,
+        contact: &ContactId,
+        segment_id: &str,
+    ) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(
+            "DELETE FROM segment_memberships \
+             WHERE tenant_id = $1 AND contact_id = $2 AND segment_id = $3",
+        )
+        .bind(tenant)
+        .bind(contact.as_str())
+        .bind(segment_id)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.conn.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Postgres;
+
+    use super::{CONTACT_COLUMNS, UPDATE_CONTACT, lock_sql};
+    use crate::store::postgres::sql;
+
+    /// `postgres::sql` publishes these for the benchmark; on PostgreSQL the shared
+    /// transaction runs them to the byte.
+    #[test]
+    fn postgres_runs_the_statements_its_sql_module_publishes() {
+        assert_eq!(CONTACT_COLUMNS, sql::CONTACT_COLUMNS);
+        let lock = lock_sql::<Postgres>(CONTACT_COLUMNS, "contacts", "id = $2");
+        assert_eq!(lock, sql::LOCK_CONTACT);
+        assert_eq!(UPDATE_CONTACT, sql::UPDATE_CONTACT);
+    }
+}
