@@ -74,13 +74,3 @@ impl<S: SqlStore> KeyStore for S {
         Ok(self.writes().execute(stmt).await? == 1)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::store::postgres::sql;
-
-    #[test]
-    fn postgres_runs_the_key_check_its_sql_module_publishes() {
-        assert_eq!(super::TENANT_FOR_KEY, sql::TENANT_FOR_KEY);
-    }
-}

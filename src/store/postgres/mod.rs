@@ -6,7 +6,7 @@ mod conns;
 mod contacts;
 mod lookups;
 mod rows;
-mod sql;
+pub(crate) mod sql;
 mod write_tx;
 
 use async_trait::async_trait;

@@ -13,10 +13,6 @@ pub const CONTACT_COLUMNS: &str = contact_columns!();
 /// How many columns `contact_columns!` names (a contact's columns come first).
 pub const CONTACT_COLUMN_COUNT: usize = 7;
 
-/// The tenant of a live key.
-pub const TENANT_FOR_KEY: &str =
-    "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
-
 pub const GET_CONTACT: &str = concat!(
     "SELECT ",
     contact_columns!(),
@@ -35,18 +31,6 @@ pub const CREATE_CONTACT: &str = "WITH c AS ( \
         VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING tenant_id, id) \
      INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
      SELECT tenant_id, id, $8, $9, $7, $10 FROM c";
-
-/// Locks the row for a merge inside a transaction.
-pub const LOCK_CONTACT: &str = concat!(
-    "SELECT ",
-    contact_columns!(),
-    " FROM contacts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"
-);
-
-/// Writes a merged contact inside a transaction that holds its row lock.
-pub const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, email_key = $4, properties = $5, \
-        search_text = $6, updated_at = $7, revision = revision + 1 \
-     WHERE tenant_id = $1 AND id = $2";
 
 // Statements under a caller's key (`Access::key_hash`): the key's liveness is read in the same snapshot as
 // the data, so a revoked key is refused on its next call without a second round
@@ -92,7 +76,8 @@ pub const CREATE_CONTACT_CHECKED: &str = "WITH k AS ( \
      INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
      SELECT tenant_id, id, $8, $9, $7, $10 FROM c";
 
-/// `UPDATE_CONTACT` only if the row is still at revision `$11`: a compare-and-set,
+/// A merged contact with its `contact.updated` entry, written only if the row is still
+/// at revision `$11`: a compare-and-set,
 /// so a merge computed from that revision loses nothing written since.
 pub const UPDATE_CONTACT_IF_REVISION: &str = "WITH u AS ( \
         UPDATE contacts SET email = $3, email_key = $4, properties = $5, search_text = $6, \
