@@ -1,6 +1,7 @@
 //! The ingestion writes of ActivityService. Each is one transaction: the request id
-//! claimed (a retry replays the first response), the rows locked contact first, the
-//! domain's rule applied, the record and its timeline entries written, the response
+//! claimed (a retry replays the first response), the rows locked contact first (the
+//! order DeleteContact takes them in, so the two cannot deadlock), the domain's rule
+//! applied, the record and its timeline entries written, the response
 //! remembered.
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use crate::domain::{
     SendEngagement, SendRecord, SendStatusChange, TenantId, TrackedEvent, UNSUBSCRIBE_EVENT,
     contact_suppressed, contact_unsubscribed, segment_entry,
 };
-use crate::store::{ContactFlag, Store, StoreError, StoreResult, WriteTx};
+use crate::store::{ContactFlag, ContactRecord, Store, StoreError, StoreResult, WriteTx};
 
 /// RecordSend: by id or by address (an unknown address creates the contact); with a
 /// scheduled send, that pending send is fulfilled in the same transaction.
@@ -29,8 +30,12 @@ pub async fn record_send(
     }
     let (contact_id, email) = resolve(&mut *tx, &new.contact, new.at).await?;
     if let Some(scheduled_id) = &new.scheduled_send_id {
-        let scheduled = lock_scheduled_send(&mut *tx, scheduled_id)
+        // The contact is locked already; a scheduled send of another contact is only
+        // read, to be refused.
+        let scheduled = tx
+            .lock_scheduled_send(scheduled_id)
             .await?
+            .ok_or(StoreError::NotFound("scheduled send"))?
             .fulfil(&contact_id)?;
         tx.save_scheduled_send(&scheduled).await?;
     }
@@ -302,14 +307,31 @@ async fn lock_contact_email(tx: &mut dyn WriteTx, id: &ContactId) -> StoreResult
         .ok_or(StoreError::NotFound("contact"))
 }
 
+/// Locks the contact a record belongs to; false when the record (or its contact) is
+/// gone. Every write locks a contact before its records, the order in which
+/// DeleteContact takes them (the contact, then its records through the cascade), so a
+/// write and a delete cannot deadlock.
+async fn lock_owner(tx: &mut dyn WriteTx, record: ContactRecord, id: &str) -> StoreResult<bool> {
+    let Some(contact) = tx.contact_of(record, id).await? else {
+        return Ok(false);
+    };
+    Ok(tx.lock_contact_email(&contact).await?.is_some())
+}
+
 async fn lock_send(tx: &mut dyn WriteTx, id: &str) -> StoreResult<SendRecord> {
-    tx.lock_send(id).await?.ok_or(StoreError::NotFound("send"))
+    let missing = || StoreError::NotFound("send");
+    if !lock_owner(tx, ContactRecord::Send, id).await? {
+        return Err(missing());
+    }
+    tx.lock_send(id).await?.ok_or_else(missing)
 }
 
 async fn lock_scheduled_send(tx: &mut dyn WriteTx, id: &str) -> StoreResult<ScheduledSend> {
-    tx.lock_scheduled_send(id)
-        .await?
-        .ok_or(StoreError::NotFound("scheduled send"))
+    let missing = || StoreError::NotFound("scheduled send");
+    if !lock_owner(tx, ContactRecord::ScheduledSend, id).await? {
+        return Err(missing());
+    }
+    tx.lock_scheduled_send(id).await?.ok_or_else(missing)
 }
 
 /// Sets a contact flag with its timeline entry; nothing when it was already set. The

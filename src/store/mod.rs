@@ -23,7 +23,7 @@ use crate::domain::{
 };
 
 pub use error::StoreError;
-pub use write::{ContactFlag, RememberedRequest, WriteTx};
+pub use write::{ContactFlag, ContactRecord, RememberedRequest, WriteTx};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 

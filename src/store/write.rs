@@ -21,6 +21,23 @@ pub struct RememberedRequest {
     pub response: Option<String>,
 }
 
+/// A record that belongs to one contact, found by its own id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactRecord {
+    Send,
+    ScheduledSend,
+}
+
+impl ContactRecord {
+    /// The table that holds such records (same name in both schemas).
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Send => "sends",
+            Self::ScheduledSend => "scheduled_sends",
+        }
+    }
+}
+
 /// A contact flag that is set once and never cleared by the ingestion API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContactFlag {
@@ -61,7 +78,8 @@ pub trait WriteTx: Send {
     /// The contact's current address, the row locked (cheaper than `lock_contact`
     /// when the properties are not needed).
     async fn lock_contact_email(&mut self, id: &ContactId) -> StoreResult<Option<String>>;
-    /// The id and stored address of the contact with this address (ignoring case).
+    /// The id and stored address of the contact with this address (ignoring case),
+    /// the row locked.
     async fn find_contact_by_email(
         &mut self,
         email: &Email,
@@ -85,6 +103,14 @@ pub trait WriteTx: Send {
         entry: &TimelineEntry,
     ) -> StoreResult<()>;
 
+    /// The contact a send or scheduled send belongs to, read without a lock: a write
+    /// locks that contact before the record, in the order every write (and the
+    /// cascade of DeleteContact) takes them.
+    async fn contact_of(
+        &mut self,
+        record: ContactRecord,
+        id: &str,
+    ) -> StoreResult<Option<ContactId>>;
     async fn lock_send(&mut self, id: &str) -> StoreResult<Option<SendRecord>>;
     /// Inserts the send, or updates its status and times.
     async fn save_send(&mut self, send: &SendRecord) -> StoreResult<()>;

@@ -22,6 +22,7 @@ mod hostile_values;
 mod isolation;
 mod limits;
 mod list;
+mod lock_order;
 mod locks;
 mod lookups;
 mod metrics;

@@ -14,7 +14,9 @@ use crate::domain::{
     Contact, ContactId, Email, Enrolment, Idempotency, Membership, ScheduledSend, SendRecord,
     TenantId, TimelineEntry, search_text,
 };
-use crate::store::{ContactFlag, RememberedRequest, StoreError, StoreResult, WriteTx};
+use crate::store::{
+    ContactFlag, ContactRecord, RememberedRequest, StoreError, StoreResult, WriteTx,
+};
 
 /// How a backend's write transaction holds its connection: it has begun when the
 /// holder exists, rolls back when the holder is dropped, and commits here.
@@ -234,8 +236,8 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         &mut self,
         email: &Email,
     ) -> StoreResult<Option<(ContactId, String)>> {
-        let sql = "SELECT id, email FROM contacts WHERE tenant_id = $1 AND email_key = $2";
-        self.find(sql, &[email.key()], |row| {
+        let sql = lock_sql::<C::Db>("id, email", "contacts", "email_key = $2");
+        self.find(&sql, &[email.key()], |row| {
             let id = column::<C::Db, String>(row, "id")?;
             Ok((
                 ContactId::from_trusted(id),
@@ -306,6 +308,23 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
             .execute(conn)
             .await?;
         Ok(())
+    }
+
+    async fn contact_of(
+        &mut self,
+        record: ContactRecord,
+        id: &str,
+    ) -> StoreResult<Option<ContactId>> {
+        let sql = format!(
+            "SELECT contact_id FROM {} WHERE tenant_id = $1 AND id = $2",
+            record.table()
+        );
+        let found = self
+            .find(&sql, &[id], |row| {
+                column::<C::Db, String>(row, "contact_id")
+            })
+            .await?;
+        Ok(found.map(ContactId::from_trusted))
     }
 
     async fn lock_send(&mut self, id: &str) -> StoreResult<Option<SendRecord>> {
