@@ -4,6 +4,7 @@
 mod activity;
 mod admission;
 mod backpressure;
+mod cancellation;
 mod client;
 mod cluster;
 mod concurrency;

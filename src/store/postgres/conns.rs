@@ -26,6 +26,11 @@ use crate::store::{ConnectOptions, PoolUsage, StoreError, StoreResult};
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 /// How long the test of an interrupted connection may take before it is dropped.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an interrupted connection may stay busy before its statement is
+/// cancelled: a call that went away must not leave the database working for it.
+const BUSY_BEFORE_CANCEL: Duration = Duration::from_millis(50);
+/// How long a cancel request may take (it waits for the connection that sends it).
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub(crate) struct Conns {
@@ -40,10 +45,15 @@ struct Inner {
     acquire_timeout: Duration,
     /// Connections open now, idle or in use.
     open: AtomicU32,
+    /// A connection of its own, outside `max`, that sends `pg_cancel_backend` for
+    /// statements whose callers went away; opened on first use.
+    canceller: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 struct Idle {
     conn: PgConnection,
+    /// The server process behind it, to cancel its statement.
+    pid: i32,
     since: Instant,
 }
 
@@ -52,6 +62,7 @@ struct Idle {
 pub(crate) struct Conn {
     inner: Arc<Inner>,
     conn: Option<PgConnection>,
+    pid: i32,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -70,6 +81,7 @@ impl Conns {
                 max,
                 acquire_timeout: options.acquire_timeout,
                 open: AtomicU32::new(0),
+                canceller: tokio::sync::Mutex::new(None),
             }),
         };
         conns.get().await?.done();
@@ -95,28 +107,33 @@ impl Conns {
             .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?;
         loop {
             let idle = inner.lock_idle().pop();
-            let Some(Idle { conn, since }) = idle else {
+            let Some(Idle { conn, pid, since }) = idle else {
                 break;
             };
             // Handed out before the ping, so a caller that gives up mid-ping leaves the
             // connection to `Drop`, which accounts for it.
-            let mut conn = self.hand_out(conn, permit);
+            let mut conn = self.hand_out(conn, pid, permit);
             if since.elapsed() < IDLE_BEFORE_PING || conn.ping().await.is_ok() {
                 return Ok(conn);
             }
             permit = conn.discard();
         }
-        let conn = PgConnection::connect_with(&inner.options)
+        let mut conn = PgConnection::connect_with(&inner.options)
+            .await
+            .map_err(classify)?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
             .await
             .map_err(classify)?;
         inner.open.fetch_add(1, Ordering::Relaxed);
-        Ok(self.hand_out(conn, permit))
+        Ok(self.hand_out(conn, pid, permit))
     }
 
-    fn hand_out(&self, conn: PgConnection, permit: OwnedSemaphorePermit) -> Conn {
+    fn hand_out(&self, conn: PgConnection, pid: i32, permit: OwnedSemaphorePermit) -> Conn {
         Conn {
             inner: self.inner.clone(),
             conn: Some(conn),
+            pid,
             permit: Some(permit),
         }
     }
@@ -138,11 +155,62 @@ impl Inner {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn return_idle(&self, conn: PgConnection) {
+    fn return_idle(&self, conn: PgConnection, pid: i32) {
         self.lock_idle().push(Idle {
             conn,
+            pid,
             since: Instant::now(),
         });
+    }
+
+    /// Asks the server to cancel what process `pid` runs. Best effort: on any
+    /// failure the statement runs to its end, as it would without this.
+    async fn cancel(&self, pid: i32) {
+        let cancelled = tokio::time::timeout(CANCEL_TIMEOUT, async {
+            let mut canceller = self.canceller.lock().await;
+            if canceller.is_none() {
+                *canceller = PgConnection::connect_with(&self.options).await.ok();
+            }
+            let conn = canceller.as_mut()?;
+            let sent = sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(conn)
+                .await;
+            if sent.is_err() {
+                *canceller = None;
+            }
+            Some(())
+        })
+        .await;
+        if !matches!(cancelled, Ok(Some(()))) {
+            tracing::debug!(pid, "could not cancel an abandoned statement");
+        }
+    }
+
+    /// Tests an interrupted connection off the caller's path: a ping drains what
+    /// the work left (rows of a dropped query, the ROLLBACK of a dropped
+    /// transaction) and proves it alive. A statement still running after
+    /// `BUSY_BEFORE_CANCEL` is cancelled first, so an abandoned call (a client gone,
+    /// a deadline passed) stops its database work instead of running to the end.
+    async fn recover(&self, mut conn: PgConnection, pid: i32) {
+        let alive = {
+            let ping = conn.ping();
+            tokio::pin!(ping);
+            match tokio::time::timeout(BUSY_BEFORE_CANCEL, &mut ping).await {
+                Ok(pinged) => pinged.is_ok(),
+                Err(_) => {
+                    self.cancel(pid).await;
+                    tokio::time::timeout(RECOVER_TIMEOUT, &mut ping)
+                        .await
+                        .is_ok_and(|pinged| pinged.is_ok())
+                }
+            }
+        };
+        if alive {
+            self.return_idle(conn, pid);
+        } else {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -151,7 +219,7 @@ impl Conn {
     /// the idle list.
     pub fn done(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.inner.return_idle(conn);
+            self.inner.return_idle(conn, self.pid);
         }
     }
 
@@ -197,7 +265,7 @@ impl std::ops::DerefMut for Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
         let inner = self.inner.clone();
@@ -205,19 +273,11 @@ impl Drop for Conn {
             inner.open.fetch_sub(1, Ordering::Relaxed);
             return;
         };
-        // Interrupted: a ping drains whatever the work left (rows of a cancelled
-        // query, the ROLLBACK of a dropped transaction) and proves the connection
-        // alive. The permit is held meanwhile, so `max` is never exceeded.
-        let permit = self.permit.take();
+        // Interrupted: tested (and its statement cancelled) before reuse. The permit
+        // is held meanwhile, so `max` is never exceeded.
+        let (pid, permit) = (self.pid, self.permit.take());
         runtime.spawn(async move {
-            let alive = tokio::time::timeout(RECOVER_TIMEOUT, conn.ping())
-                .await
-                .is_ok_and(|pinged| pinged.is_ok());
-            if alive {
-                inner.return_idle(conn);
-            } else {
-                inner.open.fetch_sub(1, Ordering::Relaxed);
-            }
+            inner.recover(conn, pid).await;
             drop(permit);
         });
     }
