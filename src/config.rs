@@ -151,6 +151,11 @@ pub struct LimitArgs {
     /// rate, such calls get RESOURCE_EXHAUSTED without touching the database.
     #[arg(long, env = "KRAITER_UNKNOWN_KEY_LOOKUPS_RPS", default_value_t = 20)]
     pub unknown_key_lookups_rps: u32,
+    /// How long a request id is remembered (a retry within it replays the first
+    /// answer; one whose contact was erased is refused); older ones are purged in the
+    /// background.
+    #[arg(long, env = "KRAITER_REQUEST_ID_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub request_id_retention: Duration,
 }
 
 impl Default for LimitArgs {
@@ -162,6 +167,7 @@ impl Default for LimitArgs {
             rate_limit_rps: None,
             rate_limit_burst: None,
             unknown_key_lookups_rps: 20,
+            request_id_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -195,11 +201,19 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let value: u64 = number
         .parse()
         .map_err(|_| format!("`{raw}` is not a duration like 5s"))?;
+    let seconds = |per: u64| {
+        value
+            .checked_mul(per)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("`{raw}` is too long"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(value)),
-        "s" | "" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("`{raw}`: unit must be ms, s or m")),
+        "s" | "" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        "d" => seconds(24 * 3600),
+        _ => Err(format!("`{raw}`: unit must be ms, s, m, h or d")),
     }
 }
 
@@ -248,7 +262,10 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(parse_duration("5h"), Ok(Duration::from_secs(5 * 3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 24 * 3600)));
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration(&format!("{}d", u64::MAX)).is_err());
         assert!(parse_duration("s").is_err());
     }
 

@@ -141,6 +141,10 @@ impl Application {
             reporter.clone(),
             self.health_interval,
         )));
+        let _purge = AbortOnDrop(tokio::spawn(purge_requests(
+            self.store.clone(),
+            self.limits.request_id_retention,
+        )));
         let _metrics = self.metrics_listener.take().map(|listener| {
             AbortOnDrop(tokio::spawn(crate::metrics::serve(
                 listener,
@@ -264,6 +268,38 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Forgets request ids older than `retention`, in batches, every tenth of it (between
+/// 100 ms and 10 minutes), so the tables of remembered requests and of erased ones
+/// stay as large as the retention window makes them, not larger.
+async fn purge_requests(store: DynStore, retention: Duration) {
+    const BATCH: u32 = 10_000;
+    let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(before) = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|retention| crate::domain::now().checked_sub_signed(retention))
+        else {
+            continue;
+        };
+        loop {
+            match store.purge_requests(before, BATCH).await {
+                Ok(purged) if purged >= u64::from(BATCH) => continue,
+                Ok(purged) => {
+                    if purged > 0 {
+                        tracing::debug!(purged, "expired request ids purged");
+                    }
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "purging expired request ids failed");
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -90,6 +90,9 @@ pub trait Backend: Send + Sync + 'static {
     fn multi_page_queries(&self) -> bool {
         false
     }
+    /// Forgets remembered requests (and the tombstones of erased ones) older than
+    /// `before`, at most `batch` rows of each kind per call; returns how many went.
+    async fn purge_requests(&self, before: DateTime<Utc>, batch: u32) -> StoreResult<u64>;
     /// A transaction of `tenant`'s records that the rules in `crate::app` drive; it
     /// rolls back unless committed.
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>>;

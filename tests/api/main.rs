@@ -33,6 +33,7 @@ mod python;
 mod rate_limit;
 mod raw;
 mod reasons;
+mod request_ids;
 mod requests;
 mod schema;
 mod search_paths;

@@ -21,6 +21,15 @@ pub struct Idempotency {
     pub fingerprint: [u8; 32],
 }
 
+impl Idempotency {
+    /// SHA-256 of the request id: what is kept of it once its contact is erased (a
+    /// caller's request id may name the person).
+    pub fn request_hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.request_id.as_bytes()).into()
+    }
+}
+
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
         $(#[$meta])*

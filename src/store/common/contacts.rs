@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use super::rows::{Record, column, contact_from_row};
 use super::types::{DbTime, TextList};
-use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlStore, SqlText, SqlWriteTx, Stmt};
+use super::write_tx::lock_sql;
+use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlStore, SqlText, SqlWriteTx, Stmt, TxConn};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey, TimelineEntry,
     TimelineOrder, TimelineQuery,
@@ -169,14 +170,40 @@ impl<S: BackendContacts> ContactStore for S {
     }
 
     async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
-        // Activity rows go with the contact through ON DELETE CASCADE, in this statement.
-        let stmt = Stmt::<S::Db>::new("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
+        let mut tx = self.begin_tx().await?;
+        // The contact first, locked: every write locks it before it remembers a
+        // request id, so none can slip past the tombstones below.
+        let lock = lock_sql::<S::Db>("id", "contacts", "id = $2");
+        let found = Stmt::<S::Db>::new(&lock)
             .bind(tenant.as_str())
-            .bind(id.as_str());
-        if self.writes().execute(stmt).await? == 0 {
+            .bind(id.as_str())
+            .fetch_optional(tx.conn())
+            .await?;
+        if found.is_none() {
             return Err(StoreError::NotFound("contact"));
         }
-        Ok(())
+        let tombstones = SqlText::new(
+            "INSERT INTO erased_requests (tenant_id, request_hash, method, erased_at) \
+             SELECT tenant_id, request_hash, method, ",
+        )
+        .now::<S::Db>()
+        .push(
+            " FROM idempotency_keys WHERE tenant_id = ? AND contact_id = ? \
+             AND request_hash IS NOT NULL ON CONFLICT DO NOTHING",
+        );
+        Stmt::<S::Db>::new(tombstones.as_str())
+            .bind_now()
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(tx.conn())
+            .await?;
+        // Activity rows and remembered requests go with the contact (ON DELETE CASCADE).
+        Stmt::<S::Db>::new("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await
     }
 
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {

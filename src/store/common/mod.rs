@@ -42,6 +42,8 @@ pub(crate) trait Dialect: sqlx::Database {
     const FOR_UPDATE: &'static str;
     /// The function that returns the larger of two values.
     const GREATEST: &'static str;
+    /// The hidden column that identifies a row of any table, for deletes in batches.
+    const ROW_ID: &'static str;
     /// The current time as an SQL expression of the database's own, when the
     /// backend stamps rows with the database's clock; `None` where the service's
     /// clock is bound as a parameter instead (see `SqlText::now`, `Stmt::bind_now`).
@@ -60,6 +62,32 @@ pub(crate) trait Dialect: sqlx::Database {
     /// A contact from a row that starts with `CONTACT_COLUMNS` (a backend may read
     /// it faster than by column name).
     fn contact_view(row: &Self::Row) -> StoreResult<ContactView>;
+}
+
+/// Deletes remembered requests and erased-request tombstones older than `before`,
+/// at most `batch` of each, so a purge never holds locks for long; returns how many
+/// rows went.
+pub(crate) async fn purge_requests<S: SqlStore>(
+    store: &S,
+    before: chrono::DateTime<chrono::Utc>,
+    batch: u32,
+) -> StoreResult<u64> {
+    let row_id = <S::Db as Dialect>::ROW_ID;
+    let mut purged = 0;
+    for (table, column) in [
+        ("idempotency_keys", "created_at"),
+        ("erased_requests", "erased_at"),
+    ] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE {row_id} IN \
+             (SELECT {row_id} FROM {table} WHERE {column} < $1 LIMIT $2)"
+        );
+        let stmt = Stmt::<S::Db>::new(&sql)
+            .bind(types::DbTime(before))
+            .bind(i64::from(batch));
+        purged += store.writes().execute(stmt).await?;
+    }
+    Ok(purged)
 }
 
 /// A backend as the shared SQL sees it: its database and where its statements run.

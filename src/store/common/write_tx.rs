@@ -156,7 +156,7 @@ const SAVE_MEMBERSHIP: &str = "INSERT INTO segment_memberships (tenant_id, conta
 
 /// A read of one row by the tenant and `key` (`$2`, `$3`...), locked where the
 /// dialect locks rows.
-fn lock_sql<DB: Dialect>(columns: &str, table: &str, key: &str) -> String {
+pub(super) fn lock_sql<DB: Dialect>(columns: &str, table: &str, key: &str) -> String {
     format!(
         "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND {key}{}",
         DB::FOR_UPDATE
@@ -169,12 +169,19 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         &mut self,
         idem: &Idempotency,
     ) -> StoreResult<Option<RememberedRequest>> {
+        // A request id of an erased contact is not claimed again: the retry finds no
+        // remembered response below and is refused, instead of creating the person
+        // anew (`erased_requests`, written by DeleteContact).
         let sql = SqlText::new(
             "INSERT INTO idempotency_keys (tenant_id, request_id, method, fingerprint, \
-             created_at) VALUES (?, ?, ?, ?, ",
+             request_hash, created_at) SELECT ?, ?, ?, ?, ?, ",
         )
         .now::<C::Db>()
-        .push(") ON CONFLICT DO NOTHING");
+        .push(
+            " WHERE NOT EXISTS (SELECT 1 FROM erased_requests \
+             WHERE tenant_id = $1 AND request_hash = $5) ON CONFLICT DO NOTHING",
+        );
+        let hash = idem.request_hash();
         let (conn, tenant) = self.parts();
         // Waits on a concurrent first attempt's uncommitted row, then sees its outcome.
         let claimed = Stmt::<C::Db>::new(sql.as_str())
@@ -182,6 +189,7 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
             .bind(idem.request_id.as_str())
             .bind(idem.method)
             .bind(&idem.fingerprint[..])
+            .bind(&hash[..])
             .bind_now()
             .execute(conn)
             .await?;
@@ -196,7 +204,7 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
                 remembered_from_row::<C::Db>,
             )
             .await?;
-        // Gone again: the first attempt's contact was erased in between.
+        // None: the request's contact was erased (now, or in between).
         remembered.map(Some).ok_or(StoreError::NotFound("contact"))
     }
 

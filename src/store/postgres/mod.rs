@@ -46,6 +46,14 @@ impl PgStore {
 
 #[async_trait]
 impl Backend for PgStore {
+    async fn purge_requests(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        super::common::purge_requests(self, before, batch).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.conns.get().await?;
         let done = sqlx::query("SELECT 1").execute(&mut *conn).await;
@@ -105,6 +113,7 @@ impl ConnSource for Conns {
 
 impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const ROW_ID: &'static str = "ctid";
     const GREATEST: &'static str = "greatest";
     // The default of the `created_at` columns, so rows stamped either way agree.
     const NOW: Option<&'static str> = Some("now()");

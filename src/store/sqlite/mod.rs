@@ -74,6 +74,14 @@ impl SqliteStore {
 
 #[async_trait]
 impl Backend for SqliteStore {
+    async fn purge_requests(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        batch: u32,
+    ) -> StoreResult<u64> {
+        super::common::purge_requests(self, before, batch).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.reader)
@@ -134,6 +142,7 @@ impl ConnSource for SqlitePool {
 impl Dialect for Sqlite {
     // The write transaction holds the database's write lock from `BEGIN IMMEDIATE`.
     const FOR_UPDATE: &'static str = "";
+    const ROW_ID: &'static str = "rowid";
     const GREATEST: &'static str = "max";
     // SQLite's own clock reads milliseconds at best (`unixepoch('subsec')`); the
     // service's, in microseconds, is bound instead.

@@ -1,0 +1,17 @@
+-- Request ids outlive their contact only as a hash: DeleteContact keeps, for each
+-- request id it erases, the id's SHA-256 and method (no personal data), so a retry that
+-- arrives after the erasure is refused instead of creating the person again. Both
+-- remembered requests and these tombstones expire after `--request-id-retention`.
+ALTER TABLE idempotency_keys ADD COLUMN request_hash BLOB;
+
+CREATE TABLE erased_requests (
+    tenant_id    TEXT    NOT NULL,
+    request_hash BLOB    NOT NULL,
+    method       TEXT    NOT NULL,
+    erased_at    INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, request_hash)
+) STRICT;
+
+-- The purge deletes by age.
+CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
+CREATE INDEX erased_requests_erased_at ON erased_requests (erased_at);
