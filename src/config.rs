@@ -151,6 +151,11 @@ pub struct LimitArgs {
     /// rate, such calls get RESOURCE_EXHAUSTED without touching the database.
     #[arg(long, env = "KRAITER_UNKNOWN_KEY_LOOKUPS_RPS", default_value_t = 20)]
     pub unknown_key_lookups_rps: u32,
+    /// Most bytes a streamed page may take encoded (`1MiB`, `256KiB` or bytes): a page
+    /// ends before the item that would pass it, so it may hold fewer than `limit`
+    /// items; a page holds at least one item whatever its size.
+    #[arg(long, env = "KRAITER_MAX_PAGE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_page_bytes: usize,
 }
 
 impl Default for LimitArgs {
@@ -162,6 +167,7 @@ impl Default for LimitArgs {
             rate_limit_rps: None,
             rate_limit_burst: None,
             unknown_key_lookups_rps: 20,
+            max_page_bytes: 1024 * 1024,
         }
     }
 }
@@ -273,6 +279,7 @@ mod tests {
         );
         assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.rate_limit_rps, None);
+        assert_eq!(parsed.max_page_bytes, default.max_page_bytes);
         assert!(cli.serve.tls.tls_cert.is_none());
     }
 

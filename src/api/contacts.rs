@@ -3,9 +3,11 @@
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
-use super::stream::{self, PageStream, Pager};
+use super::stream::{PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
-use super::{AccessControl, Credentials, convert, convert_activity, handle, handle_with_key};
+use super::{
+    AccessControl, ApiError, Credentials, convert, convert_activity, handle, handle_with_key,
+};
 use crate::app;
 use crate::domain::{
     ContactId, ContactQuery, ContactUpdate, ContactView, CursorKind, Email, NewContact, PageCursor,
@@ -17,13 +19,18 @@ use crate::store::DynStore;
 pub struct ContactsApi {
     store: DynStore,
     auth: AccessControl,
+    streams: Streams,
 }
 
 impl ContactsApi {
     /// `auth` is shared by both services, so one tenant's budget and one cache of
     /// keys cover all of its calls.
-    pub fn new(store: DynStore, auth: AccessControl) -> Self {
-        Self { store, auth }
+    pub fn new(store: DynStore, auth: AccessControl, streams: Streams) -> Self {
+        Self {
+            store,
+            auth,
+            streams,
+        }
     }
 }
 
@@ -139,7 +146,7 @@ impl ContactsService for ContactsApi {
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
                 let fetch_query = query.clone();
-                Ok(stream::spawn(Pager {
+                Ok(self.streams.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -159,12 +166,9 @@ impl ContactsService for ContactsApi {
                         .then_some(|contact: &ContactView| {
                             contact.properties.as_str().len() + contact.email.as_str().len() + 64
                         }),
-                    message: move |views: Vec<ContactView>, next: Option<String>| {
-                        let contacts = views
-                            .into_iter()
-                            .map(convert::contact_view)
-                            .collect::<Result<_, _>>()?;
-                        Ok(wire::ListContactsResponse {
+                    convert: |view: ContactView| Ok(convert::contact_view(view)?),
+                    message: move |contacts: Vec<wire::Contact>, next: Option<String>| {
+                        wire::ListContactsResponse {
                             contacts,
                             next_cursor: next_cursor(
                                 next,
@@ -172,7 +176,7 @@ impl ContactsService for ContactsApi {
                                 CursorKind::Contacts,
                                 &query.fingerprint_parts(),
                             ),
-                        })
+                        }
                     },
                 }))
             },
@@ -243,7 +247,7 @@ impl ContactsService for ContactsApi {
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(stream::spawn(Pager {
+                Ok(self.streams.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -257,16 +261,17 @@ impl ContactsService for ContactsApi {
                     },
                     key: |send: &SendRecord| send.id.clone(),
                     size: None,
-                    message: move |sends: Vec<SendRecord>, next: Option<String>| {
-                        Ok(pb::ListContactSendsResponse {
-                            sends: sends.into_iter().map(convert_activity::send).collect(),
+                    convert: |send: SendRecord| Ok::<_, ApiError>(convert_activity::send(send)),
+                    message: move |sends: Vec<pb::Send>, next: Option<String>| {
+                        pb::ListContactSendsResponse {
+                            sends,
                             next_cursor: next_cursor(
                                 next,
                                 &tenant,
                                 CursorKind::Sends,
                                 &[&query[0]],
                             ),
-                        })
+                        }
                     },
                 }))
             },
@@ -303,7 +308,7 @@ impl ContactsService for ContactsApi {
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(stream::spawn(Pager {
+                Ok(self.streams.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -320,19 +325,20 @@ impl ContactsService for ContactsApi {
                         id: s.id.clone(),
                     },
                     size: None,
-                    message: move |items: Vec<ScheduledSend>, next: Option<TimeKey>| {
-                        Ok(pb::ListContactScheduledSendsResponse {
-                            scheduled_sends: items
-                                .into_iter()
-                                .map(convert_activity::scheduled_send)
-                                .collect(),
+                    convert: |item: ScheduledSend| {
+                        Ok::<_, ApiError>(convert_activity::scheduled_send(item))
+                    },
+                    message: move |scheduled_sends: Vec<pb::ScheduledSend>,
+                                   next: Option<TimeKey>| {
+                        pb::ListContactScheduledSendsResponse {
+                            scheduled_sends,
                             next_cursor: next_cursor(
                                 next.map(|k| k.encode()),
                                 &tenant,
                                 CursorKind::ScheduledSends,
                                 &[&query[0]],
                             ),
-                        })
+                        }
                     },
                 }))
             },
@@ -430,7 +436,7 @@ impl ContactsService for ContactsApi {
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(stream::spawn(Pager {
+                Ok(self.streams.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -452,17 +458,20 @@ impl ContactsService for ContactsApi {
                         id: entry.id.clone(),
                     },
                     size: None,
-                    message: move |entries: Vec<TimelineEntry>, next: Option<TimeKey>| {
+                    convert: |entry: TimelineEntry| {
+                        Ok::<_, ApiError>(convert::timeline_entry(entry))
+                    },
+                    message: move |entries: Vec<pb::TimelineEntry>, next: Option<TimeKey>| {
                         let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
-                        Ok(pb::ListContactTimelineResponse {
-                            entries: entries.into_iter().map(convert::timeline_entry).collect(),
+                        pb::ListContactTimelineResponse {
+                            entries,
                             next_cursor: next_cursor(
                                 next.map(|k| k.encode()),
                                 &tenant,
                                 CursorKind::Timeline,
                                 &parts,
                             ),
-                        })
+                        }
                     },
                 }))
             },

@@ -28,6 +28,7 @@ pub use contacts::ContactsApi;
 pub use edge::EdgeLayer;
 pub use error::{ApiError, ERROR_DOMAIN};
 pub use rate_limit::RateLimiter;
+pub use stream::Streams;
 
 use crate::store::Access;
 

@@ -35,6 +35,7 @@ mod schema;
 mod search_paths;
 mod server;
 mod shutdown;
+mod streams_hardening;
 mod tenancy;
 mod timeline;
 mod tls;

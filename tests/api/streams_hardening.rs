@@ -1,0 +1,290 @@
+//! Hardening of the streamed lists: pages bounded in bytes, streams bounded in number,
+//! no pooled connection held for a client that is not reading, and a key revoked
+//! during a stream ends it.
+
+use std::collections::BTreeSet;
+
+use kraiter_contacts::api::pb;
+use kraiter_contacts::config::LimitArgs;
+use prost::Message;
+use serde_json::json;
+
+use crate::conformance;
+use crate::contacts::{create, props};
+use crate::helpers::{Backend, Client, spawn_app, spawn_app_with};
+
+/// Room the test leaves for a page's `next_cursor` when it asks whether a page was cut
+/// only as late as it had to be.
+const CURSOR_ROOM: usize = 1024;
+
+/// Creates `count` contacts `{prefix}{i}@example.com` whose properties hold `filler`
+/// bytes, four writers at a time; returns their ids, sorted.
+async fn seed(client: &Client, prefix: &str, count: usize, filler: usize) -> Vec<String> {
+    let filler = "x".repeat(filler);
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (mut client, filler, prefix) = (client.clone(), filler.clone(), prefix.to_owned());
+        writers.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (w..count).step_by(4) {
+                let email = format!("{prefix}{i}@example.com");
+                let contact = create(&mut client, &email, json!({"filler": filler, "i": i})).await;
+                ids.push(contact.id);
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(done) = writers.join_next().await {
+        ids.extend(done.expect("a seeding task"));
+    }
+    ids.sort();
+    ids
+}
+
+/// What a page holds, for checks that apply to every list: its encoded size and the
+/// encoded size of each item in it (as an element of the page's repeated field 1).
+struct PageSizes {
+    page: usize,
+    items: Vec<usize>,
+}
+
+impl PageSizes {
+    fn of<M: Message>(page: &impl Message, items: &[M]) -> Self {
+        Self {
+            page: page.encoded_len(),
+            items: items
+                .iter()
+                .map(|item| prost::encoding::message::encoded_len(1, item))
+                .collect(),
+        }
+    }
+}
+
+/// Every page of more than one item is within `budget`; every page but the last holds
+/// `limit` items or ends only because its next item would have passed the budget.
+fn assert_pages_fit(what: &str, pages: &[PageSizes], budget: usize, limit: usize) {
+    assert!(!pages.is_empty(), "{what}: no page");
+    for (i, page) in pages.iter().enumerate() {
+        assert!(
+            !page.items.is_empty() || pages.len() == 1,
+            "{what}: page {i} is empty"
+        );
+        assert!(
+            page.items.len() <= limit,
+            "{what}: page {i} is over `limit`"
+        );
+        if page.items.len() > 1 {
+            assert!(
+                page.page <= budget,
+                "{what}: page {i} of {} items is {} bytes, over the budget of {budget}",
+                page.items.len(),
+                page.page
+            );
+        }
+        let Some(next) = pages.get(i + 1) else { break };
+        if page.items.len() < limit {
+            assert!(
+                page.page + next.items[0] + CURSOR_ROOM > budget,
+                "{what}: page {i} ({} bytes) was cut though its next item ({} bytes) fit",
+                page.page,
+                next.items[0]
+            );
+        }
+    }
+}
+
+/// Reads a ListContacts stream to its end; a page that does not arrive fails the test
+/// with its status.
+async fn contact_pages(
+    client: &mut Client,
+    request: pb::ListContactsRequest,
+) -> Vec<pb::ListContactsResponse> {
+    let mut stream = client
+        .list_contacts(request)
+        .await
+        .expect("list starts")
+        .into_inner();
+    let mut pages = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(page)) => pages.push(page),
+            Ok(None) => return pages,
+            Err(status) => panic!("page {} does not arrive: {status:?}", pages.len()),
+        }
+    }
+}
+
+fn ids(pages: &[pb::ListContactsResponse]) -> Vec<String> {
+    pages
+        .iter()
+        .flat_map(|page| page.contacts.iter().map(|c| c.id.clone()))
+        .collect()
+}
+
+/// Large contacts asked for 1,000 at a time come in pages a stock client (4 MiB
+/// decoding limit) accepts, each within the default page budget, and the pages hold
+/// every contact once; a page's cursor resumes with exactly the rest.
+async fn large_contacts_come_in_pages_within_the_byte_budget(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let budget = LimitArgs::default().max_page_bytes;
+    // Together far over 4 MiB, each well under the budget.
+    let seeded = seed(&app.client(), "big", 80, 60_000).await;
+    let mut client = app.client();
+    let request = pb::ListContactsRequest {
+        limit: 1000,
+        ..Default::default()
+    };
+    let pages = contact_pages(&mut client, request.clone()).await;
+    let sizes: Vec<_> = pages
+        .iter()
+        .map(|page| PageSizes::of(page, &page.contacts))
+        .collect();
+    let counts: Vec<usize> = pages.iter().map(|page| page.contacts.len()).collect();
+    eprintln!("80 contacts of 60 KB, limit 1000: pages of {counts:?} contacts");
+    assert_pages_fit("contacts", &sizes, budget, 1000);
+    assert!(pages.len() > 1, "80 contacts of 60 KB in one page");
+    assert_eq!(ids(&pages), seeded, "every contact once, in id order");
+    let last = pages.last().expect("pages");
+    assert!(last.next_cursor.is_empty(), "the last page has no cursor");
+
+    let first = &pages[0];
+    assert!(
+        !first.next_cursor.is_empty(),
+        "a page before the last has a cursor"
+    );
+    let rest = contact_pages(
+        &mut client,
+        pb::ListContactsRequest {
+            cursor: first.next_cursor.clone(),
+            ..request
+        },
+    )
+    .await;
+    assert_eq!(
+        ids(&rest),
+        seeded[first.contacts.len()..],
+        "resuming after the first page yields exactly the rest"
+    );
+}
+
+/// A contact whose every update changes a large property: its timeline entries (each
+/// with the before and after) come in pages within a configured budget.
+async fn large_timeline_entries_come_in_pages_within_the_byte_budget(backend: Backend) {
+    let budget = 128 * 1024;
+    let app = spawn_app_with(backend, |args| args.limits.max_page_bytes = budget).await;
+    let mut client = app.client();
+    let contact = create(&mut client, "history@example.com", json!({})).await;
+    for i in 0..12 {
+        let blob = format!("{i}").repeat(30_000);
+        client
+            .update_contact(pb::UpdateContactRequest {
+                id: contact.id.clone(),
+                email: None,
+                properties: Some(props(json!({ "blob": blob }))),
+            })
+            .await
+            .expect("update");
+    }
+    let request = pb::ListContactTimelineRequest {
+        id: contact.id.clone(),
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut stream = client
+        .list_contact_timeline(request.clone())
+        .await
+        .expect("timeline starts")
+        .into_inner();
+    let mut pages = Vec::new();
+    while let Some(page) = stream.message().await.expect("timeline page") {
+        pages.push(page);
+    }
+    let sizes: Vec<_> = pages
+        .iter()
+        .map(|page| PageSizes::of(page, &page.entries))
+        .collect();
+    let counts: Vec<usize> = pages.iter().map(|page| page.entries.len()).collect();
+    eprintln!("13 timeline entries, budget {budget}: pages of {counts:?} entries");
+    assert_pages_fit("timeline", &sizes, budget, 1000);
+    let entries: Vec<String> = pages
+        .iter()
+        .flat_map(|page| page.entries.iter().map(|e| e.id.clone()))
+        .collect();
+    let distinct: BTreeSet<&String> = entries.iter().collect();
+    assert_eq!(entries.len(), 13, "the creation and 12 updates");
+    assert_eq!(distinct.len(), 13, "each entry once");
+}
+
+/// With a budget smaller than any item, every page of sends and of scheduled sends
+/// holds one item, and the cursors walk the whole list.
+async fn a_tiny_budget_gives_pages_of_one_send_or_scheduled_send(backend: Backend) {
+    let app = spawn_app_with(backend, |args| args.limits.max_page_bytes = 1).await;
+    let (mut client, mut activity) = (app.client(), app.activity());
+    let contact = create(&mut client, "sends@example.com", json!({})).await;
+    for i in 0..3 {
+        activity
+            .record_send(pb::RecordSendRequest {
+                recipient: Some(pb::record_send_request::Recipient::ContactId(
+                    contact.id.clone(),
+                )),
+                template_id: format!("t{i}"),
+                subject: "Hello".into(),
+                source: pb::SendSource::Transactional as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("record send");
+        activity
+            .schedule_send(pb::ScheduleSendRequest {
+                contact_id: contact.id.clone(),
+                template_id: format!("t{i}"),
+                scheduled_for: Some(prost_types::Timestamp {
+                    seconds: 2_000_000_000 + i,
+                    nanos: 0,
+                }),
+                source: pb::SendSource::Sequence as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("schedule send");
+    }
+    let mut sends = client
+        .list_contact_sends(pb::ListContactSendsRequest {
+            id: contact.id.clone(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("sends start")
+        .into_inner();
+    let mut counts = Vec::new();
+    while let Some(page) = sends.message().await.expect("sends page") {
+        counts.push((page.sends.len(), page.next_cursor.is_empty()));
+    }
+    assert_eq!(counts, [(1, false), (1, false), (1, true)], "sends");
+    let mut scheduled = client
+        .list_contact_scheduled_sends(pb::ListContactScheduledSendsRequest {
+            id: contact.id.clone(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("scheduled sends start")
+        .into_inner();
+    let mut counts = Vec::new();
+    while let Some(page) = scheduled.message().await.expect("scheduled page") {
+        counts.push((page.scheduled_sends.len(), page.next_cursor.is_empty()));
+    }
+    assert_eq!(
+        counts,
+        [(1, false), (1, false), (1, true)],
+        "scheduled sends"
+    );
+}
+
+conformance!(
+    large_contacts_come_in_pages_within_the_byte_budget,
+    large_timeline_entries_come_in_pages_within_the_byte_budget,
+    a_tiny_budget_gives_pages_of_one_send_or_scheduled_send,
+);
