@@ -143,10 +143,11 @@ impl ContactsService for ContactsApi {
                     CursorKind::Contacts,
                     &query.fingerprint_parts(),
                 )?;
+                let admitted = self.streams.admit(&tenant)?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
                 let fetch_query = query.clone();
-                Ok(self.streams.spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -244,10 +245,11 @@ impl ContactsService for ContactsApi {
                 let max_pages = parse_max_pages(message.max_pages)?;
                 let query = [id.as_str().to_owned()];
                 let after = resume_key(&message.cursor, &tenant, CursorKind::Sends, &[&query[0]])?;
+                let admitted = self.streams.admit(&tenant)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(self.streams.spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -305,10 +307,11 @@ impl ContactsService for ContactsApi {
                 .as_deref()
                 .map(TimeKey::decode)
                 .transpose()?;
+                let admitted = self.streams.admit(&tenant)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(self.streams.spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -433,10 +436,11 @@ impl ContactsService for ContactsApi {
                     .as_deref()
                     .map(TimeKey::decode)
                     .transpose()?;
+                let admitted = self.streams.admit(&tenant)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(self.streams.spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,

@@ -28,7 +28,7 @@ pub use contacts::ContactsApi;
 pub use edge::EdgeLayer;
 pub use error::{ApiError, ERROR_DOMAIN};
 pub use rate_limit::RateLimiter;
-pub use stream::Streams;
+pub use stream::{StreamLimits, Streams};
 
 use crate::store::Access;
 

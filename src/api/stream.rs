@@ -5,12 +5,15 @@
 //!
 //! A page holds at most `limit` items and, unless it holds one, at most
 //! `--max-page-bytes` encoded: a page of large items would otherwise pass the 4 MiB
-//! every stock gRPC client accepts by default.
+//! every stock gRPC client accepts by default. How many streams may be open at once is
+//! bounded too, in all and per tenant (`admission`).
 
+mod admission;
 mod reader;
 
 use std::future::Future;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -19,8 +22,9 @@ use tonic::Status;
 use tracing::Instrument;
 
 use super::ApiError;
-use crate::domain::PageSize;
+use crate::domain::{PageSize, TenantId};
 use crate::store::StoreResult;
+use admission::{Admission, StreamPermit};
 use reader::{Page, PageReader};
 
 pub type PageStream<M> = ReceiverStream<Result<M, Status>>;
@@ -30,21 +34,52 @@ tokio::task_local! {
     pub(super) static RPC_METHOD: &'static str;
 }
 
-/// What the streams of one server share.
-#[derive(Debug, Clone)]
-pub struct Streams {
+/// Limits of the streamed lists.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
     /// Most bytes a page takes encoded, unless it holds one item.
+    pub max_page_bytes: usize,
+    /// Streams open at once, in all and per tenant.
+    pub max_streams: u32,
+    pub max_streams_per_tenant: u32,
+}
+
+/// What the streams of one server share: their limits and the count of open ones.
+#[derive(Clone)]
+pub struct Streams {
     max_page_bytes: usize,
+    admission: Arc<Admission>,
 }
 
 impl Streams {
-    pub fn new(max_page_bytes: usize) -> Self {
-        Self { max_page_bytes }
+    pub fn new(limits: StreamLimits) -> Self {
+        Self {
+            max_page_bytes: limits.max_page_bytes,
+            admission: Admission::new(limits.max_streams, limits.max_streams_per_tenant),
+        }
     }
 
-    /// Streams the pages of `pager`'s list from a task of its own.
+    /// One more stream of `tenant`, or RESOURCE_EXHAUSTED when the server or the
+    /// tenant has as many open as it may. Ask before any database work.
+    pub(crate) fn admit(&self, tenant: &TenantId) -> Result<Admitted, ApiError> {
+        Ok(Admitted {
+            permit: self.admission.admit(tenant)?,
+            max_page_bytes: self.max_page_bytes,
+        })
+    }
+}
+
+/// A stream let in: its place among the open streams, and its limits.
+pub(crate) struct Admitted {
+    permit: StreamPermit,
+    max_page_bytes: usize,
+}
+
+impl Admitted {
+    /// Streams the pages of `pager`'s list from a task of its own, which holds the
+    /// stream's place until the stream ends, whatever ends it.
     pub fn spawn<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
-        &self,
+        self,
         pager: Pager<K, Item, Fetch, Key, Convert, Message>,
     ) -> PageStream<Msg>
     where
@@ -62,7 +97,7 @@ impl Streams {
         let method = RPC_METHOD.try_with(|method| *method).unwrap_or("unknown");
         let span = tracing::Span::current();
         let budget = self.max_page_bytes;
-        tokio::spawn(send_pages(pager, budget, tx, method).instrument(span));
+        tokio::spawn(send_pages(self.permit, pager, budget, tx, method).instrument(span));
         ReceiverStream::new(rx)
     }
 }
@@ -93,6 +128,7 @@ pub struct Pager<K, Item, Fetch, Key, Convert, Message> {
 /// Sends every page of the list until it ends, `max_pages` are sent, something fails or
 /// the client goes away.
 async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
+    _permit: StreamPermit,
     pager: Pager<K, Item, Fetch, Key, Convert, Message>,
     budget: usize,
     tx: mpsc::Sender<Result<Msg, Status>>,

@@ -3,19 +3,45 @@
 //! during a stream ends it.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use kraiter_contacts::api::pb;
+use kraiter_contacts::api::pb::contacts_service_client::ContactsServiceClient;
 use kraiter_contacts::config::LimitArgs;
 use prost::Message;
 use serde_json::json;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+use tonic_types::StatusExt;
 
 use crate::conformance;
-use crate::contacts::{create, props};
-use crate::helpers::{Backend, Client, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, Client, assert_status, spawn_app, spawn_app_with};
 
 /// Room the test leaves for a page's `next_cursor` when it asks whether a page was cut
 /// only as late as it had to be.
 const CURSOR_ROOM: usize = 1024;
+
+/// Properties from a JSON object.
+fn props(value: serde_json::Value) -> prost_types::Struct {
+    let map = value
+        .as_object()
+        .cloned()
+        .expect("properties are an object");
+    kraiter_contacts::api::convert::to_struct(map)
+}
+
+async fn create(client: &mut Client, email: &str, properties: serde_json::Value) -> pb::Contact {
+    let request = pb::CreateContactRequest {
+        email: email.to_owned(),
+        properties: Some(props(properties)),
+    };
+    match client.create_contact(request).await {
+        Ok(created) => created.into_inner(),
+        Err(status) => panic!("create {email}: {status:?}"),
+    }
+}
 
 /// Creates `count` contacts `{prefix}{i}@example.com` whose properties hold `filler`
 /// bytes, four writers at a time; returns their ids, sorted.
@@ -283,7 +309,111 @@ async fn a_tiny_budget_gives_pages_of_one_send_or_scheduled_send(backend: Backen
     );
 }
 
+/// A stream of one contact a page on a connection of its own whose flow-control
+/// windows are HTTP/2's smallest, so a reader that stops reading stops the server
+/// after a few pages instead of megabytes.
+struct SlowStream {
+    _pages: Streaming<pb::ListContactsResponse>,
+    _channel: Channel,
+}
+
+impl SlowStream {
+    async fn open(addr: SocketAddr, key: &str) -> Result<SlowStream, Status> {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .expect("connect to the test server");
+        let mut request = tonic::Request::new(pb::ListContactsRequest {
+            limit: 1,
+            ..Default::default()
+        });
+        let bearer = format!("Bearer {key}").parse().expect("metadata");
+        request.metadata_mut().insert("authorization", bearer);
+        let mut client = ContactsServiceClient::new(channel.clone());
+        let pages = client.list_contacts(request).await?.into_inner();
+        Ok(SlowStream {
+            _pages: pages,
+            _channel: channel,
+        })
+    }
+}
+
+/// Contacts enough that a stream of one a page outlasts what the flow-control
+/// windows and the server's read-ahead hold.
+const SLOW_CONTACTS: usize = 60;
+const SLOW_FILLER: usize = 8_000;
+
+/// Asserts a stream was refused for the stream limit: RESOURCE_EXHAUSTED, with a
+/// `RetryInfo` delay.
+#[track_caller]
+fn assert_refused(result: Result<SlowStream, Status>, what: &str) {
+    let status = assert_status(
+        result.map(|_| ()),
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+        what,
+    );
+    let delay = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay);
+    assert!(
+        delay.is_some_and(|delay| delay > Duration::ZERO),
+        "{what}: a RetryInfo delay in {status:?}"
+    );
+}
+
+/// Past the per-tenant limit a tenant's next stream is refused, other tenants still
+/// stream; past the global limit every tenant's is. A stream that ends (its client
+/// gone) lets the next one in.
+async fn open_streams_are_bounded_per_tenant_and_in_all(backend: Backend) {
+    let app = spawn_app_with(backend, |args| {
+        args.limits.max_streams = 3;
+        args.limits.max_streams_per_tenant = 2;
+    })
+    .await;
+    let (b_key, c_key) = (app.other_tenant_key().await, app.other_tenant_key().await);
+    let b_client = app.client_with_key(Some(&b_key));
+    seed(&app.client(), "a", SLOW_CONTACTS, SLOW_FILLER).await;
+    seed(&b_client, "b", SLOW_CONTACTS, SLOW_FILLER).await;
+
+    let a1 = SlowStream::open(app.addr, &app.key)
+        .await
+        .expect("a's first stream");
+    let _a2 = SlowStream::open(app.addr, &app.key)
+        .await
+        .expect("a's second stream");
+    assert_refused(
+        SlowStream::open(app.addr, &app.key).await,
+        "a's third stream",
+    );
+    let _b1 = SlowStream::open(app.addr, &b_key)
+        .await
+        .expect("b streams while a is at its limit");
+    assert_refused(
+        SlowStream::open(app.addr, &c_key).await,
+        "c's stream past the global limit",
+    );
+
+    drop(a1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SlowStream::open(app.addr, &app.key).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_refused(Err(status), "a's stream while its first one closes");
+                assert!(Instant::now() < deadline, "a's first stream never closed");
+                // Polling: nothing tells a client that another one's stream ended.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 conformance!(
+    open_streams_are_bounded_per_tenant_and_in_all,
     large_contacts_come_in_pages_within_the_byte_budget,
     large_timeline_entries_come_in_pages_within_the_byte_budget,
     a_tiny_budget_gives_pages_of_one_send_or_scheduled_send,
