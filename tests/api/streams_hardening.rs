@@ -17,7 +17,7 @@ use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 
 use crate::conformance;
-use crate::helpers::{Backend, Client, assert_status, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, Client, TestApp, assert_status, spawn_app, spawn_app_with};
 
 /// Room the test leaves for a page's `next_cursor` when it asks whether a page was cut
 /// only as late as it had to be.
@@ -313,7 +313,7 @@ async fn a_tiny_budget_gives_pages_of_one_send_or_scheduled_send(backend: Backen
 /// windows are HTTP/2's smallest, so a reader that stops reading stops the server
 /// after a few pages instead of megabytes.
 struct SlowStream {
-    _pages: Streaming<pb::ListContactsResponse>,
+    pages: Streaming<pb::ListContactsResponse>,
     _channel: Channel,
 }
 
@@ -335,9 +335,13 @@ impl SlowStream {
         let mut client = ContactsServiceClient::new(channel.clone());
         let pages = client.list_contacts(request).await?.into_inner();
         Ok(SlowStream {
-            _pages: pages,
+            pages,
             _channel: channel,
         })
+    }
+
+    async fn next(&mut self) -> Result<Option<pb::ListContactsResponse>, Status> {
+        self.pages.message().await
     }
 }
 
@@ -412,7 +416,65 @@ async fn open_streams_are_bounded_per_tenant_and_in_all(backend: Backend) {
     }
 }
 
+/// A reader that takes one page and then stops reading holds no database connection
+/// while it is paused: a query gives its connection back as soon as its rows are in,
+/// and the read-ahead holds rows, not connections.
+async fn a_paused_reader_holds_no_pooled_connection(backend: Backend) {
+    let app = spawn_app_with(backend, |args| {
+        // The tenant's one place shows whether its stream is still open.
+        args.limits.max_streams_per_tenant = 1;
+        // No health probe takes a connection while the test looks at the pool.
+        args.health_interval = Duration::from_secs(3600);
+    })
+    .await;
+    seed(&app.client(), "paused", SLOW_CONTACTS, SLOW_FILLER).await;
+    let mut reader = SlowStream::open(app.addr, &app.key)
+        .await
+        .expect("the stream opens");
+    let first = reader.next().await.expect("first page").expect("a page");
+    assert_eq!(first.contacts.len(), 1);
+
+    pool_goes_idle(&app, Duration::from_secs(10), "while the reader is paused").await;
+    assert_refused(
+        SlowStream::open(app.addr, &app.key).await,
+        "a second stream: the paused one is still open",
+    );
+    let usage = app.store.pool_usage();
+    assert_eq!(
+        usage.open, usage.idle,
+        "still no connection in use: {usage:?}"
+    );
+
+    // Then the reader goes on and gets every contact once.
+    let mut ids = BTreeSet::from([first.contacts[0].id.clone()]);
+    let mut count = 1;
+    while let Some(page) = reader.next().await.expect("a page") {
+        count += page.contacts.len();
+        ids.extend(page.contacts.into_iter().map(|c| c.id));
+    }
+    assert_eq!((count, ids.len()), (SLOW_CONTACTS, SLOW_CONTACTS));
+}
+
+/// Waits until no database connection of the app is lent out, or panics after `within`.
+async fn pool_goes_idle(app: &TestApp, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let usage = app.store.pool_usage();
+        if usage.open == usage.idle {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} connections still in use after {within:?}: {usage:?}",
+            usage.open - usage.idle
+        );
+        // Polling: the pool has no event for "a connection came back".
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 conformance!(
+    a_paused_reader_holds_no_pooled_connection,
     open_streams_are_bounded_per_tenant_and_in_all,
     large_contacts_come_in_pages_within_the_byte_budget,
     large_timeline_entries_come_in_pages_within_the_byte_budget,
