@@ -164,6 +164,10 @@ pub struct LimitArgs {
     /// RESOURCE_EXHAUSTED with `RetryInfo`.
     #[arg(long, env = "KRAITER_MAX_STREAMS_PER_TENANT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_tenant: u32,
+    /// How often a running stream checks again that its API key is live (before a page,
+    /// at most this often); a revoked key ends the stream with UNAUTHENTICATED.
+    #[arg(long, env = "KRAITER_STREAM_KEY_RECHECK", default_value = "30s", value_parser = parse_duration)]
+    pub stream_key_recheck: Duration,
 }
 
 impl Default for LimitArgs {
@@ -178,6 +182,7 @@ impl Default for LimitArgs {
             max_page_bytes: 1024 * 1024,
             max_streams: 1024,
             max_streams_per_tenant: 64,
+            stream_key_recheck: Duration::from_secs(30),
         }
     }
 }
@@ -295,6 +300,7 @@ mod tests {
             parsed.max_streams_per_tenant,
             default.max_streams_per_tenant
         );
+        assert_eq!(parsed.stream_key_recheck, default.stream_key_recheck);
         assert!(cli.serve.tls.tls_cert.is_none());
     }
 

@@ -221,11 +221,13 @@ impl Application {
                 limits.unknown_key_lookups_rps.saturating_mul(10),
             ),
         );
-        let streams = Streams::new(StreamLimits {
+        let stream_limits = StreamLimits {
             max_page_bytes: limits.max_page_bytes,
             max_streams: limits.max_streams,
             max_streams_per_tenant: limits.max_streams_per_tenant,
-        });
+            key_recheck: limits.stream_key_recheck,
+        };
+        let streams = Streams::new(stream_limits, auth.clone());
         let contacts =
             ContactsServiceServer::new(ContactsApi::new(self.store.clone(), auth.clone(), streams));
         let activity = ActivityServiceServer::new(ActivityApi::new(self.store.clone(), auth));

@@ -6,7 +6,8 @@ use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{
-    AccessControl, ApiError, Credentials, convert, convert_activity, handle, handle_with_key,
+    AccessControl, ApiError, Credentials, convert, convert_activity, handle, handle_stream,
+    handle_with_key,
 };
 use crate::app;
 use crate::domain::{
@@ -126,11 +127,12 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContacts",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
                 let query = ContactQuery {
@@ -143,7 +145,7 @@ impl ContactsService for ContactsApi {
                     CursorKind::Contacts,
                     &query.fingerprint_parts(),
                 )?;
-                let admitted = self.streams.admit(&tenant)?;
+                let admitted = self.streams.admit(access)?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
                 let fetch_query = query.clone();
@@ -235,17 +237,18 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactSendsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContactSends",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
                 let query = [id.as_str().to_owned()];
                 let after = resume_key(&message.cursor, &tenant, CursorKind::Sends, &[&query[0]])?;
-                let admitted = self.streams.admit(&tenant)?;
+                let admitted = self.streams.admit(access)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -289,11 +292,12 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContactScheduledSends",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
@@ -307,7 +311,7 @@ impl ContactsService for ContactsApi {
                 .as_deref()
                 .map(TimeKey::decode)
                 .transpose()?;
-                let admitted = self.streams.admit(&tenant)?;
+                let admitted = self.streams.admit(access)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -410,11 +414,12 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContactTimeline",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
@@ -436,7 +441,7 @@ impl ContactsService for ContactsApi {
                     .as_deref()
                     .map(TimeKey::decode)
                     .transpose()?;
-                let admitted = self.streams.admit(&tenant)?;
+                let admitted = self.streams.admit(access)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();

@@ -6,7 +6,9 @@
 //! A page holds at most `limit` items and, unless it holds one, at most
 //! `--max-page-bytes` encoded: a page of large items would otherwise pass the 4 MiB
 //! every stock gRPC client accepts by default. How many streams may be open at once is
-//! bounded too, in all and per tenant (`admission`).
+//! bounded too, in all and per tenant (`admission`), and a stream checks its API key
+//! again as it runs, so a revoked key does not go on reading for as long as its
+//! client keeps the stream open.
 
 mod admission;
 mod reader;
@@ -21,9 +23,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::Instrument;
 
-use super::ApiError;
-use crate::domain::{PageSize, TenantId};
-use crate::store::StoreResult;
+use super::{AccessControl, ApiError};
+use crate::domain::PageSize;
+use crate::store::{Access, StoreResult};
 use admission::{Admission, StreamPermit};
 use reader::{Page, PageReader};
 
@@ -42,37 +44,75 @@ pub struct StreamLimits {
     /// Streams open at once, in all and per tenant.
     pub max_streams: u32,
     pub max_streams_per_tenant: u32,
+    /// How often a running stream checks its key again.
+    pub key_recheck: Duration,
 }
 
-/// What the streams of one server share: their limits and the count of open ones.
+/// What the streams of one server share: their limits, the count of open ones, and
+/// the access control that checks their keys.
 #[derive(Clone)]
 pub struct Streams {
     max_page_bytes: usize,
+    key_recheck: Duration,
     admission: Arc<Admission>,
+    auth: AccessControl,
 }
 
 impl Streams {
-    pub fn new(limits: StreamLimits) -> Self {
+    pub fn new(limits: StreamLimits, auth: AccessControl) -> Self {
         Self {
             max_page_bytes: limits.max_page_bytes,
+            key_recheck: limits.key_recheck,
             admission: Admission::new(limits.max_streams, limits.max_streams_per_tenant),
+            auth,
         }
     }
 
-    /// One more stream of `tenant`, or RESOURCE_EXHAUSTED when the server or the
-    /// tenant has as many open as it may. Ask before any database work.
-    pub(crate) fn admit(&self, tenant: &TenantId) -> Result<Admitted, ApiError> {
+    /// One more stream for `access` (just authorized), or RESOURCE_EXHAUSTED when the
+    /// server or the tenant has as many open as it may. Ask before any database work.
+    pub(crate) fn admit(&self, access: Access) -> Result<Admitted, ApiError> {
         Ok(Admitted {
-            permit: self.admission.admit(tenant)?,
+            permit: self.admission.admit(&access.tenant)?,
             max_page_bytes: self.max_page_bytes,
+            key: KeyCheck {
+                auth: self.auth.clone(),
+                access,
+                every: self.key_recheck,
+                checked: Instant::now(),
+            },
         })
     }
 }
 
-/// A stream let in: its place among the open streams, and its limits.
+/// A stream let in: its place among the open streams, its page budget, and its
+/// caller's key to check again.
 pub(crate) struct Admitted {
     permit: StreamPermit,
     max_page_bytes: usize,
+    key: KeyCheck,
+}
+
+/// Checks a stream's key again as the stream runs.
+struct KeyCheck {
+    auth: AccessControl,
+    access: Access,
+    every: Duration,
+    /// When the key was last found live (first by the call's own authorization).
+    checked: Instant,
+}
+
+impl KeyCheck {
+    /// Checks the key if `every` has passed since it was last found live: a key
+    /// revoked meanwhile is UNAUTHENTICATED. Asked before each page, so a stream
+    /// whose client reads nothing costs no check.
+    async fn check_if_due(&mut self) -> Result<(), ApiError> {
+        if self.checked.elapsed() < self.every {
+            return Ok(());
+        }
+        self.auth.recheck(&self.access).await?;
+        self.checked = Instant::now();
+        Ok(())
+    }
 }
 
 impl Admitted {
@@ -96,8 +136,7 @@ impl Admitted {
         let (tx, rx) = mpsc::channel(1);
         let method = RPC_METHOD.try_with(|method| *method).unwrap_or("unknown");
         let span = tracing::Span::current();
-        let budget = self.max_page_bytes;
-        tokio::spawn(send_pages(self.permit, pager, budget, tx, method).instrument(span));
+        tokio::spawn(send_pages(self, pager, tx, method).instrument(span));
         ReceiverStream::new(rx)
     }
 }
@@ -125,12 +164,12 @@ pub struct Pager<K, Item, Fetch, Key, Convert, Message> {
     pub message: Message,
 }
 
-/// Sends every page of the list until it ends, `max_pages` are sent, something fails or
-/// the client goes away.
+/// Sends every page of the list until it ends, `max_pages` are sent, something fails
+/// (the key found revoked, say) or the client goes away. Holds the stream's place
+/// until then.
 async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
-    _permit: StreamPermit,
+    admitted: Admitted,
     pager: Pager<K, Item, Fetch, Key, Convert, Message>,
-    budget: usize,
     tx: mpsc::Sender<Result<Msg, Status>>,
     method: &'static str,
 ) where
@@ -142,26 +181,14 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
     Convert: Fn(Item) -> Result<Elem, ApiError>,
     Message: Fn(Vec<Elem>, Option<K>) -> Msg,
 {
-    let mut reader = PageReader::new(
-        pager.fetch,
-        pager.key,
-        pager.convert,
-        pager.size,
-        pager.page_size,
-        budget,
-        pager.max_pages,
-    );
-    reader.start(pager.after, 1);
-    let mut sender = PageSender {
-        tx,
-        message: pager.message,
-        method,
-        max_pages: pager.max_pages,
-        pages: 0,
-        items: 0,
-        building: Duration::ZERO,
-        waited_client: Duration::ZERO,
-    };
+    let Admitted {
+        permit: _place,
+        max_page_bytes,
+        mut key,
+    } = admitted;
+    let max_pages = pager.max_pages;
+    let (mut reader, message) = pager.into_reader(max_page_bytes);
+    let mut sender = PageSender::new(tx, message, method, max_pages);
     loop {
         let page = match reader.next_page(sender.pages, sender.tx.closed()).await {
             Some(Ok(page)) => page,
@@ -171,6 +198,12 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
             }
             None => break,
         };
+        if let Err(err) = key.check_if_due().await {
+            let reason = err.reason().as_str();
+            tracing::info!(reason, "stream ended by the check of its api key");
+            fail(&sender.tx, err).await;
+            break;
+        }
         if sender.send(page).await.is_break() {
             break;
         }
@@ -185,6 +218,36 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
         waited_client = ?sender.waited_client,
         "stream finished"
     );
+}
+
+impl<K, Item, Fetch, Key, Convert, Message> Pager<K, Item, Fetch, Key, Convert, Message> {
+    /// Splits the walk into the reader of its pages, with its first query (of one
+    /// page, so the first page comes as fast as it can) started, and the builder of
+    /// its messages.
+    fn into_reader<Elem, Fut>(
+        self,
+        max_page_bytes: usize,
+    ) -> (PageReader<K, Item, Elem, Fetch, Key, Convert>, Message)
+    where
+        Item: Send + 'static,
+        Elem: prost::Message,
+        Fetch: Fn(Option<K>, u32) -> Fut,
+        Fut: Future<Output = StoreResult<Vec<Item>>> + Send + 'static,
+        Key: Fn(&Item) -> K,
+        Convert: Fn(Item) -> Result<Elem, ApiError>,
+    {
+        let mut reader = PageReader::new(
+            self.fetch,
+            self.key,
+            self.convert,
+            self.size,
+            self.page_size,
+            max_page_bytes,
+            self.max_pages,
+        );
+        reader.start(self.after, 1);
+        (reader, self.message)
+    }
 }
 
 /// Sends a stream's pages to the client, counting them.
@@ -202,6 +265,24 @@ struct PageSender<Msg, Message> {
 }
 
 impl<Msg, Message> PageSender<Msg, Message> {
+    fn new(
+        tx: mpsc::Sender<Result<Msg, Status>>,
+        message: Message,
+        method: &'static str,
+        max_pages: Option<u32>,
+    ) -> Self {
+        Self {
+            tx,
+            message,
+            method,
+            max_pages,
+            pages: 0,
+            items: 0,
+            building: Duration::ZERO,
+            waited_client: Duration::ZERO,
+        }
+    }
+
     /// Builds and sends the message of `page`. `Break` when the stream ends here: the
     /// client went away, or the last of `max_pages` went out.
     async fn send<Elem, K>(&mut self, page: Page<Elem, K>) -> ControlFlow<()>

@@ -120,17 +120,10 @@ fn assert_pages_fit(what: &str, pages: &[PageSizes], budget: usize, limit: usize
     }
 }
 
-/// Reads a ListContacts stream to its end; a page that does not arrive fails the test
-/// with its status.
-async fn contact_pages(
-    client: &mut Client,
-    request: pb::ListContactsRequest,
-) -> Vec<pb::ListContactsResponse> {
-    let mut stream = client
-        .list_contacts(request)
-        .await
-        .expect("list starts")
-        .into_inner();
+/// Every page of a stream, in order; a page that does not arrive fails the test with
+/// its status.
+async fn all_pages<M>(started: Result<tonic::Response<Streaming<M>>, Status>) -> Vec<M> {
+    let mut stream = started.expect("the stream starts").into_inner();
     let mut pages = Vec::new();
     loop {
         match stream.message().await {
@@ -161,7 +154,7 @@ async fn large_contacts_come_in_pages_within_the_byte_budget(backend: Backend) {
         limit: 1000,
         ..Default::default()
     };
-    let pages = contact_pages(&mut client, request.clone()).await;
+    let pages = all_pages(client.list_contacts(request.clone()).await).await;
     let sizes: Vec<_> = pages
         .iter()
         .map(|page| PageSizes::of(page, &page.contacts))
@@ -179,14 +172,9 @@ async fn large_contacts_come_in_pages_within_the_byte_budget(backend: Backend) {
         !first.next_cursor.is_empty(),
         "a page before the last has a cursor"
     );
-    let rest = contact_pages(
-        &mut client,
-        pb::ListContactsRequest {
-            cursor: first.next_cursor.clone(),
-            ..request
-        },
-    )
-    .await;
+    let cursor = first.next_cursor.clone();
+    let resumed = client.list_contacts(pb::ListContactsRequest { cursor, ..request });
+    let rest = all_pages(resumed.await).await;
     assert_eq!(
         ids(&rest),
         seeded[first.contacts.len()..],
@@ -217,15 +205,7 @@ async fn large_timeline_entries_come_in_pages_within_the_byte_budget(backend: Ba
         limit: 1000,
         ..Default::default()
     };
-    let mut stream = client
-        .list_contact_timeline(request.clone())
-        .await
-        .expect("timeline starts")
-        .into_inner();
-    let mut pages = Vec::new();
-    while let Some(page) = stream.message().await.expect("timeline page") {
-        pages.push(page);
-    }
+    let pages = all_pages(client.list_contact_timeline(request).await).await;
     let sizes: Vec<_> = pages
         .iter()
         .map(|page| PageSizes::of(page, &page.entries))
@@ -275,38 +255,29 @@ async fn a_tiny_budget_gives_pages_of_one_send_or_scheduled_send(backend: Backen
             .await
             .expect("schedule send");
     }
-    let mut sends = client
-        .list_contact_sends(pb::ListContactSendsRequest {
-            id: contact.id.clone(),
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("sends start")
-        .into_inner();
-    let mut counts = Vec::new();
-    while let Some(page) = sends.message().await.expect("sends page") {
-        counts.push((page.sends.len(), page.next_cursor.is_empty()));
-    }
+    let id = contact.id.clone();
+    let request = pb::ListContactSendsRequest {
+        id: id.clone(),
+        limit: 1000,
+        ..Default::default()
+    };
+    let pages = all_pages(client.list_contact_sends(request).await).await;
+    let counts: Vec<_> = pages
+        .iter()
+        .map(|page| (page.sends.len(), page.next_cursor.is_empty()))
+        .collect();
     assert_eq!(counts, [(1, false), (1, false), (1, true)], "sends");
-    let mut scheduled = client
-        .list_contact_scheduled_sends(pb::ListContactScheduledSendsRequest {
-            id: contact.id.clone(),
-            limit: 1000,
-            ..Default::default()
-        })
-        .await
-        .expect("scheduled sends start")
-        .into_inner();
-    let mut counts = Vec::new();
-    while let Some(page) = scheduled.message().await.expect("scheduled page") {
-        counts.push((page.scheduled_sends.len(), page.next_cursor.is_empty()));
-    }
-    assert_eq!(
-        counts,
-        [(1, false), (1, false), (1, true)],
-        "scheduled sends"
-    );
+    let request = pb::ListContactScheduledSendsRequest {
+        id,
+        limit: 1000,
+        ..Default::default()
+    };
+    let pages = all_pages(client.list_contact_scheduled_sends(request).await).await;
+    let counts: Vec<_> = pages
+        .iter()
+        .map(|page| (page.scheduled_sends.len(), page.next_cursor.is_empty()))
+        .collect();
+    assert_eq!(counts, [(1, false), (1, false), (1, true)], "scheduled");
 }
 
 /// A stream of one contact a page on a connection of its own whose flow-control
@@ -473,7 +444,58 @@ async fn pool_goes_idle(app: &TestApp, within: Duration, what: &str) {
     }
 }
 
+/// A key revoked while its stream runs ends the stream with UNAUTHENTICATED: the
+/// stream checks its key again before a page once `--stream-key-recheck` has passed.
+async fn a_key_revoked_mid_stream_ends_the_stream(backend: Backend) {
+    let recheck = Duration::from_millis(300);
+    let app = spawn_app_with(backend, |args| args.limits.stream_key_recheck = recheck).await;
+    let tenant = crate::helpers::unique_tenant();
+    let (key_id, key) = kraiter_contacts::keys::create(app.store.as_ref(), &tenant)
+        .await
+        .expect("a key of a new tenant");
+    seed(
+        &app.client_with_key(Some(&key)),
+        "revoked",
+        SLOW_CONTACTS,
+        SLOW_FILLER,
+    )
+    .await;
+    let mut reader = SlowStream::open(app.addr, &key)
+        .await
+        .expect("the stream opens");
+    reader.next().await.expect("first page").expect("a page");
+
+    assert!(app.store.revoke_api_key(&key_id).await.expect("revoke"));
+    let revoked = Instant::now();
+    // A reader slower than the recheck interval: the next page the server sends is
+    // due a check.
+    tokio::time::sleep_until(revoked + recheck).await;
+    let mut pages = 1;
+    let status = loop {
+        match reader.next().await {
+            Ok(Some(_)) => pages += 1,
+            Ok(None) => panic!("the stream ran to its end ({pages} pages) on a revoked key"),
+            Err(status) => break status,
+        }
+    };
+    let took = revoked.elapsed();
+    assert_status(
+        Err::<(), _>(status),
+        Code::Unauthenticated,
+        "UNAUTHORISED",
+        "a stream whose key was revoked",
+    );
+    eprintln!("revoked key: stream ended after {pages} pages, {took:?} after the revocation");
+    // The pages already on their way (flow-control windows, the channel) still come;
+    // the end comes once they are read.
+    assert!(
+        took < recheck + Duration::from_secs(5),
+        "the stream ended {took:?} after the revocation"
+    );
+}
+
 conformance!(
+    a_key_revoked_mid_stream_ends_the_stream,
     a_paused_reader_holds_no_pooled_connection,
     open_streams_are_bounded_per_tenant_and_in_all,
     large_contacts_come_in_pages_within_the_byte_budget,
