@@ -6,8 +6,7 @@ use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{
-    AccessControl, ApiError, Credentials, convert, convert_activity, handle, handle_stream,
-    handle_with_key,
+    AccessControl, Credentials, convert, convert_activity, handle, handle_stream, handle_with_key,
 };
 use crate::app;
 use crate::domain::{
@@ -266,7 +265,7 @@ impl ContactsService for ContactsApi {
                     },
                     key: |send: &SendRecord| send.id.clone(),
                     size: None,
-                    convert: |send: SendRecord| Ok::<_, ApiError>(convert_activity::send(send)),
+                    convert: |send: SendRecord| Ok(convert_activity::send(send)),
                     message: move |sends: Vec<pb::Send>, next: Option<String>| {
                         pb::ListContactSendsResponse {
                             sends,
@@ -332,9 +331,7 @@ impl ContactsService for ContactsApi {
                         id: s.id.clone(),
                     },
                     size: None,
-                    convert: |item: ScheduledSend| {
-                        Ok::<_, ApiError>(convert_activity::scheduled_send(item))
-                    },
+                    convert: |item: ScheduledSend| Ok(convert_activity::scheduled_send(item)),
                     message: move |scheduled_sends: Vec<pb::ScheduledSend>,
                                    next: Option<TimeKey>| {
                         pb::ListContactScheduledSendsResponse {
@@ -467,9 +464,7 @@ impl ContactsService for ContactsApi {
                         id: entry.id.clone(),
                     },
                     size: None,
-                    convert: |entry: TimelineEntry| {
-                        Ok::<_, ApiError>(convert::timeline_entry(entry))
-                    },
+                    convert: |entry: TimelineEntry| Ok(convert::timeline_entry(entry)),
                     message: move |entries: Vec<pb::TimelineEntry>, next: Option<TimeKey>| {
                         let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
                         pb::ListContactTimelineResponse {

@@ -92,29 +92,6 @@ pub(crate) struct Admitted {
     key: KeyCheck,
 }
 
-/// Checks a stream's key again as the stream runs.
-struct KeyCheck {
-    auth: AccessControl,
-    access: Access,
-    every: Duration,
-    /// When the key was last found live (first by the call's own authorization).
-    checked: Instant,
-}
-
-impl KeyCheck {
-    /// Checks the key if `every` has passed since it was last found live: a key
-    /// revoked meanwhile is UNAUTHENTICATED. Asked before each page, so a stream
-    /// whose client reads nothing costs no check.
-    async fn check_if_due(&mut self) -> Result<(), ApiError> {
-        if self.checked.elapsed() < self.every {
-            return Ok(());
-        }
-        self.auth.recheck(&self.access).await?;
-        self.checked = Instant::now();
-        Ok(())
-    }
-}
-
 impl Admitted {
     /// Streams the pages of `pager`'s list from a task of its own, which holds the
     /// stream's place until the stream ends, whatever ends it.
@@ -138,6 +115,29 @@ impl Admitted {
         let span = tracing::Span::current();
         tokio::spawn(send_pages(self, pager, tx, method).instrument(span));
         ReceiverStream::new(rx)
+    }
+}
+
+/// Checks a stream's key again as the stream runs.
+struct KeyCheck {
+    auth: AccessControl,
+    access: Access,
+    every: Duration,
+    /// When the key was last found live (first by the call's own authorization).
+    checked: Instant,
+}
+
+impl KeyCheck {
+    /// Checks the key if `every` has passed since it was last found live: a key
+    /// revoked meanwhile is UNAUTHENTICATED. Asked before each page, so a stream
+    /// whose client reads nothing costs no check.
+    async fn check_if_due(&mut self) -> Result<(), ApiError> {
+        if self.checked.elapsed() < self.every {
+            return Ok(());
+        }
+        self.auth.recheck(&self.access).await?;
+        self.checked = Instant::now();
+        Ok(())
     }
 }
 
