@@ -156,6 +156,23 @@ pub struct LimitArgs {
     /// background.
     #[arg(long, env = "KRAITER_REQUEST_ID_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub request_id_retention: Duration,
+    /// Most bytes a streamed page may take encoded (`1MiB`, `256KiB` or bytes): a page
+    /// ends before the item that would pass it, so it may hold fewer than `limit`
+    /// items; a page holds at least one item whatever its size.
+    #[arg(long, env = "KRAITER_MAX_PAGE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub max_page_bytes: usize,
+    /// Streamed lists open at once on this server; past it a new one is
+    /// RESOURCE_EXHAUSTED with `RetryInfo`.
+    #[arg(long, env = "KRAITER_MAX_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+    /// Streamed lists one tenant may have open at once; past it a new one is
+    /// RESOURCE_EXHAUSTED with `RetryInfo`.
+    #[arg(long, env = "KRAITER_MAX_STREAMS_PER_TENANT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_tenant: u32,
+    /// How often a running stream checks again that its API key is live (before a page,
+    /// at most this often); a revoked key ends the stream with UNAUTHENTICATED.
+    #[arg(long, env = "KRAITER_STREAM_KEY_RECHECK", default_value = "30s", value_parser = parse_duration)]
+    pub stream_key_recheck: Duration,
 }
 
 impl Default for LimitArgs {
@@ -168,6 +185,10 @@ impl Default for LimitArgs {
             rate_limit_burst: None,
             unknown_key_lookups_rps: 20,
             request_id_retention: Duration::from_secs(7 * 24 * 3600),
+            max_page_bytes: 1024 * 1024,
+            max_streams: 1024,
+            max_streams_per_tenant: 64,
+            stream_key_recheck: Duration::from_secs(30),
         }
     }
 }
@@ -290,6 +311,13 @@ mod tests {
         );
         assert_eq!(parsed.request_timeout, default.request_timeout);
         assert_eq!(parsed.rate_limit_rps, None);
+        assert_eq!(parsed.max_page_bytes, default.max_page_bytes);
+        assert_eq!(parsed.max_streams, default.max_streams);
+        assert_eq!(
+            parsed.max_streams_per_tenant,
+            default.max_streams_per_tenant
+        );
+        assert_eq!(parsed.stream_key_recheck, default.stream_key_recheck);
         assert!(cli.serve.tls.tls_cert.is_none());
     }
 

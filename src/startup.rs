@@ -17,7 +17,9 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::pb::activity_service_server::ActivityServiceServer;
 use crate::api::wire::server::contacts_service_server::ContactsServiceServer;
-use crate::api::{AccessControl, ActivityApi, ContactsApi, EdgeLayer, RateLimiter, pb};
+use crate::api::{
+    AccessControl, ActivityApi, ContactsApi, EdgeLayer, RateLimiter, StreamLimits, Streams, pb,
+};
 use crate::config::{LimitArgs, ServeArgs};
 use crate::domain::TenantId;
 use crate::store::{self, DynStore, StoreError};
@@ -223,8 +225,15 @@ impl Application {
                 limits.unknown_key_lookups_rps.saturating_mul(10),
             ),
         );
+        let stream_limits = StreamLimits {
+            max_page_bytes: limits.max_page_bytes,
+            max_streams: limits.max_streams,
+            max_streams_per_tenant: limits.max_streams_per_tenant,
+            key_recheck: limits.stream_key_recheck,
+        };
+        let streams = Streams::new(stream_limits, auth.clone());
         let contacts =
-            ContactsServiceServer::new(ContactsApi::new(self.store.clone(), auth.clone()));
+            ContactsServiceServer::new(ContactsApi::new(self.store.clone(), auth.clone(), streams));
         let activity = ActivityServiceServer::new(ActivityApi::new(self.store.clone(), auth));
         let max = self.limits.max_message_size;
         (

@@ -94,24 +94,39 @@ impl AccessControl {
         }
     }
 
-    /// The caller's tenant, once its key is found live and its bucket has a token.
+    /// The caller's tenant and key, once its key is found live and its bucket has a
+    /// token; a call that runs on (a stream) checks the key again with `recheck`.
     /// The key is hashed first and looked up by its hash, so no comparison ever runs
     /// on the secret itself (and timing reveals nothing about it).
     pub(crate) async fn authorize(
         &self,
         credentials: &Credentials<'_>,
-    ) -> Result<TenantId, ApiError> {
+    ) -> Result<Access, ApiError> {
         let key_hash = key_hash(credentials.metadata)?;
         let Some(tenant) = self.cached_tenant(&key_hash) else {
             let tenant = self.look_up_new_key(&key_hash, credentials.peer).await?;
             self.take_token(&tenant)?;
-            return Ok(tenant);
+            return Ok(Access::with_key(tenant, key_hash));
         };
         // Over its limit, a tenant is refused before the database is asked anything.
         self.take_token(&tenant)?;
         match self.store.tenant_for_key(&key_hash).await? {
-            Some(live) if live == tenant => Ok(tenant),
+            Some(live) if live == tenant => Ok(Access::with_key(tenant, key_hash)),
             _ => Err(self.reject(&key_hash)),
+        }
+    }
+
+    /// Checks again that the key of a call still running is live, for a stream that
+    /// outlasts a revocation; a key found revoked is remembered as rejected, as
+    /// `authorize` would.
+    pub(crate) async fn recheck(&self, access: &Access) -> Result<(), ApiError> {
+        let Some(key_hash) = &access.key_hash else {
+            return Ok(());
+        };
+        match crate::store::check_key(self.store.as_ref(), access).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::KeyRejected) => Err(self.reject(key_hash)),
+            Err(err) => Err(err.into()),
         }
     }
 

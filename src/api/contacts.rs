@@ -3,9 +3,11 @@
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
-use super::stream::{self, PageStream, Pager};
+use super::stream::{PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
-use super::{AccessControl, Credentials, convert, convert_activity, handle, handle_with_key};
+use super::{
+    AccessControl, Credentials, convert, convert_activity, handle, handle_stream, handle_with_key,
+};
 use crate::app;
 use crate::domain::{
     ContactId, ContactQuery, ContactUpdate, ContactView, CursorKind, Email, NewContact, PageCursor,
@@ -17,13 +19,18 @@ use crate::store::DynStore;
 pub struct ContactsApi {
     store: DynStore,
     auth: AccessControl,
+    streams: Streams,
 }
 
 impl ContactsApi {
     /// `auth` is shared by both services, so one tenant's budget and one cache of
     /// keys cover all of its calls.
-    pub fn new(store: DynStore, auth: AccessControl) -> Self {
-        Self { store, auth }
+    pub fn new(store: DynStore, auth: AccessControl, streams: Streams) -> Self {
+        Self {
+            store,
+            auth,
+            streams,
+        }
     }
 }
 
@@ -119,11 +126,12 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContacts",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
                 let query = ContactQuery {
@@ -136,10 +144,11 @@ impl ContactsService for ContactsApi {
                     CursorKind::Contacts,
                     &query.fingerprint_parts(),
                 )?;
+                let admitted = self.streams.admit(access)?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
                 let fetch_query = query.clone();
-                Ok(stream::spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -159,12 +168,9 @@ impl ContactsService for ContactsApi {
                         .then_some(|contact: &ContactView| {
                             contact.properties.as_str().len() + contact.email.as_str().len() + 64
                         }),
-                    message: move |views: Vec<ContactView>, next: Option<String>| {
-                        let contacts = views
-                            .into_iter()
-                            .map(convert::contact_view)
-                            .collect::<Result<_, _>>()?;
-                        Ok(wire::ListContactsResponse {
+                    convert: |view: ContactView| Ok(convert::contact_view(view)?),
+                    message: move |contacts: Vec<wire::Contact>, next: Option<String>| {
+                        wire::ListContactsResponse {
                             contacts,
                             next_cursor: next_cursor(
                                 next,
@@ -172,7 +178,7 @@ impl ContactsService for ContactsApi {
                                 CursorKind::Contacts,
                                 &query.fingerprint_parts(),
                             ),
-                        })
+                        }
                     },
                 }))
             },
@@ -230,20 +236,22 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactSendsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContactSends",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
                 let query = [id.as_str().to_owned()];
                 let after = resume_key(&message.cursor, &tenant, CursorKind::Sends, &[&query[0]])?;
+                let admitted = self.streams.admit(access)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(stream::spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -257,16 +265,17 @@ impl ContactsService for ContactsApi {
                     },
                     key: |send: &SendRecord| send.id.clone(),
                     size: None,
-                    message: move |sends: Vec<SendRecord>, next: Option<String>| {
-                        Ok(pb::ListContactSendsResponse {
-                            sends: sends.into_iter().map(convert_activity::send).collect(),
+                    convert: |send: SendRecord| Ok(convert_activity::send(send)),
+                    message: move |sends: Vec<pb::Send>, next: Option<String>| {
+                        pb::ListContactSendsResponse {
+                            sends,
                             next_cursor: next_cursor(
                                 next,
                                 &tenant,
                                 CursorKind::Sends,
                                 &[&query[0]],
                             ),
-                        })
+                        }
                     },
                 }))
             },
@@ -282,11 +291,12 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContactScheduledSends",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
@@ -300,10 +310,11 @@ impl ContactsService for ContactsApi {
                 .as_deref()
                 .map(TimeKey::decode)
                 .transpose()?;
+                let admitted = self.streams.admit(access)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(stream::spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -320,19 +331,18 @@ impl ContactsService for ContactsApi {
                         id: s.id.clone(),
                     },
                     size: None,
-                    message: move |items: Vec<ScheduledSend>, next: Option<TimeKey>| {
-                        Ok(pb::ListContactScheduledSendsResponse {
-                            scheduled_sends: items
-                                .into_iter()
-                                .map(convert_activity::scheduled_send)
-                                .collect(),
+                    convert: |item: ScheduledSend| Ok(convert_activity::scheduled_send(item)),
+                    message: move |scheduled_sends: Vec<pb::ScheduledSend>,
+                                   next: Option<TimeKey>| {
+                        pb::ListContactScheduledSendsResponse {
+                            scheduled_sends,
                             next_cursor: next_cursor(
                                 next.map(|k| k.encode()),
                                 &tenant,
                                 CursorKind::ScheduledSends,
                                 &[&query[0]],
                             ),
-                        })
+                        }
                     },
                 }))
             },
@@ -401,11 +411,12 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
-        handle(
+        handle_stream(
             &self.auth,
             "ListContactTimeline",
             &credentials,
-            |tenant| async move {
+            |access| async move {
+                let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
@@ -427,10 +438,11 @@ impl ContactsService for ContactsApi {
                     .as_deref()
                     .map(TimeKey::decode)
                     .transpose()?;
+                let admitted = self.streams.admit(access)?;
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
-                Ok(stream::spawn(Pager {
+                Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
@@ -452,17 +464,18 @@ impl ContactsService for ContactsApi {
                         id: entry.id.clone(),
                     },
                     size: None,
-                    message: move |entries: Vec<TimelineEntry>, next: Option<TimeKey>| {
+                    convert: |entry: TimelineEntry| Ok(convert::timeline_entry(entry)),
+                    message: move |entries: Vec<pb::TimelineEntry>, next: Option<TimeKey>| {
                         let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
-                        Ok(pb::ListContactTimelineResponse {
-                            entries: entries.into_iter().map(convert::timeline_entry).collect(),
+                        pb::ListContactTimelineResponse {
+                            entries,
                             next_cursor: next_cursor(
                                 next.map(|k| k.encode()),
                                 &tenant,
                                 CursorKind::Timeline,
                                 &parts,
                             ),
-                        })
+                        }
                     },
                 }))
             },

@@ -28,6 +28,7 @@ pub use contacts::ContactsApi;
 pub use edge::EdgeLayer;
 pub use error::{ApiError, ERROR_DOMAIN};
 pub use rate_limit::RateLimiter;
+pub use stream::{StreamLimits, Streams};
 
 use crate::store::Access;
 
@@ -54,10 +55,25 @@ where
     F: FnOnce(crate::domain::TenantId) -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
 {
+    handle_stream(auth, method, credentials, |access| handler(access.tenant)).await
+}
+
+/// `handle` for streamed lists: `handler` gets the caller's `Access` with its key, so
+/// that the stream can check the key again while it runs (`stream.rs`).
+pub(crate) async fn handle_stream<T, F, Fut>(
+    auth: &AccessControl,
+    method: &'static str,
+    credentials: &Credentials<'_>,
+    handler: F,
+) -> Result<Response<T>, Status>
+where
+    F: FnOnce(Access) -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
     let tenant = OnceLock::new();
     instrumented(method, &tenant, async {
         let admitted = auth.authorize(credentials).await?;
-        remember_tenant(&tenant, admitted.as_str());
+        remember_tenant(&tenant, admitted.tenant.as_str());
         // Streams spawned by the handler count their messages under this method.
         stream::RPC_METHOD.scope(method, handler(admitted)).await
     })

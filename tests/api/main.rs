@@ -39,6 +39,7 @@ mod schema;
 mod search_paths;
 mod server;
 mod shutdown;
+mod streams_hardening;
 mod tenancy;
 mod timeline;
 mod tls;

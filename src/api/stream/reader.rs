@@ -1,0 +1,338 @@
+//! Reads a list page by page, one query ahead, and cuts the pages: at `limit` items,
+//! or before the item that would take a page past its byte budget.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::api::ApiError;
+use crate::domain::PageSize;
+use crate::store::{StoreError, StoreResult};
+
+/// Most pages one query fetches.
+const MAX_PAGES_PER_QUERY: u32 = 8;
+/// A query grows (doubling from one page) while its rows stay under about this many
+/// bytes, so a stream holds a few MB at most: one query's rows being sent, the next
+/// query's arriving, a page in the channel.
+const QUERY_BYTES: usize = 2 << 20;
+/// Room a page's budget keeps for its `next_cursor`, which is shorter: a cursor is a
+/// keyset key of at most `MAX_KEY_LEN` bytes and a few fixed fields, in base64 (see
+/// `PageCursor::decode`'s length check).
+const CURSOR_ROOM: usize = 512;
+
+/// One page of a list and the key to resume after it (`None` on the last page).
+pub(super) struct Page<Elem, K> {
+    pub items: Vec<Elem>,
+    pub resume: Option<K>,
+}
+
+/// Aborts the query it holds when dropped: a client that goes away must not leave a
+/// prefetch running.
+struct Prefetch<T> {
+    query: JoinHandle<T>,
+    /// How many pages the query asked for.
+    pages: u32,
+}
+
+impl<T> Drop for Prefetch<T> {
+    fn drop(&mut self) {
+        self.query.abort();
+    }
+}
+
+/// An item converted for a page, with its key and its encoded length in the page.
+struct Converted<Elem, K> {
+    elem: Elem,
+    key: K,
+    len: usize,
+}
+
+/// Reads a list page by page, one query ahead: the next query starts as soon as a
+/// query's rows are in, so it runs while they are converted and sent. The query's
+/// task ends, and its connection goes back to the pool, as soon as its rows are in;
+/// the reader holds rows, never a connection. A page ends at `limit` items, or before
+/// the item that would take it past `budget` bytes; the rows it leaves begin the next
+/// page.
+pub(super) struct PageReader<K, Item, Elem, Fetch, Key, Convert> {
+    fetch: Fetch,
+    key: Key,
+    convert: Convert,
+    size: Option<fn(&Item) -> usize>,
+    limit: u32,
+    /// Most bytes the items of a page of more than one take.
+    budget: usize,
+    max_pages: Option<u32>,
+    /// The query whose rows come after `rows`.
+    next: Option<Prefetch<StoreResult<Vec<Item>>>>,
+    /// Set instead of `next` when rows follow `rows` but their query is not started:
+    /// the pages fetched were expected to reach `max_pages`, and pages cut short by
+    /// the budget need more.
+    unread_after: Option<K>,
+    /// Rows of the last query not yet put in a page.
+    rows: std::vec::IntoIter<Item>,
+    /// The item that ended the last page by not fitting in it: the next one's first.
+    carried: Option<Converted<Elem, K>>,
+    /// Whether the last page has been handed out.
+    done: bool,
+    /// Time spent waiting for the database and converting rows, for the debug line
+    /// at the stream's end.
+    pub waited_db: Duration,
+    pub converting: Duration,
+}
+
+impl<K, Item, Elem, Fetch, Fut, Key, Convert> PageReader<K, Item, Elem, Fetch, Key, Convert>
+where
+    Item: Send + 'static,
+    Elem: prost::Message,
+    Fetch: Fn(Option<K>, u32) -> Fut,
+    Fut: Future<Output = StoreResult<Vec<Item>>> + Send + 'static,
+    Key: Fn(&Item) -> K,
+    Convert: Fn(Item) -> Result<Elem, ApiError>,
+{
+    /// A reader with no query started (see `start`). `budget` is the most bytes a
+    /// page of more than one item takes encoded, its cursor included.
+    pub fn new(
+        fetch: Fetch,
+        key: Key,
+        convert: Convert,
+        size: Option<fn(&Item) -> usize>,
+        page_size: PageSize,
+        budget: usize,
+        max_pages: Option<u32>,
+    ) -> Self {
+        Self {
+            fetch,
+            key,
+            convert,
+            size,
+            limit: page_size.get(),
+            budget: budget.saturating_sub(CURSOR_ROOM),
+            max_pages,
+            next: None,
+            unread_after: None,
+            rows: Vec::new().into_iter(),
+            carried: None,
+            done: false,
+            waited_db: Duration::ZERO,
+            converting: Duration::ZERO,
+        }
+    }
+
+    /// Starts the query of `pages` pages after `after`. One extra row tells whether more
+    /// follow, so the last page carries an empty cursor instead of forcing an empty final
+    /// page.
+    pub fn start(&mut self, after: Option<K>, pages: u32) {
+        let query = (self.fetch)(after, self.limit * pages + 1);
+        self.next = Some(Prefetch {
+            query: tokio::spawn(query.instrument(tracing::Span::current())),
+            pages,
+        });
+    }
+
+    /// The next page, waiting for rows if it needs more than are in. `None` after the
+    /// last page, or when `closed` (the client going away) resolves first. An empty
+    /// list has one, empty, page.
+    pub async fn next_page(
+        &mut self,
+        pages_sent: u32,
+        closed: impl Future<Output = ()>,
+    ) -> Option<Result<Page<Elem, K>, ApiError>> {
+        if self.done {
+            return None;
+        }
+        let mut closed = pin!(closed);
+        let (mut items, mut bytes, mut last) = (Vec::new(), 0, None);
+        while items.len() < self.limit as usize {
+            let item = match self.next_item(pages_sent, closed.as_mut()).await? {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(err) => return Some(Err(err)),
+            };
+            if !items.is_empty() && bytes + item.len > self.budget {
+                self.carried = Some(item);
+                break;
+            }
+            bytes += item.len;
+            items.push(item.elem);
+            last = Some(item.key);
+        }
+        let more = self.carried.is_some()
+            || !self.rows.as_slice().is_empty()
+            || self.next.is_some()
+            || self.unread_after.is_some();
+        self.done = !more;
+        let resume = if more { last } else { None };
+        Some(Ok(Page { items, resume }))
+    }
+
+    /// The list's next item, converted; `Ok(None)` at the end of the list.
+    async fn next_item(
+        &mut self,
+        pages_sent: u32,
+        mut closed: Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Result<Option<Converted<Elem, K>>, ApiError>> {
+        if let Some(item) = self.carried.take() {
+            return Some(Ok(Some(item)));
+        }
+        loop {
+            if let Some(row) = self.rows.next() {
+                return Some(self.convert(row).map(Some));
+            }
+            if let Some(after) = self.unread_after.take() {
+                self.start(Some(after), 1);
+            }
+            if self.next.is_none() {
+                return Some(Ok(None));
+            }
+            if let Err(err) = self.next_batch(pages_sent, closed.as_mut()).await? {
+                return Some(Err(err.into()));
+            }
+        }
+    }
+
+    fn convert(&mut self, row: Item) -> Result<Converted<Elem, K>, ApiError> {
+        let began = Instant::now();
+        let key = (self.key)(&row);
+        let elem = (self.convert)(row)?;
+        // As the page's `encoded_len` counts it: field 1 of the page message.
+        let len = prost::encoding::message::encoded_len(1, &elem);
+        self.converting += began.elapsed();
+        Ok(Converted { elem, key, len })
+    }
+
+    /// Takes in the rows of the query in flight, once they are in; starts the query
+    /// after them when more pages are due.
+    async fn next_batch(
+        &mut self,
+        pages_sent: u32,
+        closed: Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<StoreResult<()>> {
+        let mut pending = self.next.take()?;
+        let began = Instant::now();
+        let fetched = tokio::select! {
+            _ = closed => return None,
+            joined = &mut pending.query => joined,
+        };
+        self.waited_db += began.elapsed();
+        // A join error is the query's task panicking (it is never aborted here).
+        let mut rows = match fetched.unwrap_or_else(|join| Err(StoreError::internal(join))) {
+            Ok(rows) => rows,
+            Err(err) => return Some(Err(err)),
+        };
+        let asked = pending.pages;
+        let has_more = rows.len() > (self.limit * asked) as usize;
+        rows.truncate((self.limit * asked) as usize);
+        let pages = rows.len().div_ceil(self.limit as usize) as u32;
+        let left = self
+            .max_pages
+            .map_or(u32::MAX, |max| max.saturating_sub(pages_sent + pages));
+        if has_more && left > 0 {
+            self.start_after(&rows, asked, left);
+        } else if has_more {
+            self.unread_after = rows.last().map(&self.key);
+        }
+        self.rows = rows.into_iter();
+        Some(Ok(()))
+    }
+
+    /// Starts the query after `rows`, at most `left` pages. A long stream fetches more
+    /// pages per query (doubling up to MAX_PAGES_PER_QUERY while a query's rows stay
+    /// under QUERY_BYTES), so the database is not idle between queries while the last
+    /// rows of one are read and the next is sent. Without `size`, one page per query.
+    fn start_after(&mut self, rows: &[Item], asked: u32, left: u32) {
+        let bytes: usize = self.size.map_or(0, |size| rows.iter().map(size).sum());
+        let grow = self.size.is_some() && bytes * 2 <= QUERY_BYTES;
+        let ask = if grow { asked * 2 } else { asked };
+        let resume = rows.last().map(&self.key);
+        self.start(resume, ask.min(MAX_PAGES_PER_QUERY).min(left));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// The pages a reader cuts from strings of these lengths (keyed by their index),
+    /// as the lengths of their items, each page with its resume key.
+    async fn pages_of(
+        lengths: &[usize],
+        limit: i32,
+        budget: usize,
+    ) -> Vec<(Vec<usize>, Option<usize>)> {
+        let rows: Arc<Vec<(usize, String)>> =
+            Arc::new(lengths.iter().map(|&n| "x".repeat(n)).enumerate().collect());
+        let fetch = move |after: Option<usize>, limit: u32| {
+            let rows = rows.clone();
+            async move {
+                let from = after.map_or(0, |after| after + 1);
+                Ok(rows
+                    .iter()
+                    .skip(from)
+                    .take(limit as usize)
+                    .cloned()
+                    .collect())
+            }
+        };
+        let page_size = PageSize::parse(limit).expect("a valid limit");
+        let mut reader = PageReader::new(
+            fetch,
+            |row: &(usize, String)| row.0,
+            |row: (usize, String)| Ok(row.1),
+            None,
+            page_size,
+            CURSOR_ROOM + budget,
+            None,
+        );
+        reader.start(None, 1);
+        let mut pages = Vec::new();
+        while let Some(page) = reader.next_page(0, std::future::pending()).await {
+            let page = page.expect("no error");
+            let lengths = page.items.iter().map(String::len).collect();
+            pages.push((lengths, page.resume));
+        }
+        pages
+    }
+
+    /// Encoded length of an item of `n` bytes in a page.
+    fn len(n: usize) -> usize {
+        prost::encoding::message::encoded_len(1, &"x".repeat(n))
+    }
+
+    #[tokio::test]
+    async fn pages_end_before_the_budget_and_resume_after_their_last_item() {
+        // Items of 100 bytes, three to a budget; queries of five rows, so pages and
+        // queries end at different items.
+        let lengths = vec![100; 23];
+        let pages = pages_of(&lengths, 5, 3 * len(100) + 1).await;
+        let sizes: Vec<usize> = pages.iter().map(|(items, _)| items.len()).collect();
+        assert_eq!(sizes, [3, 3, 3, 3, 3, 3, 3, 2]);
+        let mut seen = 0;
+        for (i, (items, resume)) in pages.iter().enumerate() {
+            seen += items.len();
+            let want = (seen < lengths.len()).then(|| seen - 1);
+            assert_eq!(*resume, want, "resume key of page {i}");
+        }
+        assert_eq!(seen, lengths.len());
+    }
+
+    #[tokio::test]
+    async fn an_item_over_the_budget_has_a_page_of_its_own() {
+        let lengths = [10, 10, 5_000, 10, 10, 10];
+        let pages = pages_of(&lengths, 1000, 1_000).await;
+        let items: Vec<Vec<usize>> = pages.into_iter().map(|(items, _)| items).collect();
+        assert_eq!(items, [vec![10, 10], vec![5_000], vec![10, 10, 10]]);
+    }
+
+    #[tokio::test]
+    async fn limit_still_bounds_pages_of_small_items_and_an_empty_list_has_one_page() {
+        let pages = pages_of(&[1; 7], 3, 1 << 20).await;
+        let sizes: Vec<usize> = pages.iter().map(|(items, _)| items.len()).collect();
+        assert_eq!(sizes, [3, 3, 1]);
+        assert_eq!(pages_of(&[], 3, 1 << 20).await, [(vec![], None)]);
+    }
+}
