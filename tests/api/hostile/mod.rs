@@ -1,0 +1,10 @@
+//! Hostile and excessive input: every string field of every RPC, values that are not
+//! strings, cursors, undecodable bytes, and the size, stream, deadline and rate limits.
+
+pub mod cursors;
+pub mod fields;
+mod limits;
+mod rate_limit;
+pub mod strings;
+mod undecodable;
+mod values;
