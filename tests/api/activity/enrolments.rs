@@ -6,8 +6,7 @@ use tonic::Code;
 
 use super::timeline_types;
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, spawn_app};
 
 async fn enrolments_move_through_their_lifecycle(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -6,8 +6,7 @@ use tonic::Code;
 
 use super::{assert_every_read_is_not_found, record, scheduled, send_to, sends, timeline_types};
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, spawn_app};
 
 async fn deleting_a_contact_erases_all_of_its_activity(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -8,8 +8,7 @@ use serde_json::json;
 
 use super::timeline_types;
 use crate::conformance;
-use crate::contacts::crud::props;
-use crate::support::{Backend, spawn_app};
+use crate::support::{Backend, props, spawn_app};
 
 async fn tracked_events_create_contacts_and_unsubscribe(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -8,8 +8,7 @@ use tonic::Code;
 
 use super::{record, send_to, sends, set_status, timeline_types};
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, spawn_app};
 
 async fn a_retried_request_id_returns_the_first_result_and_writes_once(backend: Backend) {
     let app = spawn_app(backend).await;

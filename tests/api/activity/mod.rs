@@ -14,8 +14,7 @@ use kraiter_contacts::api::pb;
 use pb::record_send_request::Recipient;
 use tonic::Code;
 
-use crate::contacts::timeline::timeline;
-use crate::support::{Activity, Client, assert_status};
+use crate::support::{Activity, Client, assert_status, timeline};
 
 fn send_to(contact_id: &str, template: &str) -> pb::RecordSendRequest {
     pb::RecordSendRequest {

@@ -8,8 +8,7 @@ use tonic::Code;
 
 use super::{assert_every_read_is_not_found, record, send_to, sends, set_status, timeline_types};
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, spawn_app};
 
 async fn activity_of_another_tenant_is_out_of_reach(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -7,8 +7,7 @@ use tonic::Code;
 
 use super::{record, scheduled, send_to, timeline_types};
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, spawn_app};
 
 async fn scheduled_sends_list_pending_earliest_first_and_cancel_or_fulfil(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -5,8 +5,7 @@ use serde_json::json;
 
 use super::timeline_types;
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, spawn_app};
+use crate::support::{Backend, create, spawn_app};
 
 async fn segment_memberships_join_and_leave(backend: Backend) {
     let app = spawn_app(backend).await;

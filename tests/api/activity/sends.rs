@@ -8,8 +8,7 @@ use tonic::Code;
 
 use super::{record, send_to, sends, set_status, timeline_types};
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, spawn_app};
 
 async fn sends_are_listed_newest_first_across_pages_and_resume_by_cursor(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -169,7 +168,7 @@ async fn send_lifecycle_stamps_times_and_bounces_suppress_the_contact(backend: B
         types.iter().filter(|t| *t == "contact.suppressed").count(),
         1
     );
-    let listed = crate::contacts::list::pages(
+    let listed = crate::support::pages(
         &mut client,
         pb::ListContactsRequest {
             suppressed: Some(true),

@@ -3,8 +3,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::conformance;
-use crate::contacts::crud::{create, json_of, props};
-use crate::support::{Backend, spawn_app};
+use crate::support::{Backend, create, json_of, props, spawn_app};
 
 async fn concurrent_creates_of_one_email_let_exactly_one_succeed(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -1,35 +1,9 @@
-use kraiter_contacts::api::convert::{from_struct, to_struct};
 use kraiter_contacts::api::pb;
-use serde_json::{Value, json};
+use serde_json::json;
 use tonic::Code;
 
 use crate::conformance;
-use crate::support::{Backend, Client, assert_status, spawn_app};
-
-pub fn props(value: Value) -> prost_types::Struct {
-    to_struct(
-        value
-            .as_object()
-            .cloned()
-            .expect("properties are an object"),
-    )
-}
-
-pub fn json_of(contact: &pb::Contact) -> Value {
-    let properties = contact.properties.clone().unwrap_or_default();
-    Value::Object(from_struct(properties, "properties").expect("stored properties convert"))
-}
-
-pub async fn create(client: &mut Client, email: &str, properties: Value) -> pb::Contact {
-    client
-        .create_contact(pb::CreateContactRequest {
-            email: email.to_owned(),
-            properties: Some(props(properties)),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("create {email}: {status:?}"))
-        .into_inner()
-}
+use crate::support::{Backend, assert_status, create, json_of, props, spawn_app};
 
 async fn create_returns_the_new_contact_with_defaults(backend: Backend) {
     let app = spawn_app(backend).await;

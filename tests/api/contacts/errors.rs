@@ -6,8 +6,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::conformance;
-use crate::contacts::crud::{create, props};
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, props, spawn_app};
 
 fn nested(depth: usize) -> Value {
     (0..depth).fold(json!("leaf"), |inner, _| json!({ "k": inner }))

@@ -5,25 +5,7 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, Client, assert_status, spawn_app};
-
-/// Reads a whole ListContacts stream: the pages, in order.
-pub async fn pages(
-    client: &mut Client,
-    request: pb::ListContactsRequest,
-) -> Vec<pb::ListContactsResponse> {
-    let mut stream = client
-        .list_contacts(request)
-        .await
-        .expect("list starts")
-        .into_inner();
-    let mut pages = Vec::new();
-    while let Some(page) = stream.message().await.expect("page arrives") {
-        pages.push(page);
-    }
-    pages
-}
+use crate::support::{Backend, Client, assert_status, create, pages, spawn_app};
 
 fn emails(pages: &[pb::ListContactsResponse]) -> Vec<String> {
     pages

@@ -9,8 +9,7 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::conformance;
-use crate::contacts::crud::create;
-use crate::support::{Backend, spawn_app, unique_tenant};
+use crate::support::{Backend, create, spawn_app, unique_tenant};
 
 /// What one concurrent call should get.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,11 +3,11 @@
 
 mod client;
 mod concurrency;
-pub mod crud;
+mod crud;
 mod errors;
 mod isolation;
-pub mod list;
+mod list;
 mod lookups;
 mod search_paths;
 mod tenancy;
-pub mod timeline;
+mod timeline;

@@ -14,8 +14,7 @@ use kraiter_contacts::store::sqlite::SEARCH_CANDIDATES;
 use serde_json::json;
 
 use crate::conformance;
-use crate::contacts::list::pages;
-use crate::support::{Backend, Client, TestApp, spawn_app, unique_tenant};
+use crate::support::{Backend, Client, TestApp, pages, spawn_app, unique_tenant};
 
 /// A contact as seeded: what a search must find it by.
 #[derive(Debug, Clone)]

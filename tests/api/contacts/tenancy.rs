@@ -3,8 +3,7 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::conformance;
-use crate::contacts::crud::{create, props};
-use crate::support::{Backend, assert_status, spawn_app};
+use crate::support::{Backend, assert_status, create, props, spawn_app};
 
 async fn a_tenant_never_sees_or_touches_another_tenants_contacts(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -3,24 +3,7 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::conformance;
-use crate::contacts::crud::{create, props};
-use crate::support::{Backend, Client, assert_status, spawn_app};
-
-pub async fn timeline(
-    client: &mut Client,
-    request: pb::ListContactTimelineRequest,
-) -> Vec<pb::ListContactTimelineResponse> {
-    let mut stream = client
-        .list_contact_timeline(request)
-        .await
-        .expect("timeline starts")
-        .into_inner();
-    let mut pages = Vec::new();
-    while let Some(page) = stream.message().await.expect("page") {
-        pages.push(page);
-    }
-    pages
-}
+use crate::support::{Backend, assert_status, create, props, spawn_app, timeline};
 
 async fn timeline_records_creation_and_each_change_with_before_and_after(backend: Backend) {
     let app = spawn_app(backend).await;

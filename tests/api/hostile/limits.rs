@@ -11,11 +11,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::conformance;
-use crate::contacts::crud::{create, props};
 use crate::support::locks::{self, pool_goes_idle};
 use crate::support::raw::{self, frame};
 use crate::support::requests::Req;
-use crate::support::{Backend, assert_status, spawn_app, spawn_app_with};
+use crate::support::{Backend, assert_status, create, props, spawn_app, spawn_app_with};
 
 async fn messages_over_the_size_limit_are_resource_exhausted(backend: Backend) {
     let app = spawn_app_with(backend, |args| args.limits.max_message_size = 100 * 1024).await;
@@ -155,7 +154,7 @@ async fn a_call_past_the_request_timeout_is_deadline_exceeded_and_writes_nothing
     );
     lock.release().await;
     pool_goes_idle(&app, Duration::from_secs(10), "after the timed-out update").await;
-    crate::ops::faults::assert_landed_whole_or_not_at_all(
+    crate::support::assert_landed_whole_or_not_at_all(
         &mut client,
         &contact.id,
         json!({"v": 1}),

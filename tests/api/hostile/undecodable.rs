@@ -132,7 +132,7 @@ async fn undecodable_requests_are_internal_and_the_server_stays_up(backend: Back
     for (what, path, body, code) in cases {
         let reply = raw::call(app.addr, path, &headers, body).await;
         assert_eq!(reply.code, code, "{what}: {reply:?}");
-        crate::hostile::strings::assert_clean_message(
+        crate::support::assert_clean_message(
             &tonic::Status::new(reply.code, reply.message),
             &app.key,
             &what,

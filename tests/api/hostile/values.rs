@@ -11,11 +11,10 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::conformance;
-use crate::contacts::crud::props;
 use crate::hostile::cursors::{EITHER, cursor_cases, forged_cases};
 use crate::hostile::strings::check;
 use crate::support::requests::{Fixture, Req, fixture};
-use crate::support::{Backend, spawn_app};
+use crate::support::{Backend, props, spawn_app};
 
 const OK: Code = Code::Ok;
 const INVALID: Code = Code::InvalidArgument;
@@ -418,7 +417,7 @@ async fn non_string_hostile_values_get_their_documented_codes(backend: Backend) 
             let result = crate::support::requests::send(&mut clients, request).await;
             if let Err(status) = &result {
                 assert_eq!(status.code(), INVALID, "{what}: {status:?}");
-                crate::hostile::strings::assert_clean_message(status, &app.key, &what);
+                crate::support::assert_clean_message(status, &app.key, &what);
             }
             continue;
         }

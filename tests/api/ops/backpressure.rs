@@ -13,8 +13,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::conformance;
-use crate::contacts::crud::props;
-use crate::support::{Backend, spawn_app};
+use crate::support::{Backend, props, spawn_app};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kraiter-contacts");
 const CONTACTS: usize = 1200;

@@ -14,11 +14,12 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::conformance;
-use crate::contacts::crud::{create, props};
-use crate::hostile::strings::assert_clean_message;
 use crate::support::cluster::TestCluster;
 use crate::support::locks::{self, pool_goes_idle};
-use crate::support::{Backend, Client, TestApp, spawn_app_with};
+use crate::support::{
+    Backend, Client, TestApp, assert_clean_message, assert_landed_whole_or_not_at_all, create,
+    props, spawn_app_with,
+};
 
 pub fn soak() -> bool {
     std::env::var("KRAITER_SOAK").is_ok_and(|value| value == "1")
@@ -316,41 +317,6 @@ async fn cancelled_calls_and_streams_stop_their_database_work(backend: Backend) 
     pool_goes_idle(&app, Duration::from_secs(5), "after a cancelled update").await;
     assert_landed_whole_or_not_at_all(&mut client, &contact.id, json!({"v": 1}), json!({"v": 2}))
         .await;
-}
-
-/// After a call that was cancelled or timed out while its write waited in the
-/// database: a statement that already reached PostgreSQL runs to its end (the driver
-/// sends no cancel request), so the write may have landed; either way it landed whole,
-/// the value and its timeline entry together, or neither.
-pub async fn assert_landed_whole_or_not_at_all(
-    client: &mut Client,
-    id: &str,
-    before: serde_json::Value,
-    after: serde_json::Value,
-) {
-    let fetched = client
-        .get_contact(pb::GetContactRequest { id: id.to_owned() })
-        .await
-        .expect("get")
-        .into_inner();
-    let value = crate::contacts::crud::json_of(&fetched);
-    let updates = crate::contacts::timeline::timeline(
-        client,
-        pb::ListContactTimelineRequest {
-            id: id.to_owned(),
-            types: vec!["contact.updated".into()],
-            ..Default::default()
-        },
-    )
-    .await
-    .iter()
-    .map(|page| page.entries.len())
-    .sum::<usize>();
-    match updates {
-        0 => assert_eq!(value, before, "not applied, and no entry"),
-        1 => assert_eq!(value, after, "applied with its entry"),
-        n => panic!("{n} update entries for one cancelled update"),
-    }
 }
 
 conformance!(

@@ -6,7 +6,7 @@ mod backpressure;
 mod contract;
 mod docs;
 mod embedded;
-pub mod faults;
+mod faults;
 mod grpcurl;
 mod metrics;
 mod operations;

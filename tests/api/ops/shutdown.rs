@@ -19,7 +19,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::contacts::crud::props;
+use crate::support::props;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kraiter-contacts");
 

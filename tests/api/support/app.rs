@@ -196,6 +196,40 @@ pub fn assert_status<T: std::fmt::Debug>(
     status
 }
 
+/// No key, SQL, driver text, file path or panic in what the caller reads.
+pub fn assert_clean_message(status: &Status, key: &str, what: &str) {
+    let message = status.message();
+    let lower = message.to_lowercase();
+    assert!(!message.contains(key), "{what}: the key leaked: {message}");
+    for leak in [
+        "select ",
+        "insert ",
+        "update ",
+        "delete from",
+        "sqlx",
+        "sqlite",
+        "postgres",
+        "pg_",
+        "panicked",
+        "backtrace",
+        ".rs:",
+        "src/",
+        "error returned from database",
+        "syntax error",
+        "constraint",
+    ] {
+        assert!(
+            !lower.contains(leak),
+            "{what}: `{leak}` in message {message:?}"
+        );
+    }
+    assert!(
+        message.len() < 1024,
+        "{what}: a message of {} bytes",
+        message.len()
+    );
+}
+
 /// Generates one `#[tokio::test]` per backend for each listed `async fn(Backend)`.
 #[macro_export]
 macro_rules! conformance {

@@ -1,8 +1,10 @@
-//! What the tests share: `spawn_app` and its `TestApp` (in `app`, re-exported here),
+//! What the tests share: `spawn_app` and its `TestApp` (in `app`), the calls most tests
+//! make (in `calls`; both re-exported here),
 //! the PostgreSQL fixtures, database locks, a raw HTTP/2 client, the table of every
 //! RPC, and the outside tools some tests drive.
 
 mod app;
+mod calls;
 pub mod cluster;
 pub mod locks;
 pub mod postgres;
@@ -11,3 +13,4 @@ pub mod requests;
 pub mod tools;
 
 pub use app::*;
+pub use calls::*;
