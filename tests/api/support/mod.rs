@@ -10,6 +10,7 @@ pub mod locks;
 pub mod postgres;
 pub mod raw;
 pub mod requests;
+pub mod storage;
 pub mod tools;
 
 pub use app::*;
