@@ -3,7 +3,9 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::conformance;
-use crate::support::{Backend, assert_status, create, json_of, props, spawn_app};
+use crate::support::{
+    Backend, assert_status, contact_and_timeline, create, json_of, props, spawn_app,
+};
 
 async fn create_returns_the_new_contact_with_defaults(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -242,6 +244,58 @@ async fn update_with_nothing_to_change_returns_the_contact_unchanged(backend: Ba
     assert_eq!(same, contact);
 }
 
+/// An update whose values are those already stored changes nothing: the answer is
+/// the stored contact, `updated_at` stays, and no `contact.updated` entry is written.
+async fn an_update_to_the_same_values_writes_no_timeline_entry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let contact = create(
+        &mut client,
+        "ivy@example.com",
+        json!({"a": 1, "tags": ["x", {"y": null}], "name": "Ivy"}),
+    )
+    .await;
+    let before = contact_and_timeline(&mut client, &contact.id).await;
+    let types: Vec<&str> = before.1.iter().map(|e| e.r#type.as_str()).collect();
+    assert_eq!(types, vec!["contact.created"]);
+    let same = json!({"a": 1, "tags": ["x", {"y": null}], "name": "Ivy"});
+    let cases: Vec<(&str, Option<&str>, Option<serde_json::Value>)> = vec![
+        ("nothing at all", None, None),
+        ("the same properties", None, Some(same.clone())),
+        (
+            "some of the properties, unchanged",
+            None,
+            Some(json!({"a": 1})),
+        ),
+        ("the same email", Some("ivy@example.com"), None),
+        (
+            "the same email and properties",
+            Some("ivy@example.com"),
+            Some(same),
+        ),
+        (
+            "removing a key that is not there",
+            None,
+            Some(json!({"gone": null})),
+        ),
+    ];
+    for (why, email, properties) in cases {
+        let answer = client
+            .update_contact(pb::UpdateContactRequest {
+                id: contact.id.clone(),
+                email: email.map(str::to_owned),
+                properties: properties.map(props),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{why}: {status:?}"))
+            .into_inner();
+        assert_eq!(answer, contact, "{why}: the answer is the stored contact");
+        let after = contact_and_timeline(&mut client, &contact.id).await;
+        assert_eq!(after.0, before.0, "{why}: the contact changed");
+        assert_eq!(after.1, before.1, "{why}: the timeline changed");
+    }
+}
+
 async fn delete_erases_the_contact(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.client();
@@ -288,5 +342,6 @@ conformance!(
     update_changes_email_and_refuses_a_taken_one,
     update_unknown_contact_is_not_found,
     update_with_nothing_to_change_returns_the_contact_unchanged,
+    an_update_to_the_same_values_writes_no_timeline_entry,
     delete_erases_the_contact,
 );

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use crate::conformance;
-use crate::support::{Backend, assert_status, create, props, spawn_app};
+use crate::support::{
+    Backend, assert_status, contact_and_timeline, create, json_of, props, spawn_app,
+};
 
 fn nested(depth: usize) -> Value {
     (0..depth).fold(json!("leaf"), |inner, _| json!({ "k": inner }))
@@ -146,66 +148,82 @@ async fn invalid_ids_and_emails_on_reads_are_invalid_argument(backend: Backend) 
     );
 }
 
+/// Refused updates, alone or mixed with valid parts, change neither the contact (its
+/// email, properties, flags or `updated_at`) nor its timeline.
 async fn invalid_updates_write_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.client();
     let contact = create(&mut client, "u@example.com", json!({"a": 1})).await;
-    let cases: Vec<(&str, Option<String>, Option<prost_types::Struct>)> = vec![
-        (
-            "bad email",
-            Some("nope".into()),
-            Some(props(json!({"a": 2}))),
-        ),
-        (
-            "NUL value",
-            None,
-            Some(props(json!({"a": 2, "b": "\u{0}"}))),
-        ),
-        ("too deep", None, Some(props(json!({"a": nested(30)})))),
-    ];
-    for (why, email, properties) in cases {
-        let result = client
-            .update_contact(pb::UpdateContactRequest {
-                id: contact.id.clone(),
-                email,
-                properties,
-            })
-            .await;
-        assert_status(result, Code::InvalidArgument, "VALIDATION_ERROR", why);
-    }
-    // A merge whose result is too big is refused too, though each part fits.
-    for key in ["x", "y"] {
-        let big = props(json!({ key: "z".repeat(40_000) }));
-        let result = client
-            .update_contact(pb::UpdateContactRequest {
-                id: contact.id.clone(),
-                email: None,
-                properties: Some(big),
-            })
-            .await;
-        if key == "y" {
-            assert_status(
-                result,
-                Code::InvalidArgument,
-                "VALIDATION_ERROR",
-                "merged too big",
-            );
-        } else {
-            result.expect("first half fits");
-        }
-    }
-    let fetched = client
-        .get_contact(pb::GetContactRequest { id: contact.id })
+    create(&mut client, "taken@example.com", json!({})).await;
+    // Half of what the last case merges: it fits alone, so the other half's refusal
+    // is about the merged result.
+    client
+        .update_contact(pb::UpdateContactRequest {
+            id: contact.id.clone(),
+            email: None,
+            properties: Some(props(json!({"x": "z".repeat(40_000)}))),
+        })
         .await
-        .expect("get")
-        .into_inner();
-    let keys: Vec<String> = fetched
-        .properties
-        .expect("properties")
-        .fields
-        .into_keys()
-        .collect();
-    assert_eq!(keys, vec!["a".to_owned(), "x".to_owned()]);
+        .expect("the first half fits");
+    let before = contact_and_timeline(&mut client, &contact.id).await;
+    const INVALID: (Code, &str) = (Code::InvalidArgument, "VALIDATION_ERROR");
+    let cases: Vec<(&str, Option<&str>, Value, (Code, &str))> = vec![
+        ("bad email", Some("nope"), json!({"a": 2}), INVALID),
+        (
+            "NUL value, with a valid new email",
+            Some("new@example.com"),
+            json!({"a": 2, "b": "\u{0}"}),
+            INVALID,
+        ),
+        ("too deep", None, json!({"a": nested(30)}), INVALID),
+        (
+            "merged too big",
+            None,
+            json!({"y": "z".repeat(40_000)}),
+            INVALID,
+        ),
+        (
+            "another contact's email",
+            Some("TAKEN@example.com"),
+            json!({"a": 2}),
+            (Code::AlreadyExists, "CONFLICT"),
+        ),
+    ];
+    for (why, email, properties, (code, reason)) in cases {
+        let result = client
+            .update_contact(pb::UpdateContactRequest {
+                id: contact.id.clone(),
+                email: email.map(str::to_owned),
+                properties: Some(props(properties)),
+            })
+            .await;
+        assert_status(result, code, reason, why);
+        let after = contact_and_timeline(&mut client, &contact.id).await;
+        // Compared whole; on failure, shown without its 40 kB value.
+        assert!(
+            after.0 == before.0,
+            "{why}: the contact changed, email {} -> {}, properties {:?} -> {:?}, updated_at {:?} -> {:?}",
+            before.0.email,
+            after.0.email,
+            json_of(&before.0)
+                .as_object()
+                .map(|p| p.keys().collect::<Vec<_>>()),
+            json_of(&after.0)
+                .as_object()
+                .map(|p| p.keys().collect::<Vec<_>>()),
+            before.0.updated_at,
+            after.0.updated_at,
+        );
+        let types = |entries: &[pb::TimelineEntry]| -> Vec<String> {
+            entries.iter().map(|e| e.r#type.clone()).collect()
+        };
+        assert!(
+            after.1 == before.1,
+            "{why}: the timeline changed: {:?} -> {:?}",
+            types(&before.1),
+            types(&after.1)
+        );
+    }
 }
 
 async fn garbage_foreign_and_tampered_cursors_are_invalid_argument(backend: Backend) {

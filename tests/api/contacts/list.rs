@@ -178,22 +178,35 @@ async fn pages_read_several_per_query_keep_their_boundaries_and_cursors(backend:
     );
 }
 
+/// Pages hold at most 1,000 contacts, whatever the limit asked: with 1,001 contacts a
+/// large limit gives a page of exactly 1,000 and one of 1.
 async fn limit_above_maximum_is_clamped_and_negative_is_invalid(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.client();
-    for i in 0..3 {
-        create(&mut client, &format!("l{i}@example.com"), json!({})).await;
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let mut client = app.client();
+        writers.spawn(async move {
+            for i in (w..1001).step_by(8) {
+                create(&mut client, &format!("l{i:04}@example.com"), json!({})).await;
+            }
+        });
     }
-    let pages = pages(
-        &mut client,
-        pb::ListContactsRequest {
-            limit: 1_000_000,
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(pages.len(), 1);
-    assert_eq!(pages[0].contacts.len(), 3);
+    while let Some(done) = writers.join_next().await {
+        done.expect("a creating task");
+    }
+    for limit in [1001, 1_000_000, i32::MAX] {
+        let pages = pages(
+            &mut client,
+            pb::ListContactsRequest {
+                limit,
+                ..Default::default()
+            },
+        )
+        .await;
+        let sizes: Vec<usize> = pages.iter().map(|p| p.contacts.len()).collect();
+        assert_eq!(sizes, vec![1000, 1], "limit {limit}");
+    }
     let result = client
         .list_contacts(pb::ListContactsRequest {
             limit: -1,
@@ -384,29 +397,57 @@ async fn search_pages_resume_with_their_cursor(backend: Backend) {
     );
 }
 
+/// A bounce suppresses a contact; `suppressed` then picks it alone, or all the others.
 async fn suppressed_filter_applies(backend: Backend) {
     let app = spawn_app(backend).await;
-    let mut client = app.client();
+    let (mut client, mut activity) = (app.client(), app.activity());
     create(&mut client, "n1@example.com", json!({})).await;
+    let bounced = create(&mut client, "b@example.com", json!({})).await;
     create(&mut client, "n2@example.com", json!({})).await;
-    let not_suppressed = pages(
-        &mut client,
-        pb::ListContactsRequest {
-            suppressed: Some(false),
+    let send = activity
+        .record_send(pb::RecordSendRequest {
+            recipient: Some(pb::record_send_request::Recipient::ContactId(
+                bounced.id.clone(),
+            )),
+            template_id: "t".into(),
+            source: pb::SendSource::Transactional as i32,
             ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(emails(&not_suppressed).len(), 2);
-    let suppressed = pages(
-        &mut client,
-        pb::ListContactsRequest {
-            suppressed: Some(true),
+        })
+        .await
+        .expect("record a send")
+        .into_inner();
+    activity
+        .update_send_status(pb::UpdateSendStatusRequest {
+            send_id: send.id,
+            status: pb::SendStatus::Bounced as i32,
             ..Default::default()
-        },
-    )
-    .await;
-    assert!(emails(&suppressed).is_empty());
+        })
+        .await
+        .expect("the send bounces");
+    let cases = [
+        ("suppressed only", Some(true), vec!["b@example.com"]),
+        (
+            "not suppressed only",
+            Some(false),
+            vec!["n1@example.com", "n2@example.com"],
+        ),
+        (
+            "no filter",
+            None,
+            vec!["n1@example.com", "b@example.com", "n2@example.com"],
+        ),
+    ];
+    for (why, suppressed, expected) in cases {
+        let listed = pages(
+            &mut client,
+            pb::ListContactsRequest {
+                suppressed,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(emails(&listed), expected, "{why}");
+    }
 }
 
 async fn contacts_present_for_the_whole_stream_are_delivered_once_despite_concurrent_writes(

@@ -101,3 +101,28 @@ pub async fn assert_landed_whole_or_not_at_all(
         n => panic!("{n} update entries for one cancelled update"),
     }
 }
+
+/// Contact `id` as read back, and its whole timeline, oldest first: what a write
+/// that must change nothing has to leave as it was.
+pub async fn contact_and_timeline(
+    client: &mut Client,
+    id: &str,
+) -> (pb::Contact, Vec<pb::TimelineEntry>) {
+    let contact = client
+        .get_contact(pb::GetContactRequest { id: id.to_owned() })
+        .await
+        .expect("get the contact")
+        .into_inner();
+    let request = pb::ListContactTimelineRequest {
+        id: id.to_owned(),
+        limit: 1000,
+        order: pb::TimelineOrder::OldestFirst as i32,
+        ..Default::default()
+    };
+    let entries = timeline(client, request)
+        .await
+        .into_iter()
+        .flat_map(|page| page.entries)
+        .collect();
+    (contact, entries)
+}
