@@ -92,8 +92,10 @@ async fn the_default_message_limit_is_four_mebibytes(backend: Backend) {
 
 async fn a_connection_gets_at_most_max_concurrent_streams(backend: Backend) {
     let app = spawn_app_with(backend, |args| args.limits.max_concurrent_streams = 3).await;
+    // The limit is announced to every connection...
+    assert_eq!(raw::max_concurrent_streams(app.addr).await, 3, "announced");
     let mut health = HealthClient::new(app.channel.clone());
-    // Health watches stay open: three of them fill the connection.
+    // ...and held to: health watches stay open, three of them fill the connection.
     let mut watches = Vec::new();
     for _ in 0..3 {
         let watch = health
@@ -111,9 +113,18 @@ async fn a_connection_gets_at_most_max_concurrent_streams(backend: Backend) {
             })
             .await
     });
-    // A fourth call on the same connection waits for a free stream...
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!blocked.is_finished(), "a fourth stream was let in");
+    // A fourth call on the same connection waits for a free stream: calls made after
+    // it on a connection of their own are answered while it is still waiting.
+    let mut other = app.client_on_own_connection().await;
+    for n in 0..5 {
+        other
+            .get_contact_by_email(pb::GetContactByEmailRequest {
+                email: format!("other{n}@example.com"),
+            })
+            .await
+            .expect("a call on another connection");
+        assert!(!blocked.is_finished(), "a fourth stream was let in");
+    }
     // ...and goes through as soon as one closes.
     drop(watches.pop());
     let result = tokio::time::timeout(Duration::from_secs(10), blocked)

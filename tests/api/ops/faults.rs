@@ -15,10 +15,10 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::conformance;
 use crate::support::cluster::TestCluster;
-use crate::support::locks::{self, pool_goes_idle};
+use crate::support::locks::{self, pool_goes_idle, wait_for_connections_in_use};
 use crate::support::{
     Backend, Client, TestApp, assert_clean_message, assert_landed_whole_or_not_at_all, create,
-    props, spawn_app_with,
+    props, quiet_health, spawn_app_with,
 };
 
 pub fn soak() -> bool {
@@ -198,8 +198,14 @@ async fn more_callers_than_connections_wait_bounded_then_get_unavailable(backend
     let app = spawn_app_with(backend, |args| {
         args.store.db_max_connections = 2;
         args.store.db_acquire_timeout = Duration::from_millis(500);
+        quiet_health(args);
     })
     .await;
+    // What can write at once: both connections on PostgreSQL, SQLite's one writer.
+    let writers = match backend {
+        Backend::Postgres => 2,
+        Backend::Sqlite => 1,
+    };
     let mut client = app.client();
     let contact = create(&mut client, "hot@example.com", json!({"n": 0})).await;
     let lock = locks::hold(&app, &contact.id).await;
@@ -220,7 +226,7 @@ async fn more_callers_than_connections_wait_bounded_then_get_unavailable(backend
     };
     // Two callers take the connections and wait on the lock...
     let holders: Vec<_> = (1..=2).map(update).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_connections_in_use(&app, writers, "the lock holders").await;
     // ...and many more queue for a connection, for a bounded time.
     let queued: Vec<_> = (3..=20).map(update).collect();
     let mut unavailable = 0;
@@ -253,7 +259,11 @@ async fn more_callers_than_connections_wait_bounded_then_get_unavailable(backend
 }
 
 async fn cancelled_calls_and_streams_stop_their_database_work(backend: Backend) {
-    let app = spawn_app_with(backend, |args| args.store.db_max_connections = 4).await;
+    let app = spawn_app_with(backend, |args| {
+        args.store.db_max_connections = 4;
+        quiet_health(args);
+    })
+    .await;
     let mut client = app.client();
     for i in 0..60 {
         create(&mut client, &format!("c{i}@example.com"), json!({"i": i})).await;
@@ -298,7 +308,7 @@ async fn cancelled_calls_and_streams_stop_their_database_work(backend: Backend) 
     }
     // A unary call cancelled while it waits in the database.
     let contact = create(&mut client, "cancel@example.com", json!({"v": 1})).await;
-    let lock = locks::hold(&app, &contact.id).await;
+    let mut lock = locks::hold(&app, &contact.id).await;
     let mut canceller = app.client();
     let id = contact.id.clone();
     let call = tokio::spawn(async move {
@@ -310,7 +320,7 @@ async fn cancelled_calls_and_streams_stop_their_database_work(backend: Backend) 
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.wait_for_waiter(&app, "the update to cancel").await;
     call.abort();
     let _ = call.await;
     lock.release().await;

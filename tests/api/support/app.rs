@@ -111,6 +111,12 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
     }
 }
 
+/// For `spawn_app_with`: health probes the database once, at start, and then not for
+/// an hour, so a test that reads the pool's usage sees only its own calls.
+pub fn quiet_health(args: &mut ServeArgs) {
+    args.health_interval = std::time::Duration::from_secs(3600);
+}
+
 /// A tenant name no other test uses, so tests can share one PostgreSQL database.
 pub fn unique_tenant() -> TenantId {
     let name = format!("t-{}", ulid::Ulid::new().to_string().to_lowercase());
@@ -128,6 +134,20 @@ impl TestApp {
     /// A client authenticated as this app's tenant.
     pub fn client(&self) -> Client {
         self.client_with_key(Some(&self.key))
+    }
+
+    /// A client authenticated as this app's tenant, on a connection of its own
+    /// (the others share `channel`).
+    pub async fn client_on_own_connection(&self) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connect to the test server");
+        let value = format!("Bearer {}", self.key)
+            .parse()
+            .expect("a key is valid metadata");
+        ContactsServiceClient::with_interceptor(channel, Bearer(Some(value)))
     }
 
     pub fn client_with_key(&self, key: Option<&str>) -> Client {

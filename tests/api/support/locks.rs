@@ -4,7 +4,8 @@
 
 use sqlx::Connection;
 
-use crate::support::TestApp;
+use super::TestApp;
+use super::wait::{PATIENCE, eventually};
 
 pub enum WriteLock {
     Postgres(sqlx::PgConnection),
@@ -40,6 +41,41 @@ pub async fn hold(app: &TestApp, contact: &str) -> WriteLock {
 }
 
 impl WriteLock {
+    /// On PostgreSQL, how many sessions wait on this lock (`pg_blocking_pids`); `None`
+    /// on SQLite, whose file lock shows no waiters (a writer waiting on it holds the
+    /// app's one write connection instead: see `wait_for_waiter`).
+    pub async fn waiters(&mut self) -> Option<i64> {
+        let Self::Postgres(conn) = self else {
+            return None;
+        };
+        let waiting = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
+        )
+        .fetch_one(conn)
+        .await
+        .expect("count the sessions this lock blocks");
+        Some(waiting)
+    }
+
+    /// Waits until a call of `app` waits on this lock: on PostgreSQL a session blocked
+    /// by it; on SQLite a database connection of the app lent out, which is the write
+    /// connection waiting for the file lock as long as nothing else of the app uses
+    /// the database meanwhile (tests turn health probes off with `quiet_health`).
+    pub async fn wait_for_waiter(&mut self, app: &TestApp, what: &str) {
+        let what = format!("{what}: a call waits on the lock");
+        if matches!(self, Self::Sqlite(_)) {
+            return wait_for_connections_in_use(app, 1, &what).await;
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.waiters().await < Some(1) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {PATIENCE:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn release(self) {
         match self {
             Self::Postgres(mut conn) => {
@@ -74,4 +110,14 @@ pub async fn pool_goes_idle(app: &TestApp, within: std::time::Duration, what: &s
         // Polling: the pool has no event for "a connection came back".
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until at least `n` database connections of `app` are lent out.
+pub async fn wait_for_connections_in_use(app: &TestApp, n: u32, what: &str) {
+    let what = format!("{what}: {n} connections in use");
+    eventually(PATIENCE, &what, || async {
+        let usage = app.store.pool_usage();
+        (usage.open - usage.idle >= n).then_some(())
+    })
+    .await
 }

@@ -12,6 +12,7 @@ pub mod raw;
 pub mod requests;
 pub mod storage;
 pub mod tools;
+pub mod wait;
 
 pub use app::*;
 pub use calls::*;

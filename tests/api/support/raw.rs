@@ -47,6 +47,33 @@ pub async fn call_slowly(
     exchange(addr, path, headers, body, Some(pause)).await
 }
 
+/// The `SETTINGS_MAX_CONCURRENT_STREAMS` the server at `addr` announces to a new
+/// connection, as the HTTP/2 client read it.
+pub async fn max_concurrent_streams(addr: SocketAddr) -> usize {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the test server");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("http/2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("connection ready");
+    // The server's SETTINGS are its first frame: once an answer is in, so are they.
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("valid request");
+    let (response, mut send) = client
+        .send_request(request, false)
+        .expect("send the request headers");
+    let _ = send.send_data(Bytes::from(frame(&[])), true);
+    response.await.expect("response headers");
+    client.current_max_send_streams()
+}
+
 async fn exchange(
     addr: SocketAddr,
     path: &str,
