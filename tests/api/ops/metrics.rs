@@ -4,44 +4,12 @@
 //! Metric families are process-wide, and tests run in parallel in one process, so the
 //! checks are on presence and lower bounds, not exact counts.
 
-use std::net::SocketAddr;
-
 use futures::StreamExt;
 use kraiter_contacts::client::pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::conformance;
+use crate::support::metrics::{http_get, sample};
 use crate::support::{Backend, spawn_app_with};
-
-/// A plain HTTP/1.1 GET; returns the status line and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to /metrics");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("read the response");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("headers end with a blank line");
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    (status, body.to_owned())
-}
-
-/// The value of the sample whose name and labels start with `prefix`.
-fn sample(body: &str, prefix: &str) -> f64 {
-    body.lines()
-        .find(|line| line.starts_with(prefix))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no sample `{prefix}` in:\n{body}"))
-}
 
 async fn the_metrics_endpoint_serves_rpc_stream_and_pool_metrics(backend: Backend) {
     let app = spawn_app_with(backend, |args| {

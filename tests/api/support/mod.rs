@@ -7,6 +7,7 @@ mod app;
 mod calls;
 pub mod cluster;
 pub mod locks;
+pub mod metrics;
 pub mod postgres;
 pub mod raw;
 pub mod requests;
