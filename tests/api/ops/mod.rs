@@ -15,3 +15,4 @@ mod schema;
 mod server;
 mod shutdown;
 mod tls;
+mod unavailable;
