@@ -1,6 +1,7 @@
 //! Hostile and excessive input: every string field of every RPC, values that are not
 //! strings, cursors, undecodable bytes, and the size, stream, deadline and rate limits.
 
+mod arbitrary;
 pub mod cursors;
 pub mod fields;
 mod limits;
