@@ -166,8 +166,10 @@ async fn invalid_updates_write_nothing(backend: Backend) {
         .await
         .expect("the first half fits");
     let before = contact_and_timeline(&mut client, &contact.id).await;
-    const INVALID: (Code, &str) = (Code::InvalidArgument, "VALIDATION_ERROR");
-    let cases: Vec<(&str, Option<&str>, Value, (Code, &str))> = vec![
+    // The code and ErrorInfo reason each refusal gets.
+    type Expected = (Code, &'static str);
+    const INVALID: Expected = (Code::InvalidArgument, "VALIDATION_ERROR");
+    let cases: Vec<(&str, Option<&str>, Value, Expected)> = vec![
         ("bad email", Some("nope"), json!({"a": 2}), INVALID),
         (
             "NUL value, with a valid new email",

@@ -1,7 +1,9 @@
-//! What the tests share: `spawn_app` and its `TestApp` (in `app`), the calls most tests
-//! make (in `calls`; both re-exported here),
-//! the PostgreSQL fixtures, database locks, a raw HTTP/2 client, the table of every
-//! RPC, and the outside tools some tests drive.
+//! What the tests share: `spawn_app` and its `TestApp` (in `app`) and the calls most
+//! tests make (in `calls`), both re-exported here; the PostgreSQL fixtures
+//! (`postgres`, `cluster`); direct database access (`storage`, `locks`); `/metrics`
+//! (`metrics`); waiting for an observable state (`wait`); a raw HTTP/2 client
+//! (`raw`); the table of every RPC (`requests`); and the outside tools some tests
+//! drive (`tools`).
 
 mod app;
 mod calls;
