@@ -15,7 +15,8 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::conformance;
 use crate::support::cluster::TestCluster;
-use crate::support::locks::{self, pool_goes_idle, wait_for_connections_in_use};
+use crate::support::locks::{self, pool_goes_idle};
+use crate::support::wait::{PATIENCE, eventually};
 use crate::support::{
     Backend, Client, TestApp, assert_clean_message, assert_landed_whole_or_not_at_all, create,
     props, quiet_health, spawn_app_with,
@@ -224,35 +225,41 @@ async fn more_callers_than_connections_wait_bounded_then_get_unavailable(backend
             (result.map(drop), started.elapsed())
         })
     };
-    // Two callers take the connections and wait on the lock...
-    let holders: Vec<_> = (1..=2).map(update).collect();
-    wait_for_connections_in_use(&app, writers, "the lock holders").await;
-    // ...and many more queue for a connection, for a bounded time.
-    let queued: Vec<_> = (3..=20).map(update).collect();
-    let mut unavailable = 0;
-    for task in queued {
-        let (result, took) = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("a queued caller is answered (no deadlock)")
-            .expect("task");
-        if let Err(status) = result {
-            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-            assert_clean_message(&status, &app.key, "pool exhausted");
-            assert!(took < Duration::from_secs(3), "bounded wait: {took:?}");
-            unavailable += 1;
-        }
+    // Twenty callers: whichever take the connections that can write wait on the
+    // lock; all the others queue for a connection, for a bounded time, and are
+    // answered while the lock is still held (no deadlock).
+    let mut callers: Vec<_> = (1..=20).map(update).collect();
+    let others = callers.len() - writers;
+    eventually(
+        PATIENCE,
+        "the callers without a connection are answered",
+        || {
+            let answered = callers.iter().filter(|task| task.is_finished()).count();
+            async move { (answered >= others).then_some(()) }
+        },
+    )
+    .await;
+    let (answered, waiting): (Vec<_>, Vec<_>) =
+        callers.drain(..).partition(|task| task.is_finished());
+    assert_eq!(
+        waiting.len(),
+        writers,
+        "only the callers holding the connections wait on the lock"
+    );
+    for task in answered {
+        let (result, took) = task.await.expect("task");
+        let status = result.expect_err("an update while the row is locked");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_clean_message(&status, &app.key, "pool exhausted");
+        assert!(took < Duration::from_secs(3), "bounded wait: {took:?}");
     }
-    assert!(unavailable > 0, "some callers found the pool exhausted");
     lock.release().await;
-    for task in holders {
-        let (result, _) = tokio::time::timeout(Duration::from_secs(10), task)
+    for task in waiting {
+        let (result, _) = tokio::time::timeout(PATIENCE, task)
             .await
             .expect("the lock holders finish")
             .expect("task");
-        if let Err(status) = result {
-            // On SQLite the second caller queued for the one write connection.
-            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-        }
+        result.expect("a lock holder's update, once the lock is released");
     }
     pool_goes_idle(&app, Duration::from_secs(10), "after the exhaustion").await;
     create(&mut client, "after@example.com", json!({})).await;

@@ -58,13 +58,15 @@ impl WriteLock {
     }
 
     /// Waits until a call of `app` waits on this lock: on PostgreSQL a session blocked
-    /// by it; on SQLite a database connection of the app lent out, which is the write
-    /// connection waiting for the file lock as long as nothing else of the app uses
-    /// the database meanwhile (tests turn health probes off with `quiet_health`).
+    /// by it. On SQLite, whose file lock shows no waiters, a connection of the app lent
+    /// out on consecutive polls over 50 ms: the writer waiting for the file lock, as
+    /// long as nothing else of the app uses the database meanwhile (tests turn health
+    /// probes off with `quiet_health`); the call's key check, on a read connection
+    /// before it, is over in well under a millisecond.
     pub async fn wait_for_waiter(&mut self, app: &TestApp, what: &str) {
         let what = format!("{what}: a call waits on the lock");
         if matches!(self, Self::Sqlite(_)) {
-            return wait_for_connections_in_use(app, 1, &what).await;
+            return wait_for_steady_use(app, &what).await;
         }
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while self.waiters().await < Some(1) {
@@ -112,12 +114,14 @@ pub async fn pool_goes_idle(app: &TestApp, within: std::time::Duration, what: &s
     }
 }
 
-/// Waits until at least `n` database connections of `app` are lent out.
-pub async fn wait_for_connections_in_use(app: &TestApp, n: u32, what: &str) {
-    let what = format!("{what}: {n} connections in use");
-    eventually(PATIENCE, &what, || async {
+/// Waits until a database connection of `app` is lent out on 5 polls in a row.
+async fn wait_for_steady_use(app: &TestApp, what: &str) {
+    let mut seen = 0;
+    eventually(PATIENCE, what, || {
         let usage = app.store.pool_usage();
-        (usage.open - usage.idle >= n).then_some(())
+        seen = if usage.open > usage.idle { seen + 1 } else { 0 };
+        let steady = seen >= 5;
+        async move { steady.then_some(()) }
     })
     .await
 }
