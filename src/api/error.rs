@@ -189,7 +189,7 @@ mod tests {
     }
 
     /// INTERNAL is only provoked end to end by a database row the service cannot read
-    /// (`tests/api/reasons.rs`); the config and other store bugs are covered here.
+    /// (`tests/api/contacts/reasons.rs`); the config and other store bugs are covered here.
     #[test]
     fn every_error_becomes_a_status_with_its_reason_code_and_domain() {
         let cases = cases();

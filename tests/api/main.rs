@@ -1,47 +1,17 @@
 //! The one integration-test binary: every test talks gRPC to a real server over
 //! loopback, on real PostgreSQL and real SQLite (each conformance test runs on both).
+//!
+//! Tests are grouped by area, one folder each; what they share is in `support`.
 
+/// ActivityService: the ingestion RPCs and the reads they feed.
 mod activity;
-mod admission;
-mod backpressure;
-mod cancellation;
-mod client;
-mod cluster;
-mod concurrency;
+/// ContactsService: contacts, lists, search, the timeline, tenants, the Rust client.
 mod contacts;
-mod contract;
-mod docs;
-mod embedded;
-mod errors;
-mod faults;
-mod grpcurl;
-mod helpers;
+/// Hostile and excessive input: odd values in every field, undecodable bytes,
+/// size, stream, deadline and rate limits.
 mod hostile;
-mod hostile_cursors;
-mod hostile_fields;
-mod hostile_values;
-mod isolation;
-mod limits;
-mod list;
-mod lock_order;
-mod locks;
-mod lookups;
-mod metrics;
-mod operations;
-mod postgres;
-mod python;
-mod rate_limit;
-mod raw;
-mod reasons;
-mod request_ids;
-mod requests;
-mod schema;
-mod search_paths;
-mod server;
-mod shutdown;
-mod streams_hardening;
-mod tenancy;
-mod timeline;
-mod tls;
-mod tools;
-mod wire;
+/// The running service: shutdown, faults, metrics, logs, TLS, the binary and its
+/// documentation, and the outside tools that use it.
+mod ops;
+/// `spawn_app`, the database fixtures and the request tables the tests share.
+mod support;

@@ -2,7 +2,7 @@
 
 Usage: scenario.py ADDRESS API_KEY
 
-Run by `cargo test` (tests/api/python.rs), which generates the client and starts the
+Run by `cargo test` (tests/api/ops/python.rs), which generates the client and starts the
 server. Any failed check raises, so the process exits non-zero with a traceback.
 Errors are read the way any gRPC client reads them: the `grpc-status-details-bin`
 trailer decoded by grpcio-status into google.rpc.Status, whose details hold the
@@ -64,6 +64,8 @@ def expect_error(what, code, reason, call, request, **kwargs):
 
 
 def main(address, key):
+    if sys.flags.optimize:
+        sys.exit("the scenario's checks are asserts: run it without -O or PYTHONOPTIMIZE")
     channel = grpc.insecure_channel(address)
     grpc.channel_ready_future(channel).result(timeout=10)
     auth = (("authorization", f"Bearer {key}"),)

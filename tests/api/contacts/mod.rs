@@ -1,0 +1,14 @@
+//! ContactsService: create, read, update and delete; lists, search and the timeline;
+//! validation errors; tenants and their isolation; concurrent callers; the Rust client.
+
+mod client;
+mod concurrency;
+mod crud;
+mod errors;
+mod isolation;
+mod list;
+mod lookups;
+mod reasons;
+mod search_paths;
+mod tenancy;
+mod timeline;

@@ -1,0 +1,19 @@
+//! The service as operators run it: graceful shutdown, database faults, back-pressure,
+//! metrics, logs and health, TLS, the real binary's start-up and CLI, the schema, the
+//! documentation, and outside tools (grpcurl, a Python client, buf) against it.
+
+mod backpressure;
+mod cancellation;
+mod contract;
+mod docs;
+mod embedded;
+mod faults;
+mod grpcurl;
+mod metrics;
+mod operations;
+mod python;
+mod schema;
+mod server;
+mod shutdown;
+mod tls;
+mod unavailable;

@@ -1,0 +1,118 @@
+//! A PostgreSQL cluster of a test's own, on a fixed port and data directory, that
+//! the test can stop and start again (the shared one in `postgres.rs` must stay up).
+//! As root, PostgreSQL runs as the `postgres` user. A watchdog removes it if the test
+//! process dies; dropping it stops it at once.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::postgres::{
+    chown_to_postgres, free_port, is_root, postgres_bin_dir, psql, spawn_watchdog, wait_until_ready,
+};
+
+pub struct TestCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    run_as: &'static str,
+}
+
+impl TestCluster {
+    /// initdb, start, and a database `kraiter` to use.
+    pub fn start_new() -> Self {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("kraiter-fault-pg-")
+            .tempdir()
+            .expect("create a temporary directory")
+            .keep();
+        let run_as = if is_root() {
+            chown_to_postgres(&dir);
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        let cluster = Self {
+            bin,
+            dir,
+            port: free_port(),
+            run_as,
+        };
+        cluster.sh(&format!(
+            "'{}' -D '{}' -U postgres --auth=trust --no-sync -E UTF8 --locale=C >'{}/initdb.log' 2>&1",
+            cluster.bin.join("initdb").display(),
+            cluster.data().display(),
+            cluster.dir.display()
+        ));
+        spawn_watchdog(&format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {run_as}'{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            run_as = cluster.run_as,
+            pg_ctl = cluster.bin.join("pg_ctl").display(),
+            data = cluster.data().display(),
+            dir = cluster.dir.display(),
+        ));
+        cluster.start();
+        psql(&cluster.url("postgres"), "CREATE DATABASE kraiter");
+        cluster
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start(&self) {
+        self.sh(&format!(
+            "'{pg_ctl}' -D '{data}' -l '{dir}/server.log' -w -t 60 \
+               -o \"-p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off \
+                   -c synchronous_commit=off -c full_page_writes=off -c max_connections=100\" \
+               start >/dev/null",
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            data = self.data().display(),
+            dir = self.dir.display(),
+            port = self.port,
+        ));
+        wait_until_ready(&self.bin, self.port, &self.dir);
+    }
+
+    /// Stops the server the way an outage does: open connections are cut
+    /// (`-m fast` ends every session and rolls back open transactions).
+    pub fn stop(&self) {
+        self.sh(&format!(
+            "'{}' -D '{}' -m fast -w -t 60 stop >/dev/null",
+            self.bin.join("pg_ctl").display(),
+            self.data().display()
+        ));
+    }
+
+    fn sh(&self, command: &str) {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{}{command}", self.run_as))
+            .status()
+            .expect("run a PostgreSQL command");
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        assert!(status.success(), "`{command}` failed; server log:\n{log}");
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{}'{}' -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
+                self.run_as,
+                self.bin.join("pg_ctl").display(),
+                self.data().display(),
+                self.dir.display()
+            ))
+            .status();
+    }
+}

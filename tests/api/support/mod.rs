@@ -1,0 +1,21 @@
+//! What the tests share: `spawn_app` and its `TestApp` (in `app`) and the calls most
+//! tests make (in `calls`), both re-exported here; the PostgreSQL fixtures
+//! (`postgres`, `cluster`); direct database access (`storage`, `locks`); `/metrics`
+//! (`metrics`); waiting for an observable state (`wait`); a raw HTTP/2 client
+//! (`raw`); the table of every RPC (`requests`); and the outside tools some tests
+//! drive (`tools`).
+
+mod app;
+mod calls;
+pub mod cluster;
+pub mod locks;
+pub mod metrics;
+pub mod postgres;
+pub mod raw;
+pub mod requests;
+pub mod storage;
+pub mod tools;
+pub mod wait;
+
+pub use app::*;
+pub use calls::*;

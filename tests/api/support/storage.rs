@@ -1,0 +1,76 @@
+//! The app's database opened directly, for what a test must check below the API:
+//! rows that a delete has to erase, locks a call waits on, acknowledged writes after
+//! the server is gone. Queries use `$1`, `$2`... in order, which both backends read.
+
+use sqlx::Connection;
+
+use super::TestApp;
+
+pub enum Storage {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl Storage {
+    /// A connection of its own to the database `app` runs on.
+    pub async fn open(app: &TestApp) -> Self {
+        Self::open_url(&app.database_url).await
+    }
+
+    pub async fn open_url(database_url: &str) -> Self {
+        if database_url.starts_with("postgres") {
+            let conn = sqlx::PgConnection::connect(database_url)
+                .await
+                .expect("connect to PostgreSQL");
+            Self::Postgres(conn)
+        } else {
+            let conn = sqlx::SqliteConnection::connect(database_url)
+                .await
+                .expect("open the SQLite file");
+            Self::Sqlite(conn)
+        }
+    }
+
+    /// The one `bigint` a query such as `SELECT count(*) ...` returns, with `binds`
+    /// as its text parameters.
+    pub async fn count(&mut self, sql: &str, binds: &[&str]) -> i64 {
+        match self {
+            Self::Postgres(conn) => {
+                let mut query = sqlx::query_scalar(sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.fetch_one(conn).await
+            }
+            Self::Sqlite(conn) => {
+                let mut query = sqlx::query_scalar(sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.fetch_one(conn).await
+            }
+        }
+        .unwrap_or_else(|err| panic!("`{sql}` with {binds:?}: {err}"))
+    }
+
+    /// The one text value a query returns, if it returns a row.
+    pub async fn text(&mut self, sql: &str, binds: &[&str]) -> Option<String> {
+        match self {
+            Self::Postgres(conn) => {
+                let mut query = sqlx::query_scalar(sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.fetch_optional(conn).await
+            }
+            Self::Sqlite(conn) => {
+                let mut query = sqlx::query_scalar(sql);
+                for bind in binds {
+                    query = query.bind(*bind);
+                }
+                query.fetch_optional(conn).await
+            }
+        }
+        .unwrap_or_else(|err| panic!("`{sql}` with {binds:?}: {err}"))
+    }
+}
