@@ -61,6 +61,18 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A conversion either succeeds or names the request field it refuses, with a
+/// description; anything else fails the property.
+fn named<T>(
+    converted: Result<T, crate::domain::ValidationError>,
+) -> Result<(), TestCaseError> {
+    if let Err(err) = converted {
+        prop_assert!(!err.field.is_empty(), "a refusal without a field: {err:?}");
+        prop_assert!(!err.description.is_empty(), "a refusal without a reason: {err:?}");
+    }
+    Ok(())
+}
+
 proptest! {
     #[test]
     fn create_and_update_requests_convert_or_name_a_field(
@@ -109,22 +121,22 @@ proptest! {
             scheduled_send_id: c.clone(),
             occurred_at: at,
         };
-        let _ = conv::idempotency("RecordSend", &send.request_id, &send);
-        let _ = conv::new_send(send);
-        let _ = conv::status_change(pb::UpdateSendStatusRequest {
+        named(conv::idempotency("RecordSend", &send.request_id, &send))?;
+        named(conv::new_send(send))?;
+        named(conv::status_change(pb::UpdateSendStatusRequest {
             request_id: d.clone(),
             send_id: a.clone(),
             status,
             occurred_at: at,
-        });
-        let _ = conv::engagement(pb::RecordSendEngagementRequest {
+        }))?;
+        named(conv::engagement(pb::RecordSendEngagementRequest {
             request_id: d.clone(),
             send_id: a.clone(),
             engagement: status,
             url: c.clone(),
             occurred_at: at,
-        });
-        let _ = conv::new_scheduled_send(pb::ScheduleSendRequest {
+        }))?;
+        named(conv::new_scheduled_send(pb::ScheduleSendRequest {
             request_id: d.clone(),
             contact_id: a.clone(),
             template_id: b.clone(),
@@ -134,31 +146,31 @@ proptest! {
             source,
             source_id: d.clone(),
             step,
-        });
-        let _ = conv::scheduled_send_id(&a);
-        let _ = conv::new_enrolment(pb::EnrolContactRequest {
+        }))?;
+        named(conv::scheduled_send_id(&a))?;
+        named(conv::new_enrolment(pb::EnrolContactRequest {
             request_id: d.clone(),
             contact_id: a.clone(),
             sequence_id: b.clone(),
             sequence_name: c.clone(),
             occurred_at: at,
-        });
-        let _ = conv::enrolment_change(pb::UpdateEnrolmentRequest {
+        }))?;
+        named(conv::enrolment_change(pb::UpdateEnrolmentRequest {
             request_id: d.clone(),
             contact_id: a.clone(),
             sequence_id: b.clone(),
             status,
             current_step: Some(step),
             occurred_at: at,
-        });
-        let _ = conv::membership_change(pb::SetSegmentMembershipRequest {
+        }))?;
+        named(conv::membership_change(pb::SetSegmentMembershipRequest {
             request_id: d.clone(),
             contact_id: a.clone(),
             segment_id: b.clone(),
             segment_name: c.clone(),
             member: by_email,
             occurred_at: at,
-        });
+        }))?;
         let subject = if by_email {
             pb::track_event_request::Subject::Email(a)
         } else {
