@@ -17,3 +17,4 @@ mod server;
 mod shutdown;
 mod tls;
 mod unavailable;
+mod migrations;
