@@ -63,12 +63,13 @@ fn text() -> impl Strategy<Value = String> {
 
 /// A conversion either succeeds or names the request field it refuses, with a
 /// description; anything else fails the property.
-fn named<T>(
-    converted: Result<T, crate::domain::ValidationError>,
-) -> Result<(), TestCaseError> {
+fn named<T>(converted: Result<T, crate::domain::ValidationError>) -> Result<(), TestCaseError> {
     if let Err(err) = converted {
         prop_assert!(!err.field.is_empty(), "a refusal without a field: {err:?}");
-        prop_assert!(!err.description.is_empty(), "a refusal without a reason: {err:?}");
+        prop_assert!(
+            !err.description.is_empty(),
+            "a refusal without a reason: {err:?}"
+        );
     }
     Ok(())
 }
