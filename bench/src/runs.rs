@@ -1,0 +1,316 @@
+//! The run on each backend: seed, start the server, drive the scenarios next to
+//! their baselines (`main.rs` sets up and reports).
+
+use super::*;
+
+pub(crate) async fn postgres_run(
+    setup: &Setup,
+    pg: &cluster::Postgres,
+    echo: &Echo,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    eprintln!("== PostgreSQL at {}", pg.url);
+    let key = create_key(setup, &pg.url, "bench")?;
+    let data = Arc::new(Dataset::new(TenantId::parse("bench")?, setup.contacts));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&pg.url)
+        .await?;
+    eprintln!("   seeding {} contacts", setup.contacts);
+    let seed = seed::postgres(&pool, data.clone(), 2).await?;
+    eprintln!("   seeded: {seed:?}");
+    match prewarm(&pool).await {
+        Ok(blocks) => eprintln!("   prewarmed {} MiB", blocks * 8 / 1024),
+        Err(err) => eprintln!("   not prewarmed ({err}): the first scenario reads cold pages"),
+    }
+
+    let server = start_server(setup, &pg.url, "server-postgres").await?;
+    let clients = load::connect(&server.addr(), &key, setup.connections).await?;
+    let watch = Watch {
+        server: Some(server.pid()),
+        postgres: pg.postmaster_pid(),
+    };
+    let mut rows = Vec::new();
+    // Reads and searches first: pgbench's writes below add rows and replace whole
+    // property sets, which the searches and the full stream must not see.
+    if wanted(setup, Scenario::ListAll) {
+        eprintln!("== full stream and COPY TO, in rounds");
+        let rounds = export_rounds(setup, &pool, &clients, watch, &data).await?;
+        rows.push(Row {
+            scenario: Scenario::ListAll,
+            concurrency: 1,
+            measured: rounds.service(),
+        });
+        report.baselines.rounds.push(rounds);
+    }
+    let others = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data, true).await?;
+
+    eprintln!("== unary calls in rounds: echo, service, pgbench (and back)");
+    let vars = baseline::variables(&data, &key);
+    // New ids and emails for every pgbench run.
+    let write_vars = || {
+        let mut all = vars.clone();
+        all.extend(baseline::write_variables(&data));
+        all
+    };
+    let scripts = [
+        (Scenario::GetContact, "get", vec![baseline::get_contact()]),
+        (
+            Scenario::GetContactByEmail,
+            "by-email",
+            vec![baseline::get_contact_by_email()],
+        ),
+        (
+            Scenario::CreateContact,
+            "create",
+            baseline::create_contact(),
+        ),
+        (
+            Scenario::UpdateContact,
+            "update",
+            baseline::update_contact(),
+        ),
+    ];
+    // The first round warms up as configured; later ones only refill the pipeline.
+    let window = setup.plan.duration / setup.rounds as u32;
+    let first_plan = Plan {
+        duration: window,
+        ..setup.plan
+    };
+    let later_plan = Plan {
+        warmup: setup.plan.warmup.min(Duration::from_millis(500)),
+        ..first_plan
+    };
+    for (scenario, name, scripts) in scripts {
+        if !wanted(setup, scenario) {
+            continue;
+        }
+        let pgbench = || {
+            let result = baseline::pgbench(
+                pg,
+                name,
+                &scripts,
+                &write_vars(),
+                setup.plan.concurrency,
+                window,
+            );
+            if let Ok(result) = &result {
+                eprintln!(
+                    "   {:<50} pgbench {:>8.0} tx/s",
+                    scenario.name(),
+                    result.tps
+                );
+            }
+            result
+        };
+        let mut rounds = Vec::new();
+        for round in 0..setup.rounds {
+            let plan = if round == 0 { first_plan } else { later_plan };
+            let forward = round % 2 == 0;
+            let service = || async {
+                let measured = scenarios::run(scenario, &clients, plan, watch, &data).await;
+                print_row(&Row {
+                    scenario,
+                    concurrency: setup.plan.concurrency,
+                    measured: measured.clone(),
+                });
+                measured
+            };
+            let (service, echo_result, pgbench_result) = if forward {
+                let echo_result = echo.measure(scenario, plan).await;
+                let service = service().await;
+                (service, echo_result, pgbench()?)
+            } else {
+                let pgbench_result = pgbench()?;
+                let service = service().await;
+                (service, echo.measure(scenario, plan).await, pgbench_result)
+            };
+            rounds.push(Round {
+                order: if forward {
+                    "echo, service, pgbench"
+                } else {
+                    "pgbench, service, echo"
+                },
+                service,
+                baseline: Baseline::Ceiling {
+                    echo: echo_result,
+                    pgbench: pgbench_result,
+                },
+            });
+        }
+        let rounds = Rounds { scenario, rounds };
+        rows.push(Row {
+            scenario,
+            concurrency: setup.plan.concurrency,
+            measured: rounds.service(),
+        });
+        report.baselines.rounds.push(rounds);
+    }
+    rows.extend(others);
+    // The report's order: every scenario at C, then the latency rows at C = 1.
+    rows.sort_by_key(|row| {
+        let latency_row = row.concurrency == 1 && Scenario::LATENCY.contains(&row.scenario);
+        (latency_row, row.scenario)
+    });
+    if setup.hold {
+        eprintln!(
+            "holding: psql {}\n         server {} (pid {}), key {key}\n         press Enter to go on",
+            pg.url,
+            server.addr(),
+            server.pid()
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
+    drop(server);
+    report.postgres = Some(BackendRun {
+        name: "PostgreSQL",
+        seed,
+        rows,
+    });
+
+    eprintln!("== other baselines");
+    if !setup.quick {
+        // The same create with keys in per-client ranges: what the time order of ids costs.
+        let result = baseline::pgbench(
+            pg,
+            "create-per-client",
+            &baseline::create_contact_per_client_keys(),
+            &write_vars(),
+            setup.plan.concurrency,
+            setup.plan.duration,
+        )?;
+        eprintln!(
+            "   CreateContact, per-client key ranges      {:>10.0} tx/s",
+            result.tps
+        );
+        report.baselines.create_per_client = Some(result);
+    }
+    let keyset = baseline::pgbench(
+        pg,
+        "keyset",
+        &[baseline::keyset_page()],
+        &vars,
+        1,
+        setup.plan.duration,
+    )?;
+    eprintln!("   keyset pages of 1000: {:.0} rows/s", keyset.tps * 1001.0);
+    report.baselines.keyset = Some(keyset);
+
+    let import = (setup.contacts / 10).clamp(1000, 100_000);
+    let took = baseline::copy_from(&pool, &data, import).await?;
+    eprintln!(
+        "   COPY FROM: {:.0} rows/s",
+        import as f64 / took.as_secs_f64()
+    );
+    report.baselines.copy_from = Some((import, took));
+    pool.close().await;
+    Ok(())
+}
+
+/// The full stream against `COPY TO` of the same rows, in rounds that alternate
+/// which goes first; one stream and one COPY each.
+async fn export_rounds(
+    setup: &Setup,
+    pool: &sqlx::PgPool,
+    clients: &load::Clients,
+    watch: Watch,
+    data: &Arc<Dataset>,
+) -> anyhow::Result<Rounds> {
+    // Once: COPY's and the stream's first pass read in what the other may not have.
+    baseline::copy_to(pool, data).await?;
+    let one_stream = Plan {
+        duration: Duration::ZERO,
+        ..setup.plan
+    };
+    let mut rounds = Vec::new();
+    for round in 0..setup.rounds {
+        let forward = round % 2 == 0;
+        let early = if forward {
+            Some(baseline::copy_to(pool, data).await?)
+        } else {
+            None
+        };
+        let service = scenarios::run(Scenario::ListAll, clients, one_stream, watch, data).await;
+        let (rows, took) = match early {
+            Some(copied) => copied,
+            None => baseline::copy_to(pool, data).await?,
+        };
+        eprintln!(
+            "   round {}: stream {:>8.0} rows/s, COPY TO {:>8.0} rows/s; stream CPU s: server {:.2}, PostgreSQL {:.2}, bench {:.2}, machine {:.2} of {:.2} elapsed",
+            round + 1,
+            service.items_per_sec(),
+            rows as f64 / took.as_secs_f64(),
+            service.server_cpu.as_secs_f64(),
+            service.postgres_cpu.as_secs_f64(),
+            service.client_cpu.as_secs_f64(),
+            service.machine_busy_cpu.as_secs_f64(),
+            service.elapsed.as_secs_f64(),
+        );
+        rounds.push(Round {
+            order: if forward {
+                "COPY, stream"
+            } else {
+                "stream, COPY"
+            },
+            service,
+            baseline: Baseline::CopyTo { rows, took },
+        });
+    }
+    Ok(Rounds {
+        scenario: Scenario::ListAll,
+        rounds,
+    })
+}
+
+pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
+    eprintln!("== SQLite");
+    let dir = setup.work_dir.join("sqlite");
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}/contacts.db", dir.display());
+    let key = create_key(setup, &url, "bench")?;
+    let data = Arc::new(Dataset::new(TenantId::parse("bench")?, setup.contacts));
+    let seed = seed_sqlite(&dir.join("contacts.db"), &data).await?;
+    eprintln!("   seeded: {seed:?}");
+    let server = start_server(setup, &url, "server-sqlite").await?;
+    let rows = run_scenarios(setup, &server, &key, None, &data, false).await?;
+    Ok(BackendRun {
+        name: "SQLite (no targets yet)",
+        seed,
+        rows,
+    })
+}
+
+/// Loads every table and index into shared buffers. COPY, index builds and VACUUM go
+/// through small ring buffers, so without this the first scenario (and not the
+/// pgbench baselines, which run later) would pay for reading the data in.
+async fn prewarm(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        .execute(pool)
+        .await?;
+    let blocks = sqlx::query_scalar(
+        "SELECT coalesce(sum(pg_prewarm(c.oid)), 0)::bigint FROM pg_class c \
+         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'i')",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(blocks)
+}
+
+async fn seed_sqlite(path: &Path, data: &Dataset) -> anyhow::Result<seed::SeedTimes> {
+    use sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Off)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    let times = seed::sqlite(&pool, data).await?;
+    pool.close().await;
+    Ok(times)
+}
