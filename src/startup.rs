@@ -54,6 +54,7 @@ pub struct Application {
     shutdown_grace: Duration,
     limits: LimitArgs,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    cursor_key: crate::domain::CursorKey,
 }
 
 /// A key minted at start-up, to show the operator once.
@@ -81,6 +82,7 @@ impl Application {
         let tls = crate::tls::server_config(&args.tls)?;
         let store = store::connect(&args.store.database_url, &args.store.connect_options()).await?;
         let bootstrap = bootstrap(&store, args).await?;
+        let cursor_key = crate::domain::CursorKey::from_bytes(store.cursor_secret().await?);
         let listener =
             TcpListener::bind(args.listen)
                 .await
@@ -104,6 +106,7 @@ impl Application {
             shutdown_grace: args.shutdown_grace,
             limits: args.limits.clone(),
             tls,
+            cursor_key,
         };
         Ok((app, bootstrap))
     }
@@ -232,8 +235,12 @@ impl Application {
             key_recheck: limits.stream_key_recheck,
         };
         let streams = Streams::new(stream_limits, auth.clone());
-        let contacts =
-            ContactsServiceServer::new(ContactsApi::new(self.store.clone(), auth.clone(), streams));
+        let contacts = ContactsServiceServer::new(ContactsApi::new(
+            self.store.clone(),
+            auth.clone(),
+            streams,
+            self.cursor_key.clone(),
+        ));
         let activity = ActivityServiceServer::new(ActivityApi::new(self.store.clone(), auth));
         let max = self.limits.max_message_size;
         (

@@ -10,8 +10,8 @@ use super::{
 };
 use crate::app;
 use crate::domain::{
-    ContactId, ContactQuery, ContactUpdate, ContactView, CursorKind, Email, NewContact, PageCursor,
-    PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
+    ContactId, ContactQuery, ContactUpdate, ContactView, CursorKey, CursorKind, Email, NewContact,
+    PageCursor, PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
     TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
 };
 use crate::store::DynStore;
@@ -20,22 +20,31 @@ pub struct ContactsApi {
     store: DynStore,
     auth: AccessControl,
     streams: Streams,
+    /// Signs and checks the lists' cursors (the deployment's secret).
+    cursor_key: CursorKey,
 }
 
 impl ContactsApi {
     /// `auth` is shared by both services, so one tenant's budget and one cache of
     /// keys cover all of its calls.
-    pub fn new(store: DynStore, auth: AccessControl, streams: Streams) -> Self {
+    pub fn new(
+        store: DynStore,
+        auth: AccessControl,
+        streams: Streams,
+        cursor_key: CursorKey,
+    ) -> Self {
         Self {
             store,
             auth,
             streams,
+            cursor_key,
         }
     }
 }
 
 /// Decodes an optional cursor for this tenant, list and query.
 fn resume_key(
+    signing: &CursorKey,
     raw: &str,
     tenant: &TenantId,
     kind: CursorKind,
@@ -44,17 +53,18 @@ fn resume_key(
     if raw.is_empty() {
         return Ok(None);
     }
-    PageCursor::decode(raw, tenant, kind, query).map(Some)
+    PageCursor::decode(raw, tenant, signing, kind, query).map(Some)
 }
 
 /// Encodes `next` (a keyset key) as this list's cursor; empty means "last page".
 fn next_cursor(
+    signing: &CursorKey,
     next: Option<String>,
     tenant: &TenantId,
     kind: CursorKind,
     query: &[&str],
 ) -> String {
-    next.map(|key| PageCursor::new(kind, query, key).encode(tenant))
+    next.map(|key| PageCursor::new(kind, query, key).encode(tenant, signing))
         .unwrap_or_default()
 }
 
@@ -139,12 +149,14 @@ impl ContactsService for ContactsApi {
                     suppressed: message.suppressed,
                 };
                 let after = resume_key(
+                    &self.cursor_key,
                     &message.cursor,
                     &tenant,
                     CursorKind::Contacts,
                     &query.fingerprint_parts(),
                 )?;
                 let admitted = self.streams.admit(access)?;
+                let signing = self.cursor_key.clone();
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
                 let fetch_query = query.clone();
@@ -173,6 +185,7 @@ impl ContactsService for ContactsApi {
                         wire::ListContactsResponse {
                             contacts,
                             next_cursor: next_cursor(
+                                &signing,
                                 next,
                                 &tenant,
                                 CursorKind::Contacts,
@@ -246,8 +259,15 @@ impl ContactsService for ContactsApi {
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
                 let query = [id.as_str().to_owned()];
-                let after = resume_key(&message.cursor, &tenant, CursorKind::Sends, &[&query[0]])?;
+                let after = resume_key(
+                    &self.cursor_key,
+                    &message.cursor,
+                    &tenant,
+                    CursorKind::Sends,
+                    &[&query[0]],
+                )?;
                 let admitted = self.streams.admit(access)?;
+                let signing = self.cursor_key.clone();
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -270,6 +290,7 @@ impl ContactsService for ContactsApi {
                         pb::ListContactSendsResponse {
                             sends,
                             next_cursor: next_cursor(
+                                &signing,
                                 next,
                                 &tenant,
                                 CursorKind::Sends,
@@ -302,6 +323,7 @@ impl ContactsService for ContactsApi {
                 let max_pages = parse_max_pages(message.max_pages)?;
                 let query = [id.as_str().to_owned()];
                 let after = resume_key(
+                    &self.cursor_key,
                     &message.cursor,
                     &tenant,
                     CursorKind::ScheduledSends,
@@ -311,6 +333,7 @@ impl ContactsService for ContactsApi {
                 .map(TimeKey::decode)
                 .transpose()?;
                 let admitted = self.streams.admit(access)?;
+                let signing = self.cursor_key.clone();
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -337,6 +360,7 @@ impl ContactsService for ContactsApi {
                         pb::ListContactScheduledSendsResponse {
                             scheduled_sends,
                             next_cursor: next_cursor(
+                                &signing,
                                 next.map(|k| k.encode()),
                                 &tenant,
                                 CursorKind::ScheduledSends,
@@ -434,11 +458,18 @@ impl ContactsService for ContactsApi {
                 let query = TimelineQuery::new(order, message.types)?;
                 let fingerprint = query.fingerprint_parts(id.as_str());
                 let parts = || fingerprint.iter().map(String::as_str).collect::<Vec<_>>();
-                let after = resume_key(&message.cursor, &tenant, CursorKind::Timeline, &parts())?
-                    .as_deref()
-                    .map(TimeKey::decode)
-                    .transpose()?;
+                let after = resume_key(
+                    &self.cursor_key,
+                    &message.cursor,
+                    &tenant,
+                    CursorKind::Timeline,
+                    &parts(),
+                )?
+                .as_deref()
+                .map(TimeKey::decode)
+                .transpose()?;
                 let admitted = self.streams.admit(access)?;
+                let signing = self.cursor_key.clone();
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -470,6 +501,7 @@ impl ContactsService for ContactsApi {
                         pb::ListContactTimelineResponse {
                             entries,
                             next_cursor: next_cursor(
+                                &signing,
                                 next.map(|k| k.encode()),
                                 &tenant,
                                 CursorKind::Timeline,

@@ -1,14 +1,33 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{TenantId, ValidationError};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const FINGERPRINT_LEN: usize = 8;
-const CHECKSUM_LEN: usize = 8;
+/// Bytes of the HMAC-SHA-256 kept: 128 bits, beyond guessing.
+const CHECKSUM_LEN: usize = 16;
 /// Keyset keys are ids and timestamps; anything longer is not one of ours.
 const MAX_KEY_LEN: usize = 256;
+
+/// The deployment's secret for signing cursors: created once in the database by a
+/// migration and shared by every replica, so a cursor from one replica resumes on any.
+#[derive(Clone)]
+pub struct CursorKey([u8; 32]);
+
+impl CursorKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CursorKey(<redacted>)")
+    }
+}
 
 /// Which list a cursor belongs to; a cursor of one list is refused by the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +42,10 @@ pub enum CursorKind {
 /// Opaque position in a streamed list: the keyset key of the last item delivered,
 /// bound to the tenant and to the query (filters) it came from.
 ///
-/// Layout before base64url: version, kind, fingerprint of the query, key, and a
-/// checksum over the tenant and all of that. The checksum is not a secret MAC: a
-/// forged cursor can only point into the caller's own tenant, since every query is
-/// filtered by the tenant of the API key. It detects corruption and mix-ups.
+/// Layout before base64url: version, kind, fingerprint of the query, key, and a MAC
+/// over the tenant and all of that, keyed with the deployment's `CursorKey`: a caller
+/// cannot make a cursor, not even one into its own tenant, so every key a list
+/// resumes from is one the service issued (and corruption and mix-ups are refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageCursor {
     kind: CursorKind,
@@ -48,13 +67,13 @@ impl PageCursor {
         &self.key
     }
 
-    pub fn encode(&self, tenant: &TenantId) -> String {
+    pub fn encode(&self, tenant: &TenantId, signing: &CursorKey) -> String {
         let mut bytes = Vec::with_capacity(2 + FINGERPRINT_LEN + self.key.len() + CHECKSUM_LEN);
         bytes.push(VERSION);
         bytes.push(self.kind as u8);
         bytes.extend_from_slice(&self.fingerprint);
         bytes.extend_from_slice(self.key.as_bytes());
-        let sum = checksum(tenant, &bytes);
+        let sum = checksum(signing, tenant, &bytes);
         bytes.extend_from_slice(&sum);
         URL_SAFE_NO_PAD.encode(bytes)
     }
@@ -64,6 +83,7 @@ impl PageCursor {
     pub fn decode(
         raw: &str,
         tenant: &TenantId,
+        signing: &CursorKey,
         kind: CursorKind,
         query: &[&str],
     ) -> Result<String, ValidationError> {
@@ -79,7 +99,8 @@ impl PageCursor {
             return Err(invalid("is not a cursor returned by this service"));
         }
         let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if checksum(tenant, body) != sum {
+        // `verify_truncated_left` compares in constant time.
+        if !verifies(signing, tenant, body, sum) {
             return Err(invalid("was not issued to this tenant or has been altered"));
         }
         if body[0] != VERSION || body[1] != kind as u8 {
@@ -105,13 +126,24 @@ fn fingerprint(query: &[&str]) -> [u8; FINGERPRINT_LEN] {
     first_bytes(hasher.finalize().as_slice())
 }
 
-fn checksum(tenant: &TenantId, body: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let mut hasher = Sha256::new();
-    hasher.update(b"kraiter-contacts cursor\0");
-    hasher.update(tenant.as_str().as_bytes());
-    hasher.update([0]);
-    hasher.update(body);
-    first_bytes(hasher.finalize().as_slice())
+fn mac(signing: &CursorKey, tenant: &TenantId, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&signing.0).expect("HMAC takes a key of any length");
+    mac.update(b"kraiter-contacts cursor\0");
+    mac.update(tenant.as_str().as_bytes());
+    mac.update(&[0]);
+    mac.update(body);
+    mac
+}
+
+fn checksum(signing: &CursorKey, tenant: &TenantId, body: &[u8]) -> [u8; CHECKSUM_LEN] {
+    first_bytes(&mac(signing, tenant, body).finalize().into_bytes())
+}
+
+fn verifies(signing: &CursorKey, tenant: &TenantId, body: &[u8], sum: &[u8]) -> bool {
+    mac(signing, tenant, body)
+        .verify_truncated_left(sum)
+        .is_ok()
 }
 
 fn first_bytes<const N: usize>(digest: &[u8]) -> [u8; N] {
@@ -128,18 +160,44 @@ mod tests {
         TenantId::parse(name).expect("valid tenant")
     }
 
+    fn signing() -> CursorKey {
+        CursorKey::from_bytes([7; 32])
+    }
+
+    #[test]
+    fn a_cursor_signed_with_another_key_is_refused() {
+        let cursor = PageCursor::new(CursorKind::Contacts, &["q"], "con_X".into());
+        let forged = cursor.encode(&tenant("a"), &CursorKey::from_bytes([0; 32]));
+        let err = PageCursor::decode(
+            &forged,
+            &tenant("a"),
+            &signing(),
+            CursorKind::Contacts,
+            &["q"],
+        )
+        .expect_err("a cursor the deployment did not sign");
+        assert_eq!(err.field, "cursor");
+        assert_eq!(format!("{:?}", signing()), "CursorKey(<redacted>)");
+    }
+
     #[test]
     fn round_trips_for_the_same_tenant_list_and_query() {
         let cursor = PageCursor::new(CursorKind::Contacts, &["alice", "1"], "con_X".into());
-        let raw = cursor.encode(&tenant("a"));
-        let key = PageCursor::decode(&raw, &tenant("a"), CursorKind::Contacts, &["alice", "1"]);
+        let raw = cursor.encode(&tenant("a"), &signing());
+        let key = PageCursor::decode(
+            &raw,
+            &tenant("a"),
+            &signing(),
+            CursorKind::Contacts,
+            &["alice", "1"],
+        );
         assert_eq!(key.as_deref(), Ok("con_X"));
     }
 
     #[test]
     fn refuses_foreign_tampered_and_garbage_cursors() {
         let cursor = PageCursor::new(CursorKind::Contacts, &["q"], "con_X".into());
-        let raw = cursor.encode(&tenant("a"));
+        let raw = cursor.encode(&tenant("a"), &signing());
         let mut tampered = URL_SAFE_NO_PAD.decode(&raw).expect("own cursor decodes");
         tampered[11] ^= 1;
         let tampered = URL_SAFE_NO_PAD.encode(tampered);
@@ -178,7 +236,8 @@ mod tests {
             ("A".repeat(5000), "a", CursorKind::Contacts, "q", "too long"),
         ];
         for (raw, who, kind, query, why) in cases {
-            let err = PageCursor::decode(&raw, &tenant(who), kind, &[query]).expect_err(why);
+            let err =
+                PageCursor::decode(&raw, &tenant(who), &signing(), kind, &[query]).expect_err(why);
             assert_eq!(err.field, "cursor", "{why}");
         }
     }
@@ -191,6 +250,10 @@ mod proptests {
     use proptest::prelude::*;
 
     use super::*;
+
+    fn signing() -> CursorKey {
+        CursorKey::from_bytes([7; 32])
+    }
 
     fn tenant() -> impl Strategy<Value = TenantId> {
         "[a-z0-9][a-z0-9_-]{0,20}".prop_map(|name| TenantId::parse(&name).expect("valid"))
@@ -209,7 +272,7 @@ mod proptests {
     fn the_corpus_never_panics() {
         let a = TenantId::parse("a").expect("valid");
         for raw in include_str!("../../tests/corpus/cursors.txt").lines() {
-            let _ = PageCursor::decode(raw, &a, CursorKind::Contacts, &[""]);
+            let _ = PageCursor::decode(raw, &a, &signing(), CursorKind::Contacts, &[""]);
         }
     }
 
@@ -217,7 +280,7 @@ mod proptests {
     proptest! {
         #[test]
         fn any_string_decodes_or_is_refused(raw in ".{0,600}", tenant in tenant(), kind in kind()) {
-            if let Err(err) = PageCursor::decode(&raw, &tenant, kind, &["q"]) {
+            if let Err(err) = PageCursor::decode(&raw, &tenant, &signing(), kind, &["q"]) {
                 prop_assert_eq!(err.field, "cursor");
             }
         }
@@ -226,7 +289,7 @@ mod proptests {
         fn any_bytes_in_base64_decode_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
             let a = TenantId::parse("a").expect("valid");
             let raw = URL_SAFE_NO_PAD.encode(&bytes);
-            let _ = PageCursor::decode(&raw, &a, CursorKind::Timeline, &["x", "y"]);
+            let _ = PageCursor::decode(&raw, &a, &signing(), CursorKind::Timeline, &["x", "y"]);
         }
 
         #[test]
@@ -238,16 +301,16 @@ mod proptests {
             flip in any::<prop::sample::Index>(),
         ) {
             let parts: Vec<&str> = query.iter().map(String::as_str).collect();
-            let raw = PageCursor::new(kind, &parts, key.clone()).encode(&owner);
-            prop_assert_eq!(PageCursor::decode(&raw, &owner, kind, &parts), Ok(key));
+            let raw = PageCursor::new(kind, &parts, key.clone()).encode(&owner, &signing());
+            prop_assert_eq!(PageCursor::decode(&raw, &owner, &signing(), kind, &parts), Ok(key));
             if other != owner {
-                prop_assert!(PageCursor::decode(&raw, &other, kind, &parts).is_err());
+                prop_assert!(PageCursor::decode(&raw, &other, &signing(), kind, &parts).is_err());
             }
             let mut bytes = URL_SAFE_NO_PAD.decode(&raw).expect("own cursor");
             let i = flip.index(bytes.len());
             bytes[i] ^= 0x01;
             let altered = URL_SAFE_NO_PAD.encode(&bytes);
-            prop_assert!(PageCursor::decode(&altered, &owner, kind, &parts).is_err());
+            prop_assert!(PageCursor::decode(&altered, &owner, &signing(), kind, &parts).is_err());
         }
     }
 }

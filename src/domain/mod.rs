@@ -23,7 +23,7 @@ pub use activity::{
 };
 pub use api_key::{NewApiKey, hash as hash_api_key};
 pub use contact::{Contact, ContactQuery, ContactUpdate, ContactView, NewContact, SearchTerm};
-pub use cursor::{CursorKind, PageCursor};
+pub use cursor::{CursorKey, CursorKind, PageCursor};
 pub use email::Email;
 pub use error::ValidationError;
 pub use ids::{ContactId, new_id, parse_prefixed_id};

@@ -114,6 +114,9 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Returns false when no live key has this id.
     async fn revoke_api_key(&self, key_id: &str) -> StoreResult<bool>;
+    /// The deployment's secret for signing cursors, made by a migration, so every
+    /// replica of one database signs alike.
+    async fn cursor_secret(&self) -> StoreResult<[u8; 32]>;
 }
 
 /// Contacts and their timeline. Every method reads and writes inside the caller's

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::rows::{Record, column};
 use super::{ConnSource, SqlStore, SqlText, Stmt};
 use crate::domain::TenantId;
-use crate::store::{ApiKeyRecord, KeyStore, StoreResult};
+use crate::store::{ApiKeyRecord, KeyStore, StoreError, StoreResult};
 
 /// The tenant of a live key.
 const TENANT_FOR_KEY: &str =
@@ -49,6 +49,19 @@ impl<S: SqlStore> KeyStore for S {
             return Ok(None);
         };
         column::<S::Db, String>(&row, "tenant_id").map(|id| Some(TenantId::from_trusted(id)))
+    }
+
+    async fn cursor_secret(&self) -> StoreResult<[u8; 32]> {
+        let stmt =
+            Stmt::<S::Db>::new("SELECT secret FROM deployment_secrets WHERE name = 'cursor'");
+        let row =
+            self.reads().fetch_optional(stmt).await?.ok_or_else(|| {
+                StoreError::internal("no cursor secret: are the migrations applied?")
+            })?;
+        let secret: Vec<u8> = column::<S::Db, Vec<u8>>(&row, "secret")?;
+        secret
+            .try_into()
+            .map_err(|_| StoreError::internal("the cursor secret is not 32 bytes"))
     }
 
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> StoreResult<Vec<ApiKeyRecord>> {

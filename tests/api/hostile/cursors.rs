@@ -2,7 +2,7 @@
 //! truncated, altered, padded, foreign, and cursors a tenant forged for itself.
 
 use kraiter_contacts::api::pb;
-use kraiter_contacts::domain::{CursorKind, PageCursor, TenantId};
+use kraiter_contacts::domain::{CursorKey, CursorKind, PageCursor, TenantId};
 use tonic::Code;
 
 use crate::support::requests::{Fixture, Req};
@@ -153,18 +153,30 @@ pub fn cursor_cases(
     cases
 }
 
-/// Cursors a tenant forged for itself (the checksum is not secret): whatever key they
-/// carry, they only reach the caller's own rows, and never an INTERNAL error. A key
-/// out of range is INVALID_ARGUMENT on PostgreSQL and an empty page on SQLite, which
-/// compares plain integers; both are fine.
-pub fn forged_cases(tenant: &TenantId, contact: &str) -> Vec<(String, Req, Code)> {
+/// Cursors signed with the deployment's secret (`signing`, read from the database
+/// as only an operator could) around keys the service would never issue: whatever
+/// key they carry, they only reach the caller's own rows, a time out of the years 1
+/// to 9999 is INVALID_ARGUMENT on both backends, and nothing is INTERNAL. Signed with
+/// any other key, every one of them is refused.
+pub fn forged_cases(
+    tenant: &TenantId,
+    contact: &str,
+    signing: &CursorKey,
+) -> Vec<(String, Req, Code)> {
     let mut cases = Vec::new();
+    let guessed = CursorKey::from_bytes([0; 32]);
+    let unsigned = PageCursor::new(CursorKind::Contacts, &["", ""], "con_0".to_owned());
+    cases.push((
+        "a cursor made without the deployment's secret".to_owned(),
+        list(&unsigned.encode(tenant, &guessed), 0, 0),
+        INVALID,
+    ));
     let time_keys = [
-        ("max micros", format!("{}|x", i64::MAX), EITHER),
-        ("min micros", format!("{}|x", i64::MIN), EITHER),
+        ("max micros", format!("{}|x", i64::MAX), INVALID),
+        ("min micros", format!("{}|x", i64::MIN), INVALID),
         ("not a number", "abc|x".to_owned(), INVALID),
         ("no separator", "12345".to_owned(), INVALID),
-        ("year 262143", "8210266876799999999|x".to_owned(), EITHER),
+        ("year 262143", "8210266876799999999|x".to_owned(), INVALID),
         ("year 9999", "253402300799000000|zzz".to_owned(), OK),
         ("epoch, odd id", "0|%_\\'".to_owned(), OK),
     ];
@@ -174,7 +186,7 @@ pub fn forged_cases(tenant: &TenantId, contact: &str) -> Vec<(String, Req, Code)
             format!("forged scheduled-sends cursor: {what}"),
             Req::Scheduled(pb::ListContactScheduledSendsRequest {
                 id: contact.into(),
-                cursor: scheduled.encode(tenant),
+                cursor: scheduled.encode(tenant, signing),
                 ..Default::default()
             }),
             code,
@@ -185,7 +197,7 @@ pub fn forged_cases(tenant: &TenantId, contact: &str) -> Vec<(String, Req, Code)
             format!("forged timeline cursor: {what}"),
             Req::Timeline(pb::ListContactTimelineRequest {
                 id: contact.into(),
-                cursor: timeline.encode(tenant),
+                cursor: timeline.encode(tenant, signing),
                 ..Default::default()
             }),
             code,
@@ -199,7 +211,7 @@ pub fn forged_cases(tenant: &TenantId, contact: &str) -> Vec<(String, Req, Code)
         let contacts = PageCursor::new(CursorKind::Contacts, &["", ""], key.to_owned());
         cases.push((
             format!("forged contacts cursor: {what}"),
-            list(&contacts.encode(tenant), 0, 0),
+            list(&contacts.encode(tenant, signing), 0, 0),
             if key.is_empty() { INVALID } else { OK },
         ));
         let sends = PageCursor::new(CursorKind::Sends, &[contact], key.to_owned());
@@ -207,7 +219,7 @@ pub fn forged_cases(tenant: &TenantId, contact: &str) -> Vec<(String, Req, Code)
             format!("forged sends cursor: {what}"),
             Req::Sends(pb::ListContactSendsRequest {
                 id: contact.into(),
-                cursor: sends.encode(tenant),
+                cursor: sends.encode(tenant, signing),
                 ..Default::default()
             }),
             if key.is_empty() { INVALID } else { OK },

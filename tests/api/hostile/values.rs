@@ -410,7 +410,11 @@ async fn non_string_hostile_values_get_their_documented_codes(backend: Backend) 
     let mut cases = number_cases(&f);
     cases.extend(time_and_property_cases(&f));
     cases.extend(cursor_cases(&f, &other.contact, &foreign));
-    cases.extend(forged_cases(&tenant, &f.contact));
+    let signing = crate::support::storage::Storage::open(&app)
+        .await
+        .cursor_key()
+        .await;
+    cases.extend(forged_cases(&tenant, &f.contact, &signing));
     let tried = cases.len();
     for (what, request, code) in cases {
         if code == EITHER {

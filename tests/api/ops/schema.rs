@@ -9,7 +9,7 @@ use crate::support::{Backend, spawn_app};
 
 /// Small reference tables, replicated to every node rather than distributed: a key is
 /// found by its hash before its tenant is known (README, "Scaling").
-const REFERENCE_TABLES: &[&str] = &["tenants", "api_keys"];
+const REFERENCE_TABLES: &[&str] = &["tenants", "api_keys", "deployment_secrets"];
 /// sqlx's own migration bookkeeping, which stays on the coordinator.
 const BOOKKEEPING: &str = "_sqlx_migrations";
 

@@ -73,4 +73,18 @@ impl Storage {
         }
         .unwrap_or_else(|err| panic!("`{sql}` with {binds:?}: {err}"))
     }
+
+    /// The deployment's cursor-signing secret, as the server reads it at start-up:
+    /// for tests that must sign a cursor the server will take.
+    pub async fn cursor_key(&mut self) -> kraiter_contacts::domain::CursorKey {
+        let sql = "SELECT secret FROM deployment_secrets WHERE name = 'cursor'";
+        let secret: Vec<u8> = match self {
+            Self::Postgres(conn) => sqlx::query_scalar(sql).fetch_one(conn).await,
+            Self::Sqlite(conn) => sqlx::query_scalar(sql).fetch_one(conn).await,
+        }
+        .expect("the cursor secret");
+        kraiter_contacts::domain::CursorKey::from_bytes(
+            secret.try_into().expect("a secret of 32 bytes"),
+        )
+    }
 }
