@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use kraiter_contacts::api::pb;
-use sqlx::{Connection, PgConnection};
 use tonic::Code;
 
+use crate::support::locks::{self, WriteLock};
 use crate::support::{Backend, Client, TestApp, spawn_app_with};
 
 /// How long a refused call may take; a call that waits for the held connection runs
@@ -31,12 +31,12 @@ async fn one_connection_app(
 
 /// Holds the pool's only connection: locks a fresh contact's row from outside the
 /// server, then has the server update that contact, which waits on the lock. Returns
-/// the lock's connection (roll it back to release everything) and the update's task.
+/// the lock (release it to let everything go) and the update's task.
 async fn hold_the_pool(
     app: &TestApp,
     client: &mut Client,
 ) -> (
-    PgConnection,
+    WriteLock,
     tokio::task::JoinHandle<Result<(), tonic::Status>>,
 ) {
     let created = client
@@ -47,22 +47,7 @@ async fn hold_the_pool(
         .await
         .expect("create the contact to lock")
         .into_inner();
-    let mut lock = PgConnection::connect(&app.database_url)
-        .await
-        .expect("connect to the test database");
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut lock)
-        .await
-        .expect("backend pid");
-    sqlx::query("BEGIN")
-        .execute(&mut lock)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM contacts WHERE id = $1 FOR UPDATE")
-        .bind(&created.id)
-        .execute(&mut lock)
-        .await
-        .expect("lock the row");
+    let mut lock = locks::hold(app, &created.id).await;
     let mut updater = client.clone();
     let update = tokio::spawn(async move {
         updater
@@ -74,26 +59,8 @@ async fn hold_the_pool(
             .await
             .map(drop)
     });
-    // Until the server's statement waits on this connection's lock: then it holds the
-    // pool's only connection.
-    let started = Instant::now();
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(pid)
-        .fetch_one(&mut lock)
-        .await
-        .expect("read pg_stat_activity");
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the update never waited on the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Once the server's statement waits on the lock, it holds the only connection.
+    lock.wait_for_waiter(app, "the held update").await;
     (lock, update)
 }
 
@@ -135,14 +102,8 @@ fn with_deadline<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-async fn release(
-    mut lock: PgConnection,
-    update: tokio::task::JoinHandle<Result<(), tonic::Status>>,
-) {
-    sqlx::query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("release the lock");
+async fn release(lock: WriteLock, update: tokio::task::JoinHandle<Result<(), tonic::Status>>) {
+    lock.release().await;
     update
         .await
         .expect("the update task")

@@ -5,27 +5,20 @@
 use std::time::{Duration, Instant};
 
 use kraiter_contacts::api::pb;
-use sqlx::{Connection, PgConnection};
 use tonic::Code;
 
+use crate::support::locks::{self, WriteLock};
 use crate::support::{Backend, spawn_app};
 
-/// Server processes waiting on a lock held by process `pid`.
-async fn blocked_by(conn: &mut PgConnection, pid: i32) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-    )
-    .bind(pid)
-    .fetch_one(conn)
-    .await
-    .expect("read pg_stat_activity")
-}
-
-/// Polls `blocked_by` until it is `want` or `within` passes; returns the last count.
-async fn wait_blocked(conn: &mut PgConnection, pid: i32, want: i64, within: Duration) -> i64 {
+/// Polls the sessions `lock` blocks until they are `want` or `within` passes; returns
+/// the last count.
+async fn wait_blocked(lock: &mut WriteLock, want: i64, within: Duration) -> i64 {
     let started = Instant::now();
     loop {
-        let now = blocked_by(conn, pid).await;
+        let now = lock
+            .waiters()
+            .await
+            .expect("a PostgreSQL lock shows its waiters");
         if now == want || started.elapsed() > within {
             return now;
         }
@@ -46,22 +39,7 @@ async fn an_abandoned_call_has_its_statement_cancelled() {
         .expect("create")
         .into_inner()
         .id;
-    let mut lock = PgConnection::connect(&app.database_url)
-        .await
-        .expect("connect to the test database");
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut lock)
-        .await
-        .expect("backend pid");
-    sqlx::query("BEGIN")
-        .execute(&mut lock)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM contacts WHERE id = $1 FOR UPDATE")
-        .bind(&id)
-        .execute(&mut lock)
-        .await
-        .expect("lock the row");
+    let mut lock = locks::hold(&app, &id).await;
 
     let mut request = tonic::Request::new(pb::UpdateContactRequest {
         id: id.clone(),
@@ -72,7 +50,7 @@ async fn an_abandoned_call_has_its_statement_cancelled() {
     let mut updater = client.clone();
     let update = tokio::spawn(async move { updater.update_contact(request).await });
     assert_eq!(
-        wait_blocked(&mut lock, pid, 1, Duration::from_secs(20)).await,
+        wait_blocked(&mut lock, 1, Duration::from_secs(20)).await,
         1,
         "the update waits on the lock"
     );
@@ -85,15 +63,12 @@ async fn an_abandoned_call_has_its_statement_cancelled() {
         "{status:?}"
     );
     // The lock is still held: only a cancel ends the server's wait.
-    let left = wait_blocked(&mut lock, pid, 0, Duration::from_secs(3)).await;
+    let left = wait_blocked(&mut lock, 0, Duration::from_secs(3)).await;
     assert_eq!(
         left, 0,
         "the abandoned update's statement still waits in PostgreSQL"
     );
-    sqlx::query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("release");
+    lock.release().await;
     // The connection is usable again: the next call is answered.
     let read = client
         .get_contact(pb::GetContactRequest { id })
