@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
-use super::stream::{PageStream, Pager, Streams};
+use super::stream::{self, Fetched, PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{
     AccessControl, Credentials, convert, convert_activity, handle, handle_stream, handle_with_key,
@@ -169,8 +169,18 @@ impl ContactsService for ContactsApi {
                             (store.clone(), fetch_tenant.clone(), fetch_query.clone());
                         async move {
                             store
-                                .list_contacts(&tenant, &query, after.as_deref(), limit)
+                                .list_contacts(
+                                    &tenant,
+                                    &query,
+                                    after.as_deref(),
+                                    limit,
+                                    stream::QUERY_CUT_BYTES,
+                                )
                                 .await
+                                .map(|rows| Fetched {
+                                    rows: rows.contacts,
+                                    cut_short: rows.cut_short,
+                                })
                         }
                     },
                     key: |contact: &ContactView| contact.id.as_str().to_owned(),
@@ -281,6 +291,7 @@ impl ContactsService for ContactsApi {
                             store
                                 .list_sends(&tenant, &id, after.as_deref(), limit)
                                 .await
+                                .map(Fetched::from)
                         }
                     },
                     key: |send: &SendRecord| send.id.clone(),
@@ -347,6 +358,7 @@ impl ContactsService for ContactsApi {
                             store
                                 .list_scheduled_sends(&tenant, &id, after.as_ref(), limit)
                                 .await
+                                .map(Fetched::from)
                         }
                     },
                     key: |s: &ScheduledSend| TimeKey {
@@ -488,6 +500,7 @@ impl ContactsService for ContactsApi {
                             store
                                 .list_timeline(&tenant, &id, &query, after.as_ref(), limit)
                                 .await
+                                .map(Fetched::from)
                         }
                     },
                     key: |entry: &TimelineEntry| TimeKey {

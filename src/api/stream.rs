@@ -31,6 +31,25 @@ use reader::{Page, PageReader};
 
 pub type PageStream<M> = ReceiverStream<Result<M, Status>>;
 
+pub use reader::QUERY_CUT_BYTES;
+
+/// What one query of a list returned. `cut_short`: the store stopped at its byte
+/// budget (`QUERY_CUT_BYTES`) before the rows asked for, and more rows follow.
+pub struct Fetched<Item> {
+    pub rows: Vec<Item>,
+    pub cut_short: bool,
+}
+
+impl<Item> From<Vec<Item>> for Fetched<Item> {
+    /// Rows of a query that returned all it was asked for (or the list's end).
+    fn from(rows: Vec<Item>) -> Self {
+        Self {
+            rows,
+            cut_short: false,
+        }
+    }
+}
+
 tokio::task_local! {
     /// The RPC being handled (set by `handle`), so streams count messages by method.
     pub(super) static RPC_METHOD: &'static str;
@@ -105,7 +124,7 @@ impl Admitted {
         Elem: prost::Message + Send + 'static,
         Msg: Send + 'static,
         Fetch: Fn(Option<K>, u32) -> Fut + Send + 'static,
-        Fut: Future<Output = StoreResult<Vec<Item>>> + Send + 'static,
+        Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
         Key: Fn(&Item) -> K + Send + 'static,
         Convert: Fn(Item) -> Result<Elem, ApiError> + Send + 'static,
         Message: Fn(Vec<Elem>, Option<K>) -> Msg + Send + 'static,
@@ -176,7 +195,7 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
     Item: Send + 'static,
     Elem: prost::Message,
     Fetch: Fn(Option<K>, u32) -> Fut,
-    Fut: Future<Output = StoreResult<Vec<Item>>> + Send + 'static,
+    Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
     Key: Fn(&Item) -> K,
     Convert: Fn(Item) -> Result<Elem, ApiError>,
     Message: Fn(Vec<Elem>, Option<K>) -> Msg,
@@ -232,7 +251,7 @@ impl<K, Item, Fetch, Key, Convert, Message> Pager<K, Item, Fetch, Key, Convert, 
         Item: Send + 'static,
         Elem: prost::Message,
         Fetch: Fn(Option<K>, u32) -> Fut,
-        Fut: Future<Output = StoreResult<Vec<Item>>> + Send + 'static,
+        Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
         Key: Fn(&Item) -> K,
         Convert: Fn(Item) -> Result<Elem, ApiError>,
     {

@@ -56,6 +56,47 @@ impl Access {
     }
 }
 
+/// Contacts of a list query. `cut_short`: the query stopped at its byte budget before
+/// `limit`, and more rows follow.
+#[derive(Debug, Default)]
+pub struct ContactRows {
+    pub contacts: Vec<ContactView>,
+    pub cut_short: bool,
+}
+
+/// What a contact of a list holds in memory, roughly: its properties' text, its
+/// address and a fixed part.
+pub fn contact_bytes(contact: &ContactView) -> usize {
+    contact.properties.as_str().len() + contact.email.as_str().len() + 64
+}
+
+/// Collects list rows from `rows` until the contacts pass `max_bytes` (at least one),
+/// then reads one more row, if any, to tell whether rows follow; the rest of the
+/// query is left to the caller to drop.
+pub(crate) async fn collect_within<R, S>(
+    mut rows: S,
+    max_bytes: usize,
+    view: impl Fn(&R) -> StoreResult<ContactView>,
+    classify: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<ContactRows>
+where
+    S: futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+{
+    use futures_util::TryStreamExt;
+    let mut collected = ContactRows::default();
+    let mut bytes = 0;
+    while let Some(row) = rows.try_next().await.map_err(classify)? {
+        if bytes > max_bytes && !collected.contacts.is_empty() {
+            collected.cut_short = true;
+            break;
+        }
+        let contact = view(&row)?;
+        bytes += contact_bytes(&contact);
+        collected.contacts.push(contact);
+    }
+    Ok(collected)
+}
+
 /// An API key as stored: only the SHA-256 of the secret is kept.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -137,14 +178,17 @@ pub trait ContactStore: Send + Sync + 'static {
         access: &Access,
         email: &Email,
     ) -> StoreResult<Option<ContactView>>;
-    /// One keyset page in id order, after `after` when given.
+    /// Up to `limit` contacts in id order, after `after` when given, and no more than
+    /// `max_bytes` of them (at least one): the rows a query holds are bounded whatever
+    /// the contacts weigh.
     async fn list_contacts(
         &self,
         tenant: &TenantId,
         query: &ContactQuery,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<ContactView>>;
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows>;
     /// The contact and its revision (a counter every write of the row advances), for
     /// an optimistic merge.
     async fn read_for_update(&self, access: &Access, id: &ContactId)

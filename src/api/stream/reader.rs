@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::Fetched;
 use crate::api::ApiError;
 use crate::domain::PageSize;
 use crate::store::{StoreError, StoreResult};
@@ -15,9 +16,15 @@ use crate::store::{StoreError, StoreResult};
 /// Most pages one query fetches.
 const MAX_PAGES_PER_QUERY: u32 = 8;
 /// A query grows (doubling from one page) while its rows stay under about this many
-/// bytes, so a stream holds a few MB at most: one query's rows being sent, the next
-/// query's arriving, a page in the channel.
-const QUERY_BYTES: usize = 2 << 20;
+/// bytes, and a store stops a query of large rows at it (`ContactStore::list_contacts`),
+/// so a stream holds a few MB at most whatever the rows weigh: one query's rows being
+/// sent, the next query's arriving, a page in the channel.
+pub const QUERY_BYTES: usize = 2 << 20;
+/// Where a store stops a query of rows larger than the growth above expected: twice
+/// its target, so a query sized by the rows before it is never cut (a cut leaves the
+/// rest of the query for the pool to drain), while a list whose rows grow, or start
+/// large, still holds a bounded number of bytes.
+pub const QUERY_CUT_BYTES: usize = 2 * QUERY_BYTES;
 /// Room a page's budget keeps for its `next_cursor`, which is shorter: a cursor is a
 /// keyset key of at most `MAX_KEY_LEN` bytes and a few fixed fields, in base64 (see
 /// `PageCursor::decode`'s length check).
@@ -66,7 +73,7 @@ pub(super) struct PageReader<K, Item, Elem, Fetch, Key, Convert> {
     budget: usize,
     max_pages: Option<u32>,
     /// The query whose rows come after `rows`.
-    next: Option<Prefetch<StoreResult<Vec<Item>>>>,
+    next: Option<Prefetch<StoreResult<Fetched<Item>>>>,
     /// Set instead of `next` when rows follow `rows` but their query is not started:
     /// the pages fetched were expected to reach `max_pages`, and pages cut short by
     /// the budget need more.
@@ -88,7 +95,7 @@ where
     Item: Send + 'static,
     Elem: prost::Message,
     Fetch: Fn(Option<K>, u32) -> Fut,
-    Fut: Future<Output = StoreResult<Vec<Item>>> + Send + 'static,
+    Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
     Key: Fn(&Item) -> K,
     Convert: Fn(Item) -> Result<Elem, ApiError>,
 {
@@ -218,12 +225,15 @@ where
         };
         self.waited_db += began.elapsed();
         // A join error is the query's task panicking (it is never aborted here).
-        let mut rows = match fetched.unwrap_or_else(|join| Err(StoreError::internal(join))) {
-            Ok(rows) => rows,
+        let Fetched {
+            mut rows,
+            cut_short,
+        } = match fetched.unwrap_or_else(|join| Err(StoreError::internal(join))) {
+            Ok(fetched) => fetched,
             Err(err) => return Some(Err(err)),
         };
         let asked = pending.pages;
-        let has_more = rows.len() > (self.limit * asked) as usize;
+        let has_more = cut_short || rows.len() > (self.limit * asked) as usize;
         rows.truncate((self.limit * asked) as usize);
         let pages = rows.len().div_ceil(self.limit as usize) as u32;
         let left = self
@@ -264,18 +274,29 @@ mod tests {
         limit: i32,
         budget: usize,
     ) -> Vec<(Vec<usize>, Option<usize>)> {
+        pages_cut(lengths, limit, budget, usize::MAX).await
+    }
+
+    /// `pages_of` with a store that stops a query after `per_query` rows, as a store
+    /// stops one at its byte budget, saying that more follow.
+    async fn pages_cut(
+        lengths: &[usize],
+        limit: i32,
+        budget: usize,
+        per_query: usize,
+    ) -> Vec<(Vec<usize>, Option<usize>)> {
         let rows: Arc<Vec<(usize, String)>> =
             Arc::new(lengths.iter().map(|&n| "x".repeat(n)).enumerate().collect());
         let fetch = move |after: Option<usize>, limit: u32| {
             let rows = rows.clone();
             async move {
                 let from = after.map_or(0, |after| after + 1);
-                Ok(rows
-                    .iter()
-                    .skip(from)
-                    .take(limit as usize)
-                    .cloned()
-                    .collect())
+                let left = rows.len().saturating_sub(from);
+                let take = (limit as usize).min(per_query);
+                Ok(Fetched {
+                    rows: rows.iter().skip(from).take(take).cloned().collect(),
+                    cut_short: take < limit as usize && left > take,
+                })
             }
         };
         let page_size = PageSize::parse(limit).expect("a valid limit");
@@ -318,6 +339,23 @@ mod tests {
             assert_eq!(*resume, want, "resume key of page {i}");
         }
         assert_eq!(seen, lengths.len());
+    }
+
+    #[tokio::test]
+    async fn queries_cut_short_by_the_store_still_give_full_pages_and_every_row_once() {
+        let lengths = vec![10; 23];
+        let pages = pages_cut(&lengths, 5, 10_000, 2).await;
+        let sizes: Vec<usize> = pages.iter().map(|(items, _)| items.len()).collect();
+        assert_eq!(
+            sizes,
+            [5, 5, 5, 5, 3],
+            "pages span the store's short queries"
+        );
+        let resumes: Vec<Option<usize>> = pages.iter().map(|(_, resume)| *resume).collect();
+        assert_eq!(resumes, [Some(4), Some(9), Some(14), Some(19), None]);
+        // A cut that ends exactly at the list's end leaves no empty last page.
+        let pages = pages_cut(&[10; 4], 5, 10_000, 2).await;
+        assert_eq!(pages, [(vec![10; 4], None)]);
     }
 
     #[tokio::test]

@@ -14,7 +14,9 @@ use crate::domain::{
     Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey, TimelineEntry,
     TimelineOrder, TimelineQuery,
 };
-use crate::store::{Access, ContactStore, StoreError, StoreResult, WriteTx, check_key};
+use crate::store::{
+    Access, ContactRows, ContactStore, StoreError, StoreResult, WriteTx, check_key,
+};
 
 /// A page of a contact list, as `ContactStore::list_contacts` asks for it.
 #[derive(Debug, Clone, Copy)]
@@ -24,13 +26,15 @@ pub(crate) struct ContactPage<'a> {
     /// The last id of the page before.
     pub after: Option<&'a str>,
     pub limit: u32,
+    /// Most bytes of contacts the query returns (see `ContactStore::list_contacts`).
+    pub max_bytes: usize,
 }
 
 /// The calls of `ContactStore` a backend may make its own way; see `ContactStore`
 /// for what each does.
 #[async_trait]
 pub(crate) trait BackendContacts: SqlStore + Sized {
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<Vec<ContactView>>;
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows>;
 
     async fn insert_contact(
         &self,
@@ -141,12 +145,14 @@ impl<S: BackendContacts> ContactStore for S {
         query: &ContactQuery,
         after: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<ContactView>> {
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows> {
         let page = ContactPage {
             tenant,
             query,
             after,
             limit,
+            max_bytes,
         };
         BackendContacts::list_contacts(self, page).await
     }

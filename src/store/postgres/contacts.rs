@@ -16,7 +16,7 @@ use crate::domain::{
     Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimelineEntry, search_text,
 };
 use crate::store::common::{BackendContacts, ContactPage, contact_from_row};
-use crate::store::{Access, StoreError, StoreResult};
+use crate::store::{Access, ContactRows, StoreError, StoreResult, collect_within};
 
 #[async_trait]
 impl BackendContacts for PgStore {
@@ -87,12 +87,13 @@ impl BackendContacts for PgStore {
         }
     }
 
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<Vec<ContactView>> {
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
         let ContactPage {
             tenant,
             query,
             after,
             limit,
+            max_bytes,
         } = page;
         let pattern = query.search.as_ref().map(|term| term.like_pattern());
         let probe = query
@@ -120,9 +121,18 @@ impl BackendContacts for PgStore {
             statement = statement.bind(suppressed);
         }
         let mut conn = self.conns.get().await?;
-        let rows = statement.bind(i64::from(limit)).fetch_all(&mut *conn).await;
-        let rows = conn.finish(rows)?;
-        rows.iter().map(view_from_row).collect()
+        let collected = {
+            let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
+            collect_within(rows, max_bytes, view_from_row, classify).await
+        };
+        match &collected {
+            // Read to its end: ready for the next statement.
+            Ok(rows) if !rows.cut_short => conn.done(),
+            // Rows of the query are still coming: the pool drains (or cancels) them
+            // off the caller's path.
+            _ => drop(conn),
+        }
+        collected
     }
 
     async fn read_for_update(

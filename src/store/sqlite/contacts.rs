@@ -5,14 +5,13 @@
 use async_trait::async_trait;
 
 use super::{SqliteStore, classify, search};
-use crate::domain::ContactView;
-use crate::store::StoreResult;
 use crate::store::common::{BackendContacts, ContactPage};
+use crate::store::{ContactRows, StoreResult};
 
 #[async_trait]
 impl BackendContacts for SqliteStore {
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<Vec<ContactView>> {
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
         let mut conn = self.reader.acquire().await.map_err(classify)?;
-        search::list_contacts(&mut conn, page.tenant, page.query, page.after, page.limit).await
+        search::list_contacts(&mut conn, page).await
     }
 }

@@ -4,9 +4,8 @@
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::classify;
-use crate::domain::{ContactQuery, ContactView, TenantId};
-use crate::store::StoreResult;
-use crate::store::common::{CONTACT_COLUMNS, view_from_row};
+use crate::store::common::{CONTACT_COLUMNS, ContactPage, view_from_row};
+use crate::store::{ContactRows, StoreResult, collect_within};
 
 /// A search term with at most this many matches (in all tenants) is answered from the
 /// trigram index, whatever the page size; with more, the tenant's contacts are walked
@@ -27,11 +26,15 @@ fn search_candidate_cap(limit: u32) -> u32 {
 /// One keyset page of the tenant's contacts in id order, filtered by `query`.
 pub(super) async fn list_contacts(
     conn: &mut SqliteConnection,
-    tenant: &TenantId,
-    query: &ContactQuery,
-    after: Option<&str>,
-    limit: u32,
-) -> StoreResult<Vec<ContactView>> {
+    page: ContactPage<'_>,
+) -> StoreResult<ContactRows> {
+    let ContactPage {
+        tenant,
+        query,
+        after,
+        limit,
+        max_bytes,
+    } = page;
     let term = query.search.as_ref().map(|term| term.as_str());
     // The trigram index needs three characters; shorter terms scan the tenant's rows.
     let phrase = term
@@ -95,10 +98,6 @@ pub(super) async fn list_contacts(
     if let Some(suppressed) = query.suppressed {
         statement = statement.bind(suppressed);
     }
-    let rows = statement
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(classify)?;
-    rows.iter().map(view_from_row::<Sqlite>).collect()
+    let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
+    collect_within(rows, max_bytes, view_from_row::<Sqlite>, classify).await
 }

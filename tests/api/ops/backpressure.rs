@@ -181,6 +181,43 @@ async fn a_slow_reader_holds_bounded_server_memory(backend: Backend) {
     ids.sort();
     ids.dedup();
     assert_eq!((total, ids.len()), (CONTACTS, CONTACTS));
+
+    // The same with pages of up to 1,000: the pages are cut at their byte budget, and
+    // a query stops at its own (old code read 1,001 rows of ~48 KB in one query).
+    let before = server.rss_kib();
+    let request = pb::ListContactsRequest {
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut stream = client
+        .list_contacts(authorized(request, &app.key))
+        .await
+        .expect("open the stream of large pages")
+        .into_inner();
+    let first = stream.message().await.expect("first page").expect("a page");
+    assert!(
+        !first.contacts.is_empty() && first.contacts.len() < 1000,
+        "a page of ~48 KB contacts is cut at its byte budget: {} contacts",
+        first.contacts.len()
+    );
+    let mut peak = 0;
+    let paused = Instant::now();
+    while paused.elapsed() < Duration::from_secs(2) {
+        peak = peak.max(server.rss_kib());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("slow reader, limit 1000: server RSS {before} -> {peak} KiB during the pause");
+    assert!(
+        grown_mib < 24,
+        "server RSS grew by {grown_mib} MiB ({before} -> {peak} KiB) while a reader of \
+         pages of up to 1,000 large contacts slept: a query holds more than its budget"
+    );
+    let mut count = first.contacts.len();
+    while let Some(page) = stream.message().await.expect("page") {
+        count += page.contacts.len();
+    }
+    assert_eq!(count, CONTACTS, "every contact arrives once");
 }
 
 conformance!(a_slow_reader_holds_bounded_server_memory);
