@@ -177,10 +177,7 @@ impl ContactsService for ContactsApi {
                                     stream::QUERY_CUT_BYTES,
                                 )
                                 .await
-                                .map(|rows| Fetched {
-                                    rows: rows.contacts,
-                                    cut_short: rows.cut_short,
-                                })
+                                .map(Fetched::from_rows)
                         }
                     },
                     key: |contact: &ContactView| contact.id.as_str().to_owned(),
@@ -498,9 +495,16 @@ impl ContactsService for ContactsApi {
                         );
                         async move {
                             store
-                                .list_timeline(&tenant, &id, &query, after.as_ref(), limit)
+                                .list_timeline(
+                                    &tenant,
+                                    &id,
+                                    &query,
+                                    after.as_ref(),
+                                    limit,
+                                    stream::QUERY_CUT_BYTES,
+                                )
                                 .await
-                                .map(Fetched::from)
+                                .map(Fetched::from_rows)
                         }
                     },
                     key: |entry: &TimelineEntry| TimeKey {

@@ -40,6 +40,16 @@ pub struct Fetched<Item> {
     pub cut_short: bool,
 }
 
+impl<Item> Fetched<Item> {
+    /// A store's rows of a query that may stop at its byte budget.
+    pub fn from_rows(rows: crate::store::ListRows<Item>) -> Self {
+        Self {
+            rows: rows.items,
+            cut_short: rows.cut_short,
+        }
+    }
+}
+
 impl<Item> From<Vec<Item>> for Fetched<Item> {
     /// Rows of a query that returned all it was asked for (or the list's end).
     fn from(rows: Vec<Item>) -> Self {

@@ -56,12 +56,38 @@ impl Access {
     }
 }
 
-/// Contacts of a list query. `cut_short`: the query stopped at its byte budget before
+/// The rows of a list query. `cut_short`: the query stopped at its byte budget before
 /// `limit`, and more rows follow.
-#[derive(Debug, Default)]
-pub struct ContactRows {
-    pub contacts: Vec<ContactView>,
+#[derive(Debug)]
+pub struct ListRows<T> {
+    pub items: Vec<T>,
     pub cut_short: bool,
+}
+
+pub type ContactRows = ListRows<ContactView>;
+
+/// What a timeline entry holds in memory, roughly: its data's strings and a fixed
+/// part per value.
+pub fn timeline_entry_bytes(entry: &TimelineEntry) -> usize {
+    fn value_bytes(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::String(text) => text.len() + 24,
+            serde_json::Value::Array(items) => items.iter().map(value_bytes).sum::<usize>() + 24,
+            serde_json::Value::Object(map) => {
+                map.iter()
+                    .map(|(k, v)| k.len() + value_bytes(v))
+                    .sum::<usize>()
+                    + 48
+            }
+            _ => 24,
+        }
+    }
+    entry
+        .data
+        .iter()
+        .map(|(k, v)| k.len() + value_bytes(v))
+        .sum::<usize>()
+        + 128
 }
 
 /// What a contact of a list holds in memory, roughly: its properties' text, its
@@ -70,29 +96,33 @@ pub fn contact_bytes(contact: &ContactView) -> usize {
     contact.properties.as_str().len() + contact.email.as_str().len() + 64
 }
 
-/// Collects list rows from `rows` until the contacts pass `max_bytes` (at least one),
-/// then reads one more row, if any, to tell whether rows follow; the rest of the
-/// query is left to the caller to drop.
-pub(crate) async fn collect_within<R, S>(
+/// Collects list rows from `rows` as `read` maps them until they pass `max_bytes` as
+/// `size` counts them (at least one), then reads one more row, if any, to tell
+/// whether rows follow; the rest of the query is left to the caller to drop.
+pub(crate) async fn collect_within<R, T, S>(
     mut rows: S,
     max_bytes: usize,
-    view: impl Fn(&R) -> StoreResult<ContactView>,
+    read: impl Fn(&R) -> StoreResult<T>,
+    size: impl Fn(&T) -> usize,
     classify: fn(sqlx::Error) -> StoreError,
-) -> StoreResult<ContactRows>
+) -> StoreResult<ListRows<T>>
 where
     S: futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
 {
     use futures_util::TryStreamExt;
-    let mut collected = ContactRows::default();
+    let mut collected = ListRows {
+        items: Vec::new(),
+        cut_short: false,
+    };
     let mut bytes = 0;
     while let Some(row) = rows.try_next().await.map_err(classify)? {
-        if bytes > max_bytes && !collected.contacts.is_empty() {
+        if bytes > max_bytes && !collected.items.is_empty() {
             collected.cut_short = true;
             break;
         }
-        let contact = view(&row)?;
-        bytes += contact_bytes(&contact);
-        collected.contacts.push(contact);
+        let item = read(&row)?;
+        bytes += size(&item);
+        collected.items.push(item);
     }
     Ok(collected)
 }
@@ -206,7 +236,8 @@ pub trait ContactStore: Send + Sync + 'static {
     async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
     /// `NotFound` unless the contact exists in the tenant.
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
-    /// One keyset page of the contact's timeline.
+    /// Up to `limit` entries of the contact's timeline, after `after`, and no more
+    /// than `max_bytes` of them (at least one), as `list_contacts`.
     async fn list_timeline(
         &self,
         tenant: &TenantId,
@@ -214,7 +245,8 @@ pub trait ContactStore: Send + Sync + 'static {
         query: &TimelineQuery,
         after: Option<&TimeKey>,
         limit: u32,
-    ) -> StoreResult<Vec<TimelineEntry>>;
+        max_bytes: usize,
+    ) -> StoreResult<ListRows<TimelineEntry>>;
 }
 
 /// Reads of the records the ingestion API writes (the writes are `crate::app`'s).

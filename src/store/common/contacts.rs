@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 
+use super::db::fetch_within;
 use super::rows::{Record, column, contact_from_row};
 use super::types::{DbTime, TextList};
 use super::write_tx::lock_sql;
@@ -15,7 +16,8 @@ use crate::domain::{
     TimelineOrder, TimelineQuery,
 };
 use crate::store::{
-    Access, ContactRows, ContactStore, StoreError, StoreResult, WriteTx, check_key,
+    Access, ContactRows, ContactStore, ListRows, StoreError, StoreResult, WriteTx, check_key,
+    timeline_entry_bytes,
 };
 
 /// A page of a contact list, as `ContactStore::list_contacts` asks for it.
@@ -229,7 +231,8 @@ impl<S: BackendContacts> ContactStore for S {
         query: &TimelineQuery,
         after: Option<&TimeKey>,
         limit: u32,
-    ) -> StoreResult<Vec<TimelineEntry>> {
+        max_bytes: usize,
+    ) -> StoreResult<ListRows<TimelineEntry>> {
         let (cmp, dir) = match query.order {
             TimelineOrder::NewestFirst => ("<", "DESC"),
             TimelineOrder::OldestFirst => (">", "ASC"),
@@ -255,7 +258,13 @@ impl<S: BackendContacts> ContactStore for S {
         if !query.types.is_empty() {
             stmt = stmt.bind(TextList(&query.types));
         }
-        let rows = self.reads().fetch_all(stmt.bind(i64::from(limit))).await?;
-        rows.iter().map(TimelineEntry::from_row::<S::Db>).collect()
+        fetch_within(
+            self.reads(),
+            stmt.bind(i64::from(limit)),
+            max_bytes,
+            TimelineEntry::from_row::<S::Db>,
+            timeline_entry_bytes,
+        )
+        .await
     }
 }

@@ -13,12 +13,13 @@ use std::ops::DerefMut;
 
 use async_trait::async_trait;
 use futures_core::future::BoxFuture;
+use futures_core::stream::BoxStream;
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::Dialect;
 use super::types::{DbJson, DbTime, JsonMap, JsonText, TextList};
-use crate::store::StoreResult;
+use crate::store::{ListRows, StoreResult, collect_within};
 
 type SqlQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
@@ -94,6 +95,11 @@ pub(crate) trait SqlDb:
         conn: &'c mut Self::Connection,
         query: SqlQuery<'q, Self>,
     ) -> BoxFuture<'c, sqlx::Result<Self::QueryResult>>;
+
+    fn fetch<'c, 'q: 'c>(
+        conn: &'c mut Self::Connection,
+        query: SqlQuery<'q, Self>,
+    ) -> BoxStream<'c, sqlx::Result<Self::Row>>;
 }
 
 // The supertraits of `SqlDb` once more (an impl must state what it relies on),
@@ -144,6 +150,13 @@ where
         query: SqlQuery<'q, DB>,
     ) -> BoxFuture<'c, sqlx::Result<DB::QueryResult>> {
         Box::pin(query.execute(conn))
+    }
+
+    fn fetch<'c, 'q: 'c>(
+        conn: &'c mut DB::Connection,
+        query: SqlQuery<'q, DB>,
+    ) -> BoxStream<'c, sqlx::Result<DB::Row>> {
+        query.fetch(conn)
     }
 }
 
@@ -218,6 +231,28 @@ pub(crate) trait ConnSource: Send + Sync {
         let done = <Self::Db as SqlDb>::execute(&mut *conn, stmt.0).await;
         let done = Self::release(conn, done)?;
         Ok(<Self::Db as Dialect>::rows_affected(&done))
+    }
+}
+
+/// The rows of `stmt` as `read` maps them, until they pass `max_bytes` as `size`
+/// counts them (at least one; see `store::collect_within`). A query cut short leaves
+/// rows unread: its connection is dropped, not given back clean, so the backend drains
+/// (or cancels) them before reuse.
+pub(crate) async fn fetch_within<C: ConnSource, T>(
+    source: &C,
+    stmt: Stmt<'_, C::Db>,
+    max_bytes: usize,
+    read: fn(&DbRow<C>) -> StoreResult<T>,
+    size: fn(&T) -> usize,
+) -> StoreResult<ListRows<T>> {
+    let mut conn = source.acquire().await?;
+    let collected = {
+        let rows = <C::Db as SqlDb>::fetch(&mut *conn, stmt.0);
+        collect_within(rows, max_bytes, read, size, <C::Db as Dialect>::classify).await
+    };
+    match collected {
+        Ok(rows) if !rows.cut_short => C::release(conn, Ok(rows)),
+        other => other,
     }
 }
 

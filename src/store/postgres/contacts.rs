@@ -16,7 +16,7 @@ use crate::domain::{
     Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimelineEntry, search_text,
 };
 use crate::store::common::{BackendContacts, ContactPage, contact_from_row};
-use crate::store::{Access, ContactRows, StoreError, StoreResult, collect_within};
+use crate::store::{Access, ContactRows, StoreError, StoreResult, collect_within, contact_bytes};
 
 #[async_trait]
 impl BackendContacts for PgStore {
@@ -123,7 +123,7 @@ impl BackendContacts for PgStore {
         let mut conn = self.conns.get().await?;
         let collected = {
             let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
-            collect_within(rows, max_bytes, view_from_row, classify).await
+            collect_within(rows, max_bytes, view_from_row, contact_bytes, classify).await
         };
         match &collected {
             // Read to its end: ready for the next statement.

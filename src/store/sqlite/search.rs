@@ -5,7 +5,7 @@ use sqlx::{Sqlite, SqliteConnection};
 
 use super::classify;
 use crate::store::common::{CONTACT_COLUMNS, ContactPage, view_from_row};
-use crate::store::{ContactRows, StoreResult, collect_within};
+use crate::store::{ContactRows, StoreResult, collect_within, contact_bytes};
 
 /// A search term with at most this many matches (in all tenants) is answered from the
 /// trigram index, whatever the page size; with more, the tenant's contacts are walked
@@ -99,5 +99,12 @@ pub(super) async fn list_contacts(
         statement = statement.bind(suppressed);
     }
     let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
-    collect_within(rows, max_bytes, view_from_row::<Sqlite>, classify).await
+    collect_within(
+        rows,
+        max_bytes,
+        view_from_row::<Sqlite>,
+        contact_bytes,
+        classify,
+    )
+    .await
 }

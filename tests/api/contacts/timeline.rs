@@ -172,7 +172,57 @@ async fn timeline_of_unknown_contact_is_not_found_and_bad_types_invalid(backend:
     );
 }
 
+/// A timeline of large entries is read in queries that stop at their byte budget
+/// (4 MiB: 100 events of 60 KB are ~6 MB) and pages that stop at theirs: with `limit`
+/// 1000, every entry still arrives once, in order, each page within the default
+/// 4 MiB a client accepts.
+async fn a_timeline_of_large_entries_streams_every_entry_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (mut client, mut activity) = (app.client(), app.activity());
+    let contact = create(&mut client, "big@example.com", json!({})).await;
+    let blob = "x".repeat(60_000);
+    for i in 0..100 {
+        activity
+            .track_event(pb::TrackEventRequest {
+                subject: Some(pb::track_event_request::Subject::ContactId(
+                    contact.id.clone(),
+                )),
+                name: format!("big.{i:03}"),
+                properties: Some(props(json!({ "blob": blob, "i": i }))),
+                ..Default::default()
+            })
+            .await
+            .expect("track a large event");
+    }
+    let pages = timeline(
+        &mut client,
+        pb::ListContactTimelineRequest {
+            id: contact.id.clone(),
+            limit: 1000,
+            order: pb::TimelineOrder::OldestFirst as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(pages.len() > 1, "large entries take several pages");
+    let names: Vec<String> = pages
+        .iter()
+        .flat_map(|page| page.entries.iter())
+        .filter(|entry| entry.r#type == "event")
+        .map(|entry| {
+            let data = entry.data.as_ref().expect("data");
+            match data.fields.get("name").and_then(|v| v.kind.clone()) {
+                Some(prost_types::value::Kind::StringValue(name)) => name,
+                other => panic!("an event's name: {other:?}"),
+            }
+        })
+        .collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("big.{i:03}")).collect();
+    assert_eq!(names, expected, "every event once, oldest first");
+}
+
 conformance!(
+    a_timeline_of_large_entries_streams_every_entry_once,
     timeline_records_creation_and_each_change_with_before_and_after,
     timeline_pages_in_both_orders_and_filters_by_type,
     timeline_of_unknown_contact_is_not_found_and_bad_types_invalid,
