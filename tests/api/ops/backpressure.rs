@@ -218,6 +218,55 @@ async fn a_slow_reader_holds_bounded_server_memory(backend: Backend) {
         count += page.contacts.len();
     }
     assert_eq!(count, CONTACTS, "every contact arrives once");
+
+    // 32 such readers at once, each stopped after its first page: each stream holds
+    // at most a page in the channel and two queries' rows (a page's budget of 1 MiB,
+    // a query's of 4 MiB), so the server's memory grows by a bounded amount per
+    // reader, not by the data each could read.
+    let before = server.rss_kib();
+    let mut paused = Vec::new();
+    for _ in 0..READERS {
+        // A connection each: paused streams on one connection would fill its
+        // flow-control window, and the next stream's first page could not arrive.
+        let connection = Channel::from_shared(format!("http://{}", server.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect a reader");
+        let mut client = ContactsServiceClient::new(connection);
+        let request = pb::ListContactsRequest {
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut stream = client
+            .list_contacts(authorized(request, &app.key))
+            .await
+            .expect("open a reader's stream")
+            .into_inner();
+        tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("a reader's first page within 10 s")
+            .expect("first page")
+            .expect("a page");
+        paused.push(stream);
+    }
+    let mut peak = 0;
+    let pause = Instant::now();
+    while pause.elapsed() < Duration::from_secs(2) {
+        peak = peak.max(server.rss_kib());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grown_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("{READERS} slow readers, limit 1000: server RSS {before} -> {peak} KiB");
+    assert!(
+        grown_mib < READERS as u64 * 16,
+        "server RSS grew by {grown_mib} MiB ({before} -> {peak} KiB) for {READERS} paused \
+         readers of large contacts: more than a page and two queries each"
+    );
+    drop(paused);
 }
+
+/// Readers paused at once in the last part of the test.
+const READERS: usize = 32;
 
 conformance!(a_slow_reader_holds_bounded_server_memory);
