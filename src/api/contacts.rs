@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::cursors::ListCursors;
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, Fetched, PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
@@ -11,10 +12,10 @@ use super::{
 use crate::app;
 use crate::domain::{
     ContactId, ContactQuery, ContactUpdate, ContactView, CursorKey, CursorKind, Email, NewContact,
-    PageCursor, PageSize, ScheduledSend, SearchTerm, SendRecord, TenantId, TimeKey, TimelineEntry,
-    TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
+    PageSize, ScheduledSend, SearchTerm, SendRecord, TimeKey, TimelineEntry, TimelineOrder,
+    TimelineQuery, ValidationError, parse_max_pages,
 };
-use crate::store::DynStore;
+use crate::store::{DynStore, contact_bytes};
 
 pub struct ContactsApi {
     store: DynStore,
@@ -40,32 +41,6 @@ impl ContactsApi {
             cursor_key,
         }
     }
-}
-
-/// Decodes an optional cursor for this tenant, list and query.
-fn resume_key(
-    signing: &CursorKey,
-    raw: &str,
-    tenant: &TenantId,
-    kind: CursorKind,
-    query: &[&str],
-) -> Result<Option<String>, ValidationError> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    PageCursor::decode(raw, tenant, signing, kind, query).map(Some)
-}
-
-/// Encodes `next` (a keyset key) as this list's cursor; empty means "last page".
-fn next_cursor(
-    signing: &CursorKey,
-    next: Option<String>,
-    tenant: &TenantId,
-    kind: CursorKind,
-    query: &[&str],
-) -> String {
-    next.map(|key| PageCursor::new(kind, query, key).encode(tenant, signing))
-        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -148,15 +123,14 @@ impl ContactsService for ContactsApi {
                     search: SearchTerm::parse(&message.search)?,
                     suppressed: message.suppressed,
                 };
-                let after = resume_key(
+                let cursors = ListCursors::new(
                     &self.cursor_key,
-                    &message.cursor,
                     &tenant,
                     CursorKind::Contacts,
                     &query.fingerprint_parts(),
-                )?;
+                );
+                let after = cursors.resume(&message.cursor)?;
                 let admitted = self.streams.admit(access)?;
-                let signing = self.cursor_key.clone();
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
                 let fetch_query = query.clone();
@@ -181,23 +155,12 @@ impl ContactsService for ContactsApi {
                         }
                     },
                     key: |contact: &ContactView| contact.id.as_str().to_owned(),
-                    size: self
-                        .store
-                        .multi_page_queries()
-                        .then_some(|contact: &ContactView| {
-                            contact.properties.as_str().len() + contact.email.as_str().len() + 64
-                        }),
+                    size: self.store.multi_page_queries().then_some(contact_bytes),
                     convert: |view: ContactView| Ok(convert::contact_view(view)?),
                     message: move |contacts: Vec<wire::Contact>, next: Option<String>| {
                         wire::ListContactsResponse {
                             contacts,
-                            next_cursor: next_cursor(
-                                &signing,
-                                next,
-                                &tenant,
-                                CursorKind::Contacts,
-                                &query.fingerprint_parts(),
-                            ),
+                            next_cursor: cursors.next(next),
                         }
                     },
                 }))
@@ -265,16 +228,10 @@ impl ContactsService for ContactsApi {
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
-                let query = [id.as_str().to_owned()];
-                let after = resume_key(
-                    &self.cursor_key,
-                    &message.cursor,
-                    &tenant,
-                    CursorKind::Sends,
-                    &[&query[0]],
-                )?;
+                let cursors =
+                    ListCursors::new(&self.cursor_key, &tenant, CursorKind::Sends, &[id.as_str()]);
+                let after = cursors.resume(&message.cursor)?;
                 let admitted = self.streams.admit(access)?;
-                let signing = self.cursor_key.clone();
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -297,13 +254,7 @@ impl ContactsService for ContactsApi {
                     message: move |sends: Vec<pb::Send>, next: Option<String>| {
                         pb::ListContactSendsResponse {
                             sends,
-                            next_cursor: next_cursor(
-                                &signing,
-                                next,
-                                &tenant,
-                                CursorKind::Sends,
-                                &[&query[0]],
-                            ),
+                            next_cursor: cursors.next(next),
                         }
                     },
                 }))
@@ -329,19 +280,18 @@ impl ContactsService for ContactsApi {
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
-                let query = [id.as_str().to_owned()];
-                let after = resume_key(
+                let cursors = ListCursors::new(
                     &self.cursor_key,
-                    &message.cursor,
                     &tenant,
                     CursorKind::ScheduledSends,
-                    &[&query[0]],
-                )?
-                .as_deref()
-                .map(TimeKey::decode)
-                .transpose()?;
+                    &[id.as_str()],
+                );
+                let after = cursors
+                    .resume(&message.cursor)?
+                    .as_deref()
+                    .map(TimeKey::decode)
+                    .transpose()?;
                 let admitted = self.streams.admit(access)?;
-                let signing = self.cursor_key.clone();
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -368,13 +318,7 @@ impl ContactsService for ContactsApi {
                                    next: Option<TimeKey>| {
                         pb::ListContactScheduledSendsResponse {
                             scheduled_sends,
-                            next_cursor: next_cursor(
-                                &signing,
-                                next.map(|k| k.encode()),
-                                &tenant,
-                                CursorKind::ScheduledSends,
-                                &[&query[0]],
-                            ),
+                            next_cursor: cursors.next(next.map(|k| k.encode())),
                         }
                     },
                 }))
@@ -466,19 +410,15 @@ impl ContactsService for ContactsApi {
                 };
                 let query = TimelineQuery::new(order, message.types)?;
                 let fingerprint = query.fingerprint_parts(id.as_str());
-                let parts = || fingerprint.iter().map(String::as_str).collect::<Vec<_>>();
-                let after = resume_key(
-                    &self.cursor_key,
-                    &message.cursor,
-                    &tenant,
-                    CursorKind::Timeline,
-                    &parts(),
-                )?
-                .as_deref()
-                .map(TimeKey::decode)
-                .transpose()?;
+                let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
+                let cursors =
+                    ListCursors::new(&self.cursor_key, &tenant, CursorKind::Timeline, &parts);
+                let after = cursors
+                    .resume(&message.cursor)?
+                    .as_deref()
+                    .map(TimeKey::decode)
+                    .transpose()?;
                 let admitted = self.streams.admit(access)?;
-                let signing = self.cursor_key.clone();
                 self.store.ensure_contact(&tenant, &id).await?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -514,16 +454,9 @@ impl ContactsService for ContactsApi {
                     size: None,
                     convert: |entry: TimelineEntry| Ok(convert::timeline_entry(entry)),
                     message: move |entries: Vec<pb::TimelineEntry>, next: Option<TimeKey>| {
-                        let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
                         pb::ListContactTimelineResponse {
                             entries,
-                            next_cursor: next_cursor(
-                                &signing,
-                                next.map(|k| k.encode()),
-                                &tenant,
-                                CursorKind::Timeline,
-                                &parts,
-                            ),
+                            next_cursor: cursors.next(next.map(|k| k.encode())),
                         }
                     },
                 }))

@@ -6,6 +6,7 @@ mod auth;
 mod contacts;
 pub mod convert;
 mod convert_activity;
+mod cursors;
 mod edge;
 mod error;
 #[cfg(test)]
