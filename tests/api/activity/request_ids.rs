@@ -9,10 +9,10 @@ use kraiter_contacts::api::pb;
 use pb::record_send_request::Recipient;
 use pb::track_event_request::Subject;
 use sha2::Digest;
-use sqlx::{Connection, PgConnection, SqliteConnection};
 use tonic::Code;
 
 use crate::conformance;
+use crate::support::storage::Storage;
 use crate::support::{Backend, TestApp, spawn_app, spawn_app_with};
 
 /// What a row is found by: a request id (text) or its hash (bytes).
@@ -23,33 +23,13 @@ enum Key<'a> {
 }
 
 /// Rows of `table` whose `column` is `key`, read straight from the app's database.
-async fn rows(app: &TestApp, backend: Backend, table: &str, column: &str, key: Key<'_>) -> i64 {
+async fn rows(app: &TestApp, table: &str, column: &str, key: Key<'_>) -> i64 {
     let sql = format!("SELECT count(*) FROM {table} WHERE {column} = $1");
-    match backend {
-        Backend::Postgres => {
-            let mut conn = PgConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
-            let query = sqlx::query_scalar(&sql);
-            let query = match key {
-                Key::Text(text) => query.bind(text),
-                Key::Bytes(bytes) => query.bind(bytes),
-            };
-            query.fetch_one(&mut conn).await
-        }
-        Backend::Sqlite => {
-            let mut conn = SqliteConnection::connect(&app.database_url)
-                .await
-                .expect("connect");
-            let query = sqlx::query_scalar(&sql);
-            let query = match key {
-                Key::Text(text) => query.bind(text),
-                Key::Bytes(bytes) => query.bind(bytes),
-            };
-            query.fetch_one(&mut conn).await
-        }
+    let mut storage = Storage::open(app).await;
+    match key {
+        Key::Text(text) => storage.count(&sql, &[text]).await,
+        Key::Bytes(bytes) => storage.count_bytes(&sql, bytes).await,
     }
-    .expect("count rows")
 }
 
 fn hash(request_id: &str) -> Vec<u8> {
@@ -105,7 +85,6 @@ async fn a_retry_after_the_contact_was_erased_is_refused_not_recreated(backend: 
     assert_eq!(
         rows(
             &app,
-            backend,
             "erased_requests",
             "request_hash",
             Key::Bytes(&hash(&request_id))
@@ -116,7 +95,6 @@ async fn a_retry_after_the_contact_was_erased_is_refused_not_recreated(backend: 
     assert_eq!(
         rows(
             &app,
-            backend,
             "idempotency_keys",
             "request_id",
             Key::Text(&request_id)
@@ -152,16 +130,10 @@ async fn a_retry_after_the_contact_was_erased_is_refused_not_recreated(backend: 
 }
 
 /// Polls `rows` until it is zero or 15 s pass; returns the last count.
-async fn until_purged(
-    app: &TestApp,
-    backend: Backend,
-    table: &str,
-    column: &str,
-    key: Key<'_>,
-) -> i64 {
+async fn until_purged(app: &TestApp, table: &str, column: &str, key: Key<'_>) -> i64 {
     let started = Instant::now();
     loop {
-        let left = rows(app, backend, table, column, key).await;
+        let left = rows(app, table, column, key).await;
         if left == 0 || started.elapsed() > Duration::from_secs(15) {
             return left;
         }
@@ -208,7 +180,6 @@ async fn request_ids_are_forgotten_after_the_retention_window(backend: Backend) 
     assert_eq!(
         until_purged(
             &app,
-            backend,
             "idempotency_keys",
             "request_id",
             Key::Text(&request_id)
@@ -245,7 +216,6 @@ async fn request_ids_are_forgotten_after_the_retention_window(backend: Backend) 
     assert_eq!(
         until_purged(
             &app,
-            backend,
             "erased_requests",
             "request_hash",
             Key::Bytes(&hash(&erased))

@@ -53,6 +53,15 @@ impl Storage {
         .unwrap_or_else(|err| panic!("`{sql}` with {binds:?}: {err}"))
     }
 
+    /// `count` with one binary parameter (a hash, a key).
+    pub async fn count_bytes(&mut self, sql: &str, bytes: &[u8]) -> i64 {
+        match self {
+            Self::Postgres(conn) => sqlx::query_scalar(sql).bind(bytes).fetch_one(conn).await,
+            Self::Sqlite(conn) => sqlx::query_scalar(sql).bind(bytes).fetch_one(conn).await,
+        }
+        .unwrap_or_else(|err| panic!("`{sql}` with {} bytes: {err}", bytes.len()))
+    }
+
     /// The one text value a query returns, if it returns a row.
     pub async fn text(&mut self, sql: &str, binds: &[&str]) -> Option<String> {
         match self {
