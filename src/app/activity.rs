@@ -307,20 +307,11 @@ async fn lock_contact_email(tx: &mut dyn WriteTx, id: &ContactId) -> StoreResult
         .ok_or(StoreError::NotFound("contact"))
 }
 
-/// Locks the contact a record belongs to; false when the record (or its contact) is
-/// gone. Every write locks a contact before its records, the order in which
-/// DeleteContact takes them (the contact, then its records through the cascade), so a
-/// write and a delete cannot deadlock.
-async fn lock_owner(tx: &mut dyn WriteTx, record: ContactRecord, id: &str) -> StoreResult<bool> {
-    let Some(contact) = tx.contact_of(record, id).await? else {
-        return Ok(false);
-    };
-    Ok(tx.lock_contact_email(&contact).await?.is_some())
-}
-
 async fn lock_send(tx: &mut dyn WriteTx, id: &str) -> StoreResult<SendRecord> {
     let missing = || StoreError::NotFound("send");
-    if !lock_owner(tx, ContactRecord::Send, id).await? {
+    // The contact first, the order in which DeleteContact takes them (the contact,
+    // then its records through the cascade), so a write and a delete cannot deadlock.
+    if !tx.lock_owner(ContactRecord::Send, id).await? {
         return Err(missing());
     }
     tx.lock_send(id).await?.ok_or_else(missing)
@@ -328,7 +319,7 @@ async fn lock_send(tx: &mut dyn WriteTx, id: &str) -> StoreResult<SendRecord> {
 
 async fn lock_scheduled_send(tx: &mut dyn WriteTx, id: &str) -> StoreResult<ScheduledSend> {
     let missing = || StoreError::NotFound("scheduled send");
-    if !lock_owner(tx, ContactRecord::ScheduledSend, id).await? {
+    if !tx.lock_owner(ContactRecord::ScheduledSend, id).await? {
         return Err(missing());
     }
     tx.lock_scheduled_send(id).await?.ok_or_else(missing)

@@ -103,14 +103,11 @@ pub trait WriteTx: Send {
         entry: &TimelineEntry,
     ) -> StoreResult<()>;
 
-    /// The contact a send or scheduled send belongs to, read without a lock: a write
-    /// locks that contact before the record, in the order every write (and the
-    /// cascade of DeleteContact) takes them.
-    async fn contact_of(
-        &mut self,
-        record: ContactRecord,
-        id: &str,
-    ) -> StoreResult<Option<ContactId>>;
+    /// Locks the contact a send or scheduled send belongs to, in one statement;
+    /// false when the record (or its contact) is gone. A write locks that contact
+    /// before the record, the order every write (and the cascade of DeleteContact)
+    /// takes them in.
+    async fn lock_owner(&mut self, record: ContactRecord, id: &str) -> StoreResult<bool>;
     async fn lock_send(&mut self, id: &str) -> StoreResult<Option<SendRecord>>;
     /// Inserts the send, or updates its status and times.
     async fn save_send(&mut self, send: &SendRecord) -> StoreResult<()>;

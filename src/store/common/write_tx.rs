@@ -318,21 +318,14 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         Ok(())
     }
 
-    async fn contact_of(
-        &mut self,
-        record: ContactRecord,
-        id: &str,
-    ) -> StoreResult<Option<ContactId>> {
-        let sql = format!(
-            "SELECT contact_id FROM {} WHERE tenant_id = $1 AND id = $2",
+    async fn lock_owner(&mut self, record: ContactRecord, id: &str) -> StoreResult<bool> {
+        let owner = format!(
+            "id = (SELECT contact_id FROM {} WHERE tenant_id = $1 AND id = $2)",
             record.table()
         );
-        let found = self
-            .find(&sql, &[id], |row| {
-                column::<C::Db, String>(row, "contact_id")
-            })
-            .await?;
-        Ok(found.map(ContactId::from_trusted))
+        let sql = lock_sql::<C::Db>("id", "contacts", &owner);
+        let found = self.find(&sql, &[id], |_| Ok(())).await?;
+        Ok(found.is_some())
     }
 
     async fn lock_send(&mut self, id: &str) -> StoreResult<Option<SendRecord>> {
