@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     let includes = [PathBuf::from("proto"), include];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("kraiter_contacts_descriptor.bin"))
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .compile_with_config(config(), &protos, &includes)?;
 
     // The ContactsService server once more, answering with the server's own encoding of
@@ -39,11 +40,14 @@ fn main() -> anyhow::Result<()> {
     let mut server = tonic_prost_build::configure()
         .build_client(false)
         .out_dir(&server_dir)
-        .extern_path(".kraiter.contacts.v1", "crate::api::pb");
+        .extern_path(".kraiter.contacts.v1", "crate::api::pb")
+        .extern_path(".google.rpc", "::tonic_types::pb");
     for message in [
         "Contact",
         "GetContactByEmailResponse",
         "ListContactsResponse",
+        "UpsertContactResponse",
+        "BatchGetContactsResponse",
     ] {
         server = server.extern_path(
             format!(".kraiter.contacts.v1.{message}"),

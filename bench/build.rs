@@ -15,12 +15,15 @@ fn main() -> anyhow::Result<()> {
 
     let mut server = tonic_prost_build::configure()
         .build_client(false)
-        .extern_path(".kraiter.contacts.v1", "::kraiter_contacts::api::pb");
+        .extern_path(".kraiter.contacts.v1", "::kraiter_contacts::api::pb")
+        .extern_path(".google.rpc", "::tonic_types::pb");
     // The messages the service's build.rs maps to `api::wire` (which is not public).
     for message in [
         "Contact",
         "GetContactByEmailResponse",
         "ListContactsResponse",
+        "UpsertContactResponse",
+        "BatchGetContactsResponse",
     ] {
         server = server.extern_path(
             format!(".kraiter.contacts.v1.{message}"),

@@ -55,6 +55,9 @@ reasons! {
     Unavailable = "UNAVAILABLE", Unavailable;
     /// `FAILED_PRECONDITION`: the record's state does not allow the change (ingestion).
     FailedPrecondition = "FAILED_PRECONDITION", FailedPrecondition;
+    /// `ABORTED`: the `etag` of a conditional write is not the contact's current one;
+    /// nothing changed. Read the contact again and retry.
+    EtagMismatch = "ETAG_MISMATCH", Aborted;
     /// `RESOURCE_EXHAUSTED`: the tenant is over its rate limit; `google.rpc.RetryInfo`
     /// says when its next call is let in. Refused before any work, so a retry is safe.
     RateLimited = "RATE_LIMITED", ResourceExhausted;

@@ -131,6 +131,7 @@ impl Dataset {
             unsubscribed: false,
             created_at: at,
             updated_at: at,
+            revision: 1,
         }
     }
 

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use kraiter_contacts::api::{convert, pb};
-use kraiter_contacts::domain::Contact as DomainContact;
+use kraiter_contacts::domain::{Contact as DomainContact, Etag};
 use prost::Message;
 use tokio_stream::Empty;
 use tonic::codec::CompressionEncoding;
@@ -44,6 +44,8 @@ pub struct Contact {
     pub created_at: Option<prost_types::Timestamp>,
     #[prost(message, optional, tag = "7")]
     pub updated_at: Option<prost_types::Timestamp>,
+    #[prost(string, tag = "8")]
+    pub etag: String,
 }
 
 /// `kraiter.contacts.v1.GetContactByEmailResponse`.
@@ -51,6 +53,24 @@ pub struct Contact {
 pub struct GetContactByEmailResponse {
     #[prost(message, optional, tag = "1")]
     pub contact: Option<Contact>,
+}
+
+/// `kraiter.contacts.v1.UpsertContactResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpsertContactResponse {
+    #[prost(message, optional, tag = "1")]
+    pub contact: Option<Contact>,
+    #[prost(bool, tag = "2")]
+    pub created: bool,
+}
+
+/// `kraiter.contacts.v1.BatchGetContactsResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BatchGetContactsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub contacts: Vec<Contact>,
+    #[prost(string, repeated, tag = "2")]
+    pub missing: Vec<String>,
 }
 
 /// `kraiter.contacts.v1.ListContactsResponse` (the echo server does not stream).
@@ -73,6 +93,7 @@ impl From<DomainContact> for Contact {
             unsubscribed: contact.unsubscribed,
             created_at: Some(convert::timestamp(contact.created_at)),
             updated_at: Some(convert::timestamp(contact.updated_at)),
+            etag: Etag::of(contact.revision),
         }
     }
 }
@@ -177,6 +198,32 @@ impl ContactsService for Echo {
     ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
         unsupported()
     }
+
+    async fn upsert_contact(
+        &self,
+        _: Request<pb::UpsertContactRequest>,
+    ) -> Result<Response<UpsertContactResponse>, Status> {
+        Ok(Response::new(UpsertContactResponse {
+            contact: Some(self.contact.clone()),
+            created: false,
+        }))
+    }
+
+    type ImportContactsStream = Nothing<pb::ImportContactsResponse>;
+
+    async fn import_contacts(
+        &self,
+        _: Request<tonic::Streaming<pb::ImportContactsRequest>>,
+    ) -> Result<Response<Self::ImportContactsStream>, Status> {
+        unsupported()
+    }
+
+    async fn batch_get_contacts(
+        &self,
+        _: Request<pb::BatchGetContactsRequest>,
+    ) -> Result<Response<BatchGetContactsResponse>, Status> {
+        unsupported()
+    }
 }
 
 /// Serves until killed.
@@ -219,6 +266,7 @@ mod tests {
                 unsubscribed: contact.unsubscribed,
                 created_at: Some(convert::timestamp(contact.created_at)),
                 updated_at: Some(convert::timestamp(contact.updated_at)),
+                etag: Etag::of(contact.revision),
             };
             let reply = GetContactByEmailResponse {
                 contact: Some(contact.into()),

@@ -116,6 +116,7 @@ pub async fn run(
                 let request = pb::CreateContactRequest {
                     email: Dataset::new_email(&format!("{seq:x}"), &tag),
                     properties: Some(convert::to_struct(Dataset::properties(r % data.contacts))),
+                    ..Default::default()
                 };
                 async move {
                     client.create_contact(request).await?;
@@ -139,6 +140,7 @@ pub async fn run(
                     id: data.id(r % data.contacts),
                     email: None,
                     properties: Some(convert::to_struct(patch)),
+                    ..Default::default()
                 };
                 async move {
                     client.update_contact(request).await?;

@@ -1,7 +1,13 @@
-//! `kraiter.contacts.v1.ContactsService`: the SDK's contacts namespace.
+//! `kraiter.contacts.v1.ContactsService`: the SDK's contacts namespace, and the
+//! writes and reads beyond it (`batch_get`, `import`, `upsert`).
+
+mod batch_get;
+mod import;
+mod upsert;
 
 use tonic::{Request, Response, Status};
 
+use super::convert_activity::idempotency;
 use super::cursors::ListCursors;
 use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, Fetched, PageStream, Pager, Streams};
@@ -11,11 +17,11 @@ use super::{
 };
 use crate::app;
 use crate::domain::{
-    ContactId, ContactQuery, ContactUpdate, ContactView, CursorKey, CursorKind, Email, NewContact,
-    PageSize, ScheduledSend, SearchTerm, SendRecord, TimeKey, TimelineEntry, TimelineOrder,
-    TimelineQuery, ValidationError, parse_max_pages,
+    ContactId, ContactQuery, ContactUpdate, ContactView, CursorKey, CursorKind, Email, Etag,
+    NewContact, PageSize, ScheduledSend, SearchTerm, SendRecord, TimeKey, TimelineEntry,
+    TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
 };
-use crate::store::{DynStore, contact_bytes};
+use crate::store::{Access, DynStore, contact_bytes};
 
 pub struct ContactsApi {
     store: DynStore,
@@ -56,8 +62,10 @@ impl ContactsService for ContactsApi {
             "CreateContact",
             &credentials,
             |access| async move {
+                let idem = idempotency("CreateContact", &message.request_id, &message)?;
                 let new = NewContact::try_from(message)?;
-                let created = app::contacts::create(self.store.as_ref(), &access, new).await?;
+                let created =
+                    app::contacts::create(self.store.as_ref(), &access, new, idem).await?;
                 Ok(convert::contact(created))
             },
         )
@@ -181,9 +189,12 @@ impl ContactsService for ContactsApi {
             &credentials,
             |access| async move {
                 let id = ContactId::parse(&message.id, "id")?;
+                let idem = idempotency("UpdateContact", &message.request_id, &message)?;
+                let etag = Etag::parse(&message.etag, "etag")?;
                 let update = ContactUpdate::try_from(message)?;
+                let store = self.store.as_ref();
                 let updated =
-                    app::contacts::update(self.store.as_ref(), &access, &id, update).await?;
+                    app::contacts::update(store, &access, &id, update, etag, idem).await?;
                 Ok(convert::contact(updated))
             },
         )
@@ -202,7 +213,10 @@ impl ContactsService for ContactsApi {
             &credentials,
             |tenant| async move {
                 let id = ContactId::parse(&message.id, "id")?;
-                app::contacts::delete(self.store.as_ref(), &tenant, &id).await?;
+                let idem = idempotency("DeleteContact", &message.request_id, &message)?;
+                let etag = Etag::parse(&message.etag, "etag")?;
+                let access = Access::tenant(tenant);
+                app::contacts::delete(self.store.as_ref(), &access, &id, etag, idem).await?;
                 Ok(pb::DeleteContactResponse {
                     id: id.into_string(),
                 })
@@ -463,5 +477,28 @@ impl ContactsService for ContactsApi {
             },
         )
         .await
+    }
+
+    async fn upsert_contact(
+        &self,
+        request: Request<pb::UpsertContactRequest>,
+    ) -> Result<Response<wire::UpsertContactResponse>, Status> {
+        upsert::upsert_contact(self, request).await
+    }
+
+    type ImportContactsStream = import::ImportStream;
+
+    async fn import_contacts(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportContactsRequest>>,
+    ) -> Result<Response<Self::ImportContactsStream>, Status> {
+        import::import_contacts(self, request).await
+    }
+
+    async fn batch_get_contacts(
+        &self,
+        request: Request<pb::BatchGetContactsRequest>,
+    ) -> Result<Response<wire::BatchGetContactsResponse>, Status> {
+        batch_get::batch_get_contacts(self, request).await
     }
 }

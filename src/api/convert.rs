@@ -8,8 +8,8 @@ use serde_json::{Map, Number, Value};
 
 use super::{pb, wire};
 use crate::domain::{
-    Contact, ContactUpdate, ContactView, Email, NewContact, Properties, PropertiesPatch,
-    TimelineEntry, ValidationError,
+    Contact, ContactUpdate, ContactUpsert, ContactView, Email, Etag, NewContact, Properties,
+    PropertiesPatch, TimelineEntry, ValidationError,
 };
 use crate::store::StoreError;
 
@@ -33,6 +33,7 @@ pub(crate) fn contact(contact: Contact) -> wire::Contact {
         unsubscribed: contact.unsubscribed,
         created_at: Some(timestamp(contact.created_at)),
         updated_at: Some(timestamp(contact.updated_at)),
+        etag: Etag::of(contact.revision),
     }
 }
 
@@ -49,6 +50,7 @@ pub(crate) fn contact_view(contact: ContactView) -> Result<wire::Contact, StoreE
         unsubscribed: contact.unsubscribed,
         created_at: Some(timestamp(contact.created_at)),
         updated_at: Some(timestamp(contact.updated_at)),
+        etag: Etag::of(contact.revision),
     })
 }
 
@@ -76,6 +78,32 @@ impl TryFrom<pb::CreateContactRequest> for NewContact {
             properties,
         })
     }
+}
+
+impl TryFrom<pb::UpsertContactRequest> for ContactUpsert {
+    type Error = ValidationError;
+
+    fn try_from(request: pb::UpsertContactRequest) -> Result<Self, Self::Error> {
+        upsert(&request.email, request.properties, "")
+    }
+}
+
+/// An upsert of `email` with `properties`; `prefix` leads the field names of its
+/// errors (`rows[3].` for an import row).
+pub(crate) fn upsert(
+    email: &str,
+    properties: Option<Struct>,
+    prefix: &str,
+) -> Result<ContactUpsert, ValidationError> {
+    let field = format!("{prefix}properties");
+    let properties = match properties {
+        Some(properties) => PropertiesPatch::parse(from_struct(properties, &field)?, &field)?,
+        None => PropertiesPatch::default(),
+    };
+    Ok(ContactUpsert {
+        email: Email::parse(email, &format!("{prefix}email"))?,
+        properties,
+    })
 }
 
 impl TryFrom<pb::UpdateContactRequest> for ContactUpdate {

@@ -41,6 +41,7 @@ impl ApiError {
                 StoreError::KeyRejected => ErrorReason::Unauthorised,
                 StoreError::Unavailable(_) | StoreError::Overloaded(_) => ErrorReason::Unavailable,
                 StoreError::Rule(_) => ErrorReason::FailedPrecondition,
+                StoreError::EtagMismatch => ErrorReason::EtagMismatch,
                 StoreError::Config(_) | StoreError::Internal(_) => ErrorReason::Internal,
             },
             Self::Unauthenticated(_) => ErrorReason::Unauthorised,
@@ -77,6 +78,9 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(why) => (*why).to_owned(),
             ApiError::Store(StoreError::KeyRejected) => "invalid or revoked api key".to_owned(),
             ApiError::Store(StoreError::Rule(rule)) => rule.to_string(),
+            ApiError::Store(StoreError::EtagMismatch) => {
+                "`etag` is not the contact's current etag; read it again".to_owned()
+            }
             ApiError::Store(StoreError::Overloaded(_)) => {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
                 "the server is overloaded; retry later".to_owned()
@@ -157,6 +161,11 @@ mod tests {
                 "rule",
                 StoreError::Rule(RuleError("a send cannot move backwards".into())).into(),
                 ErrorReason::FailedPrecondition,
+            ),
+            (
+                "stale etag",
+                StoreError::EtagMismatch.into(),
+                ErrorReason::EtagMismatch,
             ),
             (
                 "rate limited",

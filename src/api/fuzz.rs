@@ -81,7 +81,7 @@ proptest! {
         properties in prop::option::of(pb_struct()),
         update_email in prop::option::of(text()),
     ) {
-        let request = pb::CreateContactRequest { email: email.clone(), properties: properties.clone() };
+        let request = pb::CreateContactRequest { email: email.clone(), properties: properties.clone(), ..Default::default() };
         match NewContact::try_from(request) {
             // What converts reads back as what was validated.
             Ok(new) => {
@@ -91,7 +91,7 @@ proptest! {
             }
             Err(err) => prop_assert!(!err.field.is_empty()),
         }
-        let update = pb::UpdateContactRequest { id: String::new(), email: update_email, properties };
+        let update = pb::UpdateContactRequest { id: String::new(), email: update_email, properties, ..Default::default() };
         if let Err(err) = ContactUpdate::try_from(update) {
             prop_assert!(!err.field.is_empty());
         }

@@ -37,6 +37,8 @@ pub struct Contact {
     pub created_at: Option<prost_types::Timestamp>,
     #[prost(message, optional, tag = "7")]
     pub updated_at: Option<prost_types::Timestamp>,
+    #[prost(string, tag = "8")]
+    pub etag: String,
 }
 
 /// `kraiter.contacts.v1.GetContactByEmailResponse`.
@@ -44,6 +46,24 @@ pub struct Contact {
 pub struct GetContactByEmailResponse {
     #[prost(message, optional, tag = "1")]
     pub contact: Option<Contact>,
+}
+
+/// `kraiter.contacts.v1.UpsertContactResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpsertContactResponse {
+    #[prost(message, optional, tag = "1")]
+    pub contact: Option<Contact>,
+    #[prost(bool, tag = "2")]
+    pub created: bool,
+}
+
+/// `kraiter.contacts.v1.BatchGetContactsResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BatchGetContactsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub contacts: Vec<Contact>,
+    #[prost(string, repeated, tag = "2")]
+    pub missing: Vec<String>,
 }
 
 /// `kraiter.contacts.v1.ListContactsResponse`.

@@ -296,7 +296,7 @@ async fn finish<T: serde::Serialize>(
     contact: &ContactId,
     response: T,
 ) -> StoreResult<T> {
-    remember(&mut *tx, idem, contact, &response).await?;
+    remember(&mut *tx, idem, Some(contact), &response).await?;
     tx.commit().await?;
     Ok(response)
 }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::domain::{ContactId, Idempotency, ValidationError};
+use crate::domain::{Contact, ContactId, Email, Idempotency, Properties, ValidationError};
 use crate::store::{StoreError, StoreResult, WriteTx};
 
 /// The first attempt's response when `idem`'s request already ran; `None` when this
@@ -37,11 +37,12 @@ pub(super) async fn replay<T: DeserializeOwned>(
         .map_err(StoreError::internal)
 }
 
-/// Remembers `response` for the request claimed by `replay`; erased with `contact`.
+/// Remembers `response` for the request claimed by `replay`; erased with `contact`,
+/// or kept until it expires without one.
 pub(super) async fn remember<T: Serialize>(
     tx: &mut dyn WriteTx,
     idem: Option<&Idempotency>,
-    contact: &ContactId,
+    contact: Option<&ContactId>,
     response: &T,
 ) -> StoreResult<()> {
     let Some(idem) = idem else {
@@ -49,4 +50,49 @@ pub(super) async fn remember<T: Serialize>(
     };
     let json = serde_json::to_string(response).map_err(StoreError::internal)?;
     tx.remember_response(idem, contact, &json).await
+}
+
+/// A contact write's response as remembered for its request id: the contact as the
+/// first attempt left it, and whether that attempt created it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct RememberedContact {
+    id: ContactId,
+    email: String,
+    properties: serde_json::Map<String, serde_json::Value>,
+    suppressed: bool,
+    unsubscribed: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    revision: i64,
+    pub created: bool,
+}
+
+impl RememberedContact {
+    pub fn new(contact: &Contact, created: bool) -> Self {
+        Self {
+            id: contact.id.clone(),
+            email: contact.email.as_str().to_owned(),
+            properties: contact.properties.as_map().clone(),
+            suppressed: contact.suppressed,
+            unsubscribed: contact.unsubscribed,
+            created_at: contact.created_at,
+            updated_at: contact.updated_at,
+            revision: contact.revision,
+            created,
+        }
+    }
+
+    /// The contact, as valid as when it was written.
+    pub fn contact(self) -> Contact {
+        Contact {
+            id: self.id,
+            email: Email::from_trusted(self.email),
+            properties: Properties::from_trusted(self.properties),
+            suppressed: self.suppressed,
+            unsubscribed: self.unsubscribed,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            revision: self.revision,
+        }
+    }
 }

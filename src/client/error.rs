@@ -36,6 +36,9 @@ pub enum ClientError {
     /// The record's state does not allow the change (ingestion).
     #[error("FAILED_PRECONDITION: {message}")]
     FailedPrecondition { message: String },
+    /// A conditional write's etag is not the contact's current one; nothing changed.
+    #[error("ETAG_MISMATCH: {message}")]
+    EtagMismatch { message: String },
     /// The tenant is over its rate limit; its next call is let in after `retry_after`.
     /// The call was refused before it did anything, so even a write may be repeated.
     #[error("RATE_LIMITED: {message}")]
@@ -78,6 +81,7 @@ impl ClientError {
             Self::Unauthorised { .. } => ErrorReason::Unauthorised,
             Self::Unavailable { .. } | Self::Connect(_) => ErrorReason::Unavailable,
             Self::FailedPrecondition { .. } => ErrorReason::FailedPrecondition,
+            Self::EtagMismatch { .. } => ErrorReason::EtagMismatch,
             Self::RateLimited { .. } => ErrorReason::RateLimited,
             Self::MessageTooLarge { .. } => ErrorReason::MessageTooLarge,
             Self::DeadlineExceeded { .. } => ErrorReason::DeadlineExceeded,
@@ -128,6 +132,7 @@ impl From<Status> for ClientError {
                 retry_after: retry_after(),
             },
             ErrorReason::FailedPrecondition => Self::FailedPrecondition { message },
+            ErrorReason::EtagMismatch => Self::EtagMismatch { message },
             ErrorReason::RateLimited => Self::RateLimited {
                 message,
                 retry_after: retry_after(),

@@ -184,7 +184,10 @@ impl Contacts {
     pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
         let mut inner = self.inner.clone();
         inner
-            .delete_contact(pb::DeleteContactRequest { id: id.to_owned() })
+            .delete_contact(pb::DeleteContactRequest {
+                id: id.to_owned(),
+                ..Default::default()
+            })
             .await?;
         Ok(())
     }

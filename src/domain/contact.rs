@@ -15,6 +15,8 @@ pub struct Contact {
     pub unsubscribed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Advanced by every write of the row (the store's `revision` column); the etag.
+    pub revision: i64,
 }
 
 impl Contact {
@@ -28,6 +30,7 @@ impl Contact {
             unsubscribed: false,
             created_at: at,
             updated_at: at,
+            revision: 1,
         }
     }
 
@@ -48,6 +51,7 @@ impl Contact {
             property_changes = changes;
         }
         after.updated_at = super::now().max(self.updated_at);
+        after.revision = self.revision + 1;
         Ok(contact_updated(self, &after, &property_changes).map(|entry| (after, entry)))
     }
 }
@@ -62,6 +66,7 @@ pub struct ContactView {
     pub unsubscribed: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub revision: i64,
 }
 
 impl ContactView {
@@ -75,6 +80,7 @@ impl ContactView {
             unsubscribed: self.unsubscribed,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            revision: self.revision,
         })
     }
 }
@@ -91,6 +97,32 @@ pub struct NewContact {
 pub struct ContactUpdate {
     pub email: Option<Email>,
     pub properties: Option<PropertiesPatch>,
+}
+
+/// A validated UpsertContact (or import row): the contact with `email` gets
+/// `properties` merged in, or is created with them.
+#[derive(Debug, Clone)]
+pub struct ContactUpsert {
+    pub email: Email,
+    pub properties: PropertiesPatch,
+}
+
+impl ContactUpsert {
+    /// The contact to create when the address is new: the patch applied to no
+    /// properties (a null removes nothing, so it is simply left out).
+    pub fn new_contact(&self, at: DateTime<Utc>) -> Result<Contact, ValidationError> {
+        let (properties, _) = Properties::default().merge(&self.properties, "properties")?;
+        Ok(Contact::new(self.email.clone(), properties, at))
+    }
+
+    /// The update to apply when the address exists: the properties only (the stored
+    /// spelling of the address stays).
+    pub fn into_update(self) -> ContactUpdate {
+        ContactUpdate {
+            email: None,
+            properties: Some(self.properties),
+        }
+    }
 }
 
 /// Filters of ListContacts.

@@ -7,6 +7,7 @@ mod contact;
 mod cursor;
 mod email;
 mod error;
+mod etag;
 mod ids;
 mod page;
 mod properties;
@@ -22,10 +23,13 @@ pub use activity::{
     segment_entry,
 };
 pub use api_key::{NewApiKey, hash as hash_api_key};
-pub use contact::{Contact, ContactQuery, ContactUpdate, ContactView, NewContact, SearchTerm};
+pub use contact::{
+    Contact, ContactQuery, ContactUpdate, ContactUpsert, ContactView, NewContact, SearchTerm,
+};
 pub use cursor::{CursorKey, CursorKind, PageCursor};
 pub use email::Email;
 pub use error::ValidationError;
+pub use etag::Etag;
 pub use ids::{ContactId, new_id, parse_prefixed_id};
 pub use page::{PageSize, parse_max_pages};
 pub use properties::{Properties, PropertiesJson, PropertiesPatch, search_text};

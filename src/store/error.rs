@@ -14,6 +14,10 @@ pub enum StoreError {
     /// The current state does not allow the change.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// A conditional write's etag names another version of the contact than the
+    /// current one; nothing was written.
+    #[error("the etag does not match the contact's current version")]
+    EtagMismatch,
     /// A unique key is taken; `field` names the request field it came from.
     #[error("`{field}` is already in use")]
     Conflict { field: &'static str },
@@ -42,6 +46,7 @@ impl StoreError {
             Self::Overloaded(what) => Self::Overloaded(what),
             Self::Rule(rule) => Self::Rule(rule.clone()),
             Self::Conflict { field } => Self::Conflict { field },
+            Self::EtagMismatch => Self::EtagMismatch,
             Self::Invalid(invalid) => Self::Invalid(invalid.clone()),
             Self::Unavailable(cause) => {
                 Self::Unavailable(sqlx::Error::Io(std::io::Error::other(cause.to_string())))

@@ -219,10 +219,9 @@ pub trait ContactStore: Send + Sync + 'static {
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ContactRows>;
-    /// The contact and its revision (a counter every write of the row advances), for
+    /// The contact with its revision (a counter every write of the row advances), for
     /// an optimistic merge.
-    async fn read_for_update(&self, access: &Access, id: &ContactId)
-    -> StoreResult<(Contact, i64)>;
+    async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact>;
     /// Writes `after` with its `contact.updated` entry, atomically, only if the row is
     /// still at `revision`; returns whether it was written.
     async fn update_if_revision(
@@ -232,8 +231,6 @@ pub trait ContactStore: Send + Sync + 'static {
         updated: &TimelineEntry,
         revision: i64,
     ) -> StoreResult<bool>;
-    /// Erases the contact and everything recorded about it, in one transaction.
-    async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
     /// `NotFound` unless the contact exists in the tenant.
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
     /// Up to `limit` entries of the contact's timeline, after `after`, and no more

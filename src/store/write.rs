@@ -65,11 +65,12 @@ pub trait WriteTx: Send {
     /// for (its commit or rollback decides).
     async fn claim_request(&mut self, idem: &Idempotency)
     -> StoreResult<Option<RememberedRequest>>;
-    /// Stores the response of the request claimed with `idem`, erased with `contact`.
+    /// Stores the response of the request claimed with `idem`, erased with `contact`;
+    /// without one (the response of an erasure) it stays until it expires.
     async fn remember_response(
         &mut self,
         idem: &Idempotency,
-        contact: &ContactId,
+        contact: Option<&ContactId>,
         response_json: &str,
     ) -> StoreResult<()>;
 
@@ -84,6 +85,8 @@ pub trait WriteTx: Send {
         &mut self,
         email: &Email,
     ) -> StoreResult<Option<(ContactId, String)>>;
+    /// The contact with this address (ignoring case), locked.
+    async fn lock_contact_by_email(&mut self, email: &Email) -> StoreResult<Option<Contact>>;
     /// Inserts the contact unless its address is taken; returns whether it did.
     async fn insert_contact_if_new(&mut self, contact: &Contact) -> StoreResult<bool>;
     /// Writes a changed contact (address, properties, `updated_at`); `Conflict` when
@@ -102,6 +105,10 @@ pub trait WriteTx: Send {
         contact: &ContactId,
         entry: &TimelineEntry,
     ) -> StoreResult<()>;
+    /// Erases a contact locked by this transaction and everything recorded about it.
+    /// Of the request ids remembered with it, only a hash and the method are kept (so
+    /// a late retry is refused, not run again on nobody).
+    async fn erase_contact(&mut self, id: &ContactId) -> StoreResult<()>;
 
     /// Locks the contact a send or scheduled send belongs to, in one statement;
     /// false when the record (or its contact) is gone. A write locks that contact

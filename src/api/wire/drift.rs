@@ -10,7 +10,10 @@ use prost::encoding::{DecodeContext, WireType, decode_key, encode_key, encode_va
 use prost_types::field_descriptor_proto::Type;
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
 
-use super::{Contact, GetContactByEmailResponse, ListContactsResponse};
+use super::{
+    BatchGetContactsResponse, Contact, GetContactByEmailResponse, ListContactsResponse,
+    UpsertContactResponse,
+};
 use crate::api::pb;
 
 /// Every message of the descriptor set build.rs emits, by full name
@@ -203,6 +206,13 @@ fn every_mirrored_message_carries_every_field_of_the_contract() {
             "ListContactsResponse" => {
                 assert_mirrors::<pb::ListContactsResponse, ListContactsResponse>(&messages, name)
             }
+            "UpsertContactResponse" => {
+                assert_mirrors::<pb::UpsertContactResponse, UpsertContactResponse>(&messages, name)
+            }
+            "BatchGetContactsResponse" => assert_mirrors::<
+                pb::BatchGetContactsResponse,
+                BatchGetContactsResponse,
+            >(&messages, name),
             other => panic!("build.rs mirrors `{other}`: check it here too"),
         }
     }

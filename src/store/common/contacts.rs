@@ -7,10 +7,9 @@
 use async_trait::async_trait;
 
 use super::db::fetch_within;
-use super::rows::{Record, column, contact_from_row};
+use super::rows::Record;
 use super::types::{DbTime, TextList};
-use super::write_tx::lock_sql;
-use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlStore, SqlText, SqlWriteTx, Stmt, TxConn};
+use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlStore, SqlText, SqlWriteTx, Stmt};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey, TimelineEntry,
     TimelineOrder, TimelineQuery,
@@ -69,22 +68,12 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         read_contact(self, "email_key", &access.tenant, email.key()).await
     }
 
-    async fn read_for_update(
-        &self,
-        access: &Access,
-        id: &ContactId,
-    ) -> StoreResult<(Contact, i64)> {
+    async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {
         check_key(self, access).await?;
-        let sql = format!(
-            "SELECT {CONTACT_COLUMNS}, revision FROM contacts WHERE tenant_id = $1 AND id = $2"
-        );
-        let stmt = Stmt::<Self::Db>::new(&sql)
-            .bind(access.tenant.as_str())
-            .bind(id.as_str());
-        let row = self.reads().fetch_optional(stmt).await?;
-        let row = row.ok_or(StoreError::NotFound("contact"))?;
-        let revision = column::<Self::Db, i64>(&row, "revision")?;
-        Ok((contact_from_row::<Self::Db>(&row)?, revision))
+        let view = read_contact(self, "id", &access.tenant, id.as_str()).await?;
+        view.ok_or(StoreError::NotFound("contact"))?
+            .parse()
+            .map_err(StoreError::internal)
     }
 
     async fn update_if_revision(
@@ -159,11 +148,7 @@ impl<S: BackendContacts> ContactStore for S {
         BackendContacts::list_contacts(self, page).await
     }
 
-    async fn read_for_update(
-        &self,
-        access: &Access,
-        id: &ContactId,
-    ) -> StoreResult<(Contact, i64)> {
+    async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {
         BackendContacts::read_for_update(self, access, id).await
     }
 
@@ -175,43 +160,6 @@ impl<S: BackendContacts> ContactStore for S {
         revision: i64,
     ) -> StoreResult<bool> {
         BackendContacts::update_if_revision(self, tenant, after, updated, revision).await
-    }
-
-    async fn delete_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {
-        let mut tx = self.begin_tx().await?;
-        // The contact first, locked: every write locks it before it remembers a
-        // request id, so none can slip past the tombstones below.
-        let lock = lock_sql::<S::Db>("id", "contacts", "id = $2");
-        let found = Stmt::<S::Db>::new(&lock)
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .fetch_optional(tx.conn())
-            .await?;
-        if found.is_none() {
-            return Err(StoreError::NotFound("contact"));
-        }
-        let tombstones = SqlText::new(
-            "INSERT INTO erased_requests (tenant_id, request_hash, method, erased_at) \
-             SELECT tenant_id, request_hash, method, ",
-        )
-        .now::<S::Db>()
-        .push(
-            " FROM idempotency_keys WHERE tenant_id = ? AND contact_id = ? \
-             AND request_hash IS NOT NULL ON CONFLICT DO NOTHING",
-        );
-        Stmt::<S::Db>::new(tombstones.as_str())
-            .bind_now()
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .execute(tx.conn())
-            .await?;
-        // Activity rows and remembered requests go with the contact (ON DELETE CASCADE).
-        Stmt::<S::Db>::new("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
-            .bind(id.as_str())
-            .execute(tx.conn())
-            .await?;
-        tx.commit().await
     }
 
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {

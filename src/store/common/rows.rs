@@ -15,7 +15,7 @@ use crate::store::{ApiKeyRecord, RememberedRequest, StoreError, StoreResult};
 /// A contact's columns, first in every statement that returns a contact (the order
 /// PostgreSQL's `view_from_row` reads them in; `postgres::sql::CONTACT_COLUMNS`).
 pub(crate) const CONTACT_COLUMNS: &str =
-    "id, email, properties, suppressed, unsubscribed, created_at, updated_at";
+    "id, email, properties, suppressed, unsubscribed, created_at, updated_at, revision";
 
 /// A record read whole from one table.
 pub(crate) trait Record: Sized {
@@ -69,6 +69,7 @@ pub(crate) fn view_from_row<DB: SqlDb>(row: &DB::Row) -> StoreResult<ContactView
         unsubscribed: row.get("unsubscribed")?,
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
+        revision: row.get("revision")?,
     })
 }
 

@@ -211,7 +211,7 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
     async fn remember_response(
         &mut self,
         idem: &Idempotency,
-        contact: &ContactId,
+        contact: Option<&ContactId>,
         response_json: &str,
     ) -> StoreResult<()> {
         let (conn, tenant) = self.parts();
@@ -222,7 +222,7 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         .bind(tenant)
         .bind(idem.request_id.as_str())
         .bind(JsonText(response_json))
-        .bind(contact.as_str())
+        .bind(contact.map(ContactId::as_str))
         .execute(conn)
         .await?;
         Ok(())
@@ -253,6 +253,12 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
             ))
         })
         .await
+    }
+
+    async fn lock_contact_by_email(&mut self, email: &Email) -> StoreResult<Option<Contact>> {
+        let sql = lock_sql::<C::Db>(CONTACT_COLUMNS, "contacts", "email_key = $2");
+        self.find(&sql, &[email.key()], contact_from_row::<C::Db>)
+            .await
     }
 
     async fn insert_contact_if_new(&mut self, contact: &Contact) -> StoreResult<bool> {
@@ -313,6 +319,32 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
             .bind(entry.kind.as_str())
             .bind(DbTime(entry.timestamp))
             .bind(DbJson(&entry.data))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn erase_contact(&mut self, id: &ContactId) -> StoreResult<()> {
+        let tombstones = SqlText::new(
+            "INSERT INTO erased_requests (tenant_id, request_hash, method, erased_at) \
+             SELECT tenant_id, request_hash, method, ",
+        )
+        .now::<C::Db>()
+        .push(
+            " FROM idempotency_keys WHERE tenant_id = ? AND contact_id = ? \
+             AND request_hash IS NOT NULL ON CONFLICT DO NOTHING",
+        );
+        let (conn, tenant) = self.parts();
+        Stmt::<C::Db>::new(tombstones.as_str())
+            .bind_now()
+            .bind(tenant)
+            .bind(id.as_str())
+            .execute(&mut *conn)
+            .await?;
+        // Activity rows and remembered requests go with the contact (ON DELETE CASCADE).
+        Stmt::<C::Db>::new("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id.as_str())
             .execute(conn)
             .await?;
         Ok(())

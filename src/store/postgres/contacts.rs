@@ -135,11 +135,7 @@ impl BackendContacts for PgStore {
         collected
     }
 
-    async fn read_for_update(
-        &self,
-        access: &Access,
-        id: &ContactId,
-    ) -> StoreResult<(Contact, i64)> {
+    async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {
         let row = match &access.key_hash {
             Some(key_hash) => {
                 let mut conn = self.conns.get().await?;
@@ -165,8 +161,7 @@ impl BackendContacts for PgStore {
             }
         };
         let row = row.ok_or(StoreError::NotFound("contact"))?;
-        let revision: i64 = row.try_get("revision").map_err(classify)?;
-        Ok((contact_from_row::<Postgres>(&row)?, revision))
+        contact_from_row::<Postgres>(&row)
     }
 
     async fn update_if_revision(

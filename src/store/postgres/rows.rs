@@ -33,5 +33,6 @@ pub(super) fn view_from_row(row: &PgRow) -> StoreResult<ContactView> {
         unsubscribed: row.try_get(4).map_err(classify)?,
         created_at: row.try_get(5).map_err(classify)?,
         updated_at: row.try_get(6).map_err(classify)?,
+        revision: row.try_get(7).map_err(classify)?,
     })
 }

@@ -5,13 +5,13 @@
 
 macro_rules! contact_columns {
     () => {
-        "id, email, properties, suppressed, unsubscribed, created_at, updated_at"
+        "id, email, properties, suppressed, unsubscribed, created_at, updated_at, revision"
     };
 }
 
 pub const CONTACT_COLUMNS: &str = contact_columns!();
 /// How many columns `contact_columns!` names (a contact's columns come first).
-pub const CONTACT_COLUMN_COUNT: usize = 7;
+pub const CONTACT_COLUMN_COUNT: usize = 8;
 
 pub const GET_CONTACT: &str = concat!(
     "SELECT ",
@@ -40,7 +40,7 @@ macro_rules! checked_contact {
     ($extra:literal, $condition:literal) => {
         concat!(
             "SELECT c.id, c.email, c.properties, c.suppressed, c.unsubscribed, c.created_at, \
-             c.updated_at",
+             c.updated_at, c.revision",
             $extra,
             " FROM api_keys k LEFT JOIN contacts c ON c.tenant_id = $1 AND ",
             $condition,
@@ -59,13 +59,11 @@ pub const GET_CONTACTS_BY_EMAIL_CHECKED: &str =
     checked_contact!(", c.email_key", "c.email_key = ANY($2)");
 
 /// The contact and its revision, read for an optimistic merge.
-pub const READ_FOR_UPDATE_CHECKED: &str = checked_contact!(", c.revision", "c.id = $2");
+/// A contact's columns include its revision, so an optimistic merge reads what
+/// GetContact reads.
+pub const READ_FOR_UPDATE_CHECKED: &str = checked_contact!("", "c.id = $2");
 
-pub const READ_FOR_UPDATE: &str = concat!(
-    "SELECT ",
-    contact_columns!(),
-    ", revision FROM contacts WHERE tenant_id = $1 AND id = $2"
-);
+pub const READ_FOR_UPDATE: &str = GET_CONTACT;
 
 /// `CREATE_CONTACT` that inserts nothing unless `$11` is a live key of tenant `$1`.
 pub const CREATE_CONTACT_CHECKED: &str = "WITH k AS ( \

@@ -123,6 +123,7 @@ async fn deleting_a_contact_erases_all_of_its_activity(backend: Backend) {
     client
         .delete_contact(pb::DeleteContactRequest {
             id: contact.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("delete");

@@ -31,6 +31,7 @@ async fn subjects(
         .create_contact(pb::CreateContactRequest {
             email: format!("race-{round}-{}@example.com", ulid::Ulid::new()),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -114,7 +115,10 @@ async fn race(
                     "DeleteContact",
                     code(
                         client
-                            .delete_contact(pb::DeleteContactRequest { id })
+                            .delete_contact(pb::DeleteContactRequest {
+                                id,
+                                ..Default::default()
+                            })
                             .await
                             .map(drop),
                     ),

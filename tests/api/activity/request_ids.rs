@@ -61,6 +61,7 @@ async fn a_retry_after_the_contact_was_erased_is_refused_not_recreated(backend: 
     client
         .delete_contact(pb::DeleteContactRequest {
             id: first.contact_id.clone(),
+            ..Default::default()
         })
         .await
         .expect("erase the contact");
@@ -119,6 +120,7 @@ async fn a_retry_after_the_contact_was_erased_is_refused_not_recreated(backend: 
     client
         .delete_contact(pb::DeleteContactRequest {
             id: tracked.contact_id,
+            ..Default::default()
         })
         .await
         .expect("erase again");
@@ -151,6 +153,7 @@ async fn request_ids_are_forgotten_after_the_retention_window(backend: Backend) 
         .create_contact(pb::CreateContactRequest {
             email: format!("kept-{}@example.com", ulid::Ulid::new()),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -210,6 +213,7 @@ async fn request_ids_are_forgotten_after_the_retention_window(backend: Backend) 
     client
         .delete_contact(pb::DeleteContactRequest {
             id: sent.contact_id,
+            ..Default::default()
         })
         .await
         .expect("erase");

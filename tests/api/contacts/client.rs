@@ -23,6 +23,7 @@ async fn create(client: &Client, email: &str, props: serde_json::Value) -> pb::C
         .create(pb::CreateContactRequest {
             email: email.to_owned(),
             properties: Some(properties(props)),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|err| panic!("create {email}: {err}"))
@@ -60,6 +61,7 @@ async fn client_reads_like_the_sdk_and_types_its_errors(backend: Backend) {
             id: alice.id.clone(),
             email: None,
             properties: Some(properties(json!({"plan": "enterprise", "trial": null}))),
+            ..Default::default()
         })
         .await
         .expect("update");
@@ -75,6 +77,7 @@ async fn client_reads_like_the_sdk_and_types_its_errors(backend: Backend) {
                 .create(pb::CreateContactRequest {
                     email: "ALICE@example.com".into(),
                     properties: None,
+                    ..Default::default()
                 })
                 .await,
             ErrorReason::Conflict,

@@ -23,6 +23,7 @@ async fn concurrent_creates_of_one_email_let_exactly_one_succeed(backend: Backen
                     .create_contact(pb::CreateContactRequest {
                         email: spelled,
                         properties: None,
+                        ..Default::default()
                     })
                     .await
             }));
@@ -52,6 +53,7 @@ async fn concurrent_merges_of_different_keys_all_survive(backend: Backend) {
                     id,
                     email: None,
                     properties: Some(props(json!({ format!("k{i}"): i }))),
+                    ..Default::default()
                 })
                 .await
         }));

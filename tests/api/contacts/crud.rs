@@ -44,6 +44,7 @@ async fn create_without_properties_stores_an_empty_object(backend: Backend) {
         .create_contact(pb::CreateContactRequest {
             email: "bob@example.com".into(),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -59,6 +60,7 @@ async fn create_contact_returns_already_exists_for_same_email_in_other_case(back
         .create_contact(pb::CreateContactRequest {
             email: "ALICE@example.COM".into(),
             properties: None,
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -134,6 +136,7 @@ async fn update_merges_properties_key_by_key(backend: Backend) {
             properties: Some(props(
                 json!({"plan": "enterprise", "drop": null, "new": [1, "two"]}),
             )),
+            ..Default::default()
         })
         .await
         .expect("update")
@@ -167,6 +170,7 @@ async fn update_changes_email_and_refuses_a_taken_one(backend: Backend) {
             id: erin.id.clone(),
             email: Some("Erin@New.example.com".into()),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("update email")
@@ -199,6 +203,7 @@ async fn update_changes_email_and_refuses_a_taken_one(backend: Backend) {
             id: erin.id.clone(),
             email: Some("FRANK@example.com".into()),
             properties: None,
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -223,6 +228,7 @@ async fn update_unknown_contact_is_not_found(backend: Backend) {
             id: "con_01JD0000000000000000000000".into(),
             email: None,
             properties: Some(props(json!({"a": 1}))),
+            ..Default::default()
         })
         .await;
     assert_status(result, Code::NotFound, "NOT_FOUND", "update unknown");
@@ -237,6 +243,7 @@ async fn update_with_nothing_to_change_returns_the_contact_unchanged(backend: Ba
             id: contact.id.clone(),
             email: None,
             properties: Some(props(json!({"a": 1}))),
+            ..Default::default()
         })
         .await
         .expect("no-op update")
@@ -285,6 +292,7 @@ async fn an_update_to_the_same_values_writes_no_timeline_entry(backend: Backend)
                 id: contact.id.clone(),
                 email: email.map(str::to_owned),
                 properties: properties.map(props),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|status| panic!("{why}: {status:?}"))
@@ -303,6 +311,7 @@ async fn delete_erases_the_contact(backend: Backend) {
     let deleted = client
         .delete_contact(pb::DeleteContactRequest {
             id: contact.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("delete")
@@ -317,6 +326,7 @@ async fn delete_erases_the_contact(backend: Backend) {
     let result = client
         .delete_contact(pb::DeleteContactRequest {
             id: contact.id.clone(),
+            ..Default::default()
         })
         .await;
     assert_status(result, Code::NotFound, "NOT_FOUND", "delete twice");

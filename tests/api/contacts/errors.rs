@@ -92,7 +92,11 @@ async fn invalid_create_requests_are_invalid_argument_naming_the_field(backend: 
     ];
     for (why, email, properties, field) in cases {
         let result = client
-            .create_contact(pb::CreateContactRequest { email, properties })
+            .create_contact(pb::CreateContactRequest {
+                email,
+                properties,
+                ..Default::default()
+            })
             .await;
         let status = assert_status(result, Code::InvalidArgument, "VALIDATION_ERROR", why);
         use tonic_types::StatusExt;
@@ -131,7 +135,10 @@ async fn invalid_ids_and_emails_on_reads_are_invalid_argument(backend: Backend) 
             .await;
         assert_status(result, Code::InvalidArgument, "VALIDATION_ERROR", why);
         let result = client
-            .delete_contact(pb::DeleteContactRequest { id: id.into() })
+            .delete_contact(pb::DeleteContactRequest {
+                id: id.into(),
+                ..Default::default()
+            })
             .await;
         assert_status(result, Code::InvalidArgument, "VALIDATION_ERROR", why);
     }
@@ -162,6 +169,7 @@ async fn invalid_updates_write_nothing(backend: Backend) {
             id: contact.id.clone(),
             email: None,
             properties: Some(props(json!({"x": "z".repeat(40_000)}))),
+            ..Default::default()
         })
         .await
         .expect("the first half fits");
@@ -197,6 +205,7 @@ async fn invalid_updates_write_nothing(backend: Backend) {
                 id: contact.id.clone(),
                 email: email.map(str::to_owned),
                 properties: Some(props(properties)),
+                ..Default::default()
             })
             .await;
         assert_status(result, code, reason, why);

@@ -94,12 +94,16 @@ fn attempts(a: &Fixture, b: &Fixture) -> Vec<(String, Req, Code)> {
                 id: id(),
                 email: Some("stolen@example.com".into()),
                 properties: None,
+                ..Default::default()
             }),
             nf,
         ),
         (
             "delete A's contact",
-            Req::Delete(pb::DeleteContactRequest { id: id() }),
+            Req::Delete(pb::DeleteContactRequest {
+                id: id(),
+                ..Default::default()
+            }),
             nf,
         ),
         (

@@ -481,7 +481,10 @@ async fn contacts_present_for_the_whole_stream_are_delivered_once_despite_concur
         // Between pages: delete some contacts and create others.
         if let Some(id) = doomed.pop() {
             writer
-                .delete_contact(pb::DeleteContactRequest { id })
+                .delete_contact(pb::DeleteContactRequest {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .expect("delete");
         }

@@ -58,6 +58,7 @@ async fn provoke(reason: ErrorReason, backend: Backend) -> Seen {
             let request = || pb::CreateContactRequest {
                 email: "taken@example.com".into(),
                 properties: None,
+                ..Default::default()
             };
             let contacts = app.sdk().contacts();
             contacts.create(request()).await.expect("the first create");
@@ -92,6 +93,20 @@ async fn provoke(reason: ErrorReason, backend: Backend) -> Seen {
         }
         ErrorReason::Unavailable => unavailable(backend).await,
         ErrorReason::FailedPrecondition => failed_precondition(backend).await,
+        ErrorReason::EtagMismatch => {
+            let app = spawn_app(backend).await;
+            let contact = a_contact(&app).await;
+            let request = || pb::UpdateContactRequest {
+                id: contact.id.clone(),
+                properties: Some(client::properties(json!({"v": 2}))),
+                etag: format!("{}0", contact.etag),
+                ..Default::default()
+            };
+            Seen {
+                raw: raw(app.client().update_contact(request()).await),
+                sdk: sdk(app.sdk().contacts().update(request()).await),
+            }
+        }
         ErrorReason::RateLimited => rate_limited(backend).await,
         ErrorReason::MessageTooLarge => {
             let app =
@@ -99,6 +114,7 @@ async fn provoke(reason: ErrorReason, backend: Backend) -> Seen {
             let request = || pb::CreateContactRequest {
                 email: "big@example.com".into(),
                 properties: Some(client::properties(json!({"a": "x".repeat(150_000)}))),
+                ..Default::default()
             };
             Seen {
                 raw: raw(app.client().create_contact(request()).await),
@@ -116,6 +132,7 @@ fn update(id: &str) -> pb::UpdateContactRequest {
         id: id.to_owned(),
         email: None,
         properties: Some(client::properties(json!({"v": 2}))),
+        ..Default::default()
     }
 }
 
@@ -125,6 +142,7 @@ async fn a_contact(app: &TestApp) -> pb::Contact {
         .create(pb::CreateContactRequest {
             email: "someone@example.com".into(),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create a contact")

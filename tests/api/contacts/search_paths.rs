@@ -52,9 +52,10 @@ async fn seed(app: &TestApp, tenant: &TenantId, contacts: Vec<(String, String)>)
                 .expect("valid properties"),
             };
             let access = kraiter_contacts::store::Access::tenant(tenant.clone());
-            let contact = kraiter_contacts::app::contacts::create(app.store.as_ref(), &access, new)
-                .await
-                .unwrap_or_else(|err| panic!("create {email}: {err}"));
+            let contact =
+                kraiter_contacts::app::contacts::create(app.store.as_ref(), &access, new, None)
+                    .await
+                    .unwrap_or_else(|err| panic!("create {email}: {err}"));
             Seeded {
                 id: contact.id.as_str().to_owned(),
                 text: search_text(contact.email.as_str(), &contact.properties),

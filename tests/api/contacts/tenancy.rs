@@ -30,6 +30,7 @@ async fn a_tenant_never_sees_or_touches_another_tenants_contacts(backend: Backen
             id: alice.id.clone(),
             email: None,
             properties: Some(props(json!({"x": 1}))),
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -41,6 +42,7 @@ async fn a_tenant_never_sees_or_touches_another_tenants_contacts(backend: Backen
     let result = b
         .delete_contact(pb::DeleteContactRequest {
             id: alice.id.clone(),
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -140,6 +142,7 @@ async fn missing_wrong_and_revoked_keys_are_unauthenticated(backend: Backend) {
         .create_contact(pb::CreateContactRequest {
             email: "late@example.com".into(),
             properties: None,
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -153,6 +156,7 @@ async fn missing_wrong_and_revoked_keys_are_unauthenticated(backend: Backend) {
             id: existing.id.clone(),
             email: None,
             properties: Some(props(json!({"v": 2}))),
+            ..Default::default()
         })
         .await;
     assert_status(

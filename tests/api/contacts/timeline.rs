@@ -14,6 +14,7 @@ async fn timeline_records_creation_and_each_change_with_before_and_after(backend
             id: contact.id.clone(),
             email: Some("t2@example.com".into()),
             properties: Some(props(json!({"plan": "enterprise", "new": 1}))),
+            ..Default::default()
         })
         .await
         .expect("update");
@@ -64,6 +65,7 @@ async fn timeline_pages_in_both_orders_and_filters_by_type(backend: Backend) {
                 id: contact.id.clone(),
                 email: None,
                 properties: Some(props(json!({"i": i}))),
+                ..Default::default()
             })
             .await
             .expect("update");

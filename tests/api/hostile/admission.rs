@@ -43,6 +43,7 @@ async fn hold_the_pool(
         .create_contact(pb::CreateContactRequest {
             email: format!("held-{}@example.com", ulid::Ulid::new()),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create the contact to lock")
@@ -55,6 +56,7 @@ async fn hold_the_pool(
                 id: created.id,
                 email: Some(format!("moved-{}@example.com", ulid::Ulid::new())),
                 properties: None,
+                ..Default::default()
             })
             .await
             .map(drop)

@@ -83,6 +83,7 @@ pub fn string_fields(f: &Fixture) -> Vec<(&'static str, Kind, Code, Build)> {
                 id: id.clone(),
                 email: Some(v),
                 properties: None,
+                ..Default::default()
             })
         }),
     );
@@ -90,7 +91,12 @@ pub fn string_fields(f: &Fixture) -> Vec<(&'static str, Kind, Code, Build)> {
         "DeleteContact.id",
         Id,
         ok,
-        Box::new(|v| Req::Delete(pb::DeleteContactRequest { id: v })),
+        Box::new(|v| {
+            Req::Delete(pb::DeleteContactRequest {
+                id: v,
+                ..Default::default()
+            })
+        }),
     );
     add(
         "ListContactSends.id",

@@ -24,6 +24,7 @@ async fn messages_over_the_size_limit_are_resource_exhausted(backend: Backend) {
         .create_contact(pb::CreateContactRequest {
             email: "big@example.com".into(),
             properties: Some(big.clone()),
+            ..Default::default()
         })
         .await;
     let status = assert_status(
@@ -40,6 +41,7 @@ async fn messages_over_the_size_limit_are_resource_exhausted(backend: Backend) {
         .create_contact(pb::CreateContactRequest {
             email: "zip@example.com".into(),
             properties: Some(big),
+            ..Default::default()
         })
         .await;
     assert_eq!(
@@ -63,6 +65,7 @@ async fn messages_over_the_size_limit_are_resource_exhausted(backend: Backend) {
         .create_contact(pb::CreateContactRequest {
             email: "under@example.com".into(),
             properties: Some(props(json!({"a": "x".repeat(70_000)}))),
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -150,6 +153,7 @@ async fn a_call_past_the_request_timeout_is_deadline_exceeded_and_writes_nothing
             id: contact.id.clone(),
             email: None,
             properties: Some(props(json!({"v": 2}))),
+            ..Default::default()
         })
         .await;
     assert_status(
@@ -186,6 +190,7 @@ async fn an_expired_client_deadline_is_deadline_exceeded(backend: Backend) {
         id: contact.id.clone(),
         email: None,
         properties: Some(props(json!({"late": true}))),
+        ..Default::default()
     });
     let started = Instant::now();
     let reply = raw::call(app.addr, update.path(), &headers, frame(&update.encode())).await;

@@ -36,6 +36,7 @@ async fn create(client: &mut Client, email: &str, properties: serde_json::Value)
     let request = pb::CreateContactRequest {
         email: email.to_owned(),
         properties: Some(props(properties)),
+        ..Default::default()
     };
     match client.create_contact(request).await {
         Ok(created) => created.into_inner(),
@@ -196,6 +197,7 @@ async fn large_timeline_entries_come_in_pages_within_the_byte_budget(backend: Ba
                 id: contact.id.clone(),
                 email: None,
                 properties: Some(props(json!({ "blob": blob }))),
+                ..Default::default()
             })
             .await
             .expect("update");

@@ -365,6 +365,7 @@ fn time_and_property_cases(f: &Fixture) -> Vec<(String, Req, Code)> {
         let create = pb::CreateContactRequest {
             email: format!("props{i}@example.com"),
             properties: Some(properties.clone()),
+            ..Default::default()
         };
         cases.push((
             format!("CreateContact with {what}"),
@@ -375,6 +376,7 @@ fn time_and_property_cases(f: &Fixture) -> Vec<(String, Req, Code)> {
             id: c.clone(),
             email: None,
             properties: Some(properties.clone()),
+            ..Default::default()
         };
         cases.push((
             format!("UpdateContact with {what}"),

@@ -92,6 +92,7 @@ async fn a_slow_reader_holds_bounded_server_memory(backend: Backend) {
                 let request = pb::CreateContactRequest {
                     email: format!("slow{i}@example.com"),
                     properties: Some(props(json!({ "filler": filler, "i": i }))),
+                    ..Default::default()
                 };
                 client
                     .create_contact(request)

@@ -34,6 +34,7 @@ async fn an_abandoned_call_has_its_statement_cancelled() {
         .create_contact(pb::CreateContactRequest {
             email: format!("cancel-{}@example.com", ulid::Ulid::new()),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create")
@@ -45,6 +46,7 @@ async fn an_abandoned_call_has_its_statement_cancelled() {
         id: id.clone(),
         email: Some(format!("moved-{}@example.com", ulid::Ulid::new())),
         properties: None,
+        ..Default::default()
     });
     request.set_timeout(Duration::from_millis(500));
     let mut updater = client.clone();

@@ -51,6 +51,7 @@ fn spawn_writers(
                     let mut request = tonic::Request::new(pb::CreateContactRequest {
                         email: format!("w{w}-{i}@example.com"),
                         properties: Some(props(json!({"writer": w, "n": i}))),
+                        ..Default::default()
                     });
                     request.set_timeout(Duration::from_secs(5));
                     let started = Instant::now();
@@ -220,6 +221,7 @@ async fn more_callers_than_connections_wait_bounded_then_get_unavailable(backend
                     id,
                     email: None,
                     properties: Some(props(json!({ "n": n }))),
+                    ..Default::default()
                 })
                 .await;
             (result.map(drop), started.elapsed())
@@ -324,6 +326,7 @@ async fn cancelled_calls_and_streams_stop_their_database_work(backend: Backend) 
                 id,
                 email: None,
                 properties: Some(props(json!({"v": 2}))),
+                ..Default::default()
             })
             .await
     });

@@ -23,6 +23,7 @@ async fn the_metrics_endpoint_serves_rpc_stream_and_pool_metrics(backend: Backen
             .create(pb::CreateContactRequest {
                 email: format!("m{n}@example.com"),
                 properties: None,
+                ..Default::default()
             })
             .await
             .expect("create");

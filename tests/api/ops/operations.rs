@@ -92,6 +92,7 @@ async fn json_logs_carry_method_tenant_code_and_latency_but_never_keys_or_proper
         .create(pb::CreateContactRequest {
             email: "alice@example.com".into(),
             properties: Some(properties(json!({"plan": secret_values[0]}))),
+            ..Default::default()
         })
         .await
         .expect("create");
@@ -100,6 +101,7 @@ async fn json_logs_carry_method_tenant_code_and_latency_but_never_keys_or_proper
             id: alice.id.clone(),
             email: None,
             properties: Some(properties(json!({"nested": {"x": secret_values[1]}}))),
+            ..Default::default()
         })
         .await
         .expect("update");

@@ -96,6 +96,7 @@ async fn compressed_calls_work(backend: Backend) {
             .create_contact(pb::CreateContactRequest {
                 email: email.clone(),
                 properties: None,
+                ..Default::default()
             })
             .await
             .expect("compressed create")

@@ -146,6 +146,7 @@ fn spawn_writers(
                     let request = pb::CreateContactRequest {
                         email: format!("w{w}-{i}@example.com"),
                         properties: Some(props(json!({"i": i}))),
+                        ..Default::default()
                     };
                     match client.create_contact(authorized(request, &key)).await {
                         Ok(response) => {
@@ -248,6 +249,7 @@ async fn sigterm_drains_in_flight_calls_and_exits_cleanly_losing_nothing(backend
             pb::CreateContactRequest {
                 email: "in-flight@example.com".into(),
                 properties: None,
+                ..Default::default()
             },
             &key,
         ))
@@ -268,6 +270,7 @@ async fn sigterm_drains_in_flight_calls_and_exits_cleanly_losing_nothing(backend
                 id,
                 email: None,
                 properties: Some(props(json!({"updated": true}))),
+                ..Default::default()
             };
             client.update_contact(authorized(request, &key)).await
         })

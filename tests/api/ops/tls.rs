@@ -135,6 +135,7 @@ async fn create(client: &mut Client, key: &str) -> Result<(), tonic::Status> {
     let mut request = tonic::Request::new(pb::CreateContactRequest {
         email: format!("tls-{}@example.com", ulid::Ulid::new()).to_lowercase(),
         properties: None,
+        ..Default::default()
     });
     let bearer = format!("Bearer {key}").parse().expect("metadata");
     request.metadata_mut().insert("authorization", bearer);

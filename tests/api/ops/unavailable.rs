@@ -81,6 +81,7 @@ async fn the_client_retries_reads_until_the_database_is_back_but_not_writes() {
         .create(pb::CreateContactRequest {
             email: "kept@example.com".into(),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create");
@@ -106,11 +107,13 @@ async fn the_client_retries_reads_until_the_database_is_back_but_not_writes() {
     let create = contacts.create(pb::CreateContactRequest {
         email: "new@example.com".into(),
         properties: None,
+        ..Default::default()
     });
     let update = contacts.update(pb::UpdateContactRequest {
         id: contact.id.clone(),
         email: Some("moved@example.com".into()),
         properties: None,
+        ..Default::default()
     });
     let writes = [
         (

@@ -27,6 +27,7 @@ pub async fn create(client: &mut Client, email: &str, properties: Value) -> pb::
         .create_contact(pb::CreateContactRequest {
             email: email.to_owned(),
             properties: Some(props(properties)),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|status| panic!("create {email}: {status:?}"))

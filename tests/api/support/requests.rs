@@ -29,6 +29,7 @@ pub enum Req {
     UpdateEnrolment(pb::UpdateEnrolmentRequest),
     Membership(pb::SetSegmentMembershipRequest),
     Track(pb::TrackEventRequest),
+    Upsert(pb::UpsertContactRequest),
 }
 
 impl Req {
@@ -36,6 +37,7 @@ impl Req {
         Self::Create(pb::CreateContactRequest {
             email: email.to_owned(),
             properties: None,
+            ..Default::default()
         })
     }
 
@@ -62,6 +64,7 @@ impl Req {
             Self::UpdateEnrolment(_) => "/kraiter.contacts.v1.ActivityService/UpdateEnrolment",
             Self::Membership(_) => "/kraiter.contacts.v1.ActivityService/SetSegmentMembership",
             Self::Track(_) => "/kraiter.contacts.v1.ActivityService/TrackEvent",
+            Self::Upsert(_) => "/kraiter.contacts.v1.ContactsService/UpsertContact",
         }
     }
 
@@ -89,6 +92,7 @@ impl Req {
             Self::UpdateEnrolment(r) => r.encode_to_vec(),
             Self::Membership(r) => r.encode_to_vec(),
             Self::Track(r) => r.encode_to_vec(),
+            Self::Upsert(r) => r.encode_to_vec(),
         }
     }
 }
@@ -122,6 +126,7 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
         Req::UpdateEnrolment(r) => a.update_enrolment(r).await.map(drop),
         Req::Membership(r) => a.set_segment_membership(r).await.map(drop),
         Req::Track(r) => a.track_event(r).await.map(drop),
+        Req::Upsert(r) => c.upsert_contact(r).await.map(drop),
     }
 }
 
@@ -147,6 +152,7 @@ pub async fn fixture(clients: &mut (Client, Activity)) -> Fixture {
         c.create_contact(pb::CreateContactRequest {
             email: format!("other{i}-{email}"),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create another contact");
@@ -155,6 +161,7 @@ pub async fn fixture(clients: &mut (Client, Activity)) -> Fixture {
         .create_contact(pb::CreateContactRequest {
             email: email.clone(),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create the fixture contact")
@@ -360,7 +367,14 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
             name: "page.viewed".into(),
             ..Default::default()
         }),
+        Req::Upsert(pb::UpsertContactRequest {
+            email: f.email.clone(),
+            ..Default::default()
+        }),
         // Last: it erases the fixture contact.
-        Req::Delete(pb::DeleteContactRequest { id: c() }),
+        Req::Delete(pb::DeleteContactRequest {
+            id: c(),
+            ..Default::default()
+        }),
     ]
 }
