@@ -316,3 +316,86 @@ where
     out.latencies.sort_unstable();
     out
 }
+
+/// Runs `call(client, random, seq)` from `workers` workers, each starting a call
+/// every `every` (a caller with a rate of its own, not one that goes as fast as the
+/// server answers): a call that comes back late delays the worker's next, with no
+/// catch-up burst. Latency is from a call's start to its answer. Only calls that
+/// start after the warm-up and finish before the end count.
+pub async fn drive_paced<F, Fut>(
+    clients: &[Client],
+    workers: usize,
+    every: Duration,
+    plan: Plan,
+    watch: Watch,
+    call: F,
+) -> Measured
+where
+    F: Fn(Client, u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<u64, Status>> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let client = clients[w % clients.len()].clone();
+        let call = call.clone();
+        // The workers' calls spread evenly over each period.
+        let mut next = start + every.mul_f64(w as f64 / workers as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new((w as u64 + 101) << 32);
+            let mut tally = Tally::default();
+            let mut seq = 0u64;
+            loop {
+                tokio::time::sleep_until(next.into()).await;
+                let began = Instant::now();
+                if began >= end {
+                    break;
+                }
+                next = (next + every).max(began);
+                seq += 1;
+                let result = call(client.clone(), rng.next_u64(), (w as u64) << 40 | seq).await;
+                let done = Instant::now();
+                if began < measure_from || done > end {
+                    continue;
+                }
+                match result {
+                    Ok(items) => {
+                        tally.calls += 1;
+                        tally.items += items;
+                        let micros = (done - began).as_micros().min(u128::from(u32::MAX));
+                        tally.latencies.push(micros as u32);
+                    }
+                    Err(status) => {
+                        tally.errors += 1;
+                        tally.first_error.get_or_insert_with(|| status.to_string());
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    if let Some(pid) = watch.server {
+        process::reset_peak_rss(pid);
+    }
+    let before = watch.snapshot();
+    tokio::time::sleep_until(end.into()).await;
+    let after = watch.snapshot();
+    let mut out = Measured::default();
+    watch.fill(&before, &after, &mut out);
+    for task in tasks {
+        let Ok(tally) = task.await else { continue };
+        out.calls += tally.calls;
+        out.items += tally.items;
+        out.errors += tally.errors;
+        if out.first_error.is_none() {
+            out.first_error = tally.first_error;
+        }
+        out.latencies.extend(tally.latencies);
+    }
+    out.latencies.sort_unstable();
+    out
+}

@@ -10,9 +10,11 @@
 #![forbid(unsafe_code)]
 
 mod baseline;
+mod cancel;
 mod cluster;
 mod data;
 mod echo;
+mod flood;
 mod load;
 mod measures;
 mod process;
@@ -174,6 +176,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         startup: None,
         baselines: Baselines::default(),
         postgres: None,
+        flood: None,
+        cancel: None,
         sqlite: None,
     };
 
@@ -245,6 +249,16 @@ fn create_key(setup: &Setup, url: &str, tenant: &str) -> anyhow::Result<String> 
 }
 
 async fn start_server(setup: &Setup, url: &str, name: &str) -> anyhow::Result<process::Server> {
+    start_server_with(setup, url, name, &[]).await
+}
+
+/// `start_server` with more flags.
+async fn start_server_with(
+    setup: &Setup,
+    url: &str,
+    name: &str,
+    flags: &[&str],
+) -> anyhow::Result<process::Server> {
     let port = cluster::free_port()?;
     let args: Vec<String> = [
         "serve",
@@ -254,6 +268,7 @@ async fn start_server(setup: &Setup, url: &str, name: &str) -> anyhow::Result<pr
         url,
     ]
     .iter()
+    .chain(flags)
     .map(|s| s.to_string())
     .collect();
     let log = setup.work_dir.join(format!("{name}.log"));
@@ -324,11 +339,16 @@ impl Echo {
 }
 
 fn wanted(setup: &Setup, scenario: Scenario) -> bool {
+    wanted_name(setup, scenario.name())
+}
+
+/// Whether `--only` lets the scenario of this name run (all do without it).
+fn wanted_name(setup: &Setup, scenario: &str) -> bool {
     setup.only.is_empty()
         || setup
             .only
             .iter()
-            .any(|name| scenario.name().contains(name.as_str()))
+            .any(|name| scenario.contains(name.as_str()))
 }
 
 fn print_row(row: &Row) {

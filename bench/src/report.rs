@@ -21,6 +21,10 @@ pub struct Report {
     pub startup: Option<Startup>,
     pub baselines: Baselines,
     pub postgres: Option<BackendRun>,
+    /// Other tenants' latency during floods (PostgreSQL).
+    pub flood: Option<crate::flood::FloodReport>,
+    /// What PostgreSQL does after a client drops an expensive search.
+    pub cancel: Option<crate::cancel::CancelReport>,
     pub sqlite: Option<BackendRun>,
 }
 
@@ -36,7 +40,7 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn rate(x: f64) -> String {
+pub(crate) fn rate(x: f64) -> String {
     if x >= 100.0 {
         let n = x.round() as u64;
         let s = n.to_string();
@@ -96,6 +100,12 @@ impl Report {
         );
         if let Some(pg) = &self.postgres {
             self.backend_table(&mut out, pg, true);
+        }
+        if let Some(flood) = &self.flood {
+            flood.markdown(&mut out);
+        }
+        if let Some(cancel) = &self.cancel {
+            cancel.markdown(&mut out);
         }
         self.baseline_table(&mut out);
         if let Some(startup) = &self.startup {

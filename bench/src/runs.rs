@@ -44,6 +44,23 @@ pub(crate) async fn postgres_run(
         report.baselines.rounds.push(rounds);
     }
     let others = run_scenarios(setup, &server, &key, pg.postmaster_pid(), &data, true).await?;
+    // Before the writes below add rows: the dropped search reads the seeded tenant.
+    if wanted_name(setup, "cancelled search") {
+        eprintln!("== cancelled search: a two-letter term to its end, then dropped mid-statement");
+        let runs = if setup.quick { 1 } else { 3 };
+        // A server of its own, whose frequent health probes make the search's
+        // connection flush its table statistics soon after the search.
+        let server = start_server_with(
+            setup,
+            &pg.url,
+            "server-cancel",
+            &["--health-interval", cancel::HEALTH_INTERVAL],
+        )
+        .await?;
+        let clients = load::connect(&server.addr(), &key, 1).await?;
+        let after_others = !others.is_empty() || wanted(setup, Scenario::ListAll);
+        report.cancel = Some(cancel::run(&pool, &clients, &data, runs, after_others).await?);
+    }
 
     eprintln!("== unary calls in rounds: echo, service, pgbench (and back)");
     let vars = baseline::variables(&data, &key);
@@ -163,6 +180,24 @@ pub(crate) async fn postgres_run(
         std::io::stdin().read_line(&mut line)?;
     }
     drop(server);
+    if wanted_name(setup, "flood") {
+        eprintln!("== flood: tenant B's GetContact beside floods, on servers of their own");
+        let a_key = create_key(setup, &pg.url, "flood")?;
+        report.flood = Some(
+            flood::run(
+                &setup.server_bin,
+                &setup.work_dir,
+                &pg.url,
+                pg.postmaster_pid(),
+                &key,
+                &a_key,
+                &data,
+                setup.plan,
+                setup.rounds,
+            )
+            .await?,
+        );
+    }
     report.postgres = Some(BackendRun {
         name: "PostgreSQL",
         seed,

@@ -1,6 +1,7 @@
 //! A call that goes away stops its PostgreSQL work: the statement of an update whose
 //! deadline passed while it waited on a row lock is cancelled, not left waiting for
-//! the lock (the database would otherwise work on for a caller that is gone).
+//! the lock, and so is the query of a search stream whose client dropped it (the
+//! database would otherwise work on for a caller that is gone).
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use kraiter_contacts::api::pb;
 use tonic::Code;
 
 use crate::support::locks::{self, WriteLock};
+use crate::support::storage::Storage;
 use crate::support::{Backend, spawn_app};
 
 /// Polls the sessions `lock` blocks until they are `want` or `within` passes; returns
@@ -81,4 +83,145 @@ async fn an_abandoned_call_has_its_statement_cancelled() {
         read.email.starts_with("cancel-"),
         "the cancelled update wrote nothing"
     );
+}
+
+/// Rows seeded for the slow search: each costs PostgreSQL a few milliseconds to reject
+/// (below), so the search runs for several seconds unless it is cancelled.
+const SLOW_ROWS: i64 = 3_000;
+/// How long the statement may go on after its stream is dropped: the pool cancels it
+/// when its connection is still busy 50 ms after the query was abandoned.
+const STOP_WITHIN: Duration = Duration::from_secs(3);
+
+/// The active statement, if any, of a search query (`search_text LIKE`) that has run
+/// for at least `ran` on the app's database, other than this connection's: its
+/// backend's pid and when the statement started (the two name one run of it).
+async fn long_search(db: &mut sqlx::PgConnection, ran: Duration) -> Option<(i32, String)> {
+    sqlx::query_as(
+        "SELECT pid, query_start::text FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' \
+           AND query LIKE '%FROM contacts WHERE tenant_id = $1 AND search_text LIKE%' \
+           AND query_start <= now() - make_interval(secs => $1) \
+         ORDER BY query_start LIMIT 1",
+    )
+    .bind(ran.as_secs_f64())
+    .fetch_optional(db)
+    .await
+    .expect("read pg_stat_activity")
+}
+
+/// Whether the statement run `(pid, started)` is still active.
+async fn still_running(db: &mut sqlx::PgConnection, pid: i32, started: &str) -> bool {
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE pid = $1 AND state = 'active' AND query_start::text = $2",
+    )
+    .bind(pid)
+    .bind(started)
+    .fetch_one(db)
+    .await
+    .expect("read pg_stat_activity");
+    active > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_search_stream_has_its_statement_cancelled() {
+    let app = spawn_app(Backend::Postgres).await;
+    let mut client = app.client();
+    let id = client
+        .create_contact(pb::CreateContactRequest {
+            email: format!("search-{}@example.com", ulid::Ulid::new()),
+            properties: None,
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .id;
+    let Storage::Postgres(mut db) = Storage::open(&app).await else {
+        unreachable!("the app runs on PostgreSQL");
+    };
+    let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM contacts WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&mut db)
+        .await
+        .expect("the contact's tenant");
+    // A deliberately slow search: every seeded row holds each trigram of the term (so
+    // the trigram index cannot rule it out) but not the term, and rejecting a row
+    // makes LIKE try the term's 255 leading `x` at each of 20,000 positions.
+    sqlx::query(
+        "INSERT INTO contacts (tenant_id, id, email, email_key, search_text, created_at, updated_at) \
+         SELECT $1, 'con_slow' || lpad(i::text, 8, '0'), 's' || i || '@example.com', \
+                's' || i || '@example.com', 'xxy ' || repeat('x', 20000), now(), now() \
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(&tenant)
+    .bind(SLOW_ROWS)
+    .execute(&mut db)
+    .await
+    .expect("seed the slow rows");
+    let term = format!("{}y", "x".repeat(255));
+
+    let mut searcher = client.clone();
+    let search = tokio::spawn(async move {
+        let mut pages = searcher
+            .list_contacts(pb::ListContactsRequest {
+                search: term,
+                limit: 20,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        while pages.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    });
+    // The search's statement is running, and has run long enough to be ours.
+    let waited = Instant::now();
+    let (pid, started) = loop {
+        if let Some(found) = long_search(&mut db, Duration::from_millis(500)).await {
+            break found;
+        }
+        assert!(
+            !search.is_finished() && waited.elapsed() < Duration::from_secs(20),
+            "the slow search never ran for 500 ms: {:?}",
+            search.is_finished().then_some("it finished")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    search.abort();
+    let dropped = Instant::now();
+    let _ = search.await;
+    let stopped = loop {
+        if !still_running(&mut db, pid, &started).await {
+            break dropped.elapsed();
+        }
+        if dropped.elapsed() > STOP_WITHIN {
+            // Stop it, so a failing run does not leave it running for seconds.
+            let _ = sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&mut db)
+                .await;
+            panic!(
+                "the dropped search's statement still runs {STOP_WITHIN:?} after the drop \
+                 (uncancelled it reads {SLOW_ROWS} rows at a few ms each)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!("the dropped search's statement stopped {stopped:?} after the drop");
+
+    // The cancelled connection went back to the pool: the next search is answered.
+    let mut pages = client
+        .list_contacts(pb::ListContactsRequest {
+            search: "search-".into(),
+            limit: 20,
+            ..Default::default()
+        })
+        .await
+        .expect("search after the cancel")
+        .into_inner();
+    let mut found = 0;
+    while let Some(page) = pages.message().await.expect("a page") {
+        found += page.contacts.len();
+    }
+    assert_eq!(found, 1, "the contact made first is found");
 }
