@@ -41,6 +41,103 @@ pub enum Command {
     /// Ask a running server's gRPC health service; exits 0 when it is SERVING, 1
     /// otherwise (the container's HEALTHCHECK).
     Health(HealthArgs),
+    /// Import or export a tenant's contacts through a running server.
+    Contacts {
+        #[command(subcommand)]
+        command: ContactsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Stream a CSV file (a header row: `email`, then one column per property) or a
+    /// JSON Lines file (`{"email": ..., "properties": {...}}` a line) through
+    /// ImportContacts; failed rows go to a file with their errors.
+    Import(ImportArgs),
+    /// Stream the tenant's contacts (ListContacts) to stdout.
+    Export(ExportArgs),
+}
+
+/// Where the server is and who is calling.
+#[derive(Clone, Args)]
+pub struct RemoteArgs {
+    /// The server's URL.
+    #[arg(long, env = "KRAITER_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// The tenant's API key.
+    #[arg(long, env = "KRAITER_API_KEY", hide_env_values = true)]
+    pub key: String,
+}
+
+impl std::fmt::Debug for RemoteArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteArgs")
+            .field("addr", &self.addr)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FileFormat {
+    /// From the file's extension: `.csv` is CSV, anything else JSON Lines.
+    Auto,
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportModeArg {
+    /// Create new contacts, merge properties into existing ones.
+    Upsert,
+    /// Create only; a row whose email exists fails.
+    CreateOnly,
+    /// Update only; a row whose email does not exist fails.
+    UpdateOnly,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The file to import (`-` reads stdin, as JSON Lines unless `--format csv`).
+    pub file: std::path::PathBuf,
+    #[arg(long, value_enum, default_value_t = FileFormat::Auto)]
+    pub format: FileFormat,
+    #[arg(long, value_enum, default_value_t = ImportModeArg::Upsert)]
+    pub mode: ImportModeArg,
+    /// Rows per batch (one transaction, one response), 1 to 1000.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch: u16,
+    /// Where failed rows go, as JSON Lines with their errors (default: FILE.failed.jsonl).
+    #[arg(long)]
+    pub failed: Option<std::path::PathBuf>,
+    /// CSV: keep every cell a string (no numbers, booleans, nulls or JSON).
+    #[arg(long)]
+    pub strings: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One contact a line, as JSON; re-importable as it is.
+    Jsonl,
+    /// A header row, then `id,email,suppressed,unsubscribed,created_at,updated_at,properties`
+    /// (the properties as JSON), for spreadsheets.
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// Only contacts whose email or a property value contains this (case-insensitive).
+    #[arg(long, default_value = "")]
+    pub search: String,
+    /// Only contacts whose `suppressed` flag has this value.
+    #[arg(long)]
+    pub suppressed: Option<bool>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,3 +1,5 @@
+mod cli;
+
 use anyhow::Context;
 use clap::Parser;
 use kraiter_contacts::config::{Cli, Command, HealthArgs, KeysCommand, ServeArgs, StoreArgs};
@@ -19,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Keys { command }) => keys_command(command).await,
         Some(Command::Health(args)) => health(args).await,
+        Some(Command::Contacts { command }) => cli::contacts(command).await,
     }
 }
 

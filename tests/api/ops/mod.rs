@@ -3,7 +3,9 @@
 //! documentation, and outside tools (grpcurl, a Python client, buf) against it.
 
 mod backpressure;
+mod balancer;
 mod cancellation;
+mod cli;
 mod contract;
 mod docs;
 mod embedded;

@@ -1,0 +1,89 @@
+//! The real binary as a separate process (a replica of the service), serving a
+//! database given by URL, its JSON logs collected; killed when dropped, so a failed
+//! assertion leaves no process behind.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::postgres::free_port;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kraiter-contacts");
+
+pub struct Replica {
+    child: Child,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    /// Drains stderr so the process never blocks on a full pipe.
+    _logs: std::thread::JoinHandle<()>,
+}
+
+impl Replica {
+    /// Starts `serve` on a free port with `extra` flags; returns once it listens.
+    pub fn start(database_url: &str, extra: &[&str]) -> Self {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--metrics-listen", &metrics.to_string()])
+            .args(extra)
+            .env("DATABASE_URL", database_url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let logs = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("\"listening\"") {
+                    let value: serde_json::Value = serde_json::from_str(&line).expect("json log");
+                    let _ = addr_tx.send(value["addr"].as_str().expect("addr").to_owned());
+                }
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|err| {
+                let exit = child.try_wait();
+                panic!("the server announces its address ({err}); exit {exit:?}")
+            })
+            .parse()
+            .expect("a socket address");
+        Self {
+            child,
+            addr,
+            metrics,
+            _logs: logs,
+        }
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "SIGTERM sent");
+    }
+
+    /// Waits up to `within` for the process to exit; its status, if it did.
+    pub async fn exit_within(&mut self, within: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the server") {
+                return Some(status);
+            }
+            if started.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
