@@ -163,7 +163,7 @@ pub fn python_client() -> &'static Path {
             run(pip)?;
             std::fs::remove_dir_all(dir.join("src")).map_err(|err| err.to_string())
         });
-        dir.map(|dir| dir.join("site"))
+        dir.map(|dir| prune_other_versions(dir).join("site"))
     });
     site.as_ref()
         .map(PathBuf::as_path)
@@ -208,12 +208,33 @@ pub fn typescript_client() -> &'static Path {
             run(install)?;
             std::fs::remove_dir_all(dir.join("src")).map_err(|err| err.to_string())
         });
-        dir.map(|dir| dir.join("app/node_modules"))
+        dir.map(|dir| prune_other_versions(dir).join("app/node_modules"))
     });
     modules
         .as_ref()
         .map(PathBuf::as_path)
         .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Removes the builds of other versions of the sources `dir` was built from (same
+/// kind, another digest), so editing a package does not pile up copies under
+/// `target/`; best effort. Returns `dir`.
+fn prune_other_versions(dir: PathBuf) -> PathBuf {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let Some((kind, _)) = name.rsplit_once('-') else {
+        return dir;
+    };
+    let Ok(entries) = std::fs::read_dir(cache_root()) else {
+        return dir;
+    };
+    for entry in entries.flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        let same_kind = other.rsplit_once('-').is_some_and(|(k, _)| k == kind);
+        if same_kind && other != name {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    dir
 }
 
 /// Build output and installed dependencies inside a client package's directory; not
