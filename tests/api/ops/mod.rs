@@ -21,6 +21,7 @@ mod python_client;
 mod schema;
 mod server;
 mod shutdown;
+mod tenant_statements;
 mod tls;
 mod typescript_client;
 mod unavailable;

@@ -15,11 +15,18 @@ pub struct TestCluster {
     dir: PathBuf,
     port: u16,
     run_as: &'static str,
+    /// `-c name=value` settings beyond the defaults of `start`.
+    settings: Vec<String>,
 }
 
 impl TestCluster {
     /// initdb, start, and a database `kraiter` to use.
     pub fn start_new() -> Self {
+        Self::start_new_with(&[])
+    }
+
+    /// `start_new` with extra server settings (`name=value`).
+    pub fn start_new_with(settings: &[&str]) -> Self {
         let bin = postgres_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("kraiter-fault-pg-")
@@ -37,6 +44,7 @@ impl TestCluster {
             dir,
             port: free_port(),
             run_as,
+            settings: settings.iter().map(|s| format!(" -c {s}")).collect(),
         };
         cluster.sh(&format!(
             "'{}' -D '{}' -U postgres --auth=trust --no-sync -E UTF8 --locale=C >'{}/initdb.log' 2>&1",
@@ -71,12 +79,13 @@ impl TestCluster {
         self.sh(&format!(
             "'{pg_ctl}' -D '{data}' -l '{dir}/server.log' -w -t 60 \
                -o \"-p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off \
-                   -c synchronous_commit=off -c full_page_writes=off -c max_connections=100\" \
+                   -c synchronous_commit=off -c full_page_writes=off -c max_connections=100{extra}\" \
                start >/dev/null",
             pg_ctl = self.bin.join("pg_ctl").display(),
             data = self.data().display(),
             dir = self.dir.display(),
             port = self.port,
+            extra = self.settings.concat(),
         ));
         wait_until_ready(&self.bin, self.port, &self.dir);
     }
