@@ -270,6 +270,20 @@ pub struct LimitArgs {
     /// at most this often); a revoked key ends the stream with UNAUTHENTICATED.
     #[arg(long, env = "KRAITER_STREAM_KEY_RECHECK", default_value = "30s", value_parser = parse_duration)]
     pub stream_key_recheck: Duration,
+    /// When responses are compressed (gzip or zstd, as the client accepts):
+    /// `when-compressed` only for a client that compressed its own request; `always` for
+    /// any client that accepts it (grpc-js and others advertise gzip on every call);
+    /// `never`.
+    #[arg(long, env = "KRAITER_RESPONSE_COMPRESSION", value_enum, default_value_t = ResponseCompression::WhenCompressed)]
+    pub response_compression: ResponseCompression,
+}
+
+/// See `LimitArgs::response_compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResponseCompression {
+    WhenCompressed,
+    Always,
+    Never,
 }
 
 impl Default for LimitArgs {
@@ -286,6 +300,7 @@ impl Default for LimitArgs {
             max_streams: 1024,
             max_streams_per_tenant: 64,
             stream_key_recheck: Duration::from_secs(30),
+            response_compression: ResponseCompression::WhenCompressed,
         }
     }
 }

@@ -193,6 +193,7 @@ impl Application {
             .layer(EdgeLayer {
                 request_timeout: self.limits.request_timeout,
                 max_message_size: self.limits.max_message_size,
+                response_compression: self.limits.response_compression,
             })
             .add_service(health_service)
             .add_service(reflection().build_v1().expect(DESCRIPTORS_VALID))

@@ -1,5 +1,5 @@
-//! The HTTP layer every call crosses around tonic's codecs: deadlines, and the status
-//! of a request message over the size limit.
+//! The HTTP layer every call crosses around tonic's codecs: deadlines, the status of
+//! a request message over the size limit, and whether a response may be compressed.
 //!
 //! Deadlines are enforced here rather than by tonic's own `grpc-timeout` handling,
 //! which ends an expired call with CANCELLED; gRPC says DEADLINE_EXCEEDED. Our timer
@@ -19,6 +19,7 @@ use tokio::time::{Instant, Sleep};
 use tonic::{Code, Status};
 
 use super::ApiError;
+use crate::config::ResponseCompression;
 
 /// Longest `grpc-timeout` we honour (about 3 years would overflow nothing, but a day
 /// is already longer than any call should run).
@@ -31,6 +32,7 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 pub struct EdgeLayer {
     pub request_timeout: Duration,
     pub max_message_size: usize,
+    pub response_compression: ResponseCompression,
 }
 
 impl<S> tower::Layer<S> for EdgeLayer {
@@ -67,7 +69,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // tonic compresses a response for any client that accepts it; without that
+        // header it answers uncompressed.
+        if !compress_response(self.layer.response_compression, request.headers()) {
+            request.headers_mut().remove("grpc-accept-encoding");
+        }
         let client_timeout = grpc_timeout(request.headers());
         let call_deadline = client_timeout.map(|timeout| Instant::now() + timeout);
         let start_timeout = client_timeout.map_or(self.layer.request_timeout, |timeout| {
@@ -99,6 +106,20 @@ where
                 }
             }
         })
+    }
+}
+
+/// Whether the response to a request with `headers` may be compressed. Compressing
+/// costs server CPU on every message; a client that compresses its own requests has
+/// said bandwidth matters to it, one that only accepts compression (grpc-js accepts
+/// gzip on every call unasked) has not.
+fn compress_response(policy: ResponseCompression, headers: &HeaderMap) -> bool {
+    match policy {
+        ResponseCompression::Always => true,
+        ResponseCompression::Never => false,
+        ResponseCompression::WhenCompressed => headers
+            .get("grpc-encoding")
+            .is_some_and(|encoding| encoding != "identity"),
     }
 }
 

@@ -7,6 +7,7 @@ mod backpressure;
 mod balancer;
 mod cancellation;
 mod cli;
+mod compression;
 mod contract;
 mod docs;
 mod embedded;
