@@ -26,6 +26,9 @@ pub enum ApiError {
     /// The request message is larger than `--max-message-size`.
     #[error("request message too large")]
     MessageTooLarge { limit: usize },
+    /// The answer would be larger than `limit` bytes encoded (BatchGetContacts).
+    #[error("response message too large")]
+    ResponseTooLarge { limit: usize },
 }
 
 impl ApiError {
@@ -47,7 +50,9 @@ impl ApiError {
             Self::Unauthenticated(_) => ErrorReason::Unauthorised,
             Self::RateLimited { .. } => ErrorReason::RateLimited,
             Self::DeadlineExceeded => ErrorReason::DeadlineExceeded,
-            Self::MessageTooLarge { .. } => ErrorReason::MessageTooLarge,
+            Self::MessageTooLarge { .. } | Self::ResponseTooLarge { .. } => {
+                ErrorReason::MessageTooLarge
+            }
         }
     }
 
@@ -100,6 +105,9 @@ impl From<ApiError> for Status {
             ApiError::MessageTooLarge { limit } => {
                 format!("request message larger than the limit of {limit} bytes")
             }
+            ApiError::ResponseTooLarge { limit } => format!(
+                "the contacts asked for take more than {limit} bytes encoded; ask for fewer"
+            ),
         };
         if matches!(code, Code::Internal | Code::Unavailable) {
             // The cause chain stays in the log; the caller never sees driver text.
@@ -177,6 +185,11 @@ mod tests {
             (
                 "too large",
                 ApiError::MessageTooLarge { limit: 1024 },
+                ErrorReason::MessageTooLarge,
+            ),
+            (
+                "answer too large",
+                ApiError::ResponseTooLarge { limit: 4096 },
                 ErrorReason::MessageTooLarge,
             ),
             (

@@ -11,6 +11,7 @@
 //!     .create(pb::CreateContactRequest {
 //!         email: "alice@example.com".into(),
 //!         properties: Some(kraiter_contacts::client::properties(serde_json::json!({"plan": "pro"}))),
+//!         ..Default::default()
 //!     })
 //!     .await?;
 //! assert!(contacts.get_by_email("ALICE@example.com").await?.is_some());
@@ -25,9 +26,12 @@
 //! Lists are streams of items that follow the pages and, when the connection breaks
 //! (UNAVAILABLE, a reset), reopen the list from the last cursor received: an item is
 //! delivered once, in order. Reads are retried the same way, and also when the tenant
-//! is rate limited (after the delay the server gives in `RetryInfo`); writes are not
-//! (use the ingestion API's `request_id` for retry-safe writes). Errors carry the SDK
-//! code (`ClientError::reason`).
+//! is rate limited (after the delay the server gives in `RetryInfo`). So are writes
+//! that carry a `request_id` (AIP-155): the server answers a repeated request id with
+//! the first call's result and writes nothing twice, so a retry after a lost answer is
+//! safe. Writes without one are tried once: an UNAVAILABLE or a broken connection may
+//! come after the write landed, and only the caller knows whether trying again is
+//! right. Errors carry the SDK code (`ClientError::reason`).
 
 mod error;
 mod pages;
@@ -119,7 +123,7 @@ impl Client {
 }
 
 /// `contacts.create`, `get`, `getByEmail`, `list`, `update`, `delete` and the
-/// per-contact reads.
+/// per-contact reads, and beyond the SDK `upsert` and `batch_get`.
 #[derive(Clone)]
 pub struct Contacts {
     inner: ContactsServiceClient<AuthChannel>,
@@ -127,13 +131,56 @@ pub struct Contacts {
 }
 
 impl Contacts {
-    /// `contacts.create`. Not retried: a retry after a lost answer would be a CONFLICT.
+    /// `contacts.create`. Retried like a read when `request.request_id` is set (a
+    /// retry after a lost answer gets the contact created); tried once otherwise (a
+    /// retry after a lost answer would be a CONFLICT).
     pub async fn create(
         &self,
         request: pb::CreateContactRequest,
     ) -> Result<pb::Contact, ClientError> {
-        let mut inner = self.inner.clone();
-        Ok(inner.create_contact(request).await?.into_inner())
+        let retried = !request.request_id.is_empty();
+        self.write(retried, request, |mut inner, request| async move {
+            inner.create_contact(request).await
+        })
+        .await
+    }
+
+    /// Creates the contact with `request.email`, or merges `request.properties` into
+    /// the one that has it (a property set to null is removed), in one atomic step.
+    /// Returns the contact and whether it was created. Retried like a read when
+    /// `request.request_id` is set.
+    pub async fn upsert(
+        &self,
+        request: pb::UpsertContactRequest,
+    ) -> Result<(pb::Contact, bool), ClientError> {
+        let retried = !request.request_id.is_empty();
+        let response = self
+            .write(retried, request, |mut inner, request| async move {
+                inner.upsert_contact(request).await
+            })
+            .await?;
+        let contact = response.contact.ok_or_else(|| ClientError::Internal {
+            message: "the server answered an upsert without its contact".into(),
+        })?;
+        Ok((contact, response.created))
+    }
+
+    /// Up to 1,000 contacts by id and by email in one call (AIP-231): `contacts` holds
+    /// those of `ids` in order, then those of `emails` (a key given twice, twice), and
+    /// `missing` the keys that matched nothing, as given. A read: retried.
+    pub async fn batch_get(
+        &self,
+        ids: impl IntoIterator<Item = impl Into<String>>,
+        emails: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<pb::BatchGetContactsResponse, ClientError> {
+        let request = pb::BatchGetContactsRequest {
+            ids: ids.into_iter().map(Into::into).collect(),
+            emails: emails.into_iter().map(Into::into).collect(),
+        };
+        self.read(request, |mut inner, request| async move {
+            inner.batch_get_contacts(request).await
+        })
+        .await
     }
 
     /// `contacts.get`.
@@ -171,24 +218,37 @@ impl Contacts {
     }
 
     /// `contacts.update`: only what `request` carries changes; a property set to
-    /// null is removed.
+    /// null is removed. Retried like a read when `request.request_id` is set.
     pub async fn update(
         &self,
         request: pb::UpdateContactRequest,
     ) -> Result<pb::Contact, ClientError> {
-        let mut inner = self.inner.clone();
-        Ok(inner.update_contact(request).await?.into_inner())
+        let retried = !request.request_id.is_empty();
+        self.write(retried, request, |mut inner, request| async move {
+            inner.update_contact(request).await
+        })
+        .await
     }
 
-    /// `contacts.delete`: erases the contact and its activity.
+    /// `contacts.delete`: erases the contact and its activity. Tried once (see
+    /// `delete_with` for a retried delete).
     pub async fn delete(&self, id: &str) -> Result<(), ClientError> {
-        let mut inner = self.inner.clone();
-        inner
-            .delete_contact(pb::DeleteContactRequest {
-                id: id.to_owned(),
-                ..Default::default()
-            })
-            .await?;
+        self.delete_with(pb::DeleteContactRequest {
+            id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// `contacts.delete` with the request's `etag` and `request_id`; retried like a
+    /// read when `request_id` is set (a retry after a lost answer gets the first
+    /// answer, not NOT_FOUND).
+    pub async fn delete_with(&self, request: pb::DeleteContactRequest) -> Result<(), ClientError> {
+        let retried = !request.request_id.is_empty();
+        self.write(retried, request, |mut inner, request| async move {
+            inner.delete_contact(request).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -260,6 +320,25 @@ impl Contacts {
             Box::pin(async move { Ok(inner.list_contact_timeline(request).await?.into_inner()) })
         });
         pages::items(open, params, self.retry)
+    }
+
+    /// A write: retried as a read when `retried` (it carries a request id, so the
+    /// server replays its first answer), else tried once.
+    async fn write<Req, Resp, F, Fut>(
+        &self,
+        retried: bool,
+        request: Req,
+        call: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(ContactsServiceClient<AuthChannel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        if retried {
+            return self.read(request, call).await;
+        }
+        Ok(call(self.inner.clone(), request).await?.into_inner())
     }
 
     /// A read, retried on UNAVAILABLE, broken connections and RATE_LIMITED with

@@ -231,6 +231,18 @@ pub trait ContactStore: Send + Sync + 'static {
         updated: &TimelineEntry,
         revision: i64,
     ) -> StoreResult<bool>;
+    /// The tenant's contacts whose id is one of `ids` or whose email key is one of
+    /// `email_keys`, each once, in no particular order, read in one statement that
+    /// also checks the caller's key (`Access`). Reading stops once the rows pass
+    /// `max_bytes` as `contact_bytes` counts them (at least one row): `cut_short`
+    /// then says that more matched, so a caller can refuse instead of answering part.
+    async fn batch_get_contacts(
+        &self,
+        access: &Access,
+        ids: &[String],
+        email_keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows>;
     /// `NotFound` unless the contact exists in the tenant.
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
     /// Up to `limit` entries of the contact's timeline, after `after`, and no more

@@ -6,17 +6,17 @@
 
 use async_trait::async_trait;
 
-use super::db::fetch_within;
+use super::db::{Get, fetch_within};
 use super::rows::Record;
 use super::types::{DbTime, TextList};
-use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlStore, SqlText, SqlWriteTx, Stmt};
+use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlDb, SqlStore, SqlText, SqlWriteTx, Stmt};
 use crate::domain::{
     Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey, TimelineEntry,
     TimelineOrder, TimelineQuery,
 };
 use crate::store::{
     Access, ContactRows, ContactStore, ListRows, StoreError, StoreResult, WriteTx, check_key,
-    timeline_entry_bytes,
+    contact_bytes, timeline_entry_bytes,
 };
 
 /// A page of a contact list, as `ContactStore::list_contacts` asks for it.
@@ -91,6 +91,83 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         Box::new(tx).commit().await?;
         Ok(true)
     }
+
+    /// One statement on either backend: the key is checked in it as PostgreSQL's
+    /// point reads do (`postgres::sql`, `checked_contact!`), so it costs no lookup of
+    /// its own, and both key lists are bound as one parameter each.
+    async fn batch_get_contacts(
+        &self,
+        access: &Access,
+        ids: &[String],
+        email_keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows> {
+        let sql = batch_get_sql::<Self::Db>(access.key_hash.is_some());
+        let mut stmt = Stmt::<Self::Db>::new(&sql)
+            .bind(access.tenant.as_str())
+            .bind(TextList(ids))
+            .bind(TextList(email_keys));
+        if let Some(key_hash) = &access.key_hash {
+            stmt = stmt.bind(&key_hash[..]);
+        }
+        let rows = fetch_within(
+            self.reads(),
+            stmt,
+            max_bytes,
+            checked_view::<Self::Db>,
+            |found: &Option<ContactView>| found.as_ref().map_or(0, contact_bytes),
+        )
+        .await?;
+        // Under a key, no row at all means the key was rejected; a row of NULLs
+        // means it is live and nothing matched.
+        if access.key_hash.is_some() && rows.items.is_empty() {
+            return Err(StoreError::KeyRejected);
+        }
+        Ok(ContactRows {
+            items: rows.items.into_iter().flatten().collect(),
+            cut_short: rows.cut_short,
+        })
+    }
+}
+
+/// `batch_get_contacts`' statement: the contacts whose id is in `$2`, then those whose
+/// email key is in `$3` and id is not, under a key check (`$4`) when `checked`. A
+/// UNION ALL of two lookups, each by its own unique index: with an `OR` of the two
+/// lists SQLite scans the whole tenant. Under a key, the first part is a LEFT JOIN,
+/// so a live key yields at least a row (of NULLs when no id matched).
+pub(crate) fn batch_get_sql<DB: Dialect>(checked: bool) -> String {
+    let columns: Vec<String> = CONTACT_COLUMNS
+        .split(", ")
+        .map(|column| format!("c.{column}"))
+        .collect();
+    let columns = columns.join(", ");
+    let by_id = DB::any_of("c.id").replace('?', "$2");
+    let by_email = DB::any_of("c.email_key").replace('?', "$3");
+    if !checked {
+        return format!(
+            "SELECT {columns} FROM contacts c WHERE c.tenant_id = $1 AND {by_id} \
+             UNION ALL \
+             SELECT {columns} FROM contacts c WHERE c.tenant_id = $1 AND {by_email} \
+             AND NOT ({by_id})"
+        );
+    }
+    let key = "k.key_hash = $4 AND k.tenant_id = $1 AND k.revoked_at IS NULL";
+    format!(
+        "SELECT {columns} FROM api_keys k LEFT JOIN contacts c \
+         ON c.tenant_id = $1 AND {by_id} WHERE {key} \
+         UNION ALL \
+         SELECT {columns} FROM api_keys k JOIN contacts c \
+         ON c.tenant_id = $1 AND {by_email} AND NOT ({by_id}) WHERE {key}"
+    )
+}
+
+/// A contact of a checked statement's rows, or `None` for its row of NULLs.
+fn checked_view<DB: SqlDb>(row: &DB::Row) -> StoreResult<Option<ContactView>> {
+    let id: Option<String> = <DB as Get<Option<String>>>::get(row, "id").map_err(DB::classify)?;
+    match id {
+        Some(_) => DB::contact_view(row).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The tenant's contact whose `column` (`id` or `email_key`) is `key`.
@@ -160,6 +237,16 @@ impl<S: BackendContacts> ContactStore for S {
         revision: i64,
     ) -> StoreResult<bool> {
         BackendContacts::update_if_revision(self, tenant, after, updated, revision).await
+    }
+
+    async fn batch_get_contacts(
+        &self,
+        access: &Access,
+        ids: &[String],
+        email_keys: &[String],
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows> {
+        BackendContacts::batch_get_contacts(self, access, ids, email_keys, max_bytes).await
     }
 
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()> {

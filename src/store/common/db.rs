@@ -71,6 +71,7 @@ pub(crate) trait SqlDb:
     + for<'q> Param<'q, JsonText<&'q str>>
     + for<'q> Param<'q, TextList<'q>>
     + Get<String>
+    + Get<Option<String>>
     + Get<Vec<u8>>
     + Get<i64>
     + Get<i32>
@@ -119,6 +120,7 @@ where
         + for<'q> Param<'q, JsonText<&'q str>>
         + for<'q> Param<'q, TextList<'q>>
         + Get<String>
+        + Get<Option<String>>
         + Get<Vec<u8>>
         + Get<i64>
         + Get<i32>

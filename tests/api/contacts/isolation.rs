@@ -311,6 +311,17 @@ async fn another_tenant_reaches_nothing_through_any_rpc(backend: Backend) {
         .expect("lookup")
         .into_inner();
     assert_eq!(found.contact, None, "B looks up A's email");
+    let batch = b_clients
+        .0
+        .batch_get_contacts(pb::BatchGetContactsRequest {
+            ids: vec![a.contact.clone()],
+            emails: vec![a.email.clone()],
+        })
+        .await
+        .expect("batch get")
+        .into_inner();
+    assert!(batch.contacts.is_empty(), "B batch-gets A's id and email");
+    assert_eq!(batch.missing, [a.contact.clone(), a.email.clone()]);
     let mut listed = b_clients
         .0
         .list_contacts(pb::ListContactsRequest {

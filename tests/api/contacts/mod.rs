@@ -1,6 +1,7 @@
 //! ContactsService: create, read, update and delete; lists, search and the timeline;
 //! validation errors; tenants and their isolation; concurrent callers; the Rust client.
 
+mod batch_get;
 mod client;
 mod concurrency;
 mod crud;

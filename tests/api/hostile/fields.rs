@@ -41,6 +41,28 @@ pub fn string_fields(f: &Fixture) -> Vec<(&'static str, Kind, Code, Build)> {
         Box::new(|v| Req::GetByEmail(pb::GetContactByEmailRequest { email: v })),
     );
     add(
+        "BatchGetContacts.ids",
+        Id,
+        ok,
+        Box::new(|v| {
+            Req::BatchGet(pb::BatchGetContactsRequest {
+                ids: vec![v],
+                emails: vec![],
+            })
+        }),
+    );
+    add(
+        "BatchGetContacts.emails",
+        Email,
+        ok,
+        Box::new(|v| {
+            Req::BatchGet(pb::BatchGetContactsRequest {
+                ids: vec![],
+                emails: vec![v],
+            })
+        }),
+    );
+    add(
         "ListContacts.search",
         Search,
         ok,

@@ -30,6 +30,7 @@ pub enum Req {
     Membership(pb::SetSegmentMembershipRequest),
     Track(pb::TrackEventRequest),
     Upsert(pb::UpsertContactRequest),
+    BatchGet(pb::BatchGetContactsRequest),
 }
 
 impl Req {
@@ -65,6 +66,7 @@ impl Req {
             Self::Membership(_) => "/kraiter.contacts.v1.ActivityService/SetSegmentMembership",
             Self::Track(_) => "/kraiter.contacts.v1.ActivityService/TrackEvent",
             Self::Upsert(_) => "/kraiter.contacts.v1.ContactsService/UpsertContact",
+            Self::BatchGet(_) => "/kraiter.contacts.v1.ContactsService/BatchGetContacts",
         }
     }
 
@@ -93,6 +95,7 @@ impl Req {
             Self::Membership(r) => r.encode_to_vec(),
             Self::Track(r) => r.encode_to_vec(),
             Self::Upsert(r) => r.encode_to_vec(),
+            Self::BatchGet(r) => r.encode_to_vec(),
         }
     }
 }
@@ -127,6 +130,7 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
         Req::Membership(r) => a.set_segment_membership(r).await.map(drop),
         Req::Track(r) => a.track_event(r).await.map(drop),
         Req::Upsert(r) => c.upsert_contact(r).await.map(drop),
+        Req::BatchGet(r) => c.batch_get_contacts(r).await.map(drop),
     }
 }
 
@@ -370,6 +374,10 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
         Req::Upsert(pb::UpsertContactRequest {
             email: f.email.clone(),
             ..Default::default()
+        }),
+        Req::BatchGet(pb::BatchGetContactsRequest {
+            ids: vec![c()],
+            emails: vec![f.email.clone()],
         }),
         // Last: it erases the fixture contact.
         Req::Delete(pb::DeleteContactRequest {
