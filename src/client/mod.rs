@@ -30,6 +30,7 @@
 //! code (`ClientError::reason`).
 
 mod error;
+mod import;
 mod pages;
 
 use std::future::Future;
@@ -45,6 +46,7 @@ use tonic::{Request, Status};
 pub use crate::api::pb;
 pub use crate::error_reason::ErrorReason;
 pub use error::ClientError;
+pub use import::{MAX_BATCH_BYTES, MAX_BATCH_ROWS, batches};
 pub use pages::{ItemStream, RetryPolicy};
 
 use error::retry_after;

@@ -5,6 +5,8 @@ mod client;
 mod concurrency;
 mod crud;
 mod errors;
+mod import;
+mod import_scale;
 mod isolation;
 mod list;
 mod lookups;

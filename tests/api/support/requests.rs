@@ -30,6 +30,8 @@ pub enum Req {
     Membership(pb::SetSegmentMembershipRequest),
     Track(pb::TrackEventRequest),
     Upsert(pb::UpsertContactRequest),
+    /// ImportContacts with one request message (one batch).
+    Import(pb::ImportContactsRequest),
 }
 
 impl Req {
@@ -39,6 +41,12 @@ impl Req {
             properties: None,
             ..Default::default()
         })
+    }
+
+    /// Whether the client sends a stream of request messages (of which `encode` is
+    /// one): no message at all is then a valid call.
+    pub fn streams_requests(&self) -> bool {
+        matches!(self, Self::Import(_))
     }
 
     /// The full method path, as on the wire.
@@ -65,6 +73,7 @@ impl Req {
             Self::Membership(_) => "/kraiter.contacts.v1.ActivityService/SetSegmentMembership",
             Self::Track(_) => "/kraiter.contacts.v1.ActivityService/TrackEvent",
             Self::Upsert(_) => "/kraiter.contacts.v1.ContactsService/UpsertContact",
+            Self::Import(_) => "/kraiter.contacts.v1.ContactsService/ImportContacts",
         }
     }
 
@@ -93,6 +102,7 @@ impl Req {
             Self::Membership(r) => r.encode_to_vec(),
             Self::Track(r) => r.encode_to_vec(),
             Self::Upsert(r) => r.encode_to_vec(),
+            Self::Import(r) => r.encode_to_vec(),
         }
     }
 }
@@ -127,6 +137,14 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
         Req::Membership(r) => a.set_segment_membership(r).await.map(drop),
         Req::Track(r) => a.track_event(r).await.map(drop),
         Req::Upsert(r) => c.upsert_contact(r).await.map(drop),
+        Req::Import(r) => {
+            drain(
+                c.import_contacts(tokio_stream::iter([r]))
+                    .await?
+                    .into_inner(),
+            )
+            .await
+        }
     }
 }
 
@@ -370,6 +388,13 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
         Req::Upsert(pb::UpsertContactRequest {
             email: f.email.clone(),
             ..Default::default()
+        }),
+        Req::Import(pb::ImportContactsRequest {
+            rows: vec![pb::ImportRow {
+                email: f.email.clone(),
+                properties: None,
+            }],
+            mode: pb::ImportMode::UpdateOnly as i32,
         }),
         // Last: it erases the fixture contact.
         Req::Delete(pb::DeleteContactRequest {
