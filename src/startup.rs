@@ -234,6 +234,7 @@ impl Application {
             max_streams: limits.max_streams,
             max_streams_per_tenant: limits.max_streams_per_tenant,
             key_recheck: limits.stream_key_recheck,
+            max_message_size: limits.max_message_size,
         };
         let streams = Streams::new(stream_limits, auth.clone());
         let contacts = ContactsServiceServer::new(ContactsApi::new(

@@ -172,7 +172,7 @@ impl AccessControl {
         }
     }
 
-    fn take_token(&self, tenant: &TenantId) -> Result<(), ApiError> {
+    pub(crate) fn take_token(&self, tenant: &TenantId) -> Result<(), ApiError> {
         match &self.limiter {
             Some(limiter) => limiter.check(tenant),
             None => Ok(()),

@@ -75,6 +75,9 @@ pub struct StreamLimits {
     pub max_streams_per_tenant: u32,
     /// How often a running stream checks its key again.
     pub key_recheck: Duration,
+    /// Largest request message (`--max-message-size`), for the refusal of a
+    /// streamed request message (ImportContacts) over it.
+    pub max_message_size: usize,
 }
 
 /// What the streams of one server share: their limits, the count of open ones, and
@@ -82,6 +85,7 @@ pub struct StreamLimits {
 #[derive(Clone)]
 pub struct Streams {
     max_page_bytes: usize,
+    max_message_size: usize,
     key_recheck: Duration,
     admission: Arc<Admission>,
     auth: AccessControl,
@@ -91,6 +95,7 @@ impl Streams {
     pub fn new(limits: StreamLimits, auth: AccessControl) -> Self {
         Self {
             max_page_bytes: limits.max_page_bytes,
+            max_message_size: limits.max_message_size,
             key_recheck: limits.key_recheck,
             admission: Admission::new(limits.max_streams, limits.max_streams_per_tenant),
             auth,
@@ -110,6 +115,13 @@ impl Streams {
                 checked: Instant::now(),
             },
         })
+    }
+}
+
+impl Streams {
+    /// `--max-message-size`.
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.max_message_size
     }
 }
 
@@ -144,6 +156,25 @@ impl Admitted {
         let span = tracing::Span::current();
         tokio::spawn(send_pages(self, pager, tx, method).instrument(span));
         ReceiverStream::new(rx)
+    }
+}
+
+impl Admitted {
+    /// The caller, as authorized when the stream was let in.
+    pub fn access(&self) -> &Access {
+        &self.key.access
+    }
+
+    /// For a stream that runs its own loop (ImportContacts): checks the key again
+    /// if `--stream-key-recheck` has passed since it was last found live.
+    pub async fn check_key_if_due(&mut self) -> Result<(), ApiError> {
+        self.key.check_if_due().await
+    }
+
+    /// Charges the tenant's rate limit for one more unit of the stream's work (an
+    /// import's batch after its first, which the call's own token paid for).
+    pub fn take_token(&self) -> Result<(), ApiError> {
+        self.key.auth.take_token(&self.key.access.tenant)
     }
 }
 

@@ -6,4 +6,5 @@
 
 pub mod activity;
 pub mod contacts;
+pub mod import;
 mod requests;

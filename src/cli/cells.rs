@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! How a CSV cell becomes a property value. CSV has no types, so a cell is read as
 //! the JSON value it plainly spells, and as a string otherwise:
 //!

@@ -3,7 +3,7 @@
 
 mod cells;
 mod export;
-
+mod import;
 mod rows;
 
 use kraiter_contacts::config::ContactsCommand;
@@ -11,6 +11,6 @@ use kraiter_contacts::config::ContactsCommand;
 pub async fn contacts(command: ContactsCommand) -> anyhow::Result<()> {
     match command {
         ContactsCommand::Export(args) => export::run(args).await,
-        ContactsCommand::Import(_) => anyhow::bail!("pending"),
+        ContactsCommand::Import(args) => import::run(args).await,
     }
 }

@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! The rows of an import file: CSV with a header row (`email`, then one column per
 //! property; cells typed as `cells` says) or JSON Lines (`{"email": ..., "properties":
 //! {...}}` a line; what `contacts export` writes, whose other fields are ignored).

@@ -34,6 +34,7 @@
 //! right. Errors carry the SDK code (`ClientError::reason`).
 
 mod error;
+mod import;
 mod pages;
 
 use std::future::Future;
@@ -49,6 +50,7 @@ use tonic::{Request, Status};
 pub use crate::api::pb;
 pub use crate::error_reason::ErrorReason;
 pub use error::ClientError;
+pub use import::{MAX_BATCH_BYTES, MAX_BATCH_ROWS, batches};
 pub use pages::{ItemStream, RetryPolicy};
 
 use error::retry_after;

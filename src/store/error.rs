@@ -37,6 +37,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A transaction lost a race for locks (PostgreSQL's deadlock detector or
+    /// serialization failure chose it): nothing it did stays, and running it again
+    /// may succeed.
+    pub fn is_contention(&self) -> bool {
+        match self {
+            Self::Unavailable(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
+
     /// The same error for another caller waiting on the same statement: the kind and
     /// message are kept; a driver error's cause survives as text only.
     pub fn duplicate(&self) -> Self {

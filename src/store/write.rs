@@ -92,6 +92,26 @@ pub trait WriteTx: Send {
     /// Writes a changed contact (address, properties, `updated_at`); `Conflict` when
     /// the new address is taken.
     async fn update_contact(&mut self, contact: &Contact) -> StoreResult<()>;
+    /// The contacts whose address keys (`Email::key`) are in `keys`, locked in key
+    /// order, whatever order `keys` is in: two transactions locking overlapping
+    /// sets take the rows in the same order, so they queue instead of deadlocking.
+    /// One statement.
+    async fn lock_contacts_by_email_keys(&mut self, keys: &[String]) -> StoreResult<Vec<Contact>>;
+    /// Inserts, in address-key order, the contacts whose addresses are free; returns
+    /// the ids of those it inserted (a concurrent transaction's insert of an address
+    /// is waited for). One statement.
+    async fn insert_contacts_if_new(
+        &mut self,
+        contacts: &[&Contact],
+    ) -> StoreResult<Vec<ContactId>>;
+    /// Writes the properties (with the search text), `updated_at` and `revision` of
+    /// contacts this transaction has locked. One statement.
+    async fn update_contacts(&mut self, contacts: &[&Contact]) -> StoreResult<()>;
+    /// Inserts timeline entries, each of its contact. One statement.
+    async fn insert_timeline_entries(
+        &mut self,
+        entries: &[(&ContactId, &TimelineEntry)],
+    ) -> StoreResult<()>;
     /// Sets `flag` unless it is set, stamping `updated_at` with `at` (never moving it
     /// back); returns whether it changed.
     async fn set_contact_flag(

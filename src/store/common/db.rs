@@ -187,6 +187,12 @@ impl<'q, DB: SqlDb> Stmt<'q, DB> {
         }
     }
 
+    pub async fn fetch_all(self, conn: &mut DB::Connection) -> StoreResult<Vec<DB::Row>> {
+        <DB as SqlDb>::fetch_all(conn, self.0)
+            .await
+            .map_err(DB::classify)
+    }
+
     pub async fn fetch_optional(self, conn: &mut DB::Connection) -> StoreResult<Option<DB::Row>> {
         <DB as SqlDb>::fetch_optional(conn, self.0)
             .await

@@ -16,6 +16,7 @@
 //! differently.
 
 mod activity;
+mod batch;
 mod contacts;
 mod db;
 mod keys;
@@ -23,6 +24,7 @@ mod rows;
 mod types;
 mod write_tx;
 
+pub(crate) use batch::{JsonColumn, JsonKind};
 pub(crate) use contacts::{BackendContacts, ContactPage};
 pub(crate) use db::{ConnSource, SqlDb, SqlText, Stmt};
 pub(crate) use rows::{CONTACT_COLUMNS, contact_from_row, view_from_row};
@@ -52,6 +54,11 @@ pub(crate) trait Dialect: sqlx::Database {
     /// The condition that `column` is one of a `TextList` parameter's values; the
     /// parameter is written `?` (see `SqlText`).
     fn any_of(column: &str) -> String;
+
+    /// The records of a JSON array parameter (`?`, bound as `JsonText`) as a table
+    /// aliased `r` with `columns`, each read from the member of its name: how a batch
+    /// of rows goes to the database as one parameter of one statement (`batch.rs`).
+    fn json_rows(columns: &[JsonColumn]) -> String;
 
     /// Sorts driver errors into the kinds the API maps to status codes.
     fn classify(err: sqlx::Error) -> StoreError;

@@ -55,7 +55,7 @@ impl<C: TxConn> SqlWriteTx<C> {
 
     /// The connection and the tenant, borrowed apart so a statement can bind one
     /// and run on the other.
-    fn parts(&mut self) -> (&mut <C::Db as Database>::Connection, &str) {
+    pub(super) fn parts(&mut self) -> (&mut <C::Db as Database>::Connection, &str) {
         (self.conn.conn(), self.tenant.as_str())
     }
 
@@ -283,6 +283,29 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
     async fn update_contact(&mut self, contact: &Contact) -> StoreResult<()> {
         self.update_contact_at(contact, None).await?;
         Ok(())
+    }
+
+    // The batch statements are in `batch.rs`.
+    async fn lock_contacts_by_email_keys(&mut self, keys: &[String]) -> StoreResult<Vec<Contact>> {
+        self.lock_by_email_keys(keys).await
+    }
+
+    async fn insert_contacts_if_new(
+        &mut self,
+        contacts: &[&Contact],
+    ) -> StoreResult<Vec<ContactId>> {
+        self.insert_new(contacts).await
+    }
+
+    async fn update_contacts(&mut self, contacts: &[&Contact]) -> StoreResult<()> {
+        self.update_many(contacts).await
+    }
+
+    async fn insert_timeline_entries(
+        &mut self,
+        entries: &[(&ContactId, &TimelineEntry)],
+    ) -> StoreResult<()> {
+        self.insert_entries(entries).await
     }
 
     async fn set_contact_flag(

@@ -14,7 +14,7 @@ use conns::{Conn, Conns};
 use sqlx::Postgres;
 use sqlx::postgres::{PgQueryResult, PgRow};
 
-use super::common::{ConnSource, Dialect, SqlStore, SqlWriteTx};
+use super::common::{ConnSource, Dialect, JsonColumn, JsonKind, SqlStore, SqlWriteTx};
 use super::{Backend, ConnectOptions, StoreCounters, StoreError, StoreResult, WriteTx, migrations};
 use crate::domain::{ContactView, TenantId, ValidationError};
 
@@ -120,6 +120,31 @@ impl Dialect for Postgres {
 
     fn any_of(column: &str) -> String {
         format!("{column} = ANY(?)")
+    }
+
+    fn json_rows(columns: &[JsonColumn]) -> String {
+        let mut select = Vec::with_capacity(columns.len());
+        let mut types = Vec::with_capacity(columns.len());
+        for &JsonColumn(name, kind) in columns {
+            let (expr, ty) = match kind {
+                JsonKind::Text => (format!("x.{name}"), "text"),
+                JsonKind::Json => (format!("x.{name}::jsonb"), "text"),
+                JsonKind::Int => (format!("x.{name}"), "bigint"),
+                JsonKind::Bool => (format!("x.{name}"), "boolean"),
+                // Exact: an interval counts whole microseconds.
+                JsonKind::Micros => (
+                    format!("timestamptz 'epoch' + x.{name} * interval '1 microsecond'"),
+                    "bigint",
+                ),
+            };
+            select.push(format!("{expr} AS {name}"));
+            types.push(format!("{name} {ty}"));
+        }
+        format!(
+            "(SELECT {} FROM jsonb_to_recordset(?) AS x({})) AS r",
+            select.join(", "),
+            types.join(", ")
+        )
     }
 
     fn classify(err: sqlx::Error) -> StoreError {

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 
-use super::common::{ConnSource, Dialect, SqlStore, SqlWriteTx, view_from_row};
+use super::common::{ConnSource, Dialect, JsonColumn, SqlStore, SqlWriteTx, view_from_row};
 use super::{Backend, ConnectOptions, StoreError, StoreResult, WriteTx, migrations};
 use crate::domain::{ContactView, TenantId, ValidationError};
 
@@ -150,6 +150,17 @@ impl Dialect for Sqlite {
 
     fn any_of(column: &str) -> String {
         format!("{column} IN (SELECT value FROM json_each(?))")
+    }
+
+    /// Times are stored as microseconds and booleans as integers, which is what
+    /// `json_extract` returns for them; a JSON object sent as a string comes back
+    /// as that string, serde's text.
+    fn json_rows(columns: &[JsonColumn]) -> String {
+        let select: Vec<String> = columns
+            .iter()
+            .map(|&JsonColumn(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+            .collect();
+        format!("(SELECT {} FROM json_each(?)) AS r", select.join(", "))
     }
 
     fn classify(err: sqlx::Error) -> StoreError {

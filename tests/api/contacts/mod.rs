@@ -7,6 +7,8 @@ mod concurrency;
 mod crud;
 mod errors;
 mod etags;
+mod import;
+mod import_scale;
 mod isolation;
 mod list;
 mod lookups;

@@ -31,6 +31,8 @@ pub enum Req {
     Track(pb::TrackEventRequest),
     Upsert(pb::UpsertContactRequest),
     BatchGet(pb::BatchGetContactsRequest),
+    /// ImportContacts with one request message (one batch).
+    Import(pb::ImportContactsRequest),
 }
 
 impl Req {
@@ -40,6 +42,12 @@ impl Req {
             properties: None,
             ..Default::default()
         })
+    }
+
+    /// Whether the client sends a stream of request messages (of which `encode` is
+    /// one): no message at all is then a valid call.
+    pub fn streams_requests(&self) -> bool {
+        matches!(self, Self::Import(_))
     }
 
     /// The full method path, as on the wire.
@@ -67,6 +75,7 @@ impl Req {
             Self::Track(_) => "/kraiter.contacts.v1.ActivityService/TrackEvent",
             Self::Upsert(_) => "/kraiter.contacts.v1.ContactsService/UpsertContact",
             Self::BatchGet(_) => "/kraiter.contacts.v1.ContactsService/BatchGetContacts",
+            Self::Import(_) => "/kraiter.contacts.v1.ContactsService/ImportContacts",
         }
     }
 
@@ -96,6 +105,7 @@ impl Req {
             Self::Track(r) => r.encode_to_vec(),
             Self::Upsert(r) => r.encode_to_vec(),
             Self::BatchGet(r) => r.encode_to_vec(),
+            Self::Import(r) => r.encode_to_vec(),
         }
     }
 }
@@ -131,6 +141,14 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
         Req::Track(r) => a.track_event(r).await.map(drop),
         Req::Upsert(r) => c.upsert_contact(r).await.map(drop),
         Req::BatchGet(r) => c.batch_get_contacts(r).await.map(drop),
+        Req::Import(r) => {
+            drain(
+                c.import_contacts(tokio_stream::iter([r]))
+                    .await?
+                    .into_inner(),
+            )
+            .await
+        }
     }
 }
 
@@ -378,6 +396,13 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
         Req::BatchGet(pb::BatchGetContactsRequest {
             ids: vec![c()],
             emails: vec![f.email.clone()],
+        }),
+        Req::Import(pb::ImportContactsRequest {
+            rows: vec![pb::ImportRow {
+                email: f.email.clone(),
+                properties: None,
+            }],
+            mode: pb::ImportMode::UpdateOnly as i32,
         }),
         // Last: it erases the fixture contact.
         Req::Delete(pb::DeleteContactRequest {
