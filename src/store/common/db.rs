@@ -70,6 +70,9 @@ pub(crate) trait SqlDb:
     + for<'q> Param<'q, DbJson<&'q JsonMap>>
     + for<'q> Param<'q, JsonText<&'q str>>
     + for<'q> Param<'q, TextList<'q>>
+    + for<'q> Param<'q, Option<DbJson<&'q JsonMap>>>
+    + for<'q> Param<'q, Option<bool>>
+    + for<'q> Param<'q, Option<i64>>
     + Get<String>
     + Get<Vec<u8>>
     + Get<i64>
@@ -80,6 +83,9 @@ pub(crate) trait SqlDb:
     + Get<DbJson<JsonMap>>
     + Get<JsonText>
     + Get<Option<JsonText>>
+    + Get<Option<String>>
+    + Get<Option<i64>>
+    + Get<Option<bool>>
 {
     fn fetch_all<'c, 'q: 'c>(
         conn: &'c mut Self::Connection,
@@ -118,6 +124,9 @@ where
         + for<'q> Param<'q, DbJson<&'q JsonMap>>
         + for<'q> Param<'q, JsonText<&'q str>>
         + for<'q> Param<'q, TextList<'q>>
+        + for<'q> Param<'q, Option<DbJson<&'q JsonMap>>>
+        + for<'q> Param<'q, Option<bool>>
+        + for<'q> Param<'q, Option<i64>>
         + Get<String>
         + Get<Vec<u8>>
         + Get<i64>
@@ -127,7 +136,10 @@ where
         + Get<Option<DbTime>>
         + Get<DbJson<JsonMap>>
         + Get<JsonText>
-        + Get<Option<JsonText>>,
+        + Get<Option<JsonText>>
+        + Get<Option<String>>
+        + Get<Option<i64>>
+        + Get<Option<bool>>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {
@@ -187,6 +199,12 @@ impl<'q, DB: SqlDb> Stmt<'q, DB> {
 
     pub async fn fetch_optional(self, conn: &mut DB::Connection) -> StoreResult<Option<DB::Row>> {
         <DB as SqlDb>::fetch_optional(conn, self.0)
+            .await
+            .map_err(DB::classify)
+    }
+
+    pub async fn fetch_all(self, conn: &mut DB::Connection) -> StoreResult<Vec<DB::Row>> {
+        <DB as SqlDb>::fetch_all(conn, self.0)
             .await
             .map_err(DB::classify)
     }

@@ -15,3 +15,4 @@ mod search_paths;
 mod tenancy;
 mod timeline;
 mod upsert;
+mod watch;

@@ -30,6 +30,7 @@ pub enum Req {
     Membership(pb::SetSegmentMembershipRequest),
     Track(pb::TrackEventRequest),
     Upsert(pb::UpsertContactRequest),
+    Watch(pb::WatchContactsRequest),
 }
 
 impl Req {
@@ -65,6 +66,7 @@ impl Req {
             Self::Membership(_) => "/kraiter.contacts.v1.ActivityService/SetSegmentMembership",
             Self::Track(_) => "/kraiter.contacts.v1.ActivityService/TrackEvent",
             Self::Upsert(_) => "/kraiter.contacts.v1.ContactsService/UpsertContact",
+            Self::Watch(_) => "/kraiter.contacts.v1.ContactsService/WatchContacts",
         }
     }
 
@@ -93,6 +95,7 @@ impl Req {
             Self::Membership(r) => r.encode_to_vec(),
             Self::Track(r) => r.encode_to_vec(),
             Self::Upsert(r) => r.encode_to_vec(),
+            Self::Watch(r) => r.encode_to_vec(),
         }
     }
 }
@@ -127,6 +130,8 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
         Req::Membership(r) => a.set_segment_membership(r).await.map(drop),
         Req::Track(r) => a.track_event(r).await.map(drop),
         Req::Upsert(r) => c.upsert_contact(r).await.map(drop),
+        // A watch ends after its `max_changes` (a request without one would not).
+        Req::Watch(r) => drain(c.watch_contacts(r).await?.into_inner()).await,
     }
 }
 
@@ -369,6 +374,12 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
         }),
         Req::Upsert(pb::UpsertContactRequest {
             email: f.email.clone(),
+            ..Default::default()
+        }),
+        // The fixture's first change, then the watch ends.
+        Req::Watch(pb::WatchContactsRequest {
+            start: pb::WatchStart::OldestRetained as i32,
+            max_changes: 1,
             ..Default::default()
         }),
         // Last: it erases the fixture contact.
