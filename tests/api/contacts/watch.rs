@@ -239,7 +239,7 @@ async fn a_watcher_sees_a_new_change_well_under_a_second(backend: Backend) {
 
 async fn a_token_older_than_the_retention_is_expired_never_a_gap(backend: Backend) {
     let app = spawn_app_with(backend, |args| {
-        args.limits.change_retention = Duration::from_secs(2);
+        args.limits.change_retention = Duration::from_secs(5);
         // The purge takes every tenant's old changes: not those of other tests.
         if backend == Backend::Postgres {
             args.store.database_url = crate::support::postgres::own_database();
