@@ -253,6 +253,10 @@ pub struct LimitArgs {
     /// background.
     #[arg(long, env = "KRAITER_REQUEST_ID_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub request_id_retention: Duration,
+    /// How long changes of the feed (WatchContacts) are kept; older ones are purged
+    /// in the background, and a resume token before them is RESUME_TOKEN_EXPIRED.
+    #[arg(long, env = "KRAITER_CHANGE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub change_retention: Duration,
     /// Most bytes a streamed page may take encoded (`1MiB`, `256KiB` or bytes): a page
     /// ends before the item that would pass it, so it may hold fewer than `limit`
     /// items; a page holds at least one item whatever its size.
@@ -266,6 +270,14 @@ pub struct LimitArgs {
     /// RESOURCE_EXHAUSTED with `RetryInfo`.
     #[arg(long, env = "KRAITER_MAX_STREAMS_PER_TENANT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_streams_per_tenant: u32,
+    /// Watches (WatchContacts) open at once on this server; past it a new one is
+    /// RESOURCE_EXHAUSTED with `RetryInfo`.
+    #[arg(long, env = "KRAITER_MAX_WATCHERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watchers: u32,
+    /// Watches one tenant may have open at once; past it a new one is
+    /// RESOURCE_EXHAUSTED with `RetryInfo`.
+    #[arg(long, env = "KRAITER_MAX_WATCHERS_PER_TENANT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watchers_per_tenant: u32,
     /// How often a running stream checks again that its API key is live (before a page,
     /// at most this often); a revoked key ends the stream with UNAUTHENTICATED.
     #[arg(long, env = "KRAITER_STREAM_KEY_RECHECK", default_value = "30s", value_parser = parse_duration)]
@@ -296,9 +308,12 @@ impl Default for LimitArgs {
             rate_limit_burst: None,
             unknown_key_lookups_rps: 20,
             request_id_retention: Duration::from_secs(7 * 24 * 3600),
+            change_retention: Duration::from_secs(7 * 24 * 3600),
             max_page_bytes: 1024 * 1024,
             max_streams: 1024,
             max_streams_per_tenant: 64,
+            max_watchers: 256,
+            max_watchers_per_tenant: 16,
             stream_key_recheck: Duration::from_secs(30),
             response_compression: ResponseCompression::WhenCompressed,
         }
@@ -430,6 +445,12 @@ mod tests {
             default.max_streams_per_tenant
         );
         assert_eq!(parsed.stream_key_recheck, default.stream_key_recheck);
+        assert_eq!(parsed.change_retention, default.change_retention);
+        assert_eq!(parsed.max_watchers, default.max_watchers);
+        assert_eq!(
+            parsed.max_watchers_per_tenant,
+            default.max_watchers_per_tenant
+        );
         assert!(cli.serve.tls.tls_cert.is_none());
     }
 

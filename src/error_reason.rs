@@ -55,6 +55,9 @@ reasons! {
     Unavailable = "UNAVAILABLE", Unavailable;
     /// `FAILED_PRECONDITION`: the record's state does not allow the change (ingestion).
     FailedPrecondition = "FAILED_PRECONDITION", FailedPrecondition;
+    /// `FAILED_PRECONDITION`: a WatchContacts `resume_token` is older than the changes
+    /// the server retains (`--change-retention`); start again from a fresh read.
+    ResumeTokenExpired = "RESUME_TOKEN_EXPIRED", FailedPrecondition;
     /// `ABORTED`: the `etag` of a conditional write is not the contact's current one;
     /// nothing changed. Read the contact again and retry.
     EtagMismatch = "ETAG_MISMATCH", Aborted;

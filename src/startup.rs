@@ -150,6 +150,10 @@ impl Application {
             self.store.clone(),
             self.limits.request_id_retention,
         )));
+        let _purge_changes = AbortOnDrop(tokio::spawn(purge_changes(
+            self.store.clone(),
+            self.limits.change_retention,
+        )));
         let _metrics = self.metrics_listener.take().map(|listener| {
             AbortOnDrop(tokio::spawn(crate::metrics::serve(
                 listener,
@@ -233,6 +237,8 @@ impl Application {
             max_page_bytes: limits.max_page_bytes,
             max_streams: limits.max_streams,
             max_streams_per_tenant: limits.max_streams_per_tenant,
+            max_watchers: limits.max_watchers,
+            max_watchers_per_tenant: limits.max_watchers_per_tenant,
             key_recheck: limits.stream_key_recheck,
             max_message_size: limits.max_message_size,
         };
@@ -314,6 +320,38 @@ async fn purge_requests(store: DynStore, retention: Duration) {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "purging expired request ids failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Forgets changes of the feed older than `retention`, as `purge_requests` does;
+/// each tenant's watermark moves with them, so an older token is refused, not
+/// silently resumed past a gap.
+async fn purge_changes(store: DynStore, retention: Duration) {
+    const BATCH: u32 = 10_000;
+    let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(before) = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|retention| crate::domain::now().checked_sub_signed(retention))
+        else {
+            continue;
+        };
+        loop {
+            match store.purge_changes(before, BATCH).await {
+                Ok(purged) if purged >= u64::from(BATCH) => continue,
+                Ok(purged) => {
+                    if purged > 0 {
+                        tracing::debug!(purged, "expired contact changes purged");
+                    }
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "purging expired contact changes failed");
                     break;
                 }
             }

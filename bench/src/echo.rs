@@ -224,6 +224,15 @@ impl ContactsService for Echo {
     ) -> Result<Response<BatchGetContactsResponse>, Status> {
         unsupported()
     }
+
+    type WatchContactsStream = Nothing<pb::ContactChange>;
+
+    async fn watch_contacts(
+        &self,
+        _: Request<pb::WatchContactsRequest>,
+    ) -> Result<Response<Self::WatchContactsStream>, Status> {
+        unsupported()
+    }
 }
 
 /// Serves until killed.

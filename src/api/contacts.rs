@@ -4,6 +4,7 @@
 mod batch_get;
 mod import;
 mod upsert;
+mod watch;
 
 use tonic::{Request, Response, Status};
 
@@ -500,5 +501,14 @@ impl ContactsService for ContactsApi {
         request: Request<pb::BatchGetContactsRequest>,
     ) -> Result<Response<wire::BatchGetContactsResponse>, Status> {
         batch_get::batch_get_contacts(self, request).await
+    }
+
+    type WatchContactsStream = watch::WatchStream;
+
+    async fn watch_contacts(
+        &self,
+        request: Request<pb::WatchContactsRequest>,
+    ) -> Result<Response<Self::WatchContactsStream>, Status> {
+        watch::watch_contacts(self, request).await
     }
 }

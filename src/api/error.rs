@@ -45,6 +45,7 @@ impl ApiError {
                 StoreError::Unavailable(_) | StoreError::Overloaded(_) => ErrorReason::Unavailable,
                 StoreError::Rule(_) => ErrorReason::FailedPrecondition,
                 StoreError::EtagMismatch => ErrorReason::EtagMismatch,
+                StoreError::ResumeTokenExpired => ErrorReason::ResumeTokenExpired,
                 StoreError::Config(_) | StoreError::Internal(_) => ErrorReason::Internal,
             },
             Self::Unauthenticated(_) => ErrorReason::Unauthorised,
@@ -85,6 +86,9 @@ impl From<ApiError> for Status {
             ApiError::Store(StoreError::Rule(rule)) => rule.to_string(),
             ApiError::Store(StoreError::EtagMismatch) => {
                 "`etag` is not the contact's current etag; read it again".to_owned()
+            }
+            ApiError::Store(StoreError::ResumeTokenExpired) => {
+                "`resume_token` is older than the retained changes; start again".to_owned()
             }
             ApiError::Store(StoreError::Overloaded(_)) => {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
@@ -174,6 +178,11 @@ mod tests {
                 "stale etag",
                 StoreError::EtagMismatch.into(),
                 ErrorReason::EtagMismatch,
+            ),
+            (
+                "expired token",
+                StoreError::ResumeTokenExpired.into(),
+                ErrorReason::ResumeTokenExpired,
             ),
             (
                 "rate limited",

@@ -73,6 +73,10 @@ pub struct StreamLimits {
     /// Streams open at once, in all and per tenant.
     pub max_streams: u32,
     pub max_streams_per_tenant: u32,
+    /// Watches (WatchContacts) open at once, in all and per tenant; counted apart
+    /// from the lists, since a watch stays open for as long as its client wants.
+    pub max_watchers: u32,
+    pub max_watchers_per_tenant: u32,
     /// How often a running stream checks its key again.
     pub key_recheck: Duration,
     /// Largest request message (`--max-message-size`), for the refusal of a
@@ -88,6 +92,7 @@ pub struct Streams {
     max_message_size: usize,
     key_recheck: Duration,
     admission: Arc<Admission>,
+    watchers: Arc<Admission>,
     auth: AccessControl,
 }
 
@@ -98,6 +103,7 @@ impl Streams {
             max_message_size: limits.max_message_size,
             key_recheck: limits.key_recheck,
             admission: Admission::new(limits.max_streams, limits.max_streams_per_tenant),
+            watchers: Admission::new(limits.max_watchers, limits.max_watchers_per_tenant),
             auth,
         }
     }
@@ -122,6 +128,35 @@ impl Streams {
     /// `--max-message-size`.
     pub(crate) fn max_message_size(&self) -> usize {
         self.max_message_size
+    }
+
+    /// One more watch for `access`, or RESOURCE_EXHAUSTED past `--max-watchers` or
+    /// `--max-watchers-per-tenant`. Ask before any database work.
+    pub(crate) fn admit_watcher(&self, access: Access) -> Result<Watcher, ApiError> {
+        Ok(Watcher {
+            _place: self.watchers.admit(&access.tenant)?,
+            key: KeyCheck {
+                auth: self.auth.clone(),
+                access,
+                every: self.key_recheck,
+                checked: Instant::now(),
+            },
+        })
+    }
+}
+
+/// A watch let in: its place among the open watches (given back when dropped) and
+/// its caller's key to check again.
+pub(crate) struct Watcher {
+    _place: StreamPermit,
+    key: KeyCheck,
+}
+
+impl Watcher {
+    /// UNAUTHENTICATED once the key is found revoked (checked at most every
+    /// `--stream-key-recheck`).
+    pub async fn check_key(&mut self) -> Result<(), ApiError> {
+        self.key.check_if_due().await
     }
 }
 
@@ -371,6 +406,6 @@ impl<Msg, Message> PageSender<Msg, Message> {
 }
 
 /// Ends the stream with `err`'s status.
-async fn fail<Msg>(tx: &mpsc::Sender<Result<Msg, Status>>, err: ApiError) {
+pub(crate) async fn fail<Msg>(tx: &mpsc::Sender<Result<Msg, Status>>, err: ApiError) {
     let _ = tx.send(Err(Status::from(err))).await;
 }

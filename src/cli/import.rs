@@ -210,9 +210,13 @@ fn read_batches(
             properties: Some(to_struct(properties)),
         };
         let row_bytes = row.encoded_len() + 8;
-        if !batch.rows.is_empty() && (batch.rows.len() == size || bytes + row_bytes > MAX_BATCH_BYTES)
+        if !batch.rows.is_empty()
+            && (batch.rows.len() == size || bytes + row_bytes > MAX_BATCH_BYTES)
         {
-            if out.blocking_send(std::mem::replace(&mut batch, empty())).is_err() {
+            if out
+                .blocking_send(std::mem::replace(&mut batch, empty()))
+                .is_err()
+            {
                 return Ok(());
             }
             bytes = 0;

@@ -36,6 +36,9 @@ pub enum ClientError {
     /// The record's state does not allow the change (ingestion).
     #[error("FAILED_PRECONDITION: {message}")]
     FailedPrecondition { message: String },
+    /// A watch's resume token is older than the changes the server retains.
+    #[error("RESUME_TOKEN_EXPIRED: {message}")]
+    ResumeTokenExpired { message: String },
     /// A conditional write's etag is not the contact's current one; nothing changed.
     #[error("ETAG_MISMATCH: {message}")]
     EtagMismatch { message: String },
@@ -81,6 +84,7 @@ impl ClientError {
             Self::Unauthorised { .. } => ErrorReason::Unauthorised,
             Self::Unavailable { .. } | Self::Connect(_) => ErrorReason::Unavailable,
             Self::FailedPrecondition { .. } => ErrorReason::FailedPrecondition,
+            Self::ResumeTokenExpired { .. } => ErrorReason::ResumeTokenExpired,
             Self::EtagMismatch { .. } => ErrorReason::EtagMismatch,
             Self::RateLimited { .. } => ErrorReason::RateLimited,
             Self::MessageTooLarge { .. } => ErrorReason::MessageTooLarge,
@@ -132,6 +136,7 @@ impl From<Status> for ClientError {
                 retry_after: retry_after(),
             },
             ErrorReason::FailedPrecondition => Self::FailedPrecondition { message },
+            ErrorReason::ResumeTokenExpired => Self::ResumeTokenExpired { message },
             ErrorReason::EtagMismatch => Self::EtagMismatch { message },
             ErrorReason::RateLimited => Self::RateLimited {
                 message,

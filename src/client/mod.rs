@@ -36,6 +36,7 @@
 mod error;
 mod import;
 mod pages;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -341,6 +342,15 @@ impl Contacts {
             return self.read(request, call).await;
         }
         Ok(call(self.inner.clone(), request).await?.into_inner())
+    }
+
+    /// The tenant's change feed (WatchContacts): the changes after
+    /// `params.resume_token` (or from `params.start`), then each new one as it
+    /// commits. When the stream breaks (UNAVAILABLE, a reset connection, a server
+    /// restart) it reopens the watch after the last token received, so each change
+    /// arrives once and in order; keep the last `token` to resume a later run.
+    pub fn watch(&self, params: pb::WatchContactsRequest) -> ItemStream<pb::ContactChange> {
+        watch::changes(watch::opener(self.inner.clone()), params, self.retry)
     }
 
     /// A read, retried on UNAVAILABLE, broken connections and RATE_LIMITED with

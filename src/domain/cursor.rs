@@ -37,6 +37,8 @@ pub enum CursorKind {
     Sends = 2,
     ScheduledSends = 3,
     Timeline = 4,
+    /// A resume token of the change feed (WatchContacts).
+    Changes = 5,
 }
 
 /// Opaque position in a streamed list: the keyset key of the last item delivered,

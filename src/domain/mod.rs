@@ -3,6 +3,7 @@
 
 mod activity;
 mod api_key;
+mod change;
 mod contact;
 mod cursor;
 mod email;
@@ -23,6 +24,9 @@ pub use activity::{
     segment_entry,
 };
 pub use api_key::{NewApiKey, hash as hash_api_key};
+pub use change::{
+    ChangeKind, ChangePosition, ChangeRecord, ContactChange, WatchStart, changed_fields,
+};
 pub use contact::{
     Contact, ContactQuery, ContactUpdate, ContactUpsert, ContactView, NewContact, SearchTerm,
 };

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// current one; nothing was written.
     #[error("the etag does not match the contact's current version")]
     EtagMismatch,
+    /// Changes after a watch's resume position were purged by retention.
+    #[error("the resume token is older than the retained changes")]
+    ResumeTokenExpired,
     /// A unique key is taken; `field` names the request field it came from.
     #[error("`{field}` is already in use")]
     Conflict { field: &'static str },
@@ -59,6 +62,7 @@ impl StoreError {
             Self::Rule(rule) => Self::Rule(rule.clone()),
             Self::Conflict { field } => Self::Conflict { field },
             Self::EtagMismatch => Self::EtagMismatch,
+            Self::ResumeTokenExpired => Self::ResumeTokenExpired,
             Self::Invalid(invalid) => Self::Invalid(invalid.clone()),
             Self::Unavailable(cause) => {
                 Self::Unavailable(sqlx::Error::Io(std::io::Error::other(cause.to_string())))

@@ -5,6 +5,7 @@
 //! makes its own way). The rules that decide what a write does live once, in
 //! `crate::app`, over `WriteTx`.
 
+mod bell;
 mod common;
 mod error;
 mod migrations;
@@ -18,10 +19,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactView, Email, Enrolment, Membership, ScheduledSend,
-    SendRecord, TenantId, TimeKey, TimelineEntry, TimelineQuery,
+    ChangeKind, ChangePosition, ChangeRecord, Contact, ContactId, ContactQuery, ContactView, Email,
+    Enrolment, Membership, ScheduledSend, SendRecord, TenantId, TimeKey, TimelineEntry,
+    TimelineQuery, WatchStart,
 };
 
+pub use bell::ChangeBell;
 pub use error::StoreError;
 pub use write::{ContactFlag, ContactRecord, RememberedRequest, WriteTx};
 
@@ -137,9 +140,9 @@ pub struct ApiKeyRecord {
 }
 
 /// Everything the service needs from a database.
-pub trait Store: Backend + KeyStore + ContactStore + ActivityStore {}
+pub trait Store: Backend + KeyStore + ContactStore + ActivityStore + ChangeStore {}
 
-impl<T: Backend + KeyStore + ContactStore + ActivityStore> Store for T {}
+impl<T: Backend + KeyStore + ContactStore + ActivityStore + ChangeStore> Store for T {}
 
 pub type DynStore = Arc<dyn Store>;
 
@@ -256,6 +259,46 @@ pub trait ContactStore: Send + Sync + 'static {
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ListRows<TimelineEntry>>;
+}
+
+/// What one read of the change feed found.
+#[derive(Debug, Default)]
+pub struct ChangeBatch {
+    /// The changes after the position asked for that can be delivered now, in order.
+    pub changes: Vec<ChangeRecord>,
+    /// The tenant's purge watermark: a position before it lost changes to retention.
+    pub purged: Option<ChangePosition>,
+    /// Committed changes wait above the delivery horizon (a transaction with an
+    /// older id is still running): read again shortly.
+    pub held_back: bool,
+}
+
+/// The change feed (`contact_changes`): the writes record changes through `WriteTx`
+/// and PostgreSQL's one-statement writes; this reads and purges them.
+#[async_trait]
+pub trait ChangeStore: Send + Sync + 'static {
+    /// Up to `limit` changes of `tenant` after `after`, of `kinds` (all when empty),
+    /// in position order: only changes no later commit can precede (see
+    /// `common::changes`), with the tenant's purge watermark read in the same
+    /// statement.
+    async fn read_changes(
+        &self,
+        tenant: &TenantId,
+        after: ChangePosition,
+        kinds: &[ChangeKind],
+        limit: u32,
+    ) -> StoreResult<ChangeBatch>;
+    /// The position a watch without a token starts after.
+    async fn change_start(
+        &self,
+        tenant: &TenantId,
+        start: WatchStart,
+    ) -> StoreResult<ChangePosition>;
+    /// Deletes changes recorded before `before`, at most `batch`, raising each
+    /// tenant's watermark with them; returns how many went.
+    async fn purge_changes(&self, before: DateTime<Utc>, batch: u32) -> StoreResult<u64>;
+    /// What a commit that recorded changes rings, and watchers wait on.
+    fn change_bell(&self) -> ChangeBell;
 }
 
 /// Reads of the records the ingestion API writes (the writes are `crate::app`'s).

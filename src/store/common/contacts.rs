@@ -11,8 +11,8 @@ use super::rows::Record;
 use super::types::{DbTime, TextList};
 use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlDb, SqlStore, SqlText, SqlWriteTx, Stmt};
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey, TimelineEntry,
-    TimelineOrder, TimelineQuery,
+    Contact, ContactChange, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey,
+    TimelineEntry, TimelineOrder, TimelineQuery,
 };
 use crate::store::{
     Access, ContactRows, ContactStore, ListRows, StoreError, StoreResult, WriteTx, check_key,
@@ -44,7 +44,7 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         created: &TimelineEntry,
     ) -> StoreResult<()> {
         check_key(self, access).await?;
-        let mut tx = SqlWriteTx::new(self.begin_tx().await?, &access.tenant);
+        let mut tx = SqlWriteTx::new(self.begin_tx().await?, &access.tenant).ringing(self.bell());
         if !tx.insert_contact_if_new(contact).await? {
             return Err(StoreError::Conflict { field: "email" });
         }
@@ -83,10 +83,12 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         updated: &TimelineEntry,
         revision: i64,
     ) -> StoreResult<bool> {
-        let mut tx = SqlWriteTx::new(self.begin_tx().await?, tenant);
+        let mut tx = SqlWriteTx::new(self.begin_tx().await?, tenant).ringing(self.bell());
         if !tx.update_contact_at(after, Some(revision)).await? {
             return Ok(false);
         }
+        tx.record_change(&ContactChange::updated_as_recorded(after, updated))
+            .await?;
         tx.insert_timeline_entry(&after.id, updated).await?;
         Box::new(tx).commit().await?;
         Ok(true)

@@ -70,6 +70,9 @@ pub(crate) trait SqlDb:
     + for<'q> Param<'q, DbJson<&'q JsonMap>>
     + for<'q> Param<'q, JsonText<&'q str>>
     + for<'q> Param<'q, TextList<'q>>
+    + for<'q> Param<'q, Option<DbJson<&'q JsonMap>>>
+    + for<'q> Param<'q, Option<bool>>
+    + for<'q> Param<'q, Option<i64>>
     + Get<String>
     + Get<Option<String>>
     + Get<Vec<u8>>
@@ -81,6 +84,9 @@ pub(crate) trait SqlDb:
     + Get<DbJson<JsonMap>>
     + Get<JsonText>
     + Get<Option<JsonText>>
+    + Get<Option<String>>
+    + Get<Option<i64>>
+    + Get<Option<bool>>
 {
     fn fetch_all<'c, 'q: 'c>(
         conn: &'c mut Self::Connection,
@@ -119,6 +125,9 @@ where
         + for<'q> Param<'q, DbJson<&'q JsonMap>>
         + for<'q> Param<'q, JsonText<&'q str>>
         + for<'q> Param<'q, TextList<'q>>
+        + for<'q> Param<'q, Option<DbJson<&'q JsonMap>>>
+        + for<'q> Param<'q, Option<bool>>
+        + for<'q> Param<'q, Option<i64>>
         + Get<String>
         + Get<Option<String>>
         + Get<Vec<u8>>
@@ -129,7 +138,10 @@ where
         + Get<Option<DbTime>>
         + Get<DbJson<JsonMap>>
         + Get<JsonText>
-        + Get<Option<JsonText>>,
+        + Get<Option<JsonText>>
+        + Get<Option<String>>
+        + Get<Option<i64>>
+        + Get<Option<bool>>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
 {

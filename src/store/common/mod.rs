@@ -17,6 +17,7 @@
 
 mod activity;
 mod batch;
+mod changes;
 mod contacts;
 mod db;
 mod keys;
@@ -25,6 +26,7 @@ mod types;
 mod write_tx;
 
 pub(crate) use batch::{JsonColumn, JsonKind};
+pub(crate) use changes::{ChangeSql, POSTGRES as POSTGRES_CHANGES, SQLITE as SQLITE_CHANGES};
 pub(crate) use contacts::{BackendContacts, ContactPage};
 pub(crate) use db::{ConnSource, SqlDb, SqlText, Stmt};
 pub(crate) use rows::{CONTACT_COLUMNS, contact_from_row, view_from_row};
@@ -46,6 +48,8 @@ pub(crate) trait Dialect: sqlx::Database {
     const GREATEST: &'static str;
     /// The hidden column that identifies a row of any table, for deletes in batches.
     const ROW_ID: &'static str;
+    /// The statements of the change feed that differ (`changes.rs`).
+    const CHANGES: &'static changes::ChangeSql;
     /// The current time as an SQL expression of the database's own, when the
     /// backend stamps rows with the database's clock; `None` where the service's
     /// clock is bound as a parameter instead (see `SqlText::now`, `Stmt::bind_now`).
@@ -110,4 +114,6 @@ pub(crate) trait SqlStore: Send + Sync + 'static {
     fn writes(&self) -> &Self::Conns;
     /// A write transaction's connection, the transaction begun (see `SqlWriteTx`).
     async fn begin_tx(&self) -> StoreResult<Self::Tx>;
+    /// Rung after a commit that recorded changes (`ChangeBell`).
+    fn bell(&self) -> &crate::store::ChangeBell;
 }

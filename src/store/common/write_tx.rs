@@ -7,15 +7,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Database;
 
+use super::changes;
 use super::rows::{Record, column, contact_from_row, remembered_from_row};
 use super::types::{DbJson, DbTime, JsonText};
 use super::{CONTACT_COLUMNS, Dialect, SqlDb, SqlText, Stmt};
 use crate::domain::{
-    Contact, ContactId, Email, Enrolment, Idempotency, Membership, ScheduledSend, SendRecord,
-    TenantId, TimelineEntry, search_text,
+    ChangeKind, Contact, ContactChange, ContactId, Email, Enrolment, Idempotency, Membership,
+    ScheduledSend, SendRecord, TenantId, TimelineEntry, search_text,
 };
 use crate::store::{
-    ContactFlag, ContactRecord, RememberedRequest, StoreError, StoreResult, WriteTx,
+    ChangeBell, ContactFlag, ContactRecord, RememberedRequest, StoreError, StoreResult, WriteTx,
 };
 
 /// How a backend's write transaction holds its connection: it has begun when the
@@ -39,10 +40,18 @@ pub(crate) trait TxConn: Send + Sized + 'static {
 
 type Row<C> = <<C as TxConn>::Db as Database>::Row;
 
-/// One transaction of one tenant's records, on the connection `C` holds.
+/// One transaction of one tenant's records, on the connection `C` holds. Every
+/// write of a contact records its change (`contact_changes`) in the transaction,
+/// right after the row (see `changes.rs` for why then), and a commit that recorded
+/// any rings the bell.
 pub(crate) struct SqlWriteTx<C> {
     conn: C,
     tenant: TenantId,
+    /// The contacts as this transaction locked them, for the fields a rewrite
+    /// changes.
+    locked: std::collections::HashMap<String, Contact>,
+    bell: Option<ChangeBell>,
+    recorded: bool,
 }
 
 impl<C: TxConn> SqlWriteTx<C> {
@@ -50,7 +59,43 @@ impl<C: TxConn> SqlWriteTx<C> {
         Self {
             conn,
             tenant: tenant.clone(),
+            locked: Default::default(),
+            bell: None,
+            recorded: false,
         }
+    }
+
+    /// Rings `bell` after a commit that recorded changes.
+    pub fn ringing(mut self, bell: &ChangeBell) -> Self {
+        self.bell = Some(bell.clone());
+        self
+    }
+
+    /// Records `change` in this transaction. The write primitives call it; a new
+    /// primitive that writes contacts must too.
+    pub async fn record_change(&mut self, change: &ContactChange) -> StoreResult<()> {
+        let (conn, tenant) = self.parts();
+        changes::record::<C>(conn, tenant, change).await?;
+        self.recorded = true;
+        Ok(())
+    }
+
+    /// Commits, then wakes the tenant's watchers if changes were recorded.
+    pub async fn commit_and_ring(self) -> StoreResult<()> {
+        let (bell, recorded, tenant) = (self.bell, self.recorded, self.tenant);
+        self.conn.commit().await?;
+        if let (true, Some(bell)) = (recorded, bell) {
+            bell.ring(&tenant);
+        }
+        Ok(())
+    }
+
+    /// The contact as this transaction locked it, or read now (locked).
+    async fn before(&mut self, id: &ContactId) -> StoreResult<Option<Contact>> {
+        if let Some(before) = self.locked.get(id.as_str()) {
+            return Ok(Some(before.clone()));
+        }
+        self.lock_contact(id).await
     }
 
     /// The connection and the tenant, borrowed apart so a statement can bind one
@@ -230,8 +275,14 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
 
     async fn lock_contact(&mut self, id: &ContactId) -> StoreResult<Option<Contact>> {
         let sql = lock_sql::<C::Db>(CONTACT_COLUMNS, "contacts", "id = $2");
-        self.find(&sql, &[id.as_str()], contact_from_row::<C::Db>)
-            .await
+        let found = self
+            .find(&sql, &[id.as_str()], contact_from_row::<C::Db>)
+            .await?;
+        if let Some(contact) = &found {
+            self.locked
+                .insert(contact.id.as_str().to_owned(), contact.clone());
+        }
+        Ok(found)
     }
 
     async fn lock_contact_email(&mut self, id: &ContactId) -> StoreResult<Option<String>> {
@@ -257,8 +308,14 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
 
     async fn lock_contact_by_email(&mut self, email: &Email) -> StoreResult<Option<Contact>> {
         let sql = lock_sql::<C::Db>(CONTACT_COLUMNS, "contacts", "email_key = $2");
-        self.find(&sql, &[email.key()], contact_from_row::<C::Db>)
-            .await
+        let found = self
+            .find(&sql, &[email.key()], contact_from_row::<C::Db>)
+            .await?;
+        if let Some(contact) = &found {
+            self.locked
+                .insert(contact.id.as_str().to_owned(), contact.clone());
+        }
+        Ok(found)
     }
 
     async fn insert_contact_if_new(&mut self, contact: &Contact) -> StoreResult<bool> {
@@ -277,28 +334,67 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
             .bind(DbTime(contact.updated_at))
             .execute(conn)
             .await?;
-        Ok(inserted == 1)
+        if inserted != 1 {
+            return Ok(false);
+        }
+        self.record_change(&ContactChange::created(contact)).await?;
+        self.locked
+            .insert(contact.id.as_str().to_owned(), contact.clone());
+        Ok(true)
     }
 
     async fn update_contact(&mut self, contact: &Contact) -> StoreResult<()> {
+        let before = self
+            .before(&contact.id)
+            .await?
+            .ok_or(StoreError::NotFound("contact"))?;
         self.update_contact_at(contact, None).await?;
+        self.record_change(&ContactChange::updated(&before, contact))
+            .await?;
+        self.locked
+            .insert(contact.id.as_str().to_owned(), contact.clone());
         Ok(())
     }
 
-    // The batch statements are in `batch.rs`.
+    // The batch statements are in `batch.rs`; each contact they write records its
+    // change here, as the single-row primitives do.
     async fn lock_contacts_by_email_keys(&mut self, keys: &[String]) -> StoreResult<Vec<Contact>> {
-        self.lock_by_email_keys(keys).await
+        let locked = self.lock_by_email_keys(keys).await?;
+        for contact in &locked {
+            self.locked
+                .insert(contact.id.as_str().to_owned(), contact.clone());
+        }
+        Ok(locked)
     }
 
     async fn insert_contacts_if_new(
         &mut self,
         contacts: &[&Contact],
     ) -> StoreResult<Vec<ContactId>> {
-        self.insert_new(contacts).await
+        let inserted = self.insert_new(contacts).await?;
+        let ids: std::collections::HashSet<&str> = inserted.iter().map(ContactId::as_str).collect();
+        for contact in contacts.iter().filter(|c| ids.contains(c.id.as_str())) {
+            self.record_change(&ContactChange::created(contact)).await?;
+            self.locked
+                .insert(contact.id.as_str().to_owned(), (*contact).clone());
+        }
+        Ok(inserted)
     }
 
     async fn update_contacts(&mut self, contacts: &[&Contact]) -> StoreResult<()> {
-        self.update_many(contacts).await
+        let mut befores = Vec::with_capacity(contacts.len());
+        for contact in contacts {
+            let before = self.before(&contact.id).await?;
+            befores.push(before.ok_or(StoreError::NotFound("contact"))?);
+        }
+        self.update_many(contacts).await?;
+        for (before, contact) in befores.iter().zip(contacts) {
+            self.record_change(&ContactChange::updated(before, contact))
+                .await?;
+            self.locked
+                .insert(contact.id.as_str().to_owned(), (*contact).clone());
+        }
+        Ok(())
     }
 
     async fn insert_timeline_entries(
@@ -317,16 +413,27 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         let (column, greatest) = (flag.column(), C::Db::GREATEST);
         let sql = format!(
             "UPDATE contacts SET {column} = true, updated_at = {greatest}(updated_at, $3), \
-             revision = revision + 1 WHERE tenant_id = $1 AND id = $2 AND NOT {column}"
+             revision = revision + 1 WHERE tenant_id = $1 AND id = $2 AND NOT {column} \
+             RETURNING {CONTACT_COLUMNS}"
         );
         let (conn, tenant) = self.parts();
-        let updated = Stmt::<C::Db>::new(&sql)
+        let row = Stmt::<C::Db>::new(&sql)
             .bind(tenant)
             .bind(id.as_str())
             .bind(DbTime(at))
-            .execute(conn)
+            .fetch_optional(conn)
             .await?;
-        Ok(updated == 1)
+        let Some(after) = row.as_ref().map(contact_from_row::<C::Db>).transpose()? else {
+            return Ok(false);
+        };
+        let kind = match flag {
+            ContactFlag::Suppressed => ChangeKind::Suppressed,
+            ContactFlag::Unsubscribed => ChangeKind::Unsubscribed,
+        };
+        self.locked.insert(id.as_str().to_owned(), after.clone());
+        self.record_change(&ContactChange::flagged(kind, after))
+            .await?;
+        Ok(true)
     }
 
     async fn insert_timeline_entry(
@@ -368,9 +475,13 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         Stmt::<C::Db>::new("DELETE FROM contacts WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(id.as_str())
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
-        Ok(())
+        // Earlier changes keep only ids; the deletion carries only the id.
+        changes::scrub::<C>(conn, tenant, id).await?;
+        self.locked.remove(id.as_str());
+        self.record_change(&ContactChange::deleted(id, crate::domain::now()))
+            .await
     }
 
     async fn lock_owner(&mut self, record: ContactRecord, id: &str) -> StoreResult<bool> {
@@ -517,7 +628,7 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.conn.commit().await
+        (*self).commit_and_ring().await
     }
 }
 

@@ -51,6 +51,7 @@ impl BackendContacts for PgStore {
         if result.rows_affected() == 0 {
             return Err(StoreError::KeyRejected);
         }
+        self.bell.ring(&access.tenant);
         Ok(())
     }
 
@@ -185,7 +186,11 @@ impl BackendContacts for PgStore {
             .bind(revision);
         let mut conn = self.conns.get().await?;
         let result = query.execute(&mut *conn).await;
-        Ok(conn.finish(result)?.rows_affected() == 1)
+        let written = conn.finish(result)?.rows_affected() == 1;
+        if written {
+            self.bell.ring(tenant);
+        }
+        Ok(written)
     }
 }
 

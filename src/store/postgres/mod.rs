@@ -5,6 +5,7 @@
 mod conns;
 mod contacts;
 mod lookups;
+mod notify;
 mod rows;
 pub(crate) mod sql;
 mod write_tx;
@@ -14,13 +15,16 @@ use conns::{Conn, Conns};
 use sqlx::Postgres;
 use sqlx::postgres::{PgQueryResult, PgRow};
 
-use super::common::{ConnSource, Dialect, JsonColumn, JsonKind, SqlStore, SqlWriteTx};
+use super::common::{
+    ChangeSql, ConnSource, Dialect, JsonColumn, JsonKind, POSTGRES_CHANGES, SqlStore, SqlWriteTx,
+};
 use super::{Backend, ConnectOptions, StoreCounters, StoreError, StoreResult, WriteTx, migrations};
 use crate::domain::{ContactView, TenantId, ValidationError};
 
 pub struct PgStore {
     conns: Conns,
     lookups: lookups::Lookups,
+    bell: super::ChangeBell,
 }
 
 impl PgStore {
@@ -40,7 +44,13 @@ impl PgStore {
         // Coalesced point reads take at most a quarter of the pool (1 to 4 statements).
         let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
         let lookups = lookups::Lookups::start(conns.clone(), spare);
-        Ok(Self { conns, lookups })
+        let bell = super::ChangeBell::with_remote();
+        notify::start(url, conns.clone(), &bell);
+        Ok(Self {
+            conns,
+            lookups,
+            bell,
+        })
     }
 }
 
@@ -74,7 +84,8 @@ impl Backend for PgStore {
     }
 
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>> {
-        Ok(Box::new(SqlWriteTx::new(self.begin_tx().await?, tenant)))
+        let tx = SqlWriteTx::new(self.begin_tx().await?, tenant).ringing(&self.bell);
+        Ok(Box::new(tx))
     }
 }
 
@@ -95,6 +106,10 @@ impl SqlStore for PgStore {
     async fn begin_tx(&self) -> StoreResult<write_tx::PgTx> {
         write_tx::PgTx::begin(self.conns.get().await?).await
     }
+
+    fn bell(&self) -> &super::ChangeBell {
+        &self.bell
+    }
 }
 
 #[async_trait]
@@ -113,6 +128,7 @@ impl ConnSource for Conns {
 
 impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const CHANGES: &'static ChangeSql = &POSTGRES_CHANGES;
     const ROW_ID: &'static str = "ctid";
     const GREATEST: &'static str = "greatest";
     // The default of the `created_at` columns, so rows stamped either way agree.

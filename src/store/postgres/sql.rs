@@ -25,12 +25,49 @@ pub const GET_CONTACT_BY_EMAIL: &str = concat!(
     " FROM contacts WHERE tenant_id = $1 AND email_key = $2"
 );
 
-/// One statement, so the contact and its timeline entry commit together in one round trip.
-pub const CREATE_CONTACT: &str = "WITH c AS ( \
+/// The stamp of a change (see `store::common::changes` for why it is this).
+macro_rules! change_stamp {
+    () => {
+        "greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))"
+    };
+}
+
+/// What a one-statement write returns of its contact, for its change.
+macro_rules! changed_contact {
+    () => {
+        "RETURNING tenant_id, id, email, properties, suppressed, unsubscribed, created_at, \
+         updated_at, revision"
+    };
+}
+
+/// The change of a new contact, from the contact CTE `c`: the fields it was created
+/// with, as `ContactChange::created` names them.
+macro_rules! created_change {
+    () => {
+        concat!(
+            " INSERT INTO contact_changes (tenant_id, xid, type, contact_id, changed_fields, \
+             occurred_at, email, properties, suppressed, unsubscribed, created_at, updated_at, \
+             revision) SELECT tenant_id, ",
+            change_stamp!(),
+            ", 'CREATED', id, (SELECT jsonb_agg(f)::text FROM (SELECT 'email' AS f UNION ALL \
+             SELECT 'properties.' || k FROM jsonb_object_keys(c.properties) k) s), created_at, \
+             email, properties, suppressed, unsubscribed, created_at, updated_at, revision FROM c"
+        )
+    };
+}
+
+/// One statement, so the contact, its timeline entry and its change commit together
+/// in one round trip.
+pub const CREATE_CONTACT: &str = concat!(
+    "WITH c AS ( \
         INSERT INTO contacts (tenant_id, id, email, email_key, properties, search_text, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING tenant_id, id) \
-     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
-     SELECT tenant_id, id, $8, $9, $7, $10 FROM c";
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ",
+    changed_contact!(),
+    "), t AS ( \
+        INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+        SELECT tenant_id, id, $8, $9, $7, $10 FROM c)",
+    created_change!()
+);
 
 // Statements under a caller's key (`Access::key_hash`): the key's liveness is read in the same snapshot as
 // the data, so a revoked key is refused on its next call without a second round
@@ -66,20 +103,38 @@ pub const READ_FOR_UPDATE_CHECKED: &str = checked_contact!("", "c.id = $2");
 pub const READ_FOR_UPDATE: &str = GET_CONTACT;
 
 /// `CREATE_CONTACT` that inserts nothing unless `$11` is a live key of tenant `$1`.
-pub const CREATE_CONTACT_CHECKED: &str = "WITH k AS ( \
+pub const CREATE_CONTACT_CHECKED: &str = concat!(
+    "WITH k AS ( \
         SELECT tenant_id FROM api_keys WHERE key_hash = $11 AND tenant_id = $1 AND revoked_at IS NULL), \
      c AS ( \
         INSERT INTO contacts (tenant_id, id, email, email_key, properties, search_text, created_at, updated_at) \
-        SELECT tenant_id, $2, $3, $4, $5, $6, $7, $7 FROM k RETURNING tenant_id, id) \
-     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
-     SELECT tenant_id, id, $8, $9, $7, $10 FROM c";
+        SELECT tenant_id, $2, $3, $4, $5, $6, $7, $7 FROM k ",
+    changed_contact!(),
+    "), t AS ( \
+        INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+        SELECT tenant_id, id, $8, $9, $7, $10 FROM c)",
+    created_change!()
+);
 
-/// A merged contact with its `contact.updated` entry, written only if the row is still
-/// at revision `$11`: a compare-and-set,
-/// so a merge computed from that revision loses nothing written since.
-pub const UPDATE_CONTACT_IF_REVISION: &str = "WITH u AS ( \
+/// A merged contact with its `contact.updated` entry and its change, written only if
+/// the row is still at revision `$11`: a compare-and-set, so a merge computed from
+/// that revision loses nothing written since. The change names the fields the entry
+/// records (`domain::changed_fields`).
+pub const UPDATE_CONTACT_IF_REVISION: &str = concat!(
+    "WITH u AS ( \
         UPDATE contacts SET email = $3, email_key = $4, properties = $5, search_text = $6, \
             updated_at = $7, revision = revision + 1 \
-        WHERE tenant_id = $1 AND id = $2 AND revision = $11 RETURNING tenant_id, id) \
-     INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
-     SELECT tenant_id, id, $8, $9, $7, $10 FROM u";
+        WHERE tenant_id = $1 AND id = $2 AND revision = $11 ",
+    changed_contact!(),
+    "), t AS ( \
+        INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
+        SELECT tenant_id, id, $8, $9, $7, $10 FROM u) \
+     INSERT INTO contact_changes (tenant_id, xid, type, contact_id, changed_fields, \
+        occurred_at, email, properties, suppressed, unsubscribed, created_at, updated_at, \
+        revision) SELECT tenant_id, ",
+    change_stamp!(),
+    ", 'UPDATED', id, (SELECT coalesce(jsonb_agg(f), '[]')::text FROM (SELECT 'email' AS f \
+        WHERE jsonb_exists($10::jsonb, 'email') UNION ALL SELECT 'properties.' || k \
+        FROM jsonb_object_keys(coalesce($10::jsonb -> 'properties', '{}')) k) s), updated_at, \
+        email, properties, suppressed, unsubscribed, created_at, updated_at, revision FROM u"
+);

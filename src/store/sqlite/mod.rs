@@ -23,7 +23,9 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 
-use super::common::{ConnSource, Dialect, JsonColumn, SqlStore, SqlWriteTx, view_from_row};
+use super::common::{
+    ChangeSql, ConnSource, Dialect, JsonColumn, SQLITE_CHANGES, SqlStore, SqlWriteTx, view_from_row,
+};
 use super::{Backend, ConnectOptions, StoreError, StoreResult, WriteTx, migrations};
 use crate::domain::{ContactView, TenantId, ValidationError};
 
@@ -32,6 +34,7 @@ pub use search::SEARCH_CANDIDATES;
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    bell: super::ChangeBell,
 }
 
 impl SqliteStore {
@@ -68,7 +71,11 @@ impl SqliteStore {
             .connect_with(connect.read_only(true))
             .await
             .map_err(classify)?;
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            bell: super::ChangeBell::local(),
+        })
     }
 }
 
@@ -101,7 +108,8 @@ impl Backend for SqliteStore {
     }
 
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>> {
-        Ok(Box::new(SqlWriteTx::new(self.begin_tx().await?, tenant)))
+        let tx = SqlWriteTx::new(self.begin_tx().await?, tenant).ringing(&self.bell);
+        Ok(Box::new(tx))
     }
 }
 
@@ -122,6 +130,10 @@ impl SqlStore for SqliteStore {
     async fn begin_tx(&self) -> StoreResult<write_tx::SqliteTx> {
         write_tx::SqliteTx::begin(&self.writer).await
     }
+
+    fn bell(&self) -> &super::ChangeBell {
+        &self.bell
+    }
 }
 
 #[async_trait]
@@ -140,6 +152,7 @@ impl ConnSource for SqlitePool {
 }
 
 impl Dialect for Sqlite {
+    const CHANGES: &'static ChangeSql = &SQLITE_CHANGES;
     // The write transaction holds the database's write lock from `BEGIN IMMEDIATE`.
     const FOR_UPDATE: &'static str = "";
     const ROW_ID: &'static str = "rowid";

@@ -18,3 +18,4 @@ mod search_paths;
 mod tenancy;
 mod timeline;
 mod upsert;
+mod watch;

@@ -93,6 +93,7 @@ async fn provoke(reason: ErrorReason, backend: Backend) -> Seen {
         }
         ErrorReason::Unavailable => unavailable(backend).await,
         ErrorReason::FailedPrecondition => failed_precondition(backend).await,
+        ErrorReason::ResumeTokenExpired => resume_token_expired(backend).await,
         ErrorReason::EtagMismatch => {
             let app = spawn_app(backend).await;
             let contact = a_contact(&app).await;
@@ -182,6 +183,61 @@ async fn unavailable(backend: Backend) -> Seen {
     lock.release().await;
     let _ = holder.await.expect("the holder's task");
     seen
+}
+
+/// A watch resumed after a change whose successor retention purged.
+async fn resume_token_expired(backend: Backend) -> Seen {
+    use futures::StreamExt;
+    let app = spawn_app_with(backend, |args| {
+        args.limits.change_retention = Duration::from_millis(300);
+        // The purge takes every tenant's old changes: not those of other tests.
+        if backend == Backend::Postgres {
+            args.store.database_url = crate::support::postgres::own_database();
+        }
+    })
+    .await;
+    let contacts = app.sdk().contacts();
+    for email in ["one@example.com", "two@example.com"] {
+        contacts
+            .create(pb::CreateContactRequest {
+                email: email.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create");
+    }
+    let oldest = pb::WatchContactsRequest {
+        start: pb::WatchStart::OldestRetained as i32,
+        max_changes: 1,
+        ..Default::default()
+    };
+    let first = app
+        .client()
+        .watch_contacts(oldest)
+        .await
+        .expect("watch")
+        .into_inner()
+        .message()
+        .await
+        .expect("a change")
+        .expect("the first change");
+    let request = || pb::WatchContactsRequest {
+        resume_token: first.token.clone(),
+        max_changes: 1,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.client().watch_contacts(request()).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Seen {
+        raw: raw(app.client().watch_contacts(request()).await),
+        sdk: match contacts.watch(request()).next().await {
+            Some(result) => sdk(result),
+            None => Ok(()),
+        },
+    }
 }
 
 /// A send that was sent cannot go back to queued.

@@ -22,6 +22,12 @@ pub fn database_url() -> String {
         .clone()
 }
 
+/// A database of its own in the test cluster, dropped when the process ends, for a
+/// test whose server purges what every tenant wrote (a short retention).
+pub fn own_database() -> String {
+    fresh_database_in(&database_url())
+}
+
 fn fresh_database_in(admin_url: &str) -> String {
     let name = format!(
         "kraiter_test_{}",

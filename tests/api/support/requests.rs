@@ -33,6 +33,7 @@ pub enum Req {
     BatchGet(pb::BatchGetContactsRequest),
     /// ImportContacts with one request message (one batch).
     Import(pb::ImportContactsRequest),
+    Watch(pb::WatchContactsRequest),
 }
 
 impl Req {
@@ -76,6 +77,7 @@ impl Req {
             Self::Upsert(_) => "/kraiter.contacts.v1.ContactsService/UpsertContact",
             Self::BatchGet(_) => "/kraiter.contacts.v1.ContactsService/BatchGetContacts",
             Self::Import(_) => "/kraiter.contacts.v1.ContactsService/ImportContacts",
+            Self::Watch(_) => "/kraiter.contacts.v1.ContactsService/WatchContacts",
         }
     }
 
@@ -106,6 +108,7 @@ impl Req {
             Self::Upsert(r) => r.encode_to_vec(),
             Self::BatchGet(r) => r.encode_to_vec(),
             Self::Import(r) => r.encode_to_vec(),
+            Self::Watch(r) => r.encode_to_vec(),
         }
     }
 }
@@ -149,6 +152,8 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
             )
             .await
         }
+        // A watch ends after its `max_changes` (a request without one would not).
+        Req::Watch(r) => drain(c.watch_contacts(r).await?.into_inner()).await,
     }
 }
 
@@ -403,6 +408,12 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
                 properties: None,
             }],
             mode: pb::ImportMode::UpdateOnly as i32,
+        }),
+        // The fixture's first change, then the watch ends.
+        Req::Watch(pb::WatchContactsRequest {
+            start: pb::WatchStart::OldestRetained as i32,
+            max_changes: 1,
+            ..Default::default()
         }),
         // Last: it erases the fixture contact.
         Req::Delete(pb::DeleteContactRequest {

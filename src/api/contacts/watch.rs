@@ -1,0 +1,247 @@
+//! WatchContacts: the tenant's change feed as a server stream. The backlog after
+//! the resume position first, then new changes as they commit; the stream reads the
+//! outbox in batches (`ChangeStore::read_changes`), wakes when the tenant's bell
+//! rings (a commit here, or a NOTIFY from another replica) and otherwise polls
+//! slowly, so a lost wake-up only delays a change. It only reads: a slow client
+//! holds a bounded channel of changes and one batch, and no writer waits for it.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::ContactsApi;
+use crate::api::cursors::ListCursors;
+use crate::api::stream::{Watcher, fail};
+use crate::api::{ApiError, Credentials, convert, handle_stream, pb};
+use crate::domain::{
+    ChangeKind, ChangePosition, ChangeRecord, CursorKind, Etag, TenantId, ValidationError,
+    WatchStart,
+};
+use crate::store::{DynStore, StoreError};
+
+pub type WatchStream = ReceiverStream<Result<pb::ContactChange, Status>>;
+
+/// Changes one read of the outbox takes at most.
+const BATCH: u32 = 100;
+/// Changes waiting for a slow client, beyond the batch being sent.
+const BUFFER: usize = 16;
+/// How long a watcher waits for a wake-up before it reads again anyway.
+const POLL: Duration = Duration::from_secs(1);
+/// How soon it reads again while committed changes wait above the horizon.
+const HELD_BACK_POLL: Duration = Duration::from_millis(50);
+
+pub(super) async fn watch_contacts(
+    api: &ContactsApi,
+    request: Request<pb::WatchContactsRequest>,
+) -> Result<Response<WatchStream>, Status> {
+    let (metadata, extensions, message) = request.into_parts();
+    let credentials = Credentials::new(&metadata, &extensions);
+    handle_stream(
+        &api.auth,
+        "WatchContacts",
+        &credentials,
+        |access| async move {
+            let tenant = access.tenant.clone();
+            let kinds = parse_types(&message.types)?;
+            let max_changes = match message.max_changes {
+                0 => None,
+                n if n > 0 => Some(n as u64),
+                _ => {
+                    let why = "must not be negative";
+                    return Err(ValidationError::new("max_changes", why).into());
+                }
+            };
+            let start = match pb::WatchStart::try_from(message.start) {
+                Ok(pb::WatchStart::Unspecified | pb::WatchStart::Now) => WatchStart::Now,
+                Ok(pb::WatchStart::OldestRetained) => WatchStart::OldestRetained,
+                Err(_) => {
+                    let why = "is not a known WatchStart";
+                    return Err(ValidationError::new("start", why).into());
+                }
+            };
+            let tokens = ListCursors::new(&api.cursor_key, &tenant, CursorKind::Changes, &[]);
+            let resume = tokens
+                .resume(&message.resume_token)
+                .map_err(|err| ValidationError::new("resume_token", err.description))?
+                .as_deref()
+                .map(ChangePosition::decode)
+                .transpose()?;
+            let watcher = api.streams.admit_watcher(access)?;
+            let from = match resume {
+                Some(position) => {
+                    // Refused now, as the call's status, when it is already too old.
+                    let status = api.store.read_changes(&tenant, position, &[], 0).await?;
+                    check_retained(position, status.purged)?;
+                    position
+                }
+                None => api.store.change_start(&tenant, start).await?,
+            };
+            let (tx, rx) = mpsc::channel(BUFFER);
+            let feed = Feed {
+                store: api.store.clone(),
+                tenant,
+                kinds,
+                tokens,
+                position: from,
+                left: max_changes,
+                follow_purge: resume.is_none() && start == WatchStart::OldestRetained,
+            };
+            let span = tracing::Span::current();
+            tokio::spawn(tracing::Instrument::instrument(feed.run(watcher, tx), span));
+            Ok(ReceiverStream::new(rx))
+        },
+    )
+    .await
+}
+
+fn parse_types(types: &[i32]) -> Result<Vec<ChangeKind>, ValidationError> {
+    let mut kinds = Vec::new();
+    for &raw in types {
+        let kind = match pb::ContactChangeType::try_from(raw) {
+            Ok(pb::ContactChangeType::Created) => ChangeKind::Created,
+            Ok(pb::ContactChangeType::Updated) => ChangeKind::Updated,
+            Ok(pb::ContactChangeType::Deleted) => ChangeKind::Deleted,
+            Ok(pb::ContactChangeType::Suppressed) => ChangeKind::Suppressed,
+            Ok(pb::ContactChangeType::Unsubscribed) => ChangeKind::Unsubscribed,
+            Ok(pb::ContactChangeType::Unspecified) | Err(_) => {
+                let why = "holds a value that is not a known ContactChangeType";
+                return Err(ValidationError::new("types", why));
+            }
+        };
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
+}
+
+/// RESUME_TOKEN_EXPIRED when changes after `position` were purged.
+fn check_retained(
+    position: ChangePosition,
+    purged: Option<ChangePosition>,
+) -> Result<(), StoreError> {
+    match purged {
+        Some(purged) if purged > position => Err(StoreError::ResumeTokenExpired),
+        _ => Ok(()),
+    }
+}
+
+/// One watch's walk along its tenant's feed.
+struct Feed {
+    store: DynStore,
+    tenant: TenantId,
+    kinds: Vec<ChangeKind>,
+    tokens: ListCursors,
+    /// The position of the last change sent (or the start).
+    position: ChangePosition,
+    /// Changes still to send; `None` until the client cancels.
+    left: Option<u64>,
+    /// Started from the oldest retained change and sent nothing yet: a purge that
+    /// passes the start moves it (the client holds no token it could have missed).
+    follow_purge: bool,
+}
+
+impl Feed {
+    /// Sends changes until the client goes away, `max_changes` are sent, or
+    /// something fails (the database, a revoked key, an expired position); holds
+    /// the watch's place until then.
+    async fn run(
+        mut self,
+        mut watcher: Watcher,
+        tx: mpsc::Sender<Result<pb::ContactChange, Status>>,
+    ) {
+        let mut rings = self.store.change_bell().subscribe(&self.tenant);
+        loop {
+            // Seen before the read: a ring during it wakes the wait below.
+            rings.borrow_and_update();
+            let batch = match self
+                .store
+                .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(err) => return fail(&tx, err.into()).await,
+            };
+            if let Err(err) = check_retained(self.position, batch.purged) {
+                if let (true, Some(purged)) = (self.follow_purge, batch.purged) {
+                    self.position = purged;
+                    continue;
+                }
+                return fail(&tx, err.into()).await;
+            }
+            let full = batch.changes.len() == BATCH as usize;
+            for change in batch.changes {
+                if let Err(err) = watcher.check_key().await {
+                    return fail(&tx, err).await;
+                }
+                let position = change.position;
+                let message = match self.message(change) {
+                    Ok(message) => message,
+                    Err(err) => return fail(&tx, err).await,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+                crate::metrics::record_stream_message("WatchContacts");
+                self.position = position;
+                self.follow_purge = false;
+                if let Some(left) = self.left.as_mut() {
+                    *left -= 1;
+                    if *left == 0 {
+                        return;
+                    }
+                }
+            }
+            if full {
+                continue;
+            }
+            let wait = if batch.held_back {
+                HELD_BACK_POLL
+            } else {
+                POLL
+            };
+            tokio::select! {
+                _ = rings.changed() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = tx.closed() => return,
+            }
+        }
+    }
+
+    fn message(&self, change: ChangeRecord) -> Result<pb::ContactChange, ApiError> {
+        let kind = match change.kind {
+            ChangeKind::Created => pb::ContactChangeType::Created,
+            ChangeKind::Updated => pb::ContactChangeType::Updated,
+            ChangeKind::Deleted => pb::ContactChangeType::Deleted,
+            ChangeKind::Suppressed => pb::ContactChangeType::Suppressed,
+            ChangeKind::Unsubscribed => pb::ContactChangeType::Unsubscribed,
+        };
+        let contact = match change.contact {
+            None => None,
+            Some(view) => {
+                let properties: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(view.properties.as_str()).map_err(StoreError::internal)?;
+                Some(pb::Contact {
+                    properties: Some(convert::to_struct(properties)),
+                    id: view.id.into_string(),
+                    email: view.email.into_string(),
+                    suppressed: view.suppressed,
+                    unsubscribed: view.unsubscribed,
+                    created_at: Some(convert::timestamp(view.created_at)),
+                    updated_at: Some(convert::timestamp(view.updated_at)),
+                    etag: Etag::of(view.revision),
+                })
+            }
+        };
+        Ok(pb::ContactChange {
+            token: self.tokens.next(Some(change.position.encode())),
+            r#type: kind as i32,
+            contact_id: change.contact_id.into_string(),
+            contact,
+            changed_fields: change.changed_fields,
+            occurred_at: Some(convert::timestamp(change.occurred_at)),
+        })
+    }
+}

@@ -1,0 +1,345 @@
+//! The change feed's outbox (`contact_changes`): written by the write primitives in
+//! the writing transaction (`write_tx.rs`, and PostgreSQL's one-statement writes in
+//! `postgres/sql.rs`), read by WatchContacts in position order, purged after the
+//! retention window.
+//!
+//! # Why a delivered position is never passed by a later commit
+//!
+//! SQLite has one writer at a time, so its AUTOINCREMENT key is handed out in
+//! commit order: a change that commits later has a larger position.
+//!
+//! PostgreSQL hands out sequence values and transaction ids at the start of work,
+//! not at commit, so neither alone is commit-ordered. A change is stamped with
+//! `xid = greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))`
+//! (and a `seq` that orders the changes of one transaction), and a reader delivers,
+//! in `(xid, seq)` order, only changes whose xid is below the `xmin` of its own
+//! snapshot: every transaction with a smaller id has ended then. Two properties
+//! follow:
+//!
+//! 1. *No later commit lands before a delivered position.* A transaction that has
+//!    not committed when the reader takes its snapshot was running then (its id is
+//!    at least the snapshot's `xmin`) or gets its id later (larger than every id
+//!    handed out before, so again at least `xmin`). Its changes are stamped with at
+//!    least its own id, so at least `xmin`, above every position delivered from that
+//!    snapshot. A resume token is such a position: resuming after it misses nothing
+//!    and repeats nothing.
+//! 2. *Changes of one contact come in the order they committed.* A write stamps a
+//!    change while it holds the contact's row lock (it has just written the row).
+//!    If another transaction changed the contact and committed first, its id is at
+//!    most the `latestCompletedXid` this writer's snapshot sees, so below the
+//!    snapshot's `xmax` and so below this change's stamp (or equal to it with a
+//!    smaller `seq`, taken earlier). Stamping with the transaction's id alone would
+//!    break this: a transaction that got its id early (claiming a request id, an
+//!    earlier row of an import) and then waited for the lock of a contact held by a
+//!    younger transaction would sort before that transaction's change although it
+//!    committed after it, and a cache following the feed would end on a stale
+//!    contact.
+//!
+//! A long transaction anywhere in the cluster holds `xmin` back and so delays (never
+//! reorders) delivery; the reader says when committed changes wait above the
+//! horizon, and the watcher polls again shortly.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Database;
+
+use super::db::Get;
+use super::types::{DbJson, DbTime, JsonText, TextList};
+use super::{ConnSource, Dialect, SqlDb, SqlStore, SqlText, Stmt, TxConn};
+use crate::domain::{
+    ChangeKind, ChangePosition, ChangeRecord, ContactChange, ContactId, ContactView, Email,
+    PropertiesJson, TenantId, WatchStart,
+};
+use crate::store::{ChangeBatch, ChangeBell, ChangeStore, StoreError, StoreResult};
+
+/// The statements of the feed that differ between the databases.
+pub(crate) struct ChangeSql {
+    /// The stamp of a change written now (PostgreSQL), as an extra `xid` column.
+    pub stamp: Option<&'static str>,
+    /// A change's position as `xid` (text) and `seq` columns.
+    pub position: &'static str,
+    /// Changes after the position `($2, $3)`, deliverable now, with the tenant's
+    /// purge watermark and whether committed changes wait above the horizon.
+    pub after: &'static str,
+    /// The position `WatchStart::Now` starts after, for tenant `$1`.
+    pub now: &'static str,
+    /// The tenant's purge watermark as `xid`, `seq` (no row when nothing was purged).
+    pub watermark: &'static str,
+    /// Raises the watermark of `$1` to `($2, $3)` unless it is past it.
+    pub raise_watermark: &'static str,
+}
+
+pub(crate) const POSTGRES: ChangeSql = ChangeSql {
+    stamp: Some("greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))"),
+    position: "xid::text AS xid, seq",
+    after: "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) \
+        SELECT (SELECT w.xid::text || '.' || w.seq FROM contact_change_watermarks w \
+                 WHERE w.tenant_id = $1) AS purged, \
+               EXISTS (SELECT 1 FROM contact_changes h WHERE h.tenant_id = $1 \
+                 AND h.xid >= s.horizon) AS held, c.* \
+        FROM s LEFT JOIN LATERAL (SELECT xid::text AS xid, seq, type, contact_id, \
+                 changed_fields, occurred_at, email, properties, suppressed, unsubscribed, \
+                 created_at, updated_at, revision FROM contact_changes \
+               WHERE tenant_id = $1 AND (xid, seq) > ($2::xid8, $3) AND xid < s.horizon \
+                 AND ($5 OR type = ANY($6)) \
+               ORDER BY xid, seq LIMIT $4) c ON true ORDER BY c.xid::xid8, c.seq",
+    now: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid, 0::bigint AS seq \
+          WHERE $1::text IS NOT NULL",
+    watermark: "SELECT xid::text AS xid, seq FROM contact_change_watermarks WHERE tenant_id = $1",
+    raise_watermark: "INSERT INTO contact_change_watermarks (tenant_id, xid, seq) \
+        VALUES ($1, $2::xid8, $3) ON CONFLICT (tenant_id) DO UPDATE \
+        SET xid = EXCLUDED.xid, seq = EXCLUDED.seq \
+        WHERE (contact_change_watermarks.xid, contact_change_watermarks.seq) \
+            < (EXCLUDED.xid, EXCLUDED.seq)",
+};
+
+pub(crate) const SQLITE: ChangeSql = ChangeSql {
+    stamp: None,
+    position: "'0' AS xid, seq",
+    after: "SELECT (SELECT '0.' || w.seq FROM contact_change_watermarks w \
+                 WHERE w.tenant_id = $1) AS purged, 0 AS held, c.* \
+        FROM (SELECT 1) s LEFT JOIN (SELECT '0' AS xid, seq, type, contact_id, \
+                 changed_fields, occurred_at, email, properties, suppressed, unsubscribed, \
+                 created_at, updated_at, revision FROM contact_changes \
+               WHERE tenant_id = $1 AND seq > $3 AND $2 IS NOT NULL \
+                 AND ($5 OR type IN (SELECT value FROM json_each($6))) \
+               ORDER BY seq LIMIT $4) c ON 1 ORDER BY c.seq",
+    now: "SELECT '0' AS xid, coalesce(max(seq), 0) AS seq FROM contact_changes \
+          WHERE tenant_id = $1",
+    watermark: "SELECT '0' AS xid, seq FROM contact_change_watermarks WHERE tenant_id = $1",
+    raise_watermark: "INSERT INTO contact_change_watermarks (tenant_id, seq) \
+        VALUES ($1, $3) ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq \
+        WHERE contact_change_watermarks.seq < excluded.seq AND $2 IS NOT NULL",
+};
+
+/// Writes `change` in the transaction on `conn`.
+pub(super) async fn record<C: TxConn>(
+    conn: &mut <C::Db as Database>::Connection,
+    tenant: &str,
+    change: &ContactChange,
+) -> StoreResult<()> {
+    let sql = C::Db::CHANGES;
+    let mut text = SqlText::new(
+        "INSERT INTO contact_changes (tenant_id, type, contact_id, changed_fields, \
+         occurred_at, email, properties, suppressed, unsubscribed, created_at, updated_at, \
+         revision, recorded_at",
+    );
+    if sql.stamp.is_some() {
+        text = text.push(", xid");
+    }
+    text = text
+        .push(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ")
+        .now::<C::Db>();
+    if let Some(stamp) = sql.stamp {
+        text = text.push(", ").push(stamp);
+    }
+    let text = text.push(")");
+    let fields = serde_json::to_string(&change.changed_fields).map_err(StoreError::internal)?;
+    let contact = change.contact.as_ref();
+    Stmt::<C::Db>::new(text.as_str())
+        .bind(tenant)
+        .bind(change.kind.as_str())
+        .bind(change.contact_id.as_str())
+        .bind(Some(fields.as_str()))
+        .bind(DbTime(change.occurred_at))
+        .bind(contact.map(|c| c.email.as_str()))
+        .bind(contact.map(|c| DbJson(c.properties.as_map())))
+        .bind(contact.map(|c| c.suppressed))
+        .bind(contact.map(|c| c.unsubscribed))
+        .bind(contact.map(|c| DbTime(c.created_at)))
+        .bind(contact.map(|c| DbTime(c.updated_at)))
+        .bind(contact.map(|c| c.revision))
+        .bind_now()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Erases what the earlier changes of `contact` hold about the person: only the
+/// kinds, ids and times remain.
+pub(super) async fn scrub<C: TxConn>(
+    conn: &mut <C::Db as Database>::Connection,
+    tenant: &str,
+    contact: &ContactId,
+) -> StoreResult<()> {
+    Stmt::<C::Db>::new(
+        "UPDATE contact_changes SET changed_fields = NULL, email = NULL, properties = NULL, \
+         suppressed = NULL, unsubscribed = NULL, created_at = NULL, updated_at = NULL, \
+         revision = NULL WHERE tenant_id = $1 AND contact_id = $2 AND email IS NOT NULL",
+    )
+    .bind(tenant)
+    .bind(contact.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn get<DB: SqlDb + Get<T>, T>(row: &DB::Row, column: &str) -> StoreResult<T> {
+    <DB as Get<T>>::get(row, column).map_err(DB::classify)
+}
+
+fn position<DB: SqlDb>(xid: &str, seq: i64) -> StoreResult<ChangePosition> {
+    let xid = xid
+        .parse()
+        .map_err(|_| StoreError::internal("a change's xid is not a number"))?;
+    Ok(ChangePosition { xid, seq })
+}
+
+fn position_of_row<DB: SqlDb>(row: &DB::Row) -> StoreResult<ChangePosition> {
+    let xid: String = get::<DB, _>(row, "xid")?;
+    position::<DB>(&xid, get::<DB, _>(row, "seq")?)
+}
+
+/// A change of a row of `ChangeSql::after`; `None` for the row of a batch without
+/// changes.
+fn change_of_row<DB: SqlDb>(row: &DB::Row) -> StoreResult<Option<ChangeRecord>> {
+    let Some(xid) = get::<DB, Option<String>>(row, "xid")? else {
+        return Ok(None);
+    };
+    let seq: Option<i64> = get::<DB, _>(row, "seq")?;
+    let kind: Option<String> = get::<DB, _>(row, "type")?;
+    let kind = kind
+        .as_deref()
+        .and_then(ChangeKind::parse)
+        .ok_or_else(|| StoreError::internal("unknown change type in the database"))?;
+    let contact_id =
+        ContactId::from_trusted(get::<DB, Option<String>>(row, "contact_id")?.unwrap_or_default());
+    let fields: Option<String> = get::<DB, _>(row, "changed_fields")?;
+    let changed_fields = match fields {
+        Some(text) => serde_json::from_str(&text).map_err(StoreError::internal)?,
+        None => Vec::new(),
+    };
+    let occurred_at: Option<DbTime> = get::<DB, _>(row, "occurred_at")?;
+    let email: Option<String> = get::<DB, _>(row, "email")?;
+    let contact = match email {
+        None => None,
+        Some(email) => {
+            let properties: Option<JsonText> = get::<DB, _>(row, "properties")?;
+            let created: Option<DbTime> = get::<DB, _>(row, "created_at")?;
+            let updated: Option<DbTime> = get::<DB, _>(row, "updated_at")?;
+            let missing = || StoreError::internal("a change's contact is incomplete");
+            Some(ContactView {
+                id: contact_id.clone(),
+                email: Email::from_trusted(email),
+                properties: PropertiesJson::from_trusted(properties.ok_or_else(missing)?.0),
+                suppressed: get::<DB, Option<bool>>(row, "suppressed")?.unwrap_or_default(),
+                unsubscribed: get::<DB, Option<bool>>(row, "unsubscribed")?.unwrap_or_default(),
+                created_at: created.ok_or_else(missing)?.0,
+                updated_at: updated.ok_or_else(missing)?.0,
+                revision: get::<DB, Option<i64>>(row, "revision")?.unwrap_or_default(),
+            })
+        }
+    };
+    Ok(Some(ChangeRecord {
+        position: position::<DB>(&xid, seq.unwrap_or_default())?,
+        kind,
+        contact_id,
+        contact,
+        changed_fields,
+        occurred_at: occurred_at.map(|DbTime(at)| at).unwrap_or_default(),
+    }))
+}
+
+/// Deletes changes recorded before `before`, at most `batch`, and raises the
+/// watermark of each tenant that lost some to the last position it lost, in one
+/// transaction (so a reader sees both or neither). Returns how many went.
+pub(crate) async fn purge<S: SqlStore>(
+    store: &S,
+    before: DateTime<Utc>,
+    batch: u32,
+) -> StoreResult<u64> {
+    let row_id = <S::Db as Dialect>::ROW_ID;
+    let sql = <S::Db as Dialect>::CHANGES;
+    let delete = format!(
+        "DELETE FROM contact_changes WHERE {row_id} IN (SELECT {row_id} FROM contact_changes \
+         WHERE recorded_at < $1 LIMIT $2) RETURNING tenant_id, {}",
+        sql.position
+    );
+    let mut tx = store.begin_tx().await?;
+    let rows = Stmt::<S::Db>::new(&delete)
+        .bind(DbTime(before))
+        .bind(i64::from(batch))
+        .fetch_all(tx.conn())
+        .await?;
+    let mut last: std::collections::HashMap<String, ChangePosition> = Default::default();
+    for row in &rows {
+        let tenant: String = get::<S::Db, _>(row, "tenant_id")?;
+        let at = position_of_row::<S::Db>(row)?;
+        let entry = last.entry(tenant).or_insert(at);
+        *entry = (*entry).max(at);
+    }
+    for (tenant, at) in &last {
+        let xid = at.xid.to_string();
+        Stmt::<S::Db>::new(sql.raise_watermark)
+            .bind(tenant.as_str())
+            .bind(xid.as_str())
+            .bind(at.seq)
+            .execute(tx.conn())
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+#[async_trait]
+impl<S: SqlStore> ChangeStore for S {
+    async fn read_changes(
+        &self,
+        tenant: &TenantId,
+        after: ChangePosition,
+        kinds: &[ChangeKind],
+        limit: u32,
+    ) -> StoreResult<ChangeBatch> {
+        let types: Vec<String> = kinds.iter().map(|k| k.as_str().to_owned()).collect();
+        let xid = after.xid.to_string();
+        let stmt = Stmt::<S::Db>::new(<S::Db as Dialect>::CHANGES.after)
+            .bind(tenant.as_str())
+            .bind(xid.as_str())
+            .bind(after.seq)
+            .bind(i64::from(limit))
+            .bind(types.is_empty())
+            .bind(TextList(&types));
+        let rows = self.reads().fetch_all(stmt).await?;
+        let mut batch = ChangeBatch::default();
+        for row in &rows {
+            if batch.purged.is_none() {
+                let purged: Option<String> = get::<S::Db, _>(row, "purged")?;
+                batch.purged = purged
+                    .as_deref()
+                    .map(ChangePosition::decode)
+                    .transpose()
+                    .map_err(StoreError::internal)?;
+                batch.held_back = get::<S::Db, bool>(row, "held")?;
+            }
+            if let Some(change) = change_of_row::<S::Db>(row)? {
+                batch.changes.push(change);
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn change_start(
+        &self,
+        tenant: &TenantId,
+        start: WatchStart,
+    ) -> StoreResult<ChangePosition> {
+        let sql = <S::Db as Dialect>::CHANGES;
+        let text = match start {
+            WatchStart::Now => sql.now,
+            WatchStart::OldestRetained => sql.watermark,
+        };
+        let stmt = Stmt::<S::Db>::new(text).bind(tenant.as_str());
+        match self.reads().fetch_optional(stmt).await? {
+            Some(row) => position_of_row::<S::Db>(&row),
+            None => Ok(ChangePosition::START),
+        }
+    }
+
+    async fn purge_changes(&self, before: DateTime<Utc>, batch: u32) -> StoreResult<u64> {
+        purge(self, before, batch).await
+    }
+
+    fn change_bell(&self) -> ChangeBell {
+        self.bell().clone()
+    }
+}

@@ -1,0 +1,524 @@
+//! WatchContacts, the change feed: every kind of write appears once and in order,
+//! a resume after any token gives exactly the rest, deletion scrubs the person from
+//! earlier changes, the types filter, expired tokens, tenant isolation, watcher
+//! limits, wake-up latency; and on PostgreSQL, ordering under concurrent writers
+//! with a transaction held open.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kraiter_contacts::client::pb;
+use kraiter_contacts::client::pb::ContactChangeType as Kind;
+use serde_json::json;
+use sqlx::Connection;
+use tonic::Code;
+
+use crate::conformance;
+use crate::support::cluster::TestCluster;
+use crate::support::wait::PATIENCE;
+use crate::support::{
+    Backend, Client, TestApp, assert_status, create, locks, props, spawn_app, spawn_app_with,
+};
+
+fn from_oldest(max_changes: i32) -> pb::WatchContactsRequest {
+    pb::WatchContactsRequest {
+        start: pb::WatchStart::OldestRetained as i32,
+        max_changes,
+        ..Default::default()
+    }
+}
+
+fn resume(token: &str, max_changes: i32) -> pb::WatchContactsRequest {
+    pb::WatchContactsRequest {
+        resume_token: token.to_owned(),
+        max_changes,
+        ..Default::default()
+    }
+}
+
+/// The changes a watch with `max_changes` set delivers, all of them.
+async fn collect(client: &mut Client, request: pb::WatchContactsRequest) -> Vec<pb::ContactChange> {
+    let expected = request.max_changes as usize;
+    let mut stream = client
+        .watch_contacts(request)
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut changes = Vec::new();
+    while changes.len() < expected {
+        let next = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} of {expected} changes arrived: {changes:?}",
+                    changes.len()
+                )
+            });
+        match next.expect("a change") {
+            Some(change) => changes.push(change),
+            None => break,
+        }
+    }
+    changes
+}
+
+fn kinds(changes: &[pb::ContactChange]) -> Vec<Kind> {
+    changes
+        .iter()
+        .map(|c| Kind::try_from(c.r#type).expect("a known type"))
+        .collect()
+}
+
+/// Create, update, upsert (create and merge), auto-create by email, suppression by a
+/// bounce, unsubscription, delete: nine changes, in this order.
+async fn every_kind_of_write(app: &TestApp) -> String {
+    let mut client = app.client();
+    let mut activity = app.activity();
+    let alice = create(&mut client, "alice@example.com", json!({"plan": "free"})).await;
+    client
+        .update_contact(pb::UpdateContactRequest {
+            id: alice.id.clone(),
+            properties: Some(props(json!({"plan": "pro"}))),
+            ..Default::default()
+        })
+        .await
+        .expect("update");
+    for plan in ["a", "b"] {
+        client
+            .upsert_contact(pb::UpsertContactRequest {
+                email: "bob@example.com".into(),
+                properties: Some(props(json!({ "plan": plan }))),
+                ..Default::default()
+            })
+            .await
+            .expect("upsert");
+    }
+    let send = activity
+        .record_send(pb::RecordSendRequest {
+            recipient: Some(pb::record_send_request::Recipient::Email(
+                "carol@example.com".into(),
+            )),
+            template_id: "t".into(),
+            status: pb::SendStatus::Sent as i32,
+            source: pb::SendSource::Transactional as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("record a send to a new address")
+        .into_inner();
+    activity
+        .update_send_status(pb::UpdateSendStatusRequest {
+            send_id: send.id,
+            status: pb::SendStatus::Bounced as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("bounce");
+    activity
+        .track_event(pb::TrackEventRequest {
+            subject: Some(pb::track_event_request::Subject::ContactId(
+                alice.id.clone(),
+            )),
+            name: "email.unsubscribed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("unsubscribe");
+    client
+        .delete_contact(pb::DeleteContactRequest {
+            id: alice.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    alice.id
+}
+
+async fn every_write_kind_appears_once_in_order_and_a_resume_gives_exactly_the_rest(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let alice = every_kind_of_write(&app).await;
+    let mut client = app.client();
+    let all = collect(&mut client, from_oldest(8)).await;
+    assert_eq!(
+        kinds(&all),
+        [
+            Kind::Created,
+            Kind::Updated,
+            Kind::Created,
+            Kind::Updated,
+            Kind::Created,
+            Kind::Suppressed,
+            Kind::Unsubscribed,
+            Kind::Deleted,
+        ],
+        "{backend:?}: {all:?}"
+    );
+    assert_eq!(all.len(), 8, "{backend:?}: eight changes");
+    let bob = &all[3];
+    assert_eq!(bob.changed_fields, ["properties.plan"], "{backend:?}");
+    let merged = bob.contact.as_ref().expect("the contact after the merge");
+    assert_eq!(merged.email, "bob@example.com");
+    assert_eq!(
+        all[5].changed_fields,
+        ["suppressed"],
+        "{backend:?}: the bounce"
+    );
+    assert!(all[5].contact.as_ref().is_some_and(|c| c.suppressed));
+    // Deleted: only the id, here and in every earlier change of alice.
+    assert_eq!(all[7].contact_id, alice);
+    for change in all.iter().filter(|c| c.contact_id == alice) {
+        assert!(change.contact.is_none(), "{backend:?}: scrubbed {change:?}");
+        assert!(change.changed_fields.is_empty(), "{backend:?}: {change:?}");
+    }
+    // Resuming after each token gives exactly the changes after it.
+    for (i, change) in all.iter().enumerate() {
+        let rest = all.len() - i - 1;
+        if rest == 0 {
+            continue;
+        }
+        let resumed = collect(&mut client, resume(&change.token, rest as i32)).await;
+        let ids: Vec<&str> = resumed.iter().map(|c| c.token.as_str()).collect();
+        let want: Vec<&str> = all[i + 1..].iter().map(|c| c.token.as_str()).collect();
+        assert_eq!(ids, want, "{backend:?}: resumed after change {i}");
+    }
+}
+
+async fn the_types_filter_keeps_only_those_changes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    every_kind_of_write(&app).await;
+    let mut request = from_oldest(3);
+    request.types = vec![Kind::Created as i32];
+    let created = collect(&mut app.client(), request).await;
+    assert_eq!(kinds(&created), [Kind::Created; 3], "{backend:?}");
+    let mut bad = from_oldest(1);
+    bad.types = vec![99];
+    let refused = app.client().watch_contacts(bad).await;
+    assert_status(
+        refused.map(drop),
+        Code::InvalidArgument,
+        "VALIDATION_ERROR",
+        "type 99",
+    );
+}
+
+async fn a_watcher_sees_a_new_change_well_under_a_second(backend: Backend) {
+    // On a cluster of its own: a transaction another test holds open anywhere in a
+    // cluster holds back every delivery in it (the xmin horizon).
+    let cluster = (backend == Backend::Postgres).then(TestCluster::start_new);
+    let app = spawn_app_with(backend, |args| {
+        if let Some(cluster) = &cluster {
+            args.store.database_url = cluster.url("kraiter");
+        }
+    })
+    .await;
+    let mut stream = app
+        .client()
+        .watch_contacts(pb::WatchContactsRequest::default())
+        .await
+        .expect("watch from now")
+        .into_inner();
+    // Let the watch reach its wait before the write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let began = Instant::now();
+    create(&mut app.client(), "late@example.com", json!({})).await;
+    let change = tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("a change in time")
+        .expect("no error")
+        .expect("a change");
+    let latency = began.elapsed();
+    assert_eq!(change.r#type, Kind::Created as i32);
+    assert!(
+        latency < Duration::from_millis(700),
+        "{backend:?}: delivered after {latency:?}"
+    );
+    println!("{backend:?}: create to watcher in {latency:?}");
+}
+
+async fn a_token_older_than_the_retention_is_expired_never_a_gap(backend: Backend) {
+    let app = spawn_app_with(backend, |args| {
+        args.limits.change_retention = Duration::from_secs(5);
+        // The purge takes every tenant's old changes: not those of other tests.
+        if backend == Backend::Postgres {
+            args.store.database_url = crate::support::postgres::own_database();
+        }
+    })
+    .await;
+    let mut client = app.client();
+    create(&mut client, "first@example.com", json!({})).await;
+    create(&mut client, "second@example.com", json!({})).await;
+    let first = collect(&mut client, from_oldest(1)).await.remove(0);
+    // Once both are purged, the token after the first has lost the second.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let resumed = client.watch_contacts(resume(&first.token, 1)).await;
+        if resumed.is_err() {
+            let what = format!("{backend:?}: an expired token");
+            assert_status(
+                resumed.map(drop),
+                Code::FailedPrecondition,
+                "RESUME_TOKEN_EXPIRED",
+                &what,
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{backend:?}: never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The oldest retained start works, and sees the next write.
+    create(&mut client, "third@example.com", json!({})).await;
+    let next = collect(&mut client, from_oldest(1)).await;
+    assert_eq!(
+        next[0].contact.as_ref().map(|c| c.email.as_str()),
+        Some("third@example.com")
+    );
+}
+
+async fn a_watcher_sees_only_its_tenant_and_a_token_works_only_for_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    create(&mut app.client(), "mine@example.com", json!({})).await;
+    let token = collect(&mut app.client(), from_oldest(1))
+        .await
+        .remove(0)
+        .token;
+    let mut other = app.other_tenant_client().await;
+    create(&mut other, "theirs@example.com", json!({})).await;
+    let theirs = collect(&mut other, from_oldest(1)).await;
+    assert_eq!(
+        theirs[0].contact.as_ref().map(|c| c.email.as_str()),
+        Some("theirs@example.com"),
+        "{backend:?}"
+    );
+    let refused = other.watch_contacts(resume(&token, 1)).await;
+    assert_status(
+        refused.map(drop),
+        Code::InvalidArgument,
+        "VALIDATION_ERROR",
+        "a's token",
+    );
+}
+
+async fn watchers_past_the_tenant_limit_are_refused(backend: Backend) {
+    let app = spawn_app_with(backend, |args| args.limits.max_watchers_per_tenant = 1).await;
+    let first = app
+        .client()
+        .watch_contacts(pb::WatchContactsRequest::default())
+        .await
+        .expect("the first watcher");
+    let second = app
+        .client()
+        .watch_contacts(pb::WatchContactsRequest::default())
+        .await;
+    assert_status(
+        second.map(drop),
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+        "second",
+    );
+    // Another tenant has places of its own; a list is not a watcher.
+    let mut other = app.other_tenant_client().await;
+    other
+        .watch_contacts(pb::WatchContactsRequest::default())
+        .await
+        .expect("another tenant's watcher");
+    drop(first);
+    crate::support::wait::eventually(PATIENCE, "a place given back", || {
+        let mut client = app.client();
+        async move {
+            client
+                .watch_contacts(pb::WatchContactsRequest::default())
+                .await
+                .ok()
+        }
+    })
+    .await;
+}
+
+async fn the_client_watch_resumes_after_its_last_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    every_kind_of_write(&app).await;
+    let contacts = app.sdk().contacts();
+    let first: Vec<pb::ContactChange> = contacts
+        .watch(from_oldest(3))
+        .map(|c| c.expect("a change"))
+        .collect()
+        .await;
+    let rest: Vec<pb::ContactChange> = contacts
+        .watch(resume(&first[2].token, 5))
+        .map(|c| c.expect("a change"))
+        .collect()
+        .await;
+    let all = collect(&mut app.client(), from_oldest(8)).await;
+    let tokens: Vec<&String> = first.iter().chain(&rest).map(|c| &c.token).collect();
+    let want: Vec<&String> = all.iter().map(|c| &c.token).collect();
+    assert_eq!(tokens, want, "{backend:?}");
+}
+
+/// An import's rows appear like single writes: a created contact once (with its
+/// final state, however many rows of the batch touched it), an updated one once, an
+/// unchanged row not at all.
+async fn imported_rows_appear_in_the_feed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let existing = create(&mut client, "old@example.com", json!({"plan": "free"})).await;
+    let first = collect(&mut client, from_oldest(1)).await;
+    let row = |email: &str, value: serde_json::Value| pb::ImportRow {
+        email: email.to_owned(),
+        properties: Some(props(value)),
+    };
+    let batch = pb::ImportContactsRequest {
+        rows: vec![
+            row("new@example.com", json!({"a": 1})),
+            row("NEW@example.com", json!({"b": 2})),
+            row("old@example.com", json!({"plan": "pro"})),
+            row("old@example.com", json!({"plan": "pro"})),
+        ],
+        mode: pb::ImportMode::Upsert as i32,
+    };
+    let mut responses = client
+        .import_contacts(tokio_stream::iter([batch]))
+        .await
+        .expect("import")
+        .into_inner();
+    let answer = responses
+        .message()
+        .await
+        .expect("answer")
+        .expect("one batch");
+    assert_eq!((answer.created, answer.updated), (1, 2), "rows: {answer:?}");
+    let changes = collect(&mut client, resume(&first[0].token, 2)).await;
+    assert_eq!(
+        kinds(&changes),
+        [Kind::Created, Kind::Updated],
+        "{changes:?}"
+    );
+    let created = changes[0].contact.as_ref().expect("the new contact");
+    assert_eq!(created.email, "new@example.com");
+    assert_eq!(
+        crate::support::json_of(created),
+        json!({"a": 1, "b": 2}),
+        "the state the batch left"
+    );
+    assert_eq!(changes[1].contact_id, existing.id);
+    assert_eq!(changes[1].changed_fields, ["properties.plan"]);
+}
+
+conformance!(
+    imported_rows_appear_in_the_feed,
+    every_write_kind_appears_once_in_order_and_a_resume_gives_exactly_the_rest,
+    the_types_filter_keeps_only_those_changes,
+    a_watcher_sees_a_new_change_well_under_a_second,
+    a_token_older_than_the_retention_is_expired_never_a_gap,
+    a_watcher_sees_only_its_tenant_and_a_token_works_only_for_it,
+    watchers_past_the_tenant_limit_are_refused,
+    the_client_watch_resumes_after_its_last_token,
+);
+
+/// Many concurrent writers while one transaction that took its id first is held
+/// open: the watcher delivers nothing that commits after it until it ends, and in
+/// the end every change exactly once, in the (xid, seq) order of the outbox, the
+/// held one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_a_held_transaction_never_reorder_the_feed() {
+    // Its own cluster: the transaction it holds open would delay other tests' feeds.
+    let cluster = TestCluster::start_new();
+    let app = spawn_app_with(Backend::Postgres, |args| {
+        args.store.database_url = cluster.url("kraiter");
+    })
+    .await;
+    let mut client = app.client();
+    let held = create(&mut client, "held@example.com", json!({})).await;
+    let mut db = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM contacts WHERE id = $1")
+        .bind(&held.id)
+        .fetch_one(&mut db)
+        .await
+        .expect("the tenant");
+    let start = collect(&mut client, from_oldest(1)).await.remove(0).token;
+
+    // An update of `held` that takes its transaction id, then waits on the row lock
+    // the test holds while others commit.
+    let mut lock = locks::hold(&app, &held.id).await;
+    let mut updater = app.client();
+    let id = held.id.clone();
+    let blocked = tokio::spawn(async move {
+        updater
+            .update_contact(pb::UpdateContactRequest {
+                id,
+                properties: Some(props(json!({"v": 1}))),
+                ..Default::default()
+            })
+            .await
+    });
+    lock.wait_for_waiter(&app, "the held update").await;
+    let watcher = app.sdk().contacts().watch(resume(&start, 0));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let mut client = app.client();
+            tokio::spawn(async move {
+                for i in 0..5 {
+                    create(
+                        &mut client,
+                        &format!("w{w}-{i}@example.com"),
+                        json!({"i": i}),
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    let mut watcher = watcher;
+    let early = tokio::time::timeout(Duration::from_millis(500), watcher.next()).await;
+    assert!(
+        early.is_err(),
+        "nothing is delivered past the open transaction: {early:?}"
+    );
+    lock.release().await;
+    blocked.await.expect("the update task").expect("the update");
+    let mut delivered = Vec::new();
+    while delivered.len() < 41 {
+        let change = tokio::time::timeout(PATIENCE, watcher.next())
+            .await
+            .expect("changes keep coming")
+            .expect("the watch goes on")
+            .expect("a change");
+        delivered.push((change.contact_id, change.r#type));
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT contact_id, type FROM contact_changes WHERE tenant_id = $1 \
+         ORDER BY xid, seq OFFSET 1",
+    )
+    .bind(&tenant)
+    .fetch_all(&mut db)
+    .await
+    .expect("the outbox");
+    let committed: Vec<(String, i32)> = rows
+        .into_iter()
+        .map(|(id, kind)| {
+            let kind = match kind.as_str() {
+                "CREATED" => Kind::Created,
+                _ => Kind::Updated,
+            };
+            (id, kind as i32)
+        })
+        .collect();
+    assert_eq!(
+        delivered, committed,
+        "the feed is the outbox in (xid, seq) order"
+    );
+    assert!(
+        delivered
+            .iter()
+            .any(|(id, kind)| *id == held.id && *kind == Kind::Updated as i32),
+        "the held update is delivered"
+    );
+    let extra = tokio::time::timeout(Duration::from_millis(300), watcher.next()).await;
+    assert!(extra.is_err(), "nothing more: {extra:?}");
+}
