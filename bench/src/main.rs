@@ -13,6 +13,7 @@ mod baseline;
 mod cluster;
 mod data;
 mod echo;
+mod import;
 mod load;
 mod measures;
 mod process;
