@@ -11,6 +11,7 @@
 //!     .create(pb::CreateContactRequest {
 //!         email: "alice@example.com".into(),
 //!         properties: Some(kraiter_contacts::client::properties(serde_json::json!({"plan": "pro"}))),
+//!         ..Default::default()
 //!     })
 //!     .await?;
 //! assert!(contacts.get_by_email("ALICE@example.com").await?.is_some());
