@@ -15,6 +15,7 @@ mod cluster;
 mod data;
 mod echo;
 mod flood;
+mod import;
 mod load;
 mod measures;
 mod process;

@@ -179,6 +179,10 @@ pub(crate) async fn postgres_run(
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
     }
+    if import::wanted(setup) {
+        eprintln!("== ImportContacts ({} rows each)", import::rows(setup));
+        import::run(setup, &server, &key, &data, watch).await?;
+    }
     drop(server);
     if wanted_name(setup, "flood") {
         eprintln!("== flood: tenant B's GetContact beside floods, on servers of their own");
@@ -309,6 +313,14 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
     eprintln!("   seeded: {seed:?}");
     let server = start_server(setup, &url, "server-sqlite").await?;
     let rows = run_scenarios(setup, &server, &key, None, &data, false).await?;
+    if import::wanted(setup) {
+        eprintln!("== ImportContacts ({} rows each)", import::rows(setup));
+        let watch = Watch {
+            server: Some(server.pid()),
+            postgres: None,
+        };
+        import::run(setup, &server, &key, &data, watch).await?;
+    }
     Ok(BackendRun {
         name: "SQLite (no targets yet)",
         seed,
