@@ -224,6 +224,13 @@ impl ContactsService for Echo {
     ) -> Result<Response<BatchGetContactsResponse>, Status> {
         unsupported()
     }
+
+    async fn count_contacts(
+        &self,
+        _: Request<pb::CountContactsRequest>,
+    ) -> Result<Response<pb::CountContactsResponse>, Status> {
+        unsupported()
+    }
 }
 
 /// Serves until killed.

@@ -4,6 +4,7 @@
 
 mod conns;
 mod contacts;
+mod filter;
 mod lookups;
 mod rows;
 pub(crate) mod sql;
@@ -14,9 +15,10 @@ use conns::{Conn, Conns};
 use sqlx::Postgres;
 use sqlx::postgres::{PgQueryResult, PgRow};
 
-use super::common::{ConnSource, Dialect, SqlStore, SqlWriteTx};
+use super::common::{Clause, ConnSource, Dialect, JsonKind, SqlStore, SqlWriteTx};
 use super::{Backend, ConnectOptions, StoreCounters, StoreError, StoreResult, WriteTx, migrations};
-use crate::domain::{ContactView, TenantId, ValidationError};
+use crate::domain::filter::{PropertyPath, Scalar};
+use crate::domain::{ContactView, SearchTerm, TenantId, ValidationError};
 
 pub struct PgStore {
     conns: Conns,
@@ -132,6 +134,26 @@ impl Dialect for Postgres {
 
     fn contact_view(row: &PgRow) -> StoreResult<ContactView> {
         rows::view_from_row(row)
+    }
+
+    const BYTE_ORDER: &'static str = " COLLATE \"C\"";
+    const FIND: &'static str = "strpos";
+    const EXPLAIN: Option<&'static str> = Some("EXPLAIN ");
+
+    fn search_condition(out: &mut Clause, term: &SearchTerm) {
+        filter::search_condition(out, term);
+    }
+
+    fn json_exists(out: &mut Clause, path: &PropertyPath, present: bool) {
+        filter::json_exists(out, path, present);
+    }
+
+    fn json_equals(out: &mut Clause, path: &PropertyPath, value: &Scalar) {
+        filter::json_equals(out, path, value);
+    }
+
+    fn json_typed(out: &mut Clause, path: &PropertyPath, kind: JsonKind) {
+        filter::json_typed(out, path, kind);
     }
 }
 

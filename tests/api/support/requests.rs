@@ -30,6 +30,7 @@ pub enum Req {
     Membership(pb::SetSegmentMembershipRequest),
     Track(pb::TrackEventRequest),
     Upsert(pb::UpsertContactRequest),
+    Count(pb::CountContactsRequest),
 }
 
 impl Req {
@@ -65,6 +66,7 @@ impl Req {
             Self::Membership(_) => "/kraiter.contacts.v1.ActivityService/SetSegmentMembership",
             Self::Track(_) => "/kraiter.contacts.v1.ActivityService/TrackEvent",
             Self::Upsert(_) => "/kraiter.contacts.v1.ContactsService/UpsertContact",
+            Self::Count(_) => "/kraiter.contacts.v1.ContactsService/CountContacts",
         }
     }
 
@@ -93,6 +95,7 @@ impl Req {
             Self::Membership(r) => r.encode_to_vec(),
             Self::Track(r) => r.encode_to_vec(),
             Self::Upsert(r) => r.encode_to_vec(),
+            Self::Count(r) => r.encode_to_vec(),
         }
     }
 }
@@ -127,6 +130,7 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
         Req::Membership(r) => a.set_segment_membership(r).await.map(drop),
         Req::Track(r) => a.track_event(r).await.map(drop),
         Req::Upsert(r) => c.upsert_contact(r).await.map(drop),
+        Req::Count(r) => c.count_contacts(r).await.map(drop),
     }
 }
 
@@ -369,6 +373,17 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
         }),
         Req::Upsert(pb::UpsertContactRequest {
             email: f.email.clone(),
+            ..Default::default()
+        }),
+        Req::Count(pb::CountContactsRequest {
+            filter: Some(pb::ContactFilter {
+                field: "email".into(),
+                operator: pb::FilterOperator::Equals as i32,
+                value: Some(prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(f.email.clone())),
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         // Last: it erases the fixture contact.
