@@ -46,6 +46,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ContactsCommand,
     },
+    /// Manage indexes of hot properties, for filters on them.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +143,37 @@ pub struct ExportArgs {
     pub suppressed: Option<bool>,
     #[command(flatten)]
     pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Index a property of a tenant (PostgreSQL: CREATE INDEX CONCURRENTLY).
+    Create {
+        /// Tenant whose contacts the index covers (PostgreSQL; on SQLite it covers all).
+        #[arg(long)]
+        tenant: String,
+        /// Property path, plain keys joined by `.` (`plan`, `address.city`).
+        #[arg(long)]
+        property: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the property indexes and their definitions.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Drop the indexes `index create` made for this tenant and property.
+    Drop {
+        /// Tenant given to `index create`.
+        #[arg(long)]
+        tenant: String,
+        /// Property given to `index create`.
+        #[arg(long)]
+        property: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,7 +2,9 @@ mod cli;
 
 use anyhow::Context;
 use clap::Parser;
-use kraiter_contacts::config::{Cli, Command, HealthArgs, KeysCommand, ServeArgs, StoreArgs};
+use kraiter_contacts::config::{
+    Cli, Command, HealthArgs, IndexCommand, KeysCommand, ServeArgs, StoreArgs,
+};
 use kraiter_contacts::domain::TenantId;
 use kraiter_contacts::startup::Application;
 use kraiter_contacts::{keys, store, telemetry};
@@ -22,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Keys { command }) => keys_command(command).await,
         Some(Command::Health(args)) => health(args).await,
         Some(Command::Contacts { command }) => cli::contacts(command).await,
+        Some(Command::Index { command }) => index_command(command).await,
     }
 }
 
@@ -106,6 +109,40 @@ async fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                 anyhow::bail!("no active key `{key_id}`");
             }
             eprintln!("revoked key `{key_id}`");
+        }
+    }
+    Ok(())
+}
+
+async fn index_command(command: IndexCommand) -> anyhow::Result<()> {
+    use kraiter_contacts::store::property_index::{self, parse_property};
+    match command {
+        IndexCommand::Create {
+            tenant,
+            property,
+            store,
+        } => {
+            let (tenant, path) = (TenantId::parse(&tenant)?, parse_property(&property)?);
+            // Migrated first: the index is on the contacts table.
+            open(&store).await?;
+            let url = &store.database_url;
+            for statement in property_index::create(url, &tenant, &path).await? {
+                eprintln!("{statement}");
+            }
+        }
+        IndexCommand::List { store } => {
+            for index in property_index::list(&store.database_url).await? {
+                println!("{}\t{}", index.name, index.definition);
+            }
+        }
+        IndexCommand::Drop {
+            tenant,
+            property,
+            store,
+        } => {
+            let (tenant, path) = (TenantId::parse(&tenant)?, parse_property(&property)?);
+            property_index::drop(&store.database_url, &tenant, &path).await?;
+            eprintln!("dropped the indexes of `{property}` for `{tenant}`");
         }
     }
     Ok(())

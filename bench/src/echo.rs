@@ -233,6 +233,13 @@ impl ContactsService for Echo {
     ) -> Result<Response<Self::WatchContactsStream>, Status> {
         unsupported()
     }
+
+    async fn count_contacts(
+        &self,
+        _: Request<pb::CountContactsRequest>,
+    ) -> Result<Response<pb::CountContactsResponse>, Status> {
+        unsupported()
+    }
 }
 
 /// Serves until killed.

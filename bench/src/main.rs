@@ -14,6 +14,7 @@ mod cancel;
 mod cluster;
 mod data;
 mod echo;
+mod filters;
 mod flood;
 mod import;
 mod load;

@@ -62,6 +62,14 @@ pub(crate) async fn postgres_run(
         report.cancel = Some(cancel::run(&pool, &clients, &data, runs, after_others).await?);
     }
 
+    if wanted_name(setup, "filters") {
+        eprintln!("== filters, orders and counts (issue 16)");
+        let vars = baseline::variables(&data, &key);
+        let section =
+            filters::postgres(pg, &pool, &clients, setup.plan, watch, &data, &vars).await?;
+        eprintln!("{section}");
+    }
+
     eprintln!("== unary calls in rounds: echo, service, pgbench (and back)");
     let vars = baseline::variables(&data, &key);
     // New ids and emails for every pgbench run.
@@ -320,6 +328,14 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
             postgres: None,
         };
         import::run(setup, &server, &key, &data, watch).await?;
+    }
+    if wanted_name(setup, "filters") {
+        eprintln!("== filters, orders and counts (issue 16)");
+        let clients = load::connect(&server.addr(), &key, setup.connections).await?;
+        eprintln!(
+            "{}",
+            filters::sqlite(&clients, setup.plan, &data, server.pid()).await
+        );
     }
     Ok(BackendRun {
         name: "SQLite (no targets yet)",

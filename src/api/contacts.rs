@@ -2,6 +2,7 @@
 //! writes and reads beyond it (`batch_get`, `import`, `upsert`).
 
 mod batch_get;
+mod count;
 mod import;
 mod upsert;
 mod watch;
@@ -14,13 +15,14 @@ use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, Fetched, PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{
-    AccessControl, Credentials, convert, convert_activity, handle, handle_stream, handle_with_key,
+    AccessControl, Credentials, convert, convert_activity, filter, handle, handle_stream,
+    handle_with_key,
 };
 use crate::app;
 use crate::domain::{
-    ContactId, ContactQuery, ContactUpdate, ContactView, CursorKey, CursorKind, Email, Etag,
-    NewContact, PageSize, ScheduledSend, SearchTerm, SendRecord, TimeKey, TimelineEntry,
-    TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
+    ContactId, ContactKey, ContactUpdate, ContactView, CursorKey, CursorKind, Email, Etag,
+    NewContact, PageSize, ScheduledSend, SendRecord, TimeKey, TimelineEntry, TimelineOrder,
+    TimelineQuery, ValidationError, parse_max_pages,
 };
 use crate::store::{Access, DynStore, contact_bytes};
 
@@ -128,17 +130,21 @@ impl ContactsService for ContactsApi {
                 let tenant = access.tenant.clone();
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
-                let query = ContactQuery {
-                    search: SearchTerm::parse(&message.search)?,
-                    suppressed: message.suppressed,
-                };
-                let cursors = ListCursors::new(
-                    &self.cursor_key,
-                    &tenant,
-                    CursorKind::Contacts,
-                    &query.fingerprint_parts(),
-                );
-                let after = cursors.resume(&message.cursor)?;
+                let query = filter::contact_query(
+                    &message.search,
+                    message.suppressed,
+                    message.filter,
+                    message.order_by,
+                )?;
+                let fingerprint = query.fingerprint_parts();
+                let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
+                let cursors =
+                    ListCursors::new(&self.cursor_key, &tenant, CursorKind::Contacts, &parts);
+                let order = query.order;
+                let after = cursors
+                    .resume(&message.cursor)?
+                    .map(|raw| order.decode_key(&raw))
+                    .transpose()?;
                 let admitted = self.streams.admit(access)?;
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
@@ -147,7 +153,7 @@ impl ContactsService for ContactsApi {
                     page_size,
                     max_pages,
                     after,
-                    fetch: move |after: Option<String>, limit| {
+                    fetch: move |after: Option<ContactKey>, limit| {
                         let (store, tenant, query) =
                             (store.clone(), fetch_tenant.clone(), fetch_query.clone());
                         async move {
@@ -155,7 +161,7 @@ impl ContactsService for ContactsApi {
                                 .list_contacts(
                                     &tenant,
                                     &query,
-                                    after.as_deref(),
+                                    after.as_ref(),
                                     limit,
                                     stream::QUERY_CUT_BYTES,
                                 )
@@ -163,13 +169,13 @@ impl ContactsService for ContactsApi {
                                 .map(Fetched::from_rows)
                         }
                     },
-                    key: |contact: &ContactView| contact.id.as_str().to_owned(),
+                    key: move |contact: &ContactView| order.key_of(contact),
                     size: self.store.multi_page_queries().then_some(contact_bytes),
                     convert: |view: ContactView| Ok(convert::contact_view(view)?),
-                    message: move |contacts: Vec<wire::Contact>, next: Option<String>| {
+                    message: move |contacts: Vec<wire::Contact>, next: Option<ContactKey>| {
                         wire::ListContactsResponse {
                             contacts,
-                            next_cursor: cursors.next(next),
+                            next_cursor: cursors.next(next.map(|key| order.encode_key(&key))),
                         }
                     },
                 }))
@@ -510,5 +516,12 @@ impl ContactsService for ContactsApi {
         request: Request<pb::WatchContactsRequest>,
     ) -> Result<Response<Self::WatchContactsStream>, Status> {
         watch::watch_contacts(self, request).await
+    }
+
+    async fn count_contacts(
+        &self,
+        request: Request<pb::CountContactsRequest>,
+    ) -> Result<Response<pb::CountContactsResponse>, Status> {
+        count::count_contacts(self, request).await
     }
 }

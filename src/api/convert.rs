@@ -180,7 +180,7 @@ pub fn to_struct(map: Map<String, Value>) -> Struct {
     }
 }
 
-fn to_value(value: Value) -> PbValue {
+pub fn to_value(value: Value) -> PbValue {
     let kind = match value {
         Value::Null => Kind::NullValue(0),
         Value::Bool(b) => Kind::BoolValue(b),

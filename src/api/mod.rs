@@ -9,6 +9,7 @@ mod convert_activity;
 mod cursors;
 mod edge;
 mod error;
+pub mod filter;
 #[cfg(test)]
 mod fuzz;
 mod rate_limit;

@@ -130,18 +130,33 @@ impl ContactUpsert {
 pub struct ContactQuery {
     pub search: Option<SearchTerm>,
     pub suppressed: Option<bool>,
+    /// ANDed with `search` and `suppressed`.
+    pub filter: Option<super::ContactFilter>,
+    pub order: super::ContactOrder,
 }
 
 impl ContactQuery {
-    /// The parts a cursor is bound to.
-    pub fn fingerprint_parts(&self) -> [&str; 2] {
+    /// The parts a cursor is bound to. A filter and an order add parts only when
+    /// present, so cursors issued before they existed still resume.
+    pub fn fingerprint_parts(&self) -> Vec<String> {
         let search = self.search.as_ref().map_or("", SearchTerm::as_str);
         let suppressed = match self.suppressed {
             None => "",
             Some(true) => "1",
             Some(false) => "0",
         };
-        [search, suppressed]
+        let mut parts = vec![search.to_owned(), suppressed.to_owned()];
+        let order = self.order.fingerprint();
+        if self.filter.is_some() || !order.is_empty() {
+            parts.push(
+                self.filter
+                    .as_ref()
+                    .map(|f| f.fingerprint())
+                    .unwrap_or_default(),
+            );
+            parts.push(order.to_owned());
+        }
+        parts
     }
 }
 

@@ -9,8 +9,9 @@ const VERSION: u8 = 2;
 const FINGERPRINT_LEN: usize = 8;
 /// Bytes of the HMAC-SHA-256 kept: 128 bits, beyond guessing.
 const CHECKSUM_LEN: usize = 16;
-/// Keyset keys are ids and timestamps; anything longer is not one of ours.
-const MAX_KEY_LEN: usize = 256;
+/// Keyset keys are ids, timestamps and (the email order's) an id with an email key of
+/// up to 254 characters of up to 4 bytes; anything longer is not one of ours.
+const MAX_KEY_LEN: usize = 1100;
 
 /// The deployment's secret for signing cursors: created once in the database by a
 /// migration and shared by every replica, so a cursor from one replica resumes on any.

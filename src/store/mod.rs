@@ -10,6 +10,7 @@ mod common;
 mod error;
 mod migrations;
 pub(crate) mod postgres;
+pub mod property_index;
 pub mod sqlite;
 mod write;
 
@@ -19,9 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ChangeKind, ChangePosition, ChangeRecord, Contact, ContactId, ContactQuery, ContactView, Email,
-    Enrolment, Membership, ScheduledSend, SendRecord, TenantId, TimeKey, TimelineEntry,
-    TimelineQuery, WatchStart,
+    ChangeKind, ChangePosition, ChangeRecord, Contact, ContactId, ContactKey, ContactQuery,
+    ContactView, Email, Enrolment, Membership, ScheduledSend, SendRecord, TenantId, TimeKey,
+    TimelineEntry, TimelineQuery, WatchStart,
 };
 
 pub use bell::ChangeBell;
@@ -211,14 +212,14 @@ pub trait ContactStore: Send + Sync + 'static {
         access: &Access,
         email: &Email,
     ) -> StoreResult<Option<ContactView>>;
-    /// Up to `limit` contacts in id order, after `after` when given, and no more than
-    /// `max_bytes` of them (at least one): the rows a query holds are bounded whatever
-    /// the contacts weigh.
+    /// Up to `limit` contacts in the query's order, after `after` when given, and no
+    /// more than `max_bytes` of them (at least one): the rows a query holds are
+    /// bounded whatever the contacts weigh.
     async fn list_contacts(
         &self,
         tenant: &TenantId,
         query: &ContactQuery,
-        after: Option<&str>,
+        after: Option<&ContactKey>,
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ContactRows>;
@@ -259,6 +260,22 @@ pub trait ContactStore: Send + Sync + 'static {
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ListRows<TimelineEntry>>;
+    /// How many of the tenant's contacts match `query` (its order aside); with
+    /// `estimate`, from the database's statistics where it keeps them.
+    async fn count_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ContactQuery,
+        estimate: bool,
+    ) -> StoreResult<ContactCount>;
+}
+
+/// The answer of `ContactStore::count_contacts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactCount {
+    pub count: i64,
+    /// False for an estimate.
+    pub exact: bool,
 }
 
 /// What one read of the change feed found.

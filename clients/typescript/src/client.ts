@@ -22,6 +22,7 @@ import {
   ContactsServiceClient,
   type ListContactScheduledSendsResponse,
   type ListContactSendsResponse,
+  ListContactsRequest,
   type ListContactsResponse,
   type ListContactTimelineResponse,
   TimelineOrder,
@@ -123,15 +124,17 @@ export class Contacts {
   list(
     params: { search?: string; limit?: number; cursor?: string; suppressed?: boolean; maxPages?: number } = {},
   ): Pages<Contact> {
-    const request = {
+    // fromPartial: fields the contract adds later (a filter, an order) take their
+    // defaults, so this code keeps compiling against newer protos.
+    const request = ListContactsRequest.fromPartial({
       search: params.search ?? "",
       limit: params.limit ?? 0,
       cursor: params.cursor ?? "",
       suppressed: params.suppressed,
       maxPages: params.maxPages ?? 0,
-    };
+    });
     return this.pages(
-      (r) => this.raw.listContacts({ ...request, ...r }),
+      (r) => this.raw.listContacts(ListContactsRequest.fromPartial({ ...request, ...r })),
       request,
       (p: ListContactsResponse) => ({ items: p.contacts, nextCursor: p.nextCursor }),
     );

@@ -16,11 +16,11 @@ use crate::store::{StoreError, StoreResult};
 /// A column of `Dialect::json_rows`: its name (the JSON member it is read from) and
 /// what the member holds.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct JsonColumn(pub &'static str, pub JsonKind);
+pub(crate) struct JsonColumn(pub &'static str, pub ColumnKind);
 
 /// What a member of a `json_rows` record holds, and so the column's SQL type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum JsonKind {
+pub(crate) enum ColumnKind {
     Text,
     /// A JSON object serialized as a string (so SQLite stores serde's text as it
     /// is, and PostgreSQL parses it into `jsonb`).
@@ -31,7 +31,7 @@ pub(crate) enum JsonKind {
     Micros,
 }
 
-use JsonKind::{Bool, Int, Json, Micros, Text};
+use ColumnKind::{Bool, Int, Json, Micros, Text};
 
 const CONTACT_ROW: &[JsonColumn] = &[
     JsonColumn("id", Text),

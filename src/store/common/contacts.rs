@@ -11,12 +11,12 @@ use super::rows::Record;
 use super::types::{DbTime, TextList};
 use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlDb, SqlStore, SqlText, SqlWriteTx, Stmt};
 use crate::domain::{
-    Contact, ContactChange, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey,
-    TimelineEntry, TimelineOrder, TimelineQuery,
+    Contact, ContactChange, ContactId, ContactKey, ContactQuery, ContactView, Email, TenantId,
+    TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
 };
 use crate::store::{
-    Access, ContactRows, ContactStore, ListRows, StoreError, StoreResult, WriteTx, check_key,
-    contact_bytes, timeline_entry_bytes,
+    Access, ContactCount, ContactRows, ContactStore, ListRows, StoreError, StoreResult, WriteTx,
+    check_key, contact_bytes, timeline_entry_bytes,
 };
 
 /// A page of a contact list, as `ContactStore::list_contacts` asks for it.
@@ -24,8 +24,8 @@ use crate::store::{
 pub(crate) struct ContactPage<'a> {
     pub tenant: &'a TenantId,
     pub query: &'a ContactQuery,
-    /// The last id of the page before.
-    pub after: Option<&'a str>,
+    /// The position after the last contact of the page before.
+    pub after: Option<&'a ContactKey>,
     pub limit: u32,
     /// Most bytes of contacts the query returns (see `ContactStore::list_contacts`).
     pub max_bytes: usize,
@@ -213,7 +213,7 @@ impl<S: BackendContacts> ContactStore for S {
         &self,
         tenant: &TenantId,
         query: &ContactQuery,
-        after: Option<&str>,
+        after: Option<&ContactKey>,
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ContactRows> {
@@ -303,5 +303,14 @@ impl<S: BackendContacts> ContactStore for S {
             timeline_entry_bytes,
         )
         .await
+    }
+
+    async fn count_contacts(
+        &self,
+        tenant: &TenantId,
+        query: &ContactQuery,
+        estimate: bool,
+    ) -> StoreResult<ContactCount> {
+        super::count::count_contacts(self, tenant, query, estimate).await
     }
 }

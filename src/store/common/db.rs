@@ -21,7 +21,7 @@ use super::Dialect;
 use super::types::{DbJson, DbTime, JsonMap, JsonText, TextList};
 use crate::store::{ListRows, StoreResult, collect_within};
 
-type SqlQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
+pub(crate) type SqlQuery<'q, DB> = Query<'q, DB, <DB as Database>::Arguments<'q>>;
 
 /// `DB` binds a `T` as a statement parameter.
 pub(crate) trait Param<'q, T>: Database {
@@ -63,6 +63,7 @@ pub(crate) trait SqlDb:
     + for<'q> Param<'q, Option<&'q str>>
     + for<'q> Param<'q, &'q [u8]>
     + for<'q> Param<'q, i64>
+    + for<'q> Param<'q, f64>
     + for<'q> Param<'q, i32>
     + for<'q> Param<'q, bool>
     + for<'q> Param<'q, DbTime>
@@ -118,6 +119,7 @@ where
         + for<'q> Param<'q, Option<&'q str>>
         + for<'q> Param<'q, &'q [u8]>
         + for<'q> Param<'q, i64>
+        + for<'q> Param<'q, f64>
         + for<'q> Param<'q, i32>
         + for<'q> Param<'q, bool>
         + for<'q> Param<'q, DbTime>
@@ -188,6 +190,11 @@ impl<'q, DB: SqlDb> Stmt<'q, DB> {
         DB: Param<'q, T>,
     {
         Self(<DB as Param<'q, T>>::push(self.0, value))
+    }
+
+    /// Applies `bind` to the statement's query (for binds of `filter::bind_arg`).
+    pub fn map(self, bind: impl FnOnce(SqlQuery<'q, DB>) -> SqlQuery<'q, DB>) -> Self {
+        Self(bind(self.0))
     }
 
     /// Binds the service's clock for the `now` of a `SqlText`, where the dialect

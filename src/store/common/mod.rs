@@ -19,22 +19,28 @@ mod activity;
 mod batch;
 mod changes;
 mod contacts;
+mod count;
 mod db;
+mod filter;
 mod keys;
 mod rows;
 mod types;
 mod write_tx;
 
-pub(crate) use batch::{JsonColumn, JsonKind};
+pub(crate) use batch::{ColumnKind, JsonColumn};
 pub(crate) use changes::{ChangeSql, POSTGRES as POSTGRES_CHANGES, SQLITE as SQLITE_CHANGES};
 pub(crate) use contacts::{BackendContacts, ContactPage};
-pub(crate) use db::{ConnSource, SqlDb, SqlText, Stmt};
+pub(crate) use db::{ConnSource, Get, Param, SqlDb, SqlText, Stmt};
+pub(crate) use filter::{
+    Arg, Clause, JsonKind, bind_arg, containment, filter_condition, keyset, literal_key, order_by,
+};
 pub(crate) use rows::{CONTACT_COLUMNS, contact_from_row, view_from_row};
 pub(crate) use write_tx::{SqlWriteTx, TxConn};
 
 use async_trait::async_trait;
 
-use crate::domain::ContactView;
+use crate::domain::filter::{PropertyPath, Scalar};
+use crate::domain::{ContactView, SearchTerm};
 use crate::store::{StoreError, StoreResult};
 
 /// What differs between the databases' SQL, implemented for `sqlx::Postgres` and
@@ -73,6 +79,32 @@ pub(crate) trait Dialect: sqlx::Database {
     /// A contact from a row that starts with `CONTACT_COLUMNS` (a backend may read
     /// it faster than by column name).
     fn contact_view(row: &Self::Row) -> StoreResult<ContactView>;
+
+    // Filters (issue 16; `filter.rs` renders them with these).
+
+    /// Appended to a text expression so it compares in byte (code point) order.
+    const BYTE_ORDER: &'static str;
+    /// The function `f(haystack, needle)` that is the needle's position, 0 if absent.
+    const FIND: &'static str;
+    /// What turns a count statement into its plan, whose first line estimates its
+    /// rows; `None` where the database keeps no statistics to estimate from.
+    const EXPLAIN: Option<&'static str>;
+
+    /// The condition that the contact's indexed search text contains `term`.
+    fn search_condition(out: &mut Clause, term: &SearchTerm);
+    /// The condition that the property at `path` is present (or, `present` false,
+    /// absent).
+    fn json_exists(out: &mut Clause, path: &PropertyPath, present: bool);
+    /// The condition that the property at `path` equals `value`, of its type.
+    fn json_equals(out: &mut Clause, path: &PropertyPath, value: &Scalar);
+    /// The property at `path` as an SQL value of `kind`: NULL when absent or of
+    /// another type; text compares in byte order.
+    fn json_typed(out: &mut Clause, path: &PropertyPath, kind: JsonKind);
+    /// The condition `property <op> arg`, false unless the property is of `kind`.
+    fn json_compare(out: &mut Clause, path: &PropertyPath, kind: JsonKind, op: &str, arg: Arg) {
+        Self::json_typed(out, path, kind);
+        out.push(&format!(" {op} ")).arg(arg);
+    }
 }
 
 /// Deletes remembered requests and erased-request tombstones older than `before`,

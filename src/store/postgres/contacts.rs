@@ -13,9 +13,13 @@ use super::lookups::By;
 use super::rows::view_from_row;
 use super::{PgStore, classify, sql};
 use crate::domain::{
-    Contact, ContactId, ContactQuery, ContactView, Email, TenantId, TimelineEntry, search_text,
+    Contact, ContactId, ContactKey, ContactQuery, ContactView, Email, TenantId, TimelineEntry,
+    search_text,
 };
-use crate::store::common::{BackendContacts, ContactPage, contact_from_row};
+use crate::store::common::{
+    Arg, BackendContacts, Clause, ContactPage, SqlText, bind_arg, contact_from_row,
+    filter_condition, keyset, order_by,
+};
 use crate::store::{Access, ContactRows, StoreError, StoreResult, collect_within, contact_bytes};
 
 #[async_trait]
@@ -101,25 +105,15 @@ impl BackendContacts for PgStore {
             .search
             .as_ref()
             .and_then(|term| probe_pattern(term.as_str()));
-        let sql = list_sql(after.is_some(), probe.is_some(), pattern.is_some(), query);
+        let clause = list_clause(tenant, query, after, probe.as_deref(), pattern.as_deref());
+        let sql = SqlText::new(&clause.sql).push(" LIMIT ?");
         // With two patterns, the generic plan of a prepared statement (estimated from
         // no terms at all) can look cheaper than the custom plans of rare terms, and
         // PostgreSQL would then keep it for every term, common ones included (see
         // BENCHMARKS.md). Such a query is planned for its own terms each time.
-        let mut statement = sqlx::query(&sql)
-            .persistent(probe.is_none())
-            .bind(tenant.as_str());
-        if let Some(after) = after {
-            statement = statement.bind(after);
-        }
-        if let Some(probe) = probe {
-            statement = statement.bind(probe);
-        }
-        if let Some(pattern) = pattern {
-            statement = statement.bind(pattern);
-        }
-        if let Some(suppressed) = query.suppressed {
-            statement = statement.bind(suppressed);
+        let mut statement = sqlx::query(sql.as_str()).persistent(probe.is_none());
+        for arg in &clause.args {
+            statement = bind_arg(statement, arg);
         }
         let mut conn = self.conns.get().await?;
         let collected = {
@@ -235,30 +229,32 @@ fn probe_pattern(term: &str) -> Option<String> {
     (longest.chars().count() >= 3 && longest.len() < term.len()).then(|| format!("%{longest}%"))
 }
 
-/// A list page's statement with only the filters present: a generic plan for
-/// `$n IS NULL OR ...` could not use the indexes.
-fn list_sql(after: bool, probe: bool, pattern: bool, query: &ContactQuery) -> String {
-    let mut sql = format!(
-        "SELECT {} FROM contacts WHERE tenant_id = $1",
+/// A list page's statement with only the filters present (a generic plan for
+/// `$n IS NULL OR ...` could not use the indexes), up to its `LIMIT`.
+fn list_clause(
+    tenant: &TenantId,
+    query: &ContactQuery,
+    after: Option<&ContactKey>,
+    probe: Option<&str>,
+    pattern: Option<&str>,
+) -> Clause {
+    let mut out = Clause::default();
+    out.push(&format!(
+        "SELECT {} FROM contacts WHERE tenant_id = ",
         sql::CONTACT_COLUMNS
-    );
-    let mut n = 1;
-    let mut param = |clause: &str| {
-        n += 1;
-        sql.push_str(&clause.replace('?', &format!("${n}")));
-    };
-    if after {
-        param(" AND id > ?");
+    ))
+    .arg(Arg::Text(tenant.as_str().to_owned()));
+    if let Some(after) = after {
+        keyset::<Postgres>(&mut out, query.order, after);
     }
-    if probe {
-        param(" AND search_text LIKE ?");
+    for like in [probe, pattern].into_iter().flatten() {
+        out.push(" AND search_text LIKE ")
+            .arg(Arg::Text(like.to_owned()));
     }
-    if pattern {
-        param(" AND search_text LIKE ?");
+    if let Some(suppressed) = query.suppressed {
+        out.push(" AND suppressed = ").arg(Arg::Bool(suppressed));
     }
-    if query.suppressed.is_some() {
-        param(" AND suppressed = ?");
-    }
-    param(" ORDER BY id LIMIT ?");
-    sql
+    filter_condition::<Postgres>(&mut out, query);
+    out.push(&format!(" ORDER BY {}", order_by::<Postgres>(query.order)));
+    out
 }

@@ -4,6 +4,7 @@
 
 mod conns;
 mod contacts;
+mod filter;
 mod lookups;
 mod notify;
 mod rows;
@@ -16,10 +17,12 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgQueryResult, PgRow};
 
 use super::common::{
-    ChangeSql, ConnSource, Dialect, JsonColumn, JsonKind, POSTGRES_CHANGES, SqlStore, SqlWriteTx,
+    ChangeSql, Clause, ColumnKind, ConnSource, Dialect, JsonColumn, JsonKind, POSTGRES_CHANGES,
+    SqlStore, SqlWriteTx,
 };
 use super::{Backend, ConnectOptions, StoreCounters, StoreError, StoreResult, WriteTx, migrations};
-use crate::domain::{ContactView, TenantId, ValidationError};
+use crate::domain::filter::{PropertyPath, Scalar};
+use crate::domain::{ContactView, SearchTerm, TenantId, ValidationError};
 
 pub struct PgStore {
     conns: Conns,
@@ -143,12 +146,12 @@ impl Dialect for Postgres {
         let mut types = Vec::with_capacity(columns.len());
         for &JsonColumn(name, kind) in columns {
             let (expr, ty) = match kind {
-                JsonKind::Text => (format!("x.{name}"), "text"),
-                JsonKind::Json => (format!("x.{name}::jsonb"), "text"),
-                JsonKind::Int => (format!("x.{name}"), "bigint"),
-                JsonKind::Bool => (format!("x.{name}"), "boolean"),
+                ColumnKind::Text => (format!("x.{name}"), "text"),
+                ColumnKind::Json => (format!("x.{name}::jsonb"), "text"),
+                ColumnKind::Int => (format!("x.{name}"), "bigint"),
+                ColumnKind::Bool => (format!("x.{name}"), "boolean"),
                 // Exact: an interval counts whole microseconds.
-                JsonKind::Micros => (
+                ColumnKind::Micros => (
                     format!("timestamptz 'epoch' + x.{name} * interval '1 microsecond'"),
                     "bigint",
                 ),
@@ -173,6 +176,26 @@ impl Dialect for Postgres {
 
     fn contact_view(row: &PgRow) -> StoreResult<ContactView> {
         rows::view_from_row(row)
+    }
+
+    const BYTE_ORDER: &'static str = " COLLATE \"C\"";
+    const FIND: &'static str = "strpos";
+    const EXPLAIN: Option<&'static str> = Some("EXPLAIN ");
+
+    fn search_condition(out: &mut Clause, term: &SearchTerm) {
+        filter::search_condition(out, term);
+    }
+
+    fn json_exists(out: &mut Clause, path: &PropertyPath, present: bool) {
+        filter::json_exists(out, path, present);
+    }
+
+    fn json_equals(out: &mut Clause, path: &PropertyPath, value: &Scalar) {
+        filter::json_equals(out, path, value);
+    }
+
+    fn json_typed(out: &mut Clause, path: &PropertyPath, kind: JsonKind) {
+        filter::json_typed(out, path, kind);
     }
 }
 

@@ -10,6 +10,7 @@
 //! dialect, and the calls it makes its own way (`contacts.rs`, `search.rs`).
 
 mod contacts;
+mod filter;
 mod search;
 mod write_tx;
 
@@ -24,10 +25,12 @@ use sqlx::sqlite::{
 };
 
 use super::common::{
-    ChangeSql, ConnSource, Dialect, JsonColumn, SQLITE_CHANGES, SqlStore, SqlWriteTx, view_from_row,
+    Arg, ChangeSql, Clause, ConnSource, Dialect, JsonColumn, JsonKind, SQLITE_CHANGES, SqlStore,
+    SqlWriteTx, view_from_row,
 };
 use super::{Backend, ConnectOptions, StoreError, StoreResult, WriteTx, migrations};
-use crate::domain::{ContactView, TenantId, ValidationError};
+use crate::domain::filter::{PropertyPath, Scalar};
+use crate::domain::{ContactView, SearchTerm, TenantId, ValidationError};
 
 pub use search::SEARCH_CANDIDATES;
 
@@ -186,6 +189,31 @@ impl Dialect for Sqlite {
 
     fn contact_view(row: &SqliteRow) -> StoreResult<ContactView> {
         view_from_row::<Sqlite>(row)
+    }
+
+    // BINARY, SQLite's default collation, is byte order.
+    const BYTE_ORDER: &'static str = "";
+    const FIND: &'static str = "instr";
+    const EXPLAIN: Option<&'static str> = None;
+
+    fn search_condition(out: &mut Clause, term: &SearchTerm) {
+        filter::search_condition(out, term);
+    }
+
+    fn json_exists(out: &mut Clause, path: &PropertyPath, present: bool) {
+        filter::json_exists(out, path, present);
+    }
+
+    fn json_equals(out: &mut Clause, path: &PropertyPath, value: &Scalar) {
+        filter::json_equals(out, path, value);
+    }
+
+    fn json_typed(out: &mut Clause, path: &PropertyPath, kind: JsonKind) {
+        filter::json_typed(out, path, kind);
+    }
+
+    fn json_compare(out: &mut Clause, path: &PropertyPath, kind: JsonKind, op: &str, arg: Arg) {
+        filter::json_compare(out, path, kind, op, arg);
     }
 }
 

@@ -4,7 +4,10 @@
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::classify;
-use crate::store::common::{CONTACT_COLUMNS, ContactPage, view_from_row};
+use crate::store::common::{
+    Arg, CONTACT_COLUMNS, Clause, ContactPage, bind_arg, filter_condition, keyset, order_by,
+    view_from_row,
+};
 use crate::store::{ContactRows, StoreResult, collect_within, contact_bytes};
 
 /// A search term with at most this many matches (in all tenants) is answered from the
@@ -23,7 +26,7 @@ fn search_candidate_cap(limit: u32) -> u32 {
     (250 * limit.isqrt()).max(SEARCH_CANDIDATES)
 }
 
-/// One keyset page of the tenant's contacts in id order, filtered by `query`.
+/// One keyset page of the tenant's contacts in the query's order, filtered by it.
 pub(super) async fn list_contacts(
     conn: &mut SqliteConnection,
     page: ContactPage<'_>,
@@ -62,41 +65,41 @@ pub(super) async fn list_contacts(
     }
     // Only the filters present appear in the SQL, so no MATCH runs on a NULL.
     // CROSS JOIN keeps the index the outer loop whatever ANALYZE has recorded.
-    let mut sql = format!("SELECT {CONTACT_COLUMNS} FROM ");
-    if fts.is_some() {
-        sql.push_str(
+    let mut sql = Clause::default();
+    sql.push(&format!("SELECT {CONTACT_COLUMNS} FROM "));
+    if let Some(fts) = fts {
+        sql.push(
             "contacts_fts CROSS JOIN contacts ON contacts.rid = contacts_fts.rowid \
-                 WHERE contacts_fts MATCH ? AND ",
-        );
+                 WHERE contacts_fts MATCH ",
+        )
+        .arg(Arg::Text(fts))
+        .push(" AND ");
     } else {
-        sql.push_str("contacts WHERE ");
+        sql.push("contacts WHERE ");
     }
-    sql.push_str("tenant_id = ?");
-    if after.is_some() {
-        sql.push_str(" AND id > ?");
+    sql.push("tenant_id = ")
+        .arg(Arg::Text(tenant.as_str().to_owned()));
+    if let Some(after) = after {
+        keyset::<Sqlite>(&mut sql, query.order, after);
     }
     // Also checked after a MATCH: the index folds case more widely than
     // `to_lowercase` (`ſ` matches `s`), so it may yield rows without the term.
-    if term.is_some() {
-        sql.push_str(" AND instr(contacts.search_text, ?) > 0");
-    }
-    if query.suppressed.is_some() {
-        sql.push_str(" AND suppressed = ?");
-    }
-    sql.push_str(" ORDER BY id LIMIT ?");
-    let mut statement = sqlx::query(&sql);
-    if let Some(fts) = fts {
-        statement = statement.bind(fts);
-    }
-    statement = statement.bind(tenant.as_str());
-    if let Some(after) = after {
-        statement = statement.bind(after);
-    }
     if let Some(term) = term {
-        statement = statement.bind(term);
+        sql.push(" AND instr(contacts.search_text, ")
+            .arg(Arg::Text(term.to_owned()))
+            .push(") > 0");
     }
     if let Some(suppressed) = query.suppressed {
-        statement = statement.bind(suppressed);
+        sql.push(" AND suppressed = ").arg(Arg::Bool(suppressed));
+    }
+    filter_condition::<Sqlite>(&mut sql, query);
+    sql.push(&format!(
+        " ORDER BY {} LIMIT ?",
+        order_by::<Sqlite>(query.order)
+    ));
+    let mut statement = sqlx::query(&sql.sql);
+    for arg in &sql.args {
+        statement = bind_arg(statement, arg);
     }
     let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
     collect_within(

@@ -34,6 +34,7 @@ pub enum Req {
     /// ImportContacts with one request message (one batch).
     Import(pb::ImportContactsRequest),
     Watch(pb::WatchContactsRequest),
+    Count(pb::CountContactsRequest),
 }
 
 impl Req {
@@ -78,6 +79,7 @@ impl Req {
             Self::BatchGet(_) => "/kraiter.contacts.v1.ContactsService/BatchGetContacts",
             Self::Import(_) => "/kraiter.contacts.v1.ContactsService/ImportContacts",
             Self::Watch(_) => "/kraiter.contacts.v1.ContactsService/WatchContacts",
+            Self::Count(_) => "/kraiter.contacts.v1.ContactsService/CountContacts",
         }
     }
 
@@ -109,6 +111,7 @@ impl Req {
             Self::BatchGet(r) => r.encode_to_vec(),
             Self::Import(r) => r.encode_to_vec(),
             Self::Watch(r) => r.encode_to_vec(),
+            Self::Count(r) => r.encode_to_vec(),
         }
     }
 }
@@ -154,6 +157,7 @@ pub async fn send(clients: &mut (Client, Activity), request: Req) -> Result<(), 
         }
         // A watch ends after its `max_changes` (a request without one would not).
         Req::Watch(r) => drain(c.watch_contacts(r).await?.into_inner()).await,
+        Req::Count(r) => c.count_contacts(r).await.map(drop),
     }
 }
 
@@ -413,6 +417,17 @@ pub fn every_rpc(f: &Fixture) -> Vec<Req> {
         Req::Watch(pb::WatchContactsRequest {
             start: pb::WatchStart::OldestRetained as i32,
             max_changes: 1,
+            ..Default::default()
+        }),
+        Req::Count(pb::CountContactsRequest {
+            filter: Some(pb::ContactFilter {
+                field: "email".into(),
+                operator: pb::FilterOperator::Equals as i32,
+                value: Some(prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue(f.email.clone())),
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         // Last: it erases the fixture contact.
