@@ -303,3 +303,21 @@ impl<S: BackendContacts> ContactStore for S {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Postgres;
+
+    use super::batch_get_sql;
+    use crate::store::postgres::sql;
+
+    /// The benchmark's BatchGetContacts baseline runs `postgres::sql`'s copy.
+    #[test]
+    fn the_benchmarks_copy_of_the_batch_get_statement_is_the_stores() {
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            words(&batch_get_sql::<Postgres>(true)),
+            words(sql::BATCH_GET_CHECKED)
+        );
+    }
+}

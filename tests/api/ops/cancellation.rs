@@ -131,6 +131,7 @@ async fn a_dropped_search_stream_has_its_statement_cancelled() {
         .create_contact(pb::CreateContactRequest {
             email: format!("search-{}@example.com", ulid::Ulid::new()),
             properties: None,
+            ..Default::default()
         })
         .await
         .expect("create")
