@@ -303,6 +303,85 @@ pub fn update_contact() -> Vec<String> {
         .collect()
 }
 
+/// UpsertContact into a random seeded contact, its statements as the store runs them
+/// (`app::contacts::upsert` over the shared write transaction): the key check, then
+/// BEGIN, the lock by email, the update of the whole row, its `contact.updated`
+/// entry, COMMIT; six round trips. What it writes is a variant's merged properties,
+/// as `update_contact`.
+pub fn upsert_contact() -> Vec<String> {
+    (0..WRITE_VARIANTS)
+        .map(|i| {
+            let key = Statement {
+                sql: sql::TENANT_FOR_KEY,
+                params: vec![":keyhash".into()],
+            };
+            let lock = Statement {
+                sql: sql::LOCK_CONTACT_BY_EMAIL,
+                params: vec![":tenant".into(), Dataset::EMAIL_SQL.into()],
+            };
+            let update = Statement {
+                sql: sql::UPDATE_CONTACT,
+                params: vec![
+                    ":tenant".into(),
+                    ID_SQL.into(),
+                    Dataset::EMAIL_SQL.into(),
+                    Dataset::EMAIL_SQL.into(),
+                    format!("({})::jsonb", joined(&format!("uprops{i}"), CR_SQL)),
+                    format!(
+                        "({} || chr(10) || {})::text",
+                        Dataset::EMAIL_SQL,
+                        joined(&format!("ulines{i}"), &format!("lower({CR_SQL})"))
+                    ),
+                    "now()".into(),
+                ],
+            };
+            let entry = Statement {
+                sql: sql::INSERT_TIMELINE_ENTRY,
+                params: vec![
+                    ":tenant".into(),
+                    ID_SQL.into(),
+                    format!("('tle_' || :newprefix || {NEW_KEY_SQL})"),
+                    "'contact.updated'::text".into(),
+                    "now()".into(),
+                    format!("(:updated{i})::jsonb"),
+                ],
+            };
+            format!(
+                "{PICK}{NEXT}{};\nBEGIN;\n{};\n{};\n{};\nEND;\n",
+                key.render(),
+                lock.render(),
+                update.render(),
+                entry.render()
+            )
+        })
+        .collect()
+}
+
+/// BatchGetContacts of `scenarios::BATCH_IDS` random seeded ids under the key check,
+/// the store's one statement for ids only. The store binds the ids as one array;
+/// pgbench binds each contact number and the statement builds the array from them
+/// (pgbench allows 255 parameters a statement), an initplan the service's statement
+/// does not pay.
+pub fn batch_get() -> String {
+    let count = crate::scenarios::BATCH_IDS;
+    let mut script = String::new();
+    let mut numbers = Vec::new();
+    for j in 0..count {
+        script.push_str(&format!("\\set n{j} random(0, :ncontacts - 1)\n"));
+        numbers.push(format!(":n{j}"));
+    }
+    let ids = format!(
+        "(SELECT array_agg('con_' || :prefix || lpad(n::text, 16, '0')) \
+         FROM unnest(ARRAY[{}]::bigint[]) n)::text[]",
+        numbers.join(", ")
+    );
+    let stmt = Statement {
+        sql: sql::BATCH_GET_CHECKED,
+        params: vec![":tenant".into(), ":keyhash".into(), ids],
+    };
+    format!("{script}{};\n", stmt.render())
+}
+
 /// A keyset page of 1000 at a random place: what one ListContacts page costs.
 pub fn keyset_page() -> String {
     format!(

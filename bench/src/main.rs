@@ -389,6 +389,8 @@ async fn run_scenarios(
         Scenario::GetContactByEmail,
         Scenario::CreateContact,
         Scenario::UpdateContact,
+        Scenario::UpsertContact,
+        Scenario::BatchGet,
         Scenario::ListAll,
         Scenario::ListAllDecoded,
         Scenario::SearchRare,

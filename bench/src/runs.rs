@@ -95,6 +95,12 @@ pub(crate) async fn postgres_run(
             "update",
             baseline::update_contact(),
         ),
+        (
+            Scenario::UpsertContact,
+            "upsert",
+            baseline::upsert_contact(),
+        ),
+        (Scenario::BatchGet, "batch-get", vec![baseline::batch_get()]),
     ];
     // The first round warms up as configured; later ones only refill the pipeline.
     let window = setup.plan.duration / setup.rounds as u32;

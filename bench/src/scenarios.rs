@@ -16,6 +16,8 @@ pub enum Scenario {
     GetContactByEmail,
     CreateContact,
     UpdateContact,
+    UpsertContact,
+    BatchGet,
     ListAll,
     ListAllDecoded,
     SearchRare,
@@ -28,18 +30,22 @@ pub enum Scenario {
 pub const COMMON_TERM: &str = "gmail";
 
 impl Scenario {
-    pub const UNARY: [Scenario; 4] = [
+    pub const UNARY: [Scenario; 6] = [
         Scenario::GetContact,
         Scenario::GetContactByEmail,
         Scenario::CreateContact,
         Scenario::UpdateContact,
+        Scenario::UpsertContact,
+        Scenario::BatchGet,
     ];
     /// Measured in rounds, each next to its baseline, where there is one.
-    pub const PAIRED: [Scenario; 5] = [
+    pub const PAIRED: [Scenario; 7] = [
         Scenario::GetContact,
         Scenario::GetContactByEmail,
         Scenario::CreateContact,
         Scenario::UpdateContact,
+        Scenario::UpsertContact,
+        Scenario::BatchGet,
         Scenario::ListAll,
     ];
     /// Scenarios with a latency target, also measured one call at a time.
@@ -61,6 +67,8 @@ impl Scenario {
             Scenario::GetContactByEmail => "GetContactByEmail",
             Scenario::CreateContact => "CreateContact",
             Scenario::UpdateContact => "UpdateContact (property merge)",
+            Scenario::UpsertContact => "UpsertContact (merge into an existing email)",
+            Scenario::BatchGet => "BatchGetContacts (100 ids)",
             Scenario::ListAll => "ListContacts, full stream, pages of 1000",
             Scenario::ListAllDecoded => {
                 "ListContacts, full stream, pages of 1000, reader decodes each Contact"
@@ -127,23 +135,54 @@ pub async fn run(
         }
         Scenario::UpdateContact => {
             load::drive(clients, plan, watch, move |mut client, r, seq| {
-                let mut patch = serde_json::Map::new();
-                patch.insert("score".into(), (r % 1000).into());
-                // A timestamp, as an app would record it (its trigrams are common ones).
-                let seen = chrono::Utc::now() - chrono::Duration::seconds((seq % 86_400) as i64);
-                patch.insert(
-                    "lastSeenAt".into(),
-                    seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                        .into(),
-                );
                 let request = pb::UpdateContactRequest {
                     id: data.id(r % data.contacts),
                     email: None,
-                    properties: Some(convert::to_struct(patch)),
+                    properties: Some(convert::to_struct(update_patch(r, seq))),
                     ..Default::default()
                 };
                 async move {
                     client.update_contact(request).await?;
+                    Ok(1)
+                }
+            })
+            .await
+        }
+        Scenario::UpsertContact => {
+            // UpdateContact's patch, by email: every call merges into a seeded contact.
+            load::drive(clients, plan, watch, move |mut client, r, seq| {
+                let request = pb::UpsertContactRequest {
+                    email: Dataset::email(r % data.contacts),
+                    properties: Some(convert::to_struct(update_patch(r, seq))),
+                    ..Default::default()
+                };
+                async move {
+                    let response = client.upsert_contact(request).await?.into_inner();
+                    if response.created || response.contact.is_none() {
+                        return Err(Status::internal("an upsert of a seeded email created"));
+                    }
+                    Ok(1)
+                }
+            })
+            .await
+        }
+        Scenario::BatchGet => {
+            load::drive(clients, plan, watch, move |mut client, r, _| {
+                let ids = (0..BATCH_IDS)
+                    .map(|j| data.id(crate::data::splitmix(r ^ j) % data.contacts))
+                    .collect();
+                async move {
+                    let request = pb::BatchGetContactsRequest {
+                        ids,
+                        emails: Vec::new(),
+                    };
+                    let response = client.batch_get_contacts(request).await?.into_inner();
+                    if response.contacts.len() as u64 != BATCH_IDS {
+                        return Err(Status::internal(format!(
+                            "batch get found {} of {BATCH_IDS} seeded contacts",
+                            response.contacts.len()
+                        )));
+                    }
                     Ok(1)
                 }
             })
@@ -207,6 +246,23 @@ pub async fn run(
             .await
         }
     }
+}
+
+/// Ids a BatchGetContacts call asks for.
+pub const BATCH_IDS: u64 = 100;
+
+/// UpdateContact's (and UpsertContact's) patch: `score` and a `lastSeenAt` within the
+/// last day, as an app would record it (its trigrams are common ones).
+fn update_patch(r: u64, seq: u64) -> serde_json::Map<String, serde_json::Value> {
+    let mut patch = serde_json::Map::new();
+    patch.insert("score".into(), (r % 1000).into());
+    let seen = chrono::Utc::now() - chrono::Duration::seconds((seq % 86_400) as i64);
+    patch.insert(
+        "lastSeenAt".into(),
+        seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            .into(),
+    );
+    patch
 }
 
 /// Eight letters that spell no name, company, address or customer reference of the

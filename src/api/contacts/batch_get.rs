@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 use super::ContactsApi;
 use crate::api::{ApiError, Credentials, convert, handle_with_key, pb, wire};
 use crate::domain::{ContactId, ContactView, Email, ValidationError};
+use crate::store::StoreError;
 
 /// Most keys one call may name, ids and emails together.
 pub const MAX_KEYS: usize = 1000;
@@ -127,30 +128,43 @@ fn answer(
         by_id.insert(view.id.as_str().to_owned(), index);
         contacts.push(convert::contact_view(view)?);
     }
-    let mut response = wire::BatchGetContactsResponse::default();
-    let mut bytes = 0;
-    let matches = keys
+    let matches: Vec<Option<usize>> = keys
         .ids
         .iter()
-        .map(|id| by_id.get(id.as_str()))
-        .chain(keys.emails.iter().map(|email| by_email.get(email.key())));
+        .map(|id| by_id.get(id.as_str()).copied())
+        .chain(
+            keys.emails
+                .iter()
+                .map(|email| by_email.get(email.key()).copied()),
+        )
+        .collect();
+    // How often each contact is answered: the last use moves it, earlier ones clone.
+    let mut uses = vec![0u32; contacts.len()];
+    for index in matches.iter().flatten() {
+        uses[*index] += 1;
+    }
+    let mut contacts: Vec<Option<wire::Contact>> = contacts.into_iter().map(Some).collect();
+    let mut response = wire::BatchGetContactsResponse::default();
+    let mut bytes = 0;
     let given = message.ids.into_iter().chain(message.emails);
-    for (found, given) in matches.zip(given) {
+    for (found, given) in matches.into_iter().zip(given) {
         // Each is field 1 or 2 of the response: a one-byte key, a length, the bytes.
-        match found {
-            Some(&index) => {
-                let contact = &contacts[index];
-                bytes += 1 + framed(contact.encoded_len());
-                if bytes > MAX_RESPONSE_BYTES {
-                    return Err(too_large());
-                }
-                response.contacts.push(contact.clone());
-            }
-            None => {
-                bytes += 1 + framed(given.len());
-                response.missing.push(given);
-            }
+        let Some(index) = found else {
+            bytes += 1 + framed(given.len());
+            response.missing.push(given);
+            continue;
+        };
+        uses[index] -= 1;
+        let contact = match uses[index] {
+            0 => contacts[index].take(),
+            _ => contacts[index].clone(),
         }
+        .ok_or_else(|| StoreError::internal("a contact answered after its last use"))?;
+        bytes += 1 + framed(contact.encoded_len());
+        if bytes > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        response.contacts.push(contact);
     }
     Ok(response)
 }

@@ -104,13 +104,23 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         email_keys: &[String],
         max_bytes: usize,
     ) -> StoreResult<ContactRows> {
-        let sql = batch_get_sql::<Self::Db>(access.key_hash.is_some());
-        let mut stmt = Stmt::<Self::Db>::new(&sql)
-            .bind(access.tenant.as_str())
-            .bind(TextList(ids))
-            .bind(TextList(email_keys));
+        let checked = access.key_hash.is_some();
+        let Some(sql) = batch_get_sql::<Self::Db>(checked, !ids.is_empty(), !email_keys.is_empty())
+        else {
+            return Ok(ContactRows {
+                items: Vec::new(),
+                cut_short: false,
+            });
+        };
+        let mut stmt = Stmt::<Self::Db>::new(&sql).bind(access.tenant.as_str());
         if let Some(key_hash) = &access.key_hash {
             stmt = stmt.bind(&key_hash[..]);
+        }
+        if !ids.is_empty() {
+            stmt = stmt.bind(TextList(ids));
+        }
+        if !email_keys.is_empty() {
+            stmt = stmt.bind(TextList(email_keys));
         }
         let rows = fetch_within(
             self.reads(),
@@ -132,35 +142,60 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
     }
 }
 
-/// `batch_get_contacts`' statement: the contacts whose id is in `$2`, then those whose
-/// email key is in `$3` and id is not, under a key check (`$4`) when `checked`. A
-/// UNION ALL of two lookups, each by its own unique index: with an `OR` of the two
-/// lists SQLite scans the whole tenant. Under a key, the first part is a LEFT JOIN,
-/// so a live key yields at least a row (of NULLs when no id matched).
-pub(crate) fn batch_get_sql<DB: Dialect>(checked: bool) -> String {
+/// `batch_get_contacts`' statement: tenant `$1`, then the key's hash when `checked`,
+/// then the ids when `ids`, then the email keys when `emails` (each list one
+/// parameter). The contacts of the ids, then those of the email keys whose id is not
+/// listed: a UNION ALL of lookups, each by its own unique index (with an `OR` of the
+/// two lists SQLite scans the whole tenant). A list that is empty is left out rather
+/// than bound empty: PostgreSQL's custom plan for `email_key = ANY('{}')` proves the
+/// part empty and then scans any index of the tenant, the partial one of suppressed
+/// contacts included, to return nothing. Under a key, the first part is a LEFT JOIN
+/// from the key, so a live key yields at least a row (of NULLs when nothing matched)
+/// and a rejected one none. Unchecked with neither list, it is `None`: nothing to read.
+pub(crate) fn batch_get_sql<DB: Dialect>(checked: bool, ids: bool, emails: bool) -> Option<String> {
     let columns: Vec<String> = CONTACT_COLUMNS
         .split(", ")
         .map(|column| format!("c.{column}"))
         .collect();
     let columns = columns.join(", ");
-    let by_id = DB::any_of("c.id").replace('?', "$2");
-    let by_email = DB::any_of("c.email_key").replace('?', "$3");
-    if !checked {
-        return format!(
-            "SELECT {columns} FROM contacts c WHERE c.tenant_id = $1 AND {by_id} \
-             UNION ALL \
-             SELECT {columns} FROM contacts c WHERE c.tenant_id = $1 AND {by_email} \
-             AND NOT ({by_id})"
-        );
+    let mut next = 1;
+    let mut param = || {
+        next += 1;
+        format!("${next}")
+    };
+    let key = checked.then(&mut param);
+    let by_id = ids.then(|| DB::any_of("c.id").replace('?', &param()));
+    let by_email = emails.then(|| DB::any_of("c.email_key").replace('?', &param()));
+    let mut parts = Vec::new();
+    parts.extend(by_id.clone());
+    if let Some(by_email) = by_email {
+        match &by_id {
+            Some(by_id) => parts.push(format!("{by_email} AND NOT ({by_id})")),
+            None => parts.push(by_email),
+        }
     }
-    let key = "k.key_hash = $4 AND k.tenant_id = $1 AND k.revoked_at IS NULL";
-    format!(
+    let Some(key) = key else {
+        let selects: Vec<String> = parts
+            .iter()
+            .map(|part| {
+                format!("SELECT {columns} FROM contacts c WHERE c.tenant_id = $1 AND {part}")
+            })
+            .collect();
+        return (!selects.is_empty()).then(|| selects.join(" UNION ALL "));
+    };
+    let live = format!("k.key_hash = {key} AND k.tenant_id = $1 AND k.revoked_at IS NULL");
+    let first = parts.first().map_or("1 = 0", String::as_str);
+    let mut sql = format!(
         "SELECT {columns} FROM api_keys k LEFT JOIN contacts c \
-         ON c.tenant_id = $1 AND {by_id} WHERE {key} \
-         UNION ALL \
-         SELECT {columns} FROM api_keys k JOIN contacts c \
-         ON c.tenant_id = $1 AND {by_email} AND NOT ({by_id}) WHERE {key}"
-    )
+         ON c.tenant_id = $1 AND {first} WHERE {live}"
+    );
+    for part in parts.iter().skip(1) {
+        sql.push_str(&format!(
+            " UNION ALL SELECT {columns} FROM api_keys k JOIN contacts c \
+             ON c.tenant_id = $1 AND {part} WHERE {live}"
+        ));
+    }
+    Some(sql)
 }
 
 /// A contact of a checked statement's rows, or `None` for its row of NULLs.
@@ -312,5 +347,39 @@ impl<S: BackendContacts> ContactStore for S {
         estimate: bool,
     ) -> StoreResult<ContactCount> {
         super::count::count_contacts(self, tenant, query, estimate).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Postgres;
+
+    use super::batch_get_sql;
+    use crate::store::postgres::sql;
+
+    /// The benchmark's BatchGetContacts baseline runs `postgres::sql`'s copy.
+    #[test]
+    fn the_benchmarks_copy_of_the_batch_get_statement_is_the_stores() {
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let ids_only = batch_get_sql::<Postgres>(true, true, false).expect("a statement");
+        assert_eq!(words(&ids_only), words(sql::BATCH_GET_CHECKED));
+    }
+
+    #[test]
+    fn a_batch_get_binds_only_the_lists_it_has_in_order() {
+        let both = batch_get_sql::<Postgres>(true, true, true).expect("a statement");
+        assert!(
+            both.contains("c.id = ANY($3)") && both.contains("c.email_key = ANY($4)"),
+            "{both}"
+        );
+        assert!(both.contains("k.key_hash = $2"), "{both}");
+        let emails = batch_get_sql::<Postgres>(false, false, true).expect("a statement");
+        assert!(
+            emails.contains("c.email_key = ANY($2)") && !emails.contains("UNION"),
+            "{emails}"
+        );
+        let nothing = batch_get_sql::<Postgres>(true, false, false).expect("the key check");
+        assert!(nothing.contains("1 = 0"), "{nothing}");
+        assert_eq!(batch_get_sql::<Postgres>(false, false, false), None);
     }
 }

@@ -87,3 +87,15 @@ impl<S: SqlStore> KeyStore for S {
         Ok(self.writes().execute(stmt).await? == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The benchmark's UpsertContact baseline runs `postgres::sql`'s copy.
+    #[test]
+    fn the_benchmarks_copy_of_the_key_lookup_is_the_stores() {
+        assert_eq!(
+            super::TENANT_FOR_KEY,
+            crate::store::postgres::sql::TENANT_FOR_KEY
+        );
+    }
+}

@@ -647,4 +647,13 @@ mod tests {
         let lock = lock_sql::<Postgres>(CONTACT_COLUMNS, "contacts", "id = $2");
         assert!(lock.ends_with(" FOR UPDATE"), "{lock}");
     }
+
+    /// The benchmark's UpsertContact baseline runs `postgres::sql`'s copies.
+    #[test]
+    fn the_benchmarks_copies_of_the_upsert_statements_are_the_stores() {
+        let lock = lock_sql::<Postgres>(CONTACT_COLUMNS, "contacts", "email_key = $2");
+        assert_eq!(lock, sql::LOCK_CONTACT_BY_EMAIL);
+        assert_eq!(super::UPDATE_CONTACT, sql::UPDATE_CONTACT);
+        assert_eq!(super::INSERT_TIMELINE_ENTRY, sql::INSERT_TIMELINE_ENTRY);
+    }
 }

@@ -138,3 +138,42 @@ pub const UPDATE_CONTACT_IF_REVISION: &str = concat!(
         FROM jsonb_object_keys(coalesce($10::jsonb -> 'properties', '{}')) k) s), updated_at, \
         email, properties, suppressed, unsubscribed, created_at, updated_at, revision FROM u"
 );
+
+/// BatchGetContacts of ids only, under a key: `store::common`'s statement on
+/// PostgreSQL for such a call (a test there pins it to this text), for the
+/// benchmark's baseline. No row at all means the key was rejected.
+#[allow(dead_code)] // the benchmark's baseline; a test pins it to the store's
+pub const BATCH_GET_CHECKED: &str = "SELECT c.id, c.email, c.properties, c.suppressed, \
+     c.unsubscribed, c.created_at, c.updated_at, c.revision FROM api_keys k \
+     LEFT JOIN contacts c ON c.tenant_id = $1 AND c.id = ANY($3) \
+     WHERE k.key_hash = $2 AND k.tenant_id = $1 AND k.revoked_at IS NULL";
+
+// The statements of an UpsertContact that merges into an existing contact, as the
+// shared write transaction runs them on PostgreSQL (`store::common`; tests there pin
+// them to these texts), for the benchmark's baseline: the key check, then in one
+// transaction the lock by email, the update and its timeline entry.
+
+/// The tenant of a live key (`KeyStore::tenant_for_key`).
+#[allow(dead_code)] // the benchmark's baseline; a test pins it to the store's
+pub const TENANT_FOR_KEY: &str =
+    "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+
+/// The contact with an email key, locked for the transaction.
+#[allow(dead_code)] // the benchmark's baseline; a test pins it to the store's
+pub const LOCK_CONTACT_BY_EMAIL: &str = concat!(
+    "SELECT ",
+    contact_columns!(),
+    " FROM contacts WHERE tenant_id = $1 AND email_key = $2 FOR UPDATE"
+);
+
+/// A contact written whole, inside a transaction that holds its lock.
+#[allow(dead_code)] // the benchmark's baseline; a test pins it to the store's
+pub const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, email_key = $4, properties = $5, \
+        search_text = $6, updated_at = $7, revision = revision + 1 \
+     WHERE tenant_id = $1 AND id = $2";
+
+/// One timeline entry.
+#[allow(dead_code)] // the benchmark's baseline; a test pins it to the store's
+pub const INSERT_TIMELINE_ENTRY: &str = "INSERT INTO timeline_entries \
+        (tenant_id, contact_id, id, type, occurred_at, data) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
