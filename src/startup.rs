@@ -146,13 +146,15 @@ impl Application {
             reporter.clone(),
             self.health_interval,
         )));
-        let _purge = AbortOnDrop(tokio::spawn(purge_requests(
+        let _purge = AbortOnDrop(tokio::spawn(purge_expired(
             self.store.clone(),
             self.limits.request_id_retention,
+            Purge::RequestIds,
         )));
-        let _purge_changes = AbortOnDrop(tokio::spawn(purge_changes(
+        let _purge_changes = AbortOnDrop(tokio::spawn(purge_expired(
             self.store.clone(),
             self.limits.change_retention,
+            Purge::Changes,
         )));
         let _metrics = self.metrics_listener.take().map(|listener| {
             AbortOnDrop(tokio::spawn(crate::metrics::serve(
@@ -295,44 +297,25 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Forgets request ids older than `retention`, in batches, every tenth of it (between
-/// 100 ms and 10 minutes), so the tables of remembered requests and of erased ones
-/// stay as large as the retention window makes them, not larger.
-async fn purge_requests(store: DynStore, retention: Duration) {
-    const BATCH: u32 = 10_000;
-    let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(before) = chrono::Duration::from_std(retention)
-            .ok()
-            .and_then(|retention| crate::domain::now().checked_sub_signed(retention))
-        else {
-            continue;
-        };
-        loop {
-            match store.purge_requests(before, BATCH).await {
-                Ok(purged) if purged >= u64::from(BATCH) => continue,
-                Ok(purged) => {
-                    if purged > 0 {
-                        tracing::debug!(purged, "expired request ids purged");
-                    }
-                    break;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "purging expired request ids failed");
-                    break;
-                }
-            }
-        }
-    }
+/// What a purge deletes: request ids (remembered requests and the tombstones of
+/// erased ones), or changes of the feed (each tenant's watermark moves with them, so
+/// an older token is refused, not silently resumed past a gap).
+#[derive(Clone, Copy)]
+enum Purge {
+    RequestIds,
+    Changes,
 }
 
-/// Forgets changes of the feed older than `retention`, as `purge_requests` does;
-/// each tenant's watermark moves with them, so an older token is refused, not
-/// silently resumed past a gap.
-async fn purge_changes(store: DynStore, retention: Duration) {
+/// Forgets what `purge` names older than `retention`, in batches, every tenth of it
+/// (between 100 ms and 10 minutes), so its tables stay as large as the retention
+/// window makes them, not larger.
+async fn purge_expired(store: DynStore, retention: Duration, purge: Purge) {
     const BATCH: u32 = 10_000;
     let every = (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(600));
+    let what = match purge {
+        Purge::RequestIds => "request ids",
+        Purge::Changes => "contact changes",
+    };
     loop {
         tokio::time::sleep(every).await;
         let Some(before) = chrono::Duration::from_std(retention)
@@ -342,16 +325,20 @@ async fn purge_changes(store: DynStore, retention: Duration) {
             continue;
         };
         loop {
-            match store.purge_changes(before, BATCH).await {
+            let purged = match purge {
+                Purge::RequestIds => store.purge_requests(before, BATCH).await,
+                Purge::Changes => store.purge_changes(before, BATCH).await,
+            };
+            match purged {
                 Ok(purged) if purged >= u64::from(BATCH) => continue,
                 Ok(purged) => {
                     if purged > 0 {
-                        tracing::debug!(purged, "expired contact changes purged");
+                        tracing::debug!(purged, what, "expired rows purged");
                     }
                     break;
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "purging expired contact changes failed");
+                    tracing::warn!(error = %err, what, "purging expired rows failed");
                     break;
                 }
             }
