@@ -354,3 +354,123 @@ fn same(a: &Scalar, b: &Scalar) -> Option<std::cmp::Ordering> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+
+    fn subject(properties: &Map<String, Value>) -> Subject<'_> {
+        let at = Utc.timestamp_opt(1_700_000_000, 0).single().expect("valid");
+        Subject {
+            email_key: "ann@example.com",
+            properties,
+            created_at: at,
+            updated_at: at,
+            suppressed: false,
+            unsubscribed: true,
+        }
+    }
+
+    fn property(path: &str, op: Operator, operand: Operand) -> Filter {
+        let field = Field::parse(&format!("properties.{path}"), "field").expect("valid path");
+        Filter::Condition(Condition::new(field, op, operand).expect("valid condition"))
+    }
+
+    #[test]
+    fn comparisons_match_only_values_of_the_operands_type() {
+        let props = json!({"n": 5, "s": "5", "nested": {"b": true}});
+        let props = props.as_object().expect("object");
+        let cases = [
+            ("n", Operator::GreaterThan, Scalar::Number(4.0), true),
+            ("s", Operator::GreaterThan, Scalar::Number(4.0), false),
+            ("n", Operator::NotEquals, Scalar::Text("x".into()), false),
+            ("s", Operator::NotEquals, Scalar::Text("x".into()), true),
+            ("missing", Operator::NotEquals, Scalar::Number(1.0), false),
+            ("nested.b", Operator::Equals, Scalar::Bool(true), true),
+            ("nested.b", Operator::NotEquals, Scalar::Bool(true), false),
+        ];
+        for (path, op, operand, expected) in cases {
+            let root = property(path, op, Operand::Value(operand.clone()));
+            let filter = ContactFilter::new(root, "filter").expect("small");
+            assert_eq!(
+                filter.matches(&subject(props)),
+                expected,
+                "{path} {op:?} {operand:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn depth_and_size_are_bounded() {
+        let leaf = || property("a", Operator::Exists, Operand::None);
+        let mut deep = leaf();
+        for _ in 0..MAX_DEPTH {
+            deep = Filter::All(vec![deep]);
+        }
+        assert!(ContactFilter::new(deep, "filter").is_err(), "too deep");
+        let wide = Filter::Any((0..MAX_FILTERS).map(|_| leaf()).collect());
+        assert!(ContactFilter::new(wide, "filter").is_err(), "too many");
+        let fits = Filter::Any((1..MAX_FILTERS).map(|_| leaf()).collect());
+        assert!(ContactFilter::new(fits, "filter").is_ok());
+    }
+
+    #[test]
+    fn operands_that_do_not_fit_name_their_part() {
+        let cases = [
+            (Field::Email, Operator::Exists, Operand::None, "operator"),
+            (
+                Field::CreatedAt,
+                Operator::Equals,
+                Operand::Value(Scalar::Number(1.0)),
+                "timestamp",
+            ),
+            (
+                Field::Suppressed,
+                Operator::LessThan,
+                Operand::Value(Scalar::Bool(true)),
+                "operator",
+            ),
+            (
+                Field::Email,
+                Operator::In,
+                Operand::Values(vec![]),
+                "values",
+            ),
+            (
+                Field::Email,
+                Operator::Equals,
+                Operand::Value(Scalar::Text("a\0".into())),
+                "value",
+            ),
+        ];
+        for (field, op, operand, part) in cases {
+            let err = Condition::new(field.clone(), op, operand).expect_err("refused");
+            assert_eq!(err.field, part, "{field:?} {op:?}");
+        }
+    }
+}
+
+/// Property paths come from callers: any string parses or is refused, never panics,
+/// and what parses is keys without separators or quoting characters.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_path_parses_to_plain_keys_or_is_refused(raw in ".{0,300}") {
+            if let Ok(path) = PropertyPath::parse(&raw, "field") {
+                prop_assert!(path.keys().len() <= MAX_PATH_KEYS);
+                for key in path.keys() {
+                    prop_assert!(!key.is_empty() && !key.contains(['.', '"', '\\']));
+                    prop_assert!(!key.chars().any(char::is_control));
+                }
+            }
+        }
+    }
+}
