@@ -189,7 +189,9 @@ async fn unavailable(backend: Backend) -> Seen {
 async fn resume_token_expired(backend: Backend) -> Seen {
     use futures::StreamExt;
     let app = spawn_app_with(backend, |args| {
-        args.limits.change_retention = Duration::from_millis(300);
+        // Long enough that the first change is still there when the watch below
+        // starts, on a loaded machine too.
+        args.limits.change_retention = Duration::from_secs(2);
         // The purge takes every tenant's old changes: not those of other tests.
         if backend == Backend::Postgres {
             args.store.database_url = crate::support::postgres::own_database();
@@ -197,7 +199,9 @@ async fn resume_token_expired(backend: Backend) -> Seen {
     })
     .await;
     let contacts = app.sdk().contacts();
-    for email in ["one@example.com", "two@example.com"] {
+    // Three, so a change follows the first one watched even if the purge took the
+    // oldest before the watch began.
+    for email in ["one@example.com", "two@example.com", "three@example.com"] {
         contacts
             .create(pb::CreateContactRequest {
                 email: email.into(),
