@@ -152,6 +152,12 @@ async function paging(client) {
   const all = [];
   for await (const contact of contacts.list({ search: "pager", limit: 10 })) all.push(contact.id);
   assert.deepEqual(all, wanted, "3 pages, in id order");
+  const byEmail = [];
+  // 6: CONTACT_ORDER_EMAIL_DESC, passed through to ListContactsRequest.order_by.
+  for await (const contact of contacts.list({ search: "pager", limit: 10, orderBy: 6 })) byEmail.push(contact.email);
+  assert.equal(byEmail.length, 25, "every contact in the email order");
+  assert.deepEqual(byEmail, [...byEmail].sort().reverse(), "newest email first");
+  assert.notDeepEqual(byEmail, [...byEmail].sort(), "the order reached the server");
   const first = contacts.list({ search: "pager", limit: 10, maxPages: 2 });
   assert.deepEqual((await first.toArray()).map((c) => c.id), wanted.slice(0, 20));
   assert.ok(first.cursor, "two pages, and the cursor after them");

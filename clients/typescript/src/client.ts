@@ -17,6 +17,7 @@ import { DEFAULT_RETRY, type RetryPolicy, retryAfter, sleep, toKraiterError } fr
 import type { ScheduledSend, SegmentMembership, Send, SequenceEnrolment, TimelineEntry } from "./gen/kraiter/contacts/v1/activity";
 import { ActivityServiceClient } from "./gen/kraiter/contacts/v1/activity_service";
 import type { Contact } from "./gen/kraiter/contacts/v1/contact";
+import type { ContactFilter, ContactOrder } from "./gen/kraiter/contacts/v1/filter";
 import {
   type BatchGetContactsResponse,
   ContactsServiceClient,
@@ -122,7 +123,15 @@ export class Contacts {
    * items a page), from `cursor`, stopping after `maxPages` (0: to the end).
    */
   list(
-    params: { search?: string; limit?: number; cursor?: string; suppressed?: boolean; maxPages?: number } = {},
+    params: {
+      search?: string;
+      limit?: number;
+      cursor?: string;
+      suppressed?: boolean;
+      maxPages?: number;
+      filter?: ContactFilter;
+      orderBy?: ContactOrder;
+    } = {},
   ): Pages<Contact> {
     // fromPartial: fields the contract adds later (a filter, an order) take their
     // defaults, so this code keeps compiling against newer protos.
@@ -132,6 +141,8 @@ export class Contacts {
       cursor: params.cursor ?? "",
       suppressed: params.suppressed,
       maxPages: params.maxPages ?? 0,
+      filter: params.filter,
+      orderBy: params.orderBy,
     });
     return this.pages(
       (r) => this.raw.listContacts(ListContactsRequest.fromPartial({ ...request, ...r })),
