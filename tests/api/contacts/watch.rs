@@ -405,7 +405,62 @@ async fn imported_rows_appear_in_the_feed(backend: Backend) {
     assert_eq!(changes[1].changed_fields, ["properties.plan"]);
 }
 
+/// A token resumes on another server of the same database, and after the first is
+/// gone: the feed lives in the database, not in a process.
+async fn a_watch_resumes_on_another_server_and_after_a_restart(backend: Backend) {
+    let dir = tempfile::tempdir().expect("a directory");
+    let url = match backend {
+        Backend::Postgres => crate::support::postgres::own_database(),
+        Backend::Sqlite => format!("sqlite://{}/feed.db", dir.path().display()),
+    };
+    let on = |url: String| {
+        move |args: &mut kraiter_contacts::config::ServeArgs| {
+            args.store.database_url = url;
+        }
+    };
+    let first = spawn_app_with(backend, on(url.clone())).await;
+    let key = first.key.clone();
+    let mut client = first.client();
+    for n in 0..4 {
+        create(&mut client, &format!("r{n}@example.com"), json!({"n": n})).await;
+    }
+    let head = collect(&mut client, from_oldest(2)).await;
+    let email = |change: &pb::ContactChange| {
+        change
+            .contact
+            .as_ref()
+            .map(|c| c.email.clone())
+            .unwrap_or_default()
+    };
+
+    // Another server on the same database, the first still up.
+    let second = spawn_app_with(backend, on(url.clone())).await;
+    let mut elsewhere = second.client_with_key(Some(&key));
+    let rest = collect(&mut elsewhere, resume(&head[1].token, 2)).await;
+    let emails: Vec<String> = rest.iter().map(email).collect();
+    assert_eq!(
+        emails,
+        ["r2@example.com", "r3@example.com"],
+        "{backend:?}: on another server"
+    );
+
+    // Both gone; writes, then a new server resumes from the last token received.
+    let last = rest[1].token.clone();
+    drop((client, elsewhere, first, second));
+    let third = spawn_app_with(backend, on(url.clone())).await;
+    let mut client = third.client_with_key(Some(&key));
+    create(&mut client, "after@example.com", json!({})).await;
+    let after = collect(&mut client, resume(&last, 1)).await;
+    assert_eq!(after.len(), 1, "{backend:?}");
+    assert_eq!(
+        email(&after[0]),
+        "after@example.com",
+        "{backend:?}: after a restart"
+    );
+}
+
 conformance!(
+    a_watch_resumes_on_another_server_and_after_a_restart,
     imported_rows_appear_in_the_feed,
     every_write_kind_appears_once_in_order_and_a_resume_gives_exactly_the_rest,
     the_types_filter_keeps_only_those_changes,
