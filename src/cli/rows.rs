@@ -37,10 +37,14 @@ pub enum Rows {
         record: csv::StringRecord,
     },
     Jsonl {
-        lines: std::io::Lines<Box<dyn BufRead + Send>>,
+        input: Box<dyn BufRead + Send>,
         line: u64,
     },
 }
+
+/// The longest JSON line read: a row's properties are at most 64 KiB, so a longer
+/// line is refused whole rather than held, whatever the file holds.
+const MAX_LINE_BYTES: u64 = 1024 * 1024;
 
 impl Rows {
     /// CSV rows; fails when the header row is missing or has no `email` column.
@@ -61,10 +65,7 @@ impl Rows {
     }
 
     pub fn jsonl(input: Box<dyn BufRead + Send>) -> Self {
-        Self::Jsonl {
-            lines: input.lines(),
-            line: 0,
-        }
+        Self::Jsonl { input, line: 0 }
     }
 }
 
@@ -90,14 +91,15 @@ impl Iterator for Rows {
                     })),
                 }
             }
-            Self::Jsonl { lines, line } => loop {
+            Self::Jsonl { input, line } => loop {
                 *line += 1;
-                let text = match lines.next()? {
-                    Ok(text) => text,
-                    Err(err) => {
+                let text = match read_line(input) {
+                    Ok(None) => return None,
+                    Ok(Some(text)) => text,
+                    Err(message) => {
                         return Some(Err(Unreadable {
                             line: *line,
-                            message: err.to_string(),
+                            message,
                         }));
                     }
                 };
@@ -108,6 +110,39 @@ impl Iterator for Rows {
             },
         }
     }
+}
+
+/// The next line, at most `MAX_LINE_BYTES`; a longer one is skipped to its end and
+/// reported, an invalid UTF-8 one reported. `None` at the end of the input.
+fn read_line(input: &mut Box<dyn BufRead + Send>) -> Result<Option<String>, String> {
+    let mut bytes = Vec::new();
+    let read = input
+        .by_ref()
+        .take(MAX_LINE_BYTES + 1)
+        .read_until(b'\n', &mut bytes)
+        .map_err(|err| err.to_string())?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if bytes.len() as u64 > MAX_LINE_BYTES && bytes.last() != Some(&b'\n') {
+        // Drop the rest of the line without keeping it.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let n = input
+                .by_ref()
+                .take(64 * 1024)
+                .read_until(b'\n', &mut rest)
+                .map_err(|err| err.to_string())?;
+            if n == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        return Err(format!("a line longer than {MAX_LINE_BYTES} bytes"));
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| "not UTF-8".to_owned())
 }
 
 fn csv_row(
@@ -200,6 +235,31 @@ mod tests {
     #[test]
     fn a_csv_without_an_email_column_is_refused() {
         assert!(Rows::csv(Box::new("name\nx\n".as_bytes()), false).is_err());
+    }
+
+    #[test]
+    fn an_overlong_json_line_is_refused_and_reading_goes_on() {
+        let long = format!(
+            "{{\"email\":\"{}@example.com\"}}\n",
+            "x".repeat(2 * 1024 * 1024)
+        );
+        let text = format!("{long}{{\"email\":\"b@example.com\"}}\n");
+        let rows: Vec<Read1> = Rows::jsonl(Box::new(std::io::Cursor::new(text))).collect();
+        assert_eq!(
+            rows.len(),
+            2,
+            "{:?}",
+            rows.iter().map(|r| r.is_ok()).collect::<Vec<_>>()
+        );
+        assert!(
+            rows[0]
+                .clone()
+                .expect_err("too long")
+                .message
+                .contains("longer")
+        );
+        let next = rows[1].clone().expect("the next line is read");
+        assert_eq!((next.line, next.email.as_str()), (2, "b@example.com"));
     }
 
     #[test]
