@@ -336,6 +336,40 @@ async fn watchers_past_the_tenant_limit_are_refused(backend: Backend) {
     .await;
 }
 
+async fn watchers_past_the_server_limit_are_refused_whatever_the_tenant(backend: Backend) {
+    let app = spawn_app_with(backend, |args| {
+        args.limits.max_watchers = 2;
+        args.limits.max_watchers_per_tenant = 2;
+    })
+    .await;
+    let watch = || pb::WatchContactsRequest::default();
+    let mut a = app.client();
+    let mut b = app.other_tenant_client().await;
+    let mut c = app.other_tenant_client().await;
+    let first = a.watch_contacts(watch()).await.expect("A's watcher");
+    let second = b.watch_contacts(watch()).await.expect("B's watcher");
+    let third = c.watch_contacts(watch()).await;
+    let status = assert_status(
+        third.map(drop),
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+        "a third tenant past the server's two watchers",
+    );
+    assert!(
+        tonic_types::StatusExt::get_details_retry_info(&status).is_some(),
+        "with RetryInfo: {status:?}"
+    );
+    // Lists are counted apart: C still lists.
+    let listed = c.list_contacts(pb::ListContactsRequest::default()).await;
+    assert!(listed.is_ok(), "a list is not a watcher: {listed:?}");
+    drop((first, second));
+    crate::support::wait::eventually(PATIENCE, "places given back", || {
+        let mut c = c.clone();
+        async move { c.watch_contacts(watch()).await.ok() }
+    })
+    .await;
+}
+
 async fn the_client_watch_resumes_after_its_last_token(backend: Backend) {
     let app = spawn_app(backend).await;
     every_kind_of_write(&app).await;
@@ -460,6 +494,7 @@ async fn a_watch_resumes_on_another_server_and_after_a_restart(backend: Backend)
 }
 
 conformance!(
+    watchers_past_the_server_limit_are_refused_whatever_the_tenant,
     a_watch_resumes_on_another_server_and_after_a_restart,
     imported_rows_appear_in_the_feed,
     every_write_kind_appears_once_in_order_and_a_resume_gives_exactly_the_rest,
