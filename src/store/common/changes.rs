@@ -35,6 +35,15 @@
 //!    committed after it, and a cache following the feed would end on a stale
 //!    contact.
 //!
+//! 3. *A quiet database delivers everything.* A change's stamp is at least its
+//!    writer's snapshot `xmax`, so the last changes written before the database goes
+//!    quiet are stamped at the `xmin` that follows (no newer id is handed out to move
+//!    it): below-`xmin` alone would hold them until some other write anywhere in the
+//!    cluster. So when the reader's snapshot shows no transaction holding an id
+//!    (`xmin = xmax`), it delivers every committed change: any later one belongs to a
+//!    transaction whose id is at least that `xmax`, and whose stamp, its own
+//!    snapshot's `xmax`, is above its id, so above every stamp delivered.
+//!
 //! A long transaction anywhere in the cluster holds `xmin` back and so delays (never
 //! reorders) delivery; the reader says when committed changes wait above the
 //! horizon, and the watcher polls again shortly.
@@ -72,15 +81,20 @@ pub(crate) struct ChangeSql {
 pub(crate) const POSTGRES: ChangeSql = ChangeSql {
     stamp: Some("greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))"),
     position: "xid::text AS xid, seq",
-    after: "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) \
+    // `idle`: no transaction holds an id, so every committed change is final (see the
+    // module's comment) and all are delivered; else only those below `xmin`.
+    after: "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon, \
+                pg_snapshot_xmin(pg_current_snapshot()) \
+                  = pg_snapshot_xmax(pg_current_snapshot()) AS idle) \
         SELECT (SELECT w.xid::text || '.' || w.seq FROM contact_change_watermarks w \
                  WHERE w.tenant_id = $1) AS purged, \
-               EXISTS (SELECT 1 FROM contact_changes h WHERE h.tenant_id = $1 \
+               NOT s.idle AND EXISTS (SELECT 1 FROM contact_changes h WHERE h.tenant_id = $1 \
                  AND h.xid >= s.horizon) AS held, c.* \
         FROM s LEFT JOIN LATERAL (SELECT xid::text AS xid, seq, type, contact_id, \
                  changed_fields, occurred_at, email, properties, suppressed, unsubscribed, \
                  created_at, updated_at, revision FROM contact_changes \
-               WHERE tenant_id = $1 AND (xid, seq) > ($2::xid8, $3) AND xid < s.horizon \
+               WHERE tenant_id = $1 AND (xid, seq) > ($2::xid8, $3) \
+                 AND (xid < s.horizon OR s.idle) \
                  AND ($5 OR type = ANY($6)) \
                ORDER BY xid, seq LIMIT $4) c ON true ORDER BY c.xid::xid8, c.seq",
     now: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid, 0::bigint AS seq \
