@@ -81,6 +81,9 @@ pub(crate) struct ChangeSql {
 pub(crate) const POSTGRES: ChangeSql = ChangeSql {
     stamp: Some("greatest(pg_current_xact_id(), pg_snapshot_xmax(pg_current_snapshot()))"),
     position: "xid::text AS xid, seq",
+    // The inner ORDER BY names the table's columns: a bare `xid` there would be the
+    // output column, `xid::text`, sorted as text ("1000" before "998"), and a batch
+    // cut by LIMIT would skip changes once ids gain a digit.
     // `idle`: no transaction holds an id, so every committed change is final (see the
     // module's comment) and all are delivered; else only those below `xmin`.
     after: "WITH s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon, \
@@ -96,7 +99,8 @@ pub(crate) const POSTGRES: ChangeSql = ChangeSql {
                WHERE tenant_id = $1 AND (xid, seq) > ($2::xid8, $3) \
                  AND (xid < s.horizon OR s.idle) \
                  AND ($5 OR type = ANY($6)) \
-               ORDER BY xid, seq LIMIT $4) c ON true ORDER BY c.xid::xid8, c.seq",
+               ORDER BY contact_changes.xid, contact_changes.seq LIMIT $4) c ON true \
+        ORDER BY c.xid::xid8, c.seq",
     now: "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xid, 0::bigint AS seq \
           WHERE $1::text IS NOT NULL",
     watermark: "SELECT xid::text AS xid, seq FROM contact_change_watermarks WHERE tenant_id = $1",
