@@ -61,7 +61,18 @@ impl TestCluster {
             data = cluster.data().display(),
             dir = cluster.dir.display(),
         ));
-        cluster.start();
+        let mut cluster = cluster;
+        // The port was free when picked, not necessarily when PostgreSQL binds it
+        // (another test's process may take it in between): pick another then.
+        for attempt in 1.. {
+            match cluster.try_start() {
+                Ok(()) => break,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => {
+                    cluster.port = free_port();
+                }
+                Err(log) => panic!("PostgreSQL did not start; server log:\n{log}"),
+            }
+        }
         psql(&cluster.url("postgres"), "CREATE DATABASE kraiter");
         cluster
     }
@@ -76,7 +87,14 @@ impl TestCluster {
 
     /// Starts the server and waits until it accepts connections.
     pub fn start(&self) {
-        self.sh(&format!(
+        if let Err(log) = self.try_start() {
+            panic!("PostgreSQL did not start; server log:\n{log}");
+        }
+    }
+
+    /// `start`, or the server log when it failed.
+    fn try_start(&self) -> Result<(), String> {
+        let started = self.sh_status(&format!(
             "'{pg_ctl}' -D '{data}' -l '{dir}/server.log' -w -t 60 \
                -o \"-p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off \
                    -c synchronous_commit=off -c full_page_writes=off -c max_connections=100{extra}\" \
@@ -87,7 +105,11 @@ impl TestCluster {
             port = self.port,
             extra = self.settings.concat(),
         ));
+        if !started {
+            return Err(std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default());
+        }
         wait_until_ready(&self.bin, self.port, &self.dir);
+        Ok(())
     }
 
     /// Stops the server the way an outage does: open connections are cut
@@ -101,13 +123,19 @@ impl TestCluster {
     }
 
     fn sh(&self, command: &str) {
-        let status = Command::new("sh")
+        let ok = self.sh_status(command);
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        assert!(ok, "`{command}` failed; server log:\n{log}");
+    }
+
+    /// Whether `command` succeeded.
+    fn sh_status(&self, command: &str) -> bool {
+        Command::new("sh")
             .arg("-c")
             .arg(format!("{}{command}", self.run_as))
             .status()
-            .expect("run a PostgreSQL command");
-        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        assert!(status.success(), "`{command}` failed; server log:\n{log}");
+            .expect("run a PostgreSQL command")
+            .success()
     }
 }
 
