@@ -4,13 +4,15 @@
 //! PostgreSQL, `json_each` on SQLite). So a batch costs the same few round trips
 //! whatever its size, and the statements are written once for both databases.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use super::rows::contact_from_row;
 use super::types::{JsonText, TextList};
 use super::write_tx::{SqlWriteTx, TxConn};
 use super::{CONTACT_COLUMNS, Dialect, SqlText, Stmt};
-use crate::domain::{Contact, ContactId, TimelineEntry, search_text};
+use crate::domain::{Contact, ContactChange, ContactId, TimelineEntry, search_text};
 use crate::store::{StoreError, StoreResult};
 
 /// A column of `Dialect::json_rows`: its name (the JSON member it is read from) and
@@ -123,7 +125,14 @@ impl<C: TxConn> SqlWriteTx<C> {
             .bind(TextList(keys))
             .fetch_all(conn)
             .await?;
-        rows.iter().map(contact_from_row::<C::Db>).collect()
+        let locked: Vec<Contact> = rows
+            .iter()
+            .map(contact_from_row::<C::Db>)
+            .collect::<StoreResult<_>>()?;
+        for contact in &locked {
+            self.remember_locked(contact);
+        }
+        Ok(locked)
     }
 
     /// See `WriteTx::insert_contacts_if_new`.
@@ -153,9 +162,17 @@ impl<C: TxConn> SqlWriteTx<C> {
             .bind(JsonText(json.as_str()))
             .fetch_all(conn)
             .await?;
-        rows.iter()
+        let inserted: Vec<ContactId> = rows
+            .iter()
             .map(|row| super::rows::column::<C::Db, String>(row, "id").map(ContactId::from_trusted))
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        // Each contact written records its change, as the single-row primitives do.
+        let ids: HashSet<&str> = inserted.iter().map(ContactId::as_str).collect();
+        for contact in contacts.iter().filter(|c| ids.contains(c.id.as_str())) {
+            self.record_write(&ContactChange::created(contact), contact)
+                .await?;
+        }
+        Ok(inserted)
     }
 
     /// See `WriteTx::update_contacts`.
@@ -169,6 +186,11 @@ impl<C: TxConn> SqlWriteTx<C> {
         )
         .push(&C::Db::json_rows(CONTACT_ROW))
         .push(" WHERE contacts.tenant_id = ? AND contacts.id = r.id");
+        let mut befores = Vec::with_capacity(contacts.len());
+        for contact in contacts {
+            let before = self.before(&contact.id).await?;
+            befores.push(before.ok_or(StoreError::NotFound("contact"))?);
+        }
         let json = contacts_json(contacts)?;
         let (conn, tenant) = self.parts();
         Stmt::<C::Db>::new(sql.as_str())
@@ -176,6 +198,10 @@ impl<C: TxConn> SqlWriteTx<C> {
             .bind(tenant)
             .execute(conn)
             .await?;
+        for (before, contact) in befores.iter().zip(contacts) {
+            self.record_write(&ContactChange::updated(before, contact), contact)
+                .await?;
+        }
         Ok(())
     }
 

@@ -90,8 +90,26 @@ impl<C: TxConn> SqlWriteTx<C> {
         Ok(())
     }
 
+    /// Records `change`, which left the contact as `after`, and keeps `after` as the
+    /// state a later rewrite in this transaction starts from.
+    pub(super) async fn record_write(
+        &mut self,
+        change: &ContactChange,
+        after: &Contact,
+    ) -> StoreResult<()> {
+        self.record_change(change).await?;
+        self.remember_locked(after);
+        Ok(())
+    }
+
+    /// Keeps `contact` as this transaction holds it locked.
+    pub(super) fn remember_locked(&mut self, contact: &Contact) {
+        self.locked
+            .insert(contact.id.as_str().to_owned(), contact.clone());
+    }
+
     /// The contact as this transaction locked it, or read now (locked).
-    async fn before(&mut self, id: &ContactId) -> StoreResult<Option<Contact>> {
+    pub(super) async fn before(&mut self, id: &ContactId) -> StoreResult<Option<Contact>> {
         if let Some(before) = self.locked.get(id.as_str()) {
             return Ok(Some(before.clone()));
         }
@@ -337,9 +355,8 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         if inserted != 1 {
             return Ok(false);
         }
-        self.record_change(&ContactChange::created(contact)).await?;
-        self.locked
-            .insert(contact.id.as_str().to_owned(), contact.clone());
+        self.record_write(&ContactChange::created(contact), contact)
+            .await?;
         Ok(true)
     }
 
@@ -349,52 +366,24 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
             .await?
             .ok_or(StoreError::NotFound("contact"))?;
         self.update_contact_at(contact, None).await?;
-        self.record_change(&ContactChange::updated(&before, contact))
-            .await?;
-        self.locked
-            .insert(contact.id.as_str().to_owned(), contact.clone());
-        Ok(())
+        self.record_write(&ContactChange::updated(&before, contact), contact)
+            .await
     }
 
-    // The batch statements are in `batch.rs`; each contact they write records its
-    // change here, as the single-row primitives do.
+    // The batch statements are in `batch.rs`, which records their changes too.
     async fn lock_contacts_by_email_keys(&mut self, keys: &[String]) -> StoreResult<Vec<Contact>> {
-        let locked = self.lock_by_email_keys(keys).await?;
-        for contact in &locked {
-            self.locked
-                .insert(contact.id.as_str().to_owned(), contact.clone());
-        }
-        Ok(locked)
+        self.lock_by_email_keys(keys).await
     }
 
     async fn insert_contacts_if_new(
         &mut self,
         contacts: &[&Contact],
     ) -> StoreResult<Vec<ContactId>> {
-        let inserted = self.insert_new(contacts).await?;
-        let ids: std::collections::HashSet<&str> = inserted.iter().map(ContactId::as_str).collect();
-        for contact in contacts.iter().filter(|c| ids.contains(c.id.as_str())) {
-            self.record_change(&ContactChange::created(contact)).await?;
-            self.locked
-                .insert(contact.id.as_str().to_owned(), (*contact).clone());
-        }
-        Ok(inserted)
+        self.insert_new(contacts).await
     }
 
     async fn update_contacts(&mut self, contacts: &[&Contact]) -> StoreResult<()> {
-        let mut befores = Vec::with_capacity(contacts.len());
-        for contact in contacts {
-            let before = self.before(&contact.id).await?;
-            befores.push(before.ok_or(StoreError::NotFound("contact"))?);
-        }
-        self.update_many(contacts).await?;
-        for (before, contact) in befores.iter().zip(contacts) {
-            self.record_change(&ContactChange::updated(before, contact))
-                .await?;
-            self.locked
-                .insert(contact.id.as_str().to_owned(), (*contact).clone());
-        }
-        Ok(())
+        self.update_many(contacts).await
     }
 
     async fn insert_timeline_entries(
