@@ -17,7 +17,7 @@ use crate::process;
 
 /// Adds `authorization: Bearer <key>` to every call, as an SDK would.
 #[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
+pub struct Bearer(pub MetadataValue<Ascii>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {

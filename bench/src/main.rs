@@ -12,6 +12,7 @@
 mod baseline;
 mod cancel;
 mod cluster;
+mod compression;
 mod data;
 mod echo;
 mod filters;

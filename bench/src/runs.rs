@@ -70,6 +70,12 @@ pub(crate) async fn postgres_run(
         eprintln!("{section}");
     }
 
+    if compression::wanted(setup) {
+        eprintln!("== response compression (issue 19): gzip always vs never, in rounds");
+        let section = compression::run(setup, &pg.url, &key, pg.postmaster_pid(), &data).await?;
+        eprintln!("{section}");
+    }
+
     eprintln!("== unary calls in rounds: echo, service, pgbench (and back)");
     let vars = baseline::variables(&data, &key);
     // New ids and emails for every pgbench run.

@@ -323,7 +323,7 @@ struct ContactId {
     id: String,
 }
 
-async fn list_all_framed(mut raw: Raw, expected: u64) -> Result<u64, Status> {
+pub(crate) async fn list_all_framed(mut raw: Raw, expected: u64) -> Result<u64, Status> {
     let request = tonic::Request::new(pb::ListContactsRequest {
         limit: 1000,
         ..Default::default()
