@@ -255,6 +255,8 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 /// What one caller or connection may ask of the server. The defaults match
@@ -369,6 +371,15 @@ pub struct TlsArgs {
     /// PEM CA certificates; clients must present a certificate signed by one of them.
     #[arg(long, env = "KRAITER_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Tracing across services: off unless an OTLP endpoint is given.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TelemetryArgs {
+    /// Export each call's span over OTLP/gRPC to this collector (`http://host:4317`), as
+    /// the child of the caller's W3C `traceparent` (off when unset).
+    #[arg(long, env = "KRAITER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

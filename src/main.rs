@@ -43,7 +43,8 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format);
+    let telemetry =
+        telemetry::init_serve(args.log_format, args.telemetry.otlp_endpoint.as_deref())?;
     let shutdown = shutdown_signal()?;
     let (app, bootstrap) = Application::build(&args).await.context("start-up failed")?;
     let addr = app.local_addr();
@@ -55,7 +56,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     tracing::info!(%addr, "listening");
-    app.run_until(shutdown).await.context("server failed")
+    let result = app.run_until(shutdown).await.context("server failed");
+    // After the drain: the last calls' spans are queued by now.
+    telemetry.shutdown().await;
+    result
 }
 
 /// Registers SIGTERM/SIGINT handlers at once (before the server announces itself, so an

@@ -39,8 +39,10 @@ const REJECTED_KEY_TTL: Duration = Duration::from_secs(300);
 
 /// What a call presents: its metadata (the key) and the peer it came from.
 pub(crate) struct Credentials<'a> {
-    metadata: &'a MetadataMap,
+    pub(super) metadata: &'a MetadataMap,
     peer: Option<IpAddr>,
+    /// Only while spans are exported.
+    pub(super) path: Option<crate::telemetry::RpcPath>,
 }
 
 impl<'a> Credentials<'a> {
@@ -54,7 +56,14 @@ impl<'a> Credentials<'a> {
                     .and_then(|info| info.get_ref().remote_addr())
             })
             .map(|addr| addr.ip());
-        Self { metadata, peer }
+        let path = crate::telemetry::exporting()
+            .then(|| extensions.get::<crate::telemetry::RpcPath>().cloned())
+            .flatten();
+        Self {
+            metadata,
+            peer,
+            path,
+        }
     }
 }
 

@@ -75,6 +75,11 @@ where
         if !compress_response(self.layer.response_compression, request.headers()) {
             request.headers_mut().remove("grpc-accept-encoding");
         }
+        if crate::telemetry::exporting() {
+            // The call's span is named by its path, which tonic's `Request` drops.
+            let path = crate::telemetry::RpcPath(request.uri().path().to_owned());
+            request.extensions_mut().insert(path);
+        }
         let client_timeout = grpc_timeout(request.headers());
         let call_deadline = client_timeout.map(|timeout| Instant::now() + timeout);
         let start_timeout = client_timeout.map_or(self.layer.request_timeout, |timeout| {

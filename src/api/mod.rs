@@ -73,7 +73,7 @@ where
     Fut: Future<Output = Result<T, ApiError>>,
 {
     let tenant = OnceLock::new();
-    instrumented(method, &tenant, async {
+    instrumented(method, credentials, &tenant, async {
         let admitted = auth.authorize(credentials).await?;
         remember_tenant(&tenant, admitted.tenant.as_str());
         // Streams spawned by the handler count their messages under this method.
@@ -96,7 +96,7 @@ where
     Fut: Future<Output = Result<T, ApiError>>,
 {
     let tenant = OnceLock::new();
-    instrumented(method, &tenant, async {
+    instrumented(method, credentials, &tenant, async {
         let access = auth.authorize_in_store(credentials).await?;
         remember_tenant(&tenant, access.tenant.as_str());
         let outcome = stream::RPC_METHOD
@@ -119,19 +119,41 @@ fn remember_tenant(cell: &OnceLock<String>, tenant: &str) {
 /// method, tenant, code and latency. During the call the span is a `debug` one: an
 /// enabled span costs its registration, an enter and exit per poll and formatting
 /// each recorded field, a visible share of a point read's server CPU (BENCHMARKS.md),
-/// for context only debug events use.
+/// for context only debug events use. With `--otlp-endpoint` the same span is the
+/// call's exported server span (`telemetry.rs`): method, tenant and gRPC code, never
+/// the key or a value.
 async fn instrumented<T>(
     method: &'static str,
+    credentials: &Credentials<'_>,
     tenant: &OnceLock<String>,
     call: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<Response<T>, Status> {
     let started = Instant::now();
-    let span = tracing::debug_span!("rpc", method, tenant = field::Empty);
-    let result = call.instrument(span).await;
+    let span = tracing::debug_span!(
+        target: crate::telemetry::CALL_SPAN_TARGET,
+        "rpc",
+        method,
+        tenant = field::Empty,
+        otel.name = field::Empty,
+        otel.kind = field::Empty,
+        otel.status_code = field::Empty,
+        rpc.system = field::Empty,
+        rpc.service = field::Empty,
+        rpc.grpc.status_code = field::Empty,
+    );
+    let exporting = crate::telemetry::exporting();
+    if exporting {
+        crate::telemetry::start_call_span(&span, credentials.metadata, credentials.path.as_ref());
+    }
+    let mut call = std::pin::pin!(call.instrument(span));
+    let result = call.as_mut().await;
     let elapsed = started.elapsed();
     let code = result
         .as_ref()
         .map_or_else(ApiError::code, |_| tonic::Code::Ok);
+    if exporting {
+        crate::telemetry::end_call_span(call.span(), code);
+    }
     crate::metrics::record_rpc(method, code, elapsed);
     let outcome = |code: &str| {
         tracing::info_span!(

@@ -24,5 +24,6 @@ mod server;
 mod shutdown;
 mod tenant_statements;
 mod tls;
+mod tracing_export;
 mod typescript_client;
 mod unavailable;
