@@ -378,8 +378,19 @@ pub struct TlsArgs {
 pub struct TelemetryArgs {
     /// Export each call's span over OTLP/gRPC to this collector (`http://host:4317`), as
     /// the child of the caller's W3C `traceparent` (off when unset).
-    #[arg(long, env = "KRAITER_OTLP_ENDPOINT")]
+    #[arg(long, env = "KRAITER_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
+}
+
+/// A collector's address as `http://host:port`: the exporter speaks plaintext gRPC, and
+/// would read a bare `host:port` as HTTPS, which it is not built for.
+pub fn parse_otlp_endpoint(raw: &str) -> Result<String, String> {
+    match raw.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && http::Uri::try_from(raw).is_ok() => Ok(raw.to_owned()),
+        _ => Err(format!(
+            "`{raw}`: give the collector as http://HOST:PORT (OTLP over plaintext gRPC)"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -499,6 +510,26 @@ mod tests {
             default.max_watchers_per_tenant
         );
         assert!(cli.serve.tls.tls_cert.is_none());
+    }
+
+    #[test]
+    fn otlp_endpoints_are_plaintext_grpc_urls() {
+        let cli = Cli::try_parse_from(["kraiter-contacts"]).expect("no flags parse");
+        assert_eq!(cli.serve.telemetry.otlp_endpoint, None, "off by default");
+        assert_eq!(
+            parse_otlp_endpoint("http://127.0.0.1:4317").as_deref(),
+            Ok("http://127.0.0.1:4317")
+        );
+        assert!(parse_otlp_endpoint("http://otel-collector:4317").is_ok());
+        for bad in [
+            "127.0.0.1:4317",
+            "https://collector:4317",
+            "http://",
+            "http://a b",
+        ] {
+            let err = parse_otlp_endpoint(bad).expect_err(bad);
+            assert!(err.contains("http://HOST:PORT"), "{err}");
+        }
     }
 
     #[test]

@@ -168,6 +168,16 @@ pub async fn run(
         }
     }
     drop(sides);
+    // A figure of failed calls (or of answers compressed against the policy) is no
+    // figure: the run fails rather than record it.
+    if let Some(error) = unary
+        .iter()
+        .chain(&streams)
+        .flatten()
+        .find_map(|(m, _)| m.first_error.clone())
+    {
+        anyhow::bail!("compression section: a call failed: {error}");
+    }
     Ok(section(setup, data, &unary, &streams))
 }
 
