@@ -54,6 +54,9 @@ fn ansi() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stderr())
 }
 
+/// Longest the exit waits for the last spans to be exported.
+const SHUTDOWN_EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What `init_serve` set up; `shutdown` exports the spans still queued.
 #[must_use = "call `shutdown` on exit, or queued spans are lost"]
 pub struct Telemetry {
@@ -143,8 +146,12 @@ impl Telemetry {
             return;
         };
         EXPORTING.store(false, Ordering::Relaxed);
-        // Blocks until the last export is answered or times out.
-        let result = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        // Blocks until the last export is answered, or for at most the bound (a
+        // collector that is down must not hold the exit for long).
+        let result = tokio::task::spawn_blocking(move || {
+            provider.shutdown_with_timeout(SHUTDOWN_EXPORT_TIMEOUT)
+        })
+        .await;
         match result {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "span export did not finish"),
