@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, Executor, Row};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Executor, Row};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::classify;
@@ -177,12 +177,7 @@ impl Conns {
         Ok(conn)
     }
 
-    fn hand_out(
-        &self,
-        conn: PgConnection,
-        pid: Option<i32>,
-        permit: OwnedSemaphorePermit,
-    ) -> Conn {
+    fn hand_out(&self, conn: PgConnection, pid: Option<i32>, permit: OwnedSemaphorePermit) -> Conn {
         Conn {
             inner: self.inner.clone(),
             conn: Some(conn),
@@ -267,12 +262,9 @@ impl Inner {
         };
         let alive = alive
             && (!self.pooled
-                || tokio::time::timeout(
-                    RECOVER_TIMEOUT,
-                    conn.execute(POOLED_ROLLBACK),
-                )
-                .await
-                .is_ok_and(|ended| ended.is_ok()));
+                || tokio::time::timeout(RECOVER_TIMEOUT, conn.execute(POOLED_ROLLBACK))
+                    .await
+                    .is_ok_and(|ended| ended.is_ok()));
         if alive {
             self.return_idle(conn, if self.pooled { None } else { pid });
         } else {

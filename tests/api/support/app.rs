@@ -43,7 +43,8 @@ pub type Activity = ActivityServiceClient<InterceptedService<Channel, Bearer>>;
 pub struct TestApp {
     pub key: String,
     pub addr: std::net::SocketAddr,
-    /// The database the app runs on (a file of its own on SQLite).
+    /// The database the app runs on (a file of its own on SQLite), reached directly
+    /// even when the app goes through PgBouncer.
     pub database_url: String,
     /// Where `/metrics` is served, when the test asked for `metrics_listen`.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -85,10 +86,10 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
         tls: Default::default(),
     };
     configure(&mut args);
+    let database_url = args.store.database_url.clone();
     if backend == Backend::Postgres && super::pgbouncer::active() {
         super::pgbouncer::route(&mut args).await;
     }
-    let database_url = args.store.database_url.clone();
     let (app, bootstrap) = Application::build(&args).await.expect("application starts");
     let bootstrap = bootstrap.expect("a bootstrap tenant was asked for");
     let addr = app.local_addr();
