@@ -190,3 +190,21 @@ async fn an_unmigrated_database_behind_pgbouncer_is_refused_with_what_to_do() {
         "starts once migrated"
     );
 }
+
+/// The `pgbouncer::` conformance variants really go through PgBouncer: an app spawned in
+/// `pgbouncer::scope` shows up among PgBouncer's clients, under its own name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_of_the_pgbouncer_variants_are_pgbouncer_clients() {
+    pgbouncer::scope(async {
+        let name = format!("kraiter-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let app = spawn_app_with(Backend::Postgres, |args| {
+            args.store.database_url = format!("{}?application_name={name}", args.store.database_url);
+        })
+        .await;
+        let mut client = app.client();
+        crate::support::create(&mut client, "through@example.com", serde_json::json!({})).await;
+        let clients = pgbouncer::show_clients();
+        assert!(clients.contains(&name), "the app is not a PgBouncer client:\n{clients}");
+    })
+    .await
+}

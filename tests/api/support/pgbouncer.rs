@@ -40,6 +40,24 @@ struct Bouncer {
     server: String,
     /// PgBouncer's `host:port`.
     listen: String,
+    user: String,
+}
+
+/// PgBouncer's `SHOW CLIENTS` (its admin console), as psql prints it.
+pub fn show_clients() -> String {
+    let bouncer = bouncer();
+    let (host, port) = bouncer.listen.split_once(':').expect("host:port");
+    let out = Command::new("psql")
+        .args(["-At", "-h", host, "-p", port, "-U", &bouncer.user])
+        .args(["-d", "pgbouncer", "-c", "SHOW CLIENTS"])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "SHOW CLIENTS failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn binary() -> PathBuf {
@@ -106,6 +124,7 @@ fn start() -> Bouncer {
          ignore_startup_parameters = extra_float_digits\n\
          auth_type = trust\n\
          auth_file = {dir}/userlist.txt\n\
+         admin_users = {user}\n\
          max_client_conn = 2000\n\
          default_pool_size = 40\n\
          logfile = {dir}/pgbouncer.log\n\
@@ -148,6 +167,7 @@ fn start() -> Bouncer {
     Bouncer {
         server: format!("{host}:{port}"),
         listen,
+        user,
     }
 }
 
@@ -158,11 +178,6 @@ pub fn url_for(url: &str) -> Option<String> {
     let at = format!("@{}/", bouncer.server);
     url.contains(&at)
         .then(|| url.replacen(&at, &format!("@{}/", bouncer.listen), 1))
-}
-
-/// The shared test database through PgBouncer.
-pub fn database_url() -> String {
-    url_for(&postgres::database_url()).expect("the shared database is on the shared cluster")
 }
 
 /// Points `args` at PgBouncer in front of its database, with
