@@ -12,14 +12,17 @@
 //! Behind a pooler in transaction mode (PgBouncer `pool_mode = transaction`), a
 //! server connection belongs to this client only inside an explicit transaction: at
 //! every ReadyForQuery outside one the pooler may hand it to another client. sqlx
-//! sends each statement as Parse/Describe/Sync and then Bind/Execute/Sync, and names
-//! it (`sqlx_s_N`, unique only per client connection) unless told otherwise per
-//! query; the name outlives a transaction, and its statement cache outlives both.
-//! So in that mode (`pooled`) every checkout is one transaction: `BEGIN` when it is
-//! handed out, `COMMIT` (or `ROLLBACK`) when it ends, so Parse and Bind meet one
-//! server connection; the statement cache is off, and every end of a transaction
-//! also runs `DEALLOCATE ALL`, in the same message, so the names a checkout
-//! prepared never meet another client's statements.
+//! sends each statement as Parse/Describe/Sync and then Bind/Execute/Sync (two such
+//! points), and names it (`sqlx_s_N`, unique only per client connection) unless a
+//! query says `persistent(false)`; a prepared name lives on the server connection
+//! past the transaction, and sqlx's cache of names on the client connection. Its
+//! `statement_cache_capacity(0)` alone still names every statement, and never closes
+//! it. So in that mode (`pooled`) every checkout is one transaction: `BEGIN` when it
+//! is handed out, `COMMIT` (or `ROLLBACK`) when it ends, so Parse and Bind meet one
+//! server connection; the cache is off, and every end of a transaction also runs
+//! `DEALLOCATE ALL`, in the same message, so no name a checkout prepared is left for
+//! another client to meet. (Marking every query `persistent(false)` instead would
+//! touch every statement the backends share, and miss sqlx's own queries.)
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -212,7 +215,9 @@ impl Inner {
     }
 
     /// Asks the server to cancel what process `pid` runs. Best effort: on any
-    /// failure the statement runs to its end, as it would without this.
+    /// failure the statement runs to its end, as it would without this. (The
+    /// protocol's CancelRequest, which PgBouncer routes by client, needs the backend
+    /// key that sqlx keeps private.)
     async fn cancel(&self, pid: i32) {
         let cancelled = tokio::time::timeout(CANCEL_TIMEOUT, async {
             let mut canceller = self.canceller.lock().await;

@@ -198,13 +198,17 @@ async fn apps_of_the_pgbouncer_variants_are_pgbouncer_clients() {
     pgbouncer::scope(async {
         let name = format!("kraiter-{}", ulid::Ulid::new().to_string().to_lowercase());
         let app = spawn_app_with(Backend::Postgres, |args| {
-            args.store.database_url = format!("{}?application_name={name}", args.store.database_url);
+            args.store.database_url =
+                format!("{}?application_name={name}", args.store.database_url);
         })
         .await;
         let mut client = app.client();
         crate::support::create(&mut client, "through@example.com", serde_json::json!({})).await;
         let clients = pgbouncer::show_clients();
-        assert!(clients.contains(&name), "the app is not a PgBouncer client:\n{clients}");
+        assert!(
+            clients.contains(&name),
+            "the app is not a PgBouncer client:\n{clients}"
+        );
     })
     .await
 }
