@@ -1,7 +1,9 @@
 //! `--pgbouncer` (issue 18): the same seeded PostgreSQL served by two servers, one
 //! connected directly and one through PgBouncer (Debian's `pgbouncer`) in transaction
-//! mode with `--database-pooler transaction`, measured in alternating rounds in one
-//! run. Prints a markdown section for BENCHMARKS.md ("PgBouncer (issue 18)").
+//! mode with `--database-pooler transaction`, and a third connected directly with
+//! that option (its own cost, without PgBouncer's hop), measured in alternating
+//! rounds in one run. Prints a markdown section for BENCHMARKS.md ("PgBouncer (issue
+//! 18)").
 
 use std::fmt::Write as _;
 use std::net::TcpStream;
@@ -128,7 +130,25 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
         ],
     )
     .await?;
-    let arms = [("direct", &direct), ("PgBouncer", &pooled)];
+    // The option's own cost, without PgBouncer's hop: each unit of work in a
+    // transaction, statements parsed every time.
+    let mode_only = start_server_with(
+        setup,
+        &pg.url,
+        "server-direct-pooler-mode",
+        &[
+            "--db-max-connections",
+            &pool_size,
+            "--database-pooler",
+            "transaction",
+        ],
+    )
+    .await?;
+    let arms = [
+        ("direct", &direct),
+        ("PgBouncer", &pooled),
+        ("mode only", &mode_only),
+    ];
     let mut clients = Vec::new();
     for (_, server) in arms {
         clients.push(load::connect(&server.addr(), &key, setup.connections).await?);
@@ -158,17 +178,18 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
     )?;
     writeln!(
         section,
-        "| call | direct | through PgBouncer | PgBouncer / direct (median of rounds) | p50 direct / PgBouncer | errors |"
+        "| call | direct | through PgBouncer | PgBouncer / direct (median of rounds) | `--database-pooler transaction` without PgBouncer / direct | p50 direct / PgBouncer / mode only | errors |"
     )?;
-    writeln!(section, "|---|---|---|---|---|---|")?;
+    writeln!(section, "|---|---|---|---|---|---|---|")?;
     for scenario in SCENARIOS {
         if !wanted(setup, scenario) {
             continue;
         }
         let mut ratios = Vec::new();
-        let mut results: [Vec<load::Measured>; 2] = [Vec::new(), Vec::new()];
+        let mut mode_ratios = Vec::new();
+        let mut results: [Vec<load::Measured>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         for round in 0..setup.rounds {
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
             for arm in order {
                 let server = arms[arm].1;
                 let watch = Watch {
@@ -187,11 +208,14 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
             }
             let last = |arm: usize| rate(scenario, results[arm].last().expect("measured"));
             ratios.push(last(1) / last(0));
+            mode_ratios.push(last(2) / last(0));
         }
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
+        let median = |mut ratios: Vec<f64>| {
+            ratios.sort_by(f64::total_cmp);
+            ratios[ratios.len() / 2]
+        };
         let merged = |arm: usize| load::Measured::merge(&results[arm]);
-        let (direct, pooled) = (merged(0), merged(1));
+        let (direct, pooled, mode) = (merged(0), merged(1), merged(2));
         let unit = if scenario.is_full_list() {
             "rows/s"
         } else {
@@ -199,15 +223,18 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
         };
         writeln!(
             section,
-            "| {} | {:.0} {unit} | {:.0} {unit} | {:.2} | {:.2} / {:.2} ms | {} / {} |",
+            "| {} | {:.0} {unit} | {:.0} {unit} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} ms | {} / {} / {} |",
             scenario.name(),
             rate(scenario, &direct),
             rate(scenario, &pooled),
-            median,
+            median(ratios),
+            median(mode_ratios),
             direct.percentile(0.5).as_secs_f64() * 1e3,
             pooled.percentile(0.5).as_secs_f64() * 1e3,
+            mode.percentile(0.5).as_secs_f64() * 1e3,
             direct.errors,
             pooled.errors,
+            mode.errors,
         )?;
     }
     Ok(section)
