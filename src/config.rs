@@ -227,6 +227,20 @@ pub struct StoreArgs {
     /// How long a call waits for a free database connection before failing with UNAVAILABLE.
     #[arg(long, env = "KRAITER_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
+    /// What stands between the service and PostgreSQL: `transaction` for a pooler in
+    /// transaction mode (PgBouncer `pool_mode = transaction`): each unit of work then runs
+    /// in one transaction, migrations are not run (only checked) and watchers poll.
+    #[arg(long, env = "KRAITER_DATABASE_POOLER", value_enum, default_value_t = DatabasePooler::None)]
+    pub database_pooler: DatabasePooler,
+}
+
+/// See `StoreArgs::database_pooler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatabasePooler {
+    /// PostgreSQL itself, or a pooler in session mode.
+    None,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`).
+    Transaction,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -450,6 +464,7 @@ impl StoreArgs {
             max_connections: self.db_max_connections,
             acquire_timeout: self.db_acquire_timeout,
             migrate: true,
+            transaction_pooler: self.database_pooler == DatabasePooler::Transaction,
         }
     }
 

@@ -20,6 +20,7 @@ mod flood;
 mod import;
 mod load;
 mod measures;
+mod pgbouncer;
 mod process;
 mod report;
 mod runs;
@@ -97,6 +98,11 @@ struct Args {
     /// for Enter (for profiling and EXPLAIN by hand).
     #[arg(long)]
     hold: bool,
+    /// Only the PgBouncer comparison (issue 18): GetContact, CreateContact and the full
+    /// ListContacts stream on one PostgreSQL, directly and through PgBouncer in
+    /// transaction mode, in alternating rounds; prints its BENCHMARKS.md section.
+    #[arg(long)]
+    pgbouncer: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +189,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cancel: None,
         sqlite: None,
     };
+
+    if args.pgbouncer {
+        let pg = cluster::start(&setup.work_dir, args.database_url.as_deref())?;
+        let section = pgbouncer::run(&setup, &pg).await?;
+        println!("{section}");
+        return Ok(());
+    }
 
     eprintln!("== start-up and idle memory on an empty SQLite database");
     report.startup = Some(startup(&setup, if quick { 3 } else { 5 }).await?);

@@ -406,6 +406,9 @@ pub struct ConnectOptions {
     pub acquire_timeout: std::time::Duration,
     /// Run pending migrations on connect.
     pub migrate: bool,
+    /// PostgreSQL is reached through a pooler in transaction mode (PgBouncer): see
+    /// `postgres/conns.rs`.
+    pub transaction_pooler: bool,
 }
 
 impl Default for ConnectOptions {
@@ -414,6 +417,7 @@ impl Default for ConnectOptions {
             max_connections: 16,
             acquire_timeout: std::time::Duration::from_secs(5),
             migrate: true,
+            transaction_pooler: false,
         }
     }
 }

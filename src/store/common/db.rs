@@ -238,25 +238,26 @@ pub(crate) trait ConnSource: Send + Sync {
     async fn acquire(&self) -> StoreResult<Self::Conn>;
 
     /// Gives `conn` back after a statement that ended with `result`, classified.
-    fn release<T>(conn: Self::Conn, result: sqlx::Result<T>) -> StoreResult<T>;
+    /// Async: a backend may have to end the connection's transaction first.
+    async fn release<T: Send>(conn: Self::Conn, result: sqlx::Result<T>) -> StoreResult<T>;
 
     async fn fetch_all(&self, stmt: Stmt<'_, Self::Db>) -> StoreResult<Vec<DbRow<Self>>> {
         let mut conn = self.acquire().await?;
         let rows = <Self::Db as SqlDb>::fetch_all(&mut *conn, stmt.0).await;
-        Self::release(conn, rows)
+        Self::release(conn, rows).await
     }
 
     async fn fetch_optional(&self, stmt: Stmt<'_, Self::Db>) -> StoreResult<Option<DbRow<Self>>> {
         let mut conn = self.acquire().await?;
         let row = <Self::Db as SqlDb>::fetch_optional(&mut *conn, stmt.0).await;
-        Self::release(conn, row)
+        Self::release(conn, row).await
     }
 
     /// Runs the statement; returns how many rows it changed.
     async fn execute(&self, stmt: Stmt<'_, Self::Db>) -> StoreResult<u64> {
         let mut conn = self.acquire().await?;
         let done = <Self::Db as SqlDb>::execute(&mut *conn, stmt.0).await;
-        let done = Self::release(conn, done)?;
+        let done = Self::release(conn, done).await?;
         Ok(<Self::Db as Dialect>::rows_affected(&done))
     }
 }
@@ -265,7 +266,7 @@ pub(crate) trait ConnSource: Send + Sync {
 /// counts them (at least one; see `store::collect_within`). A query cut short leaves
 /// rows unread: its connection is dropped, not given back clean, so the backend drains
 /// (or cancels) them before reuse.
-pub(crate) async fn fetch_within<C: ConnSource, T>(
+pub(crate) async fn fetch_within<C: ConnSource, T: Send>(
     source: &C,
     stmt: Stmt<'_, C::Db>,
     max_bytes: usize,
@@ -278,7 +279,7 @@ pub(crate) async fn fetch_within<C: ConnSource, T>(
         collect_within(rows, max_bytes, read, size, <C::Db as Dialect>::classify).await
     };
     match collected {
-        Ok(rows) if !rows.cut_short => C::release(conn, Ok(rows)),
+        Ok(rows) if !rows.cut_short => C::release(conn, Ok(rows)).await,
         other => other,
     }
 }

@@ -8,14 +8,29 @@
 //! transaction left open) is tested off the caller's path, as sqlx would, before it
 //! is reused; one that sat idle a while is tested before it is handed out.
 //! At most `max` connections exist, and a caller waits at most `acquire_timeout`.
+//!
+//! Behind a pooler in transaction mode (PgBouncer `pool_mode = transaction`), a
+//! server connection belongs to this client only inside an explicit transaction: at
+//! every ReadyForQuery outside one the pooler may hand it to another client. sqlx
+//! sends each statement as Parse/Describe/Sync and then Bind/Execute/Sync (two such
+//! points), and names it (`sqlx_s_N`, unique only per client connection) unless a
+//! query says `persistent(false)`; a prepared name lives on the server connection
+//! past the transaction, and sqlx's cache of names on the client connection. Its
+//! `statement_cache_capacity(0)` alone still names every statement, and never closes
+//! it. So in that mode (`pooled`) every checkout is one transaction: `BEGIN` when it
+//! is handed out, `COMMIT` (or `ROLLBACK`) when it ends, so Parse and Bind meet one
+//! server connection; the cache is off, and every end of a transaction also runs
+//! `DEALLOCATE ALL`, in the same message, so no name a checkout prepared is left for
+//! another client to meet. (Marking every query `persistent(false)` instead would
+//! touch every statement the backends share, and miss sqlx's own queries.)
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Executor, Row};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::classify;
@@ -48,12 +63,21 @@ struct Inner {
     /// A connection of its own, outside `max`, that sends `pg_cancel_backend` for
     /// statements whose callers went away; opened on first use.
     canceller: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Behind a pooler in transaction mode: each checkout is one transaction.
+    pooled: bool,
 }
+
+/// Ends a pooled checkout's work. `DEALLOCATE ALL` comes first: in a failed
+/// transaction it fails, and the `COMMIT` after it is then not run.
+const POOLED_COMMIT: &str = "DEALLOCATE ALL; COMMIT";
+/// Ends a pooled checkout that failed or was interrupted (ROLLBACK cannot fail; the
+/// names go in an implicit transaction of the same message).
+const POOLED_ROLLBACK: &str = "ROLLBACK; DEALLOCATE ALL";
 
 struct Idle {
     conn: PgConnection,
-    /// The server process behind it, to cancel its statement.
-    pid: i32,
+    /// The server process behind it, to cancel its statement (none when pooled).
+    pid: Option<i32>,
     since: Instant,
 }
 
@@ -62,7 +86,10 @@ struct Idle {
 pub(crate) struct Conn {
     inner: Arc<Inner>,
     conn: Option<PgConnection>,
-    pid: i32,
+    /// The server process running its statements. When pooled, known only while
+    /// this checkout's transaction holds that process: a cancel sent later could
+    /// reach another client's statement.
+    pid: Option<i32>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -70,8 +97,12 @@ impl Conns {
     /// Checks the URL and opens the first connection, so a bad URL or an unreachable
     /// database fails at start-up.
     pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
-        let connect = PgConnectOptions::from_str(url)
+        let mut connect = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Config(format!("invalid postgres url: {err}")))?;
+        let pooled = options.transaction_pooler;
+        if pooled {
+            connect = connect.statement_cache_capacity(0);
+        }
         let max = options.max_connections.max(1);
         let conns = Self {
             inner: Arc::new(Inner {
@@ -82,10 +113,16 @@ impl Conns {
                 acquire_timeout: options.acquire_timeout,
                 open: AtomicU32::new(0),
                 canceller: tokio::sync::Mutex::new(None),
+                pooled,
             }),
         };
-        conns.get().await?.done();
+        conns.get().await?.done().await?;
         Ok(conns)
+    }
+
+    /// Behind a pooler in transaction mode.
+    pub fn pooled(&self) -> bool {
+        self.inner.pooled
     }
 
     /// A connection: an idle one if any, else a new one; UNAVAILABLE when none is
@@ -113,7 +150,12 @@ impl Conns {
             // Handed out before the ping, so a caller that gives up mid-ping leaves the
             // connection to `Drop`, which accounts for it.
             let mut conn = self.hand_out(conn, pid, permit);
-            if since.elapsed() < IDLE_BEFORE_PING || conn.ping().await.is_ok() {
+            if inner.pooled {
+                // The BEGIN tests it as a ping would.
+                if conn.begin_pooled().await.is_ok() {
+                    return Ok(conn);
+                }
+            } else if since.elapsed() < IDLE_BEFORE_PING || conn.ping().await.is_ok() {
                 return Ok(conn);
             }
             permit = conn.discard();
@@ -121,15 +163,24 @@ impl Conns {
         let mut conn = PgConnection::connect_with(&inner.options)
             .await
             .map_err(classify)?;
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(classify)?;
+        let pid = if inner.pooled {
+            None
+        } else {
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(classify)?;
+            Some(pid)
+        };
         inner.open.fetch_add(1, Ordering::Relaxed);
-        Ok(self.hand_out(conn, pid, permit))
+        let mut conn = self.hand_out(conn, pid, permit);
+        if inner.pooled {
+            conn.begin_pooled().await?;
+        }
+        Ok(conn)
     }
 
-    fn hand_out(&self, conn: PgConnection, pid: i32, permit: OwnedSemaphorePermit) -> Conn {
+    fn hand_out(&self, conn: PgConnection, pid: Option<i32>, permit: OwnedSemaphorePermit) -> Conn {
         Conn {
             inner: self.inner.clone(),
             conn: Some(conn),
@@ -155,7 +206,7 @@ impl Inner {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn return_idle(&self, conn: PgConnection, pid: i32) {
+    fn return_idle(&self, conn: PgConnection, pid: Option<i32>) {
         self.lock_idle().push(Idle {
             conn,
             pid,
@@ -164,7 +215,9 @@ impl Inner {
     }
 
     /// Asks the server to cancel what process `pid` runs. Best effort: on any
-    /// failure the statement runs to its end, as it would without this.
+    /// failure the statement runs to its end, as it would without this. (The
+    /// protocol's CancelRequest, which PgBouncer routes by client, needs the backend
+    /// key that sqlx keeps private.)
     async fn cancel(&self, pid: i32) {
         let cancelled = tokio::time::timeout(CANCEL_TIMEOUT, async {
             let mut canceller = self.canceller.lock().await;
@@ -172,9 +225,10 @@ impl Inner {
                 *canceller = PgConnection::connect_with(&self.options).await.ok();
             }
             let conn = canceller.as_mut()?;
-            let sent = sqlx::query("SELECT pg_cancel_backend($1)")
-                .bind(pid)
-                .execute(conn)
+            // One simple-protocol message: through a pooler in transaction mode a
+            // parameter would be bound in a second one, maybe on another server.
+            let sent = conn
+                .execute(format!("SELECT pg_cancel_backend({pid})").as_str())
                 .await;
             if sent.is_err() {
                 *canceller = None;
@@ -192,22 +246,32 @@ impl Inner {
     /// transaction) and proves it alive. A statement still running after
     /// `BUSY_BEFORE_CANCEL` is cancelled first, so an abandoned call (a client gone,
     /// a deadline passed) stops its database work instead of running to the end.
-    async fn recover(&self, mut conn: PgConnection, pid: i32) {
+    /// When pooled, the ping (a Sync) does not end the checkout's transaction, so the
+    /// server process stays this connection's until the ROLLBACK after it: a cancel
+    /// reaches only its statement.
+    async fn recover(&self, mut conn: PgConnection, pid: Option<i32>) {
         let alive = {
             let ping = conn.ping();
             tokio::pin!(ping);
             match tokio::time::timeout(BUSY_BEFORE_CANCEL, &mut ping).await {
                 Ok(pinged) => pinged.is_ok(),
                 Err(_) => {
-                    self.cancel(pid).await;
+                    if let Some(pid) = pid {
+                        self.cancel(pid).await;
+                    }
                     tokio::time::timeout(RECOVER_TIMEOUT, &mut ping)
                         .await
                         .is_ok_and(|pinged| pinged.is_ok())
                 }
             }
         };
+        let alive = alive
+            && (!self.pooled
+                || tokio::time::timeout(RECOVER_TIMEOUT, conn.execute(POOLED_ROLLBACK))
+                    .await
+                    .is_ok_and(|ended| ended.is_ok()));
         if alive {
-            self.return_idle(conn, pid);
+            self.return_idle(conn, if self.pooled { None } else { pid });
         } else {
             self.open.fetch_sub(1, Ordering::Relaxed);
         }
@@ -216,23 +280,51 @@ impl Inner {
 
 impl Conn {
     /// The work finished and the connection is ready for the next: straight back to
-    /// the idle list.
-    pub fn done(mut self) {
+    /// the idle list. When pooled, the checkout's transaction commits first, and its
+    /// error is the caller's (the work may not have been saved).
+    pub async fn done(mut self) -> StoreResult<()> {
+        if self.inner.pooled {
+            // From the COMMIT on, the server process may serve another client.
+            self.pid = None;
+            // On error `self` is dropped: the connection is tested and rolled back.
+            let conn: &mut PgConnection = &mut self;
+            conn.execute(POOLED_COMMIT).await.map_err(classify)?;
+        }
         if let Some(conn) = self.conn.take() {
             self.inner.return_idle(conn, self.pid);
         }
+        Ok(())
     }
 
     /// Ends a one-statement use with the statement's outcome. After success, or an
     /// error the database reported (the connection is then ready for the next
     /// statement), the connection goes back to the idle list; after any other error
-    /// it is tested first.
-    pub fn finish<T>(self, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+    /// it is tested first. When pooled, a database error left the transaction
+    /// failed: it is rolled back off the caller's path, as an interrupted one is.
+    pub async fn finish<T>(self, result: Result<T, sqlx::Error>) -> StoreResult<T> {
         match &result {
-            Ok(_) | Err(sqlx::Error::Database(_)) => self.done(),
+            Ok(_) => self.done().await?,
+            Err(sqlx::Error::Database(_)) if !self.inner.pooled => self.done().await?,
             Err(_) => drop(self),
         }
         result.map_err(classify)
+    }
+
+    /// Behind a pooler in transaction mode: this checkout is a transaction.
+    pub fn pooled(&self) -> bool {
+        self.inner.pooled
+    }
+
+    /// Opens a pooled checkout's transaction, and learns which server process holds
+    /// it, in one message.
+    async fn begin_pooled(&mut self) -> StoreResult<()> {
+        let conn: &mut PgConnection = self;
+        let row = conn
+            .fetch_one("BEGIN; SELECT pg_backend_pid()")
+            .await
+            .map_err(classify)?;
+        self.pid = Some(row.try_get(0).map_err(classify)?);
+        Ok(())
     }
 
     /// Closes a dead connection, keeping the permit for another.

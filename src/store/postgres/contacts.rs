@@ -50,7 +50,7 @@ impl BackendContacts for PgStore {
         }
         let mut conn = self.conns.get().await?;
         let result = query.execute(&mut *conn).await;
-        let result = conn.finish(result)?;
+        let result = conn.finish(result).await?;
         // Under a key, the statement inserts nothing unless the key is live.
         if result.rows_affected() == 0 {
             return Err(StoreError::KeyRejected);
@@ -122,7 +122,7 @@ impl BackendContacts for PgStore {
         };
         match &collected {
             // Read to its end: ready for the next statement.
-            Ok(rows) if !rows.cut_short => conn.done(),
+            Ok(rows) if !rows.cut_short => conn.done().await?,
             // Rows of the query are still coming: the pool drains (or cancels) them
             // off the caller's path.
             _ => drop(conn),
@@ -141,7 +141,7 @@ impl BackendContacts for PgStore {
                     .fetch_optional(&mut *conn)
                     .await;
                 // No row: the key was rejected; a row of NULLs: no such contact.
-                let row = conn.finish(row)?.ok_or(StoreError::KeyRejected)?;
+                let row = conn.finish(row).await?.ok_or(StoreError::KeyRejected)?;
                 let found: Option<String> = row.try_get("id").map_err(classify)?;
                 found.map(|_| row)
             }
@@ -152,7 +152,7 @@ impl BackendContacts for PgStore {
                     .bind(id.as_str())
                     .fetch_optional(&mut *conn)
                     .await;
-                conn.finish(row)?
+                conn.finish(row).await?
             }
         };
         let row = row.ok_or(StoreError::NotFound("contact"))?;
@@ -180,7 +180,7 @@ impl BackendContacts for PgStore {
             .bind(revision);
         let mut conn = self.conns.get().await?;
         let result = query.execute(&mut *conn).await;
-        let written = conn.finish(result)?.rows_affected() == 1;
+        let written = conn.finish(result).await?.rows_affected() == 1;
         if written {
             self.bell.ring(tenant);
         }
@@ -202,7 +202,7 @@ impl PgStore {
             .bind(key)
             .fetch_optional(&mut *conn)
             .await;
-        let row = conn.finish(row)?;
+        let row = conn.finish(row).await?;
         row.as_ref().map(view_from_row).transpose()
     }
 }

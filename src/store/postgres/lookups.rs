@@ -324,7 +324,7 @@ async fn fetch(conns: &Conns, caller: &Caller, by: By, keys: &[&str]) -> StoreRe
         .bind(&caller.key_hash[..])
         .fetch_all(&mut *conn)
         .await;
-    conn.finish(rows)
+    conn.finish(rows).await
 }
 
 #[cfg(test)]

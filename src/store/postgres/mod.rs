@@ -33,7 +33,9 @@ pub struct PgStore {
 impl PgStore {
     pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
         let conns = Conns::connect(url, options).await?;
-        if options.migrate {
+        if conns.pooled() {
+            check_migrated(&conns).await?;
+        } else if options.migrate {
             let migrator = migrations::migrator(migrations::POSTGRES)
                 .await
                 .map_err(StoreError::internal)?;
@@ -42,13 +44,20 @@ impl PgStore {
                 .run(&mut *conn)
                 .await
                 .map_err(StoreError::internal)?;
-            conn.done();
+            conn.done().await?;
         }
         // Coalesced point reads take at most a quarter of the pool (1 to 4 statements).
         let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
         let lookups = lookups::Lookups::start(conns.clone(), spare);
-        let bell = super::ChangeBell::with_remote();
-        notify::start(url, conns.clone(), &bell);
+        // LISTEN needs a session of its own, which a pooler in transaction mode does
+        // not give: there, watchers of other replicas' writes wait for their poll.
+        let bell = if conns.pooled() {
+            super::ChangeBell::local()
+        } else {
+            let bell = super::ChangeBell::with_remote();
+            notify::start(url, conns.clone(), &bell);
+            bell
+        };
         Ok(Self {
             conns,
             lookups,
@@ -70,7 +79,7 @@ impl Backend for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.conns.get().await?;
         let done = sqlx::query("SELECT 1").execute(&mut *conn).await;
-        conn.finish(done)?;
+        conn.finish(done).await?;
         Ok(())
     }
 
@@ -124,8 +133,8 @@ impl ConnSource for Conns {
         self.get().await
     }
 
-    fn release<T>(conn: Conn, result: Result<T, sqlx::Error>) -> StoreResult<T> {
-        conn.finish(result)
+    async fn release<T: Send>(conn: Conn, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+        conn.finish(result).await
     }
 }
 
@@ -197,6 +206,40 @@ impl Dialect for Postgres {
     fn json_typed(out: &mut Clause, path: &PropertyPath, kind: JsonKind) {
         filter::json_typed(out, path, kind);
     }
+}
+
+/// Behind a pooler in transaction mode migrations are not run: sqlx's migrator holds
+/// a session-level advisory lock and runs statements outside transactions, which such
+/// a pooler spreads over server connections. A schema missing a migration is refused.
+async fn check_migrated(conns: &Conns) -> StoreResult<()> {
+    use sqlx::{Executor, Row};
+    let mut conn = conns.get().await?;
+    // No parameters: one simple-protocol message.
+    let rows = (&mut *conn)
+        .fetch_all("SELECT version FROM _sqlx_migrations WHERE success")
+        .await;
+    // No migrations table (42P01): nothing applied yet.
+    let rows = match rows {
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
+            drop(conn);
+            Vec::new()
+        }
+        rows => conn.finish(rows).await?,
+    };
+    let applied: Vec<i64> = rows.iter().filter_map(|row| row.try_get(0).ok()).collect();
+    let missing: Vec<i64> = migrations::POSTGRES
+        .iter()
+        .map(|&(version, _, _)| version)
+        .filter(|version| !applied.contains(version))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Config(format!(
+        "the database lacks migrations {missing:?}; with --database-pooler transaction \
+         they are not run: run `kraiter-contacts migrate` with DATABASE_URL pointing at \
+         PostgreSQL itself, not the pooler"
+    )))
 }
 
 /// Sorts driver errors into the kinds the API maps to status codes.

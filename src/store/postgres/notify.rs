@@ -39,7 +39,7 @@ async fn send(conns: Conns, bell: ChangeBell) {
                 .bind(&names)
                 .execute(&mut *conn)
                 .await;
-            conn.finish(done).map(drop)
+            conn.finish(done).await.map(drop)
         };
         if let Err(err) = sent.await {
             tracing::debug!(error = %err, "change notification not sent; watchers will poll");

@@ -20,9 +20,13 @@ pub(crate) struct PgTx {
 
 impl PgTx {
     pub(super) async fn begin(mut conn: Conn) -> StoreResult<Self> {
-        PgTransactionManager::begin(&mut conn, None)
-            .await
-            .map_err(classify)?;
+        // A pooled checkout is a transaction already (see `conns.rs`); sqlx does not
+        // count it, so its commit below does nothing and `Conn::done` commits.
+        if !conn.pooled() {
+            PgTransactionManager::begin(&mut conn, None)
+                .await
+                .map_err(classify)?;
+        }
         Ok(Self { conn: Some(conn) })
     }
 }
@@ -53,7 +57,6 @@ impl TxConn for PgTx {
         PgTransactionManager::commit(&mut conn)
             .await
             .map_err(classify)?;
-        conn.done();
-        Ok(())
+        conn.done().await
     }
 }

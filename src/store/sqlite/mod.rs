@@ -148,7 +148,10 @@ impl ConnSource for SqlitePool {
         SqlitePool::acquire(self).await.map_err(classify)
     }
 
-    fn release<T>(conn: PoolConnection<Sqlite>, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+    async fn release<T: Send>(
+        conn: PoolConnection<Sqlite>,
+        result: Result<T, sqlx::Error>,
+    ) -> StoreResult<T> {
         drop(conn);
         result.map_err(classify)
     }

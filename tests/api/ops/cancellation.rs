@@ -10,7 +10,7 @@ use tonic::Code;
 
 use crate::support::locks::{self, WriteLock};
 use crate::support::storage::Storage;
-use crate::support::{Backend, spawn_app};
+use crate::support::{Backend, pgbouncer, spawn_app};
 
 /// Polls the sessions `lock` blocks until they are `want` or `within` passes; returns
 /// the last count.
@@ -30,6 +30,17 @@ async fn wait_blocked(lock: &mut WriteLock, want: i64, within: Duration) -> i64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_call_has_its_statement_cancelled() {
+    abandoned_call_cancelled().await
+}
+
+/// Behind PgBouncer in transaction mode the cancel goes to the server process that
+/// the call's transaction holds (`store/postgres/conns.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_call_has_its_statement_cancelled_through_pgbouncer() {
+    pgbouncer::scope(abandoned_call_cancelled()).await
+}
+
+async fn abandoned_call_cancelled() {
     let app = spawn_app(Backend::Postgres).await;
     let mut client = app.client();
     let id = client
@@ -125,6 +136,15 @@ async fn still_running(db: &mut sqlx::PgConnection, pid: i32, started: &str) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_search_stream_has_its_statement_cancelled() {
+    dropped_search_cancelled().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_search_stream_has_its_statement_cancelled_through_pgbouncer() {
+    pgbouncer::scope(dropped_search_cancelled()).await
+}
+
+async fn dropped_search_cancelled() {
     let app = spawn_app(Backend::Postgres).await;
     let mut client = app.client();
     let id = client

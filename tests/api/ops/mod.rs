@@ -17,6 +17,7 @@ mod metrics;
 mod migrations;
 mod node;
 mod operations;
+mod pgbouncer;
 mod python;
 mod python_client;
 mod schema;

@@ -2,7 +2,7 @@
 
 use kraiter_contacts::api::pb::activity_service_client::ActivityServiceClient;
 use kraiter_contacts::api::pb::contacts_service_client::ContactsServiceClient;
-use kraiter_contacts::config::{LogFormat, ServeArgs, StoreArgs};
+use kraiter_contacts::config::{DatabasePooler, LogFormat, ServeArgs, StoreArgs};
 use kraiter_contacts::domain::TenantId;
 use kraiter_contacts::startup::Application;
 use kraiter_contacts::store::DynStore;
@@ -43,7 +43,8 @@ pub type Activity = ActivityServiceClient<InterceptedService<Channel, Bearer>>;
 pub struct TestApp {
     pub key: String,
     pub addr: std::net::SocketAddr,
-    /// The database the app runs on (a file of its own on SQLite).
+    /// The database the app runs on (a file of its own on SQLite), reached directly
+    /// even when the app goes through PgBouncer.
     pub database_url: String,
     /// Where `/metrics` is served, when the test asked for `metrics_listen`.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -73,6 +74,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
             database_url: url,
             db_max_connections: 8,
             db_acquire_timeout: std::time::Duration::from_secs(10),
+            database_pooler: DatabasePooler::None,
         },
         log_format: LogFormat::Text,
         metrics_listen: None,
@@ -86,6 +88,9 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
     };
     configure(&mut args);
     let database_url = args.store.database_url.clone();
+    if backend == Backend::Postgres && super::pgbouncer::active() {
+        super::pgbouncer::route(&mut args).await;
+    }
     let (app, bootstrap) = Application::build(&args).await.expect("application starts");
     let bootstrap = bootstrap.expect("a bootstrap tenant was asked for");
     let addr = app.local_addr();
@@ -251,7 +256,9 @@ pub fn assert_clean_message(status: &Status, key: &str, what: &str) {
     );
 }
 
-/// Generates one `#[tokio::test]` per backend for each listed `async fn(Backend)`.
+/// Generates one `#[tokio::test]` per backend for each listed `async fn(Backend)`,
+/// and a third, `pgbouncer::<name>`, on PostgreSQL through PgBouncer in transaction
+/// mode (`support::pgbouncer`).
 #[macro_export]
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -260,6 +267,17 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+        mod pgbouncer {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::support::pgbouncer::scope(
+                        super::$name($crate::support::Backend::Postgres),
+                    )
+                    .await
                 }
             )*
         }

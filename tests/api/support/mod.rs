@@ -3,7 +3,7 @@
 //! (`postgres`, `cluster`); direct database access (`storage`, `locks`); `/metrics`
 //! (`metrics`); waiting for an observable state (`wait`); a raw HTTP/2 client
 //! (`raw`); the table of every RPC (`requests`); and the outside tools some tests
-//! drive (`tools`).
+//! drive (`tools`); PgBouncer in front of the test PostgreSQL (`pgbouncer`).
 
 mod app;
 mod calls;
@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod locks;
 pub mod metrics;
 pub mod nginx;
+pub mod pgbouncer;
 pub mod postgres;
 pub mod raw;
 pub mod replica;
