@@ -24,6 +24,7 @@ mod report;
 mod runs;
 mod scenarios;
 mod seed;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
