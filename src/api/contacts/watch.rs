@@ -19,7 +19,7 @@ use crate::domain::{
     ChangeKind, ChangePosition, ChangeRecord, CursorKind, Etag, TenantId, ValidationError,
     WatchStart,
 };
-use crate::store::{DynStore, StoreError};
+use crate::store::{ChangeBatch, DynStore, StoreError};
 
 pub type WatchStream = ReceiverStream<Result<pb::ContactChange, Status>>;
 
@@ -31,6 +31,10 @@ const BUFFER: usize = 16;
 const POLL: Duration = Duration::from_secs(1);
 /// How soon it reads again while committed changes wait above the horizon.
 const HELD_BACK_POLL: Duration = Duration::from_millis(50);
+/// A full batch whose contacts' text stays under this has the next one read while it
+/// is sent (a backlog's replay overlaps the database's work with the server's); a
+/// batch of large contacts does not, so a slow client still holds one batch.
+const READ_AHEAD_BYTES: usize = 1 << 20;
 
 pub(super) async fn watch_contacts(
     api: &ContactsApi,
@@ -153,14 +157,19 @@ impl Feed {
         tx: mpsc::Sender<Result<pb::ContactChange, Status>>,
     ) {
         let mut rings = self.store.change_bell().subscribe(&self.tenant);
+        let mut ahead: Option<ReadAhead> = None;
         loop {
-            // Seen before the read: a ring during it wakes the wait below.
-            rings.borrow_and_update();
-            let batch = match self
-                .store
-                .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
-                .await
-            {
+            let read = match ahead.take() {
+                Some(ahead) => ahead.batch().await,
+                None => {
+                    // Seen before the read: a ring during it wakes the wait below.
+                    rings.borrow_and_update();
+                    self.store
+                        .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
+                        .await
+                }
+            };
+            let batch = match read {
                 Ok(batch) => batch,
                 Err(err) => return fail(&tx, err.into()).await,
             };
@@ -172,6 +181,13 @@ impl Feed {
                 return fail(&tx, err.into()).await;
             }
             let full = batch.changes.len() == BATCH as usize;
+            let more_wanted = self.left.is_none_or(|left| left > u64::from(BATCH));
+            if let (true, true, Some(last)) = (full, more_wanted, batch.changes.last())
+                && text_bytes(&batch.changes) <= READ_AHEAD_BYTES
+            {
+                rings.borrow_and_update();
+                ahead = Some(ReadAhead::start(&self, last.position));
+            }
             for change in batch.changes {
                 if let Err(err) = watcher.check_key().await {
                     return fail(&tx, err).await;
@@ -244,4 +260,36 @@ impl Feed {
             occurred_at: Some(convert::timestamp(change.occurred_at)),
         })
     }
+}
+
+/// The next batch, read while the current one is sent; aborted when the watch ends
+/// first.
+struct ReadAhead(tokio::task::JoinHandle<Result<ChangeBatch, StoreError>>);
+
+impl ReadAhead {
+    fn start(feed: &Feed, after: ChangePosition) -> Self {
+        let (store, tenant, kinds) = (feed.store.clone(), feed.tenant.clone(), feed.kinds.clone());
+        Self(tokio::spawn(async move {
+            store.read_changes(&tenant, after, &kinds, BATCH).await
+        }))
+    }
+
+    async fn batch(mut self) -> Result<ChangeBatch, StoreError> {
+        (&mut self.0).await.map_err(StoreError::internal)?
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text the changes' contacts carry: what a batch holds in memory, roughly.
+fn text_bytes(changes: &[ChangeRecord]) -> usize {
+    changes
+        .iter()
+        .filter_map(|change| change.contact.as_ref())
+        .map(|contact| contact.properties.as_str().len() + contact.email.as_str().len())
+        .sum()
 }

@@ -494,6 +494,7 @@ async fn a_watch_resumes_on_another_server_and_after_a_restart(backend: Backend)
 }
 
 conformance!(
+    a_long_backlog_arrives_whole_and_resumes_anywhere_in_it,
     a_paused_watcher_holds_bounded_server_memory,
     watchers_past_the_server_limit_are_refused_whatever_the_tenant,
     a_watch_resumes_on_another_server_and_after_a_restart,
@@ -908,4 +909,61 @@ async fn a_watch_resumes_after_a_postgres_restart_with_every_change_once_in_orde
         failures.len(),
         delivered.len()
     );
+}
+
+/// A backlog of many batches (the feed reads the next batch while it sends one):
+/// 1,000 imported contacts arrive once each, and a resume from a token inside the
+/// backlog, where batches are cut elsewhere, gives exactly the same tail; a watch
+/// that asks for fewer ends after them.
+async fn a_long_backlog_arrives_whole_and_resumes_anywhere_in_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let rows: Vec<pb::ImportRow> = (0..1000)
+        .map(|n| pb::ImportRow {
+            email: format!("backlog{n:04}@example.com"),
+            properties: Some(props(json!({"n": n}))),
+        })
+        .collect();
+    let batch = pb::ImportContactsRequest {
+        rows,
+        mode: pb::ImportMode::Upsert as i32,
+    };
+    let mut answers = client
+        .import_contacts(tokio_stream::iter([batch]))
+        .await
+        .expect("import")
+        .into_inner();
+    let answer = answers.message().await.expect("answer").expect("a batch");
+    assert_eq!(answer.created, 1000, "{backend:?}");
+    let all = collect(&mut client, from_oldest(1000)).await;
+    let ids: std::collections::HashSet<&String> = all.iter().map(|c| &c.contact_id).collect();
+    assert_eq!(
+        (all.len(), ids.len()),
+        (1000, 1000),
+        "{backend:?}: once each"
+    );
+    for at in [99, 100, 437] {
+        let want = 1000 - at - 1;
+        let tail = collect(&mut client, resume(&all[at].token, want as i32)).await;
+        let got: Vec<&String> = tail.iter().map(|c| &c.token).collect();
+        let expected: Vec<&String> = all[at + 1..].iter().map(|c| &c.token).collect();
+        assert_eq!(got, expected, "{backend:?}: resumed after change {at}");
+    }
+    let mut few = client
+        .watch_contacts(from_oldest(150))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    let mut count = 0;
+    while let Some(change) = tokio::time::timeout(PATIENCE, few.message())
+        .await
+        .expect("the watch ends after 150")
+        .expect("a change")
+    {
+        count += 1;
+        last = Some(change.token);
+    }
+    assert_eq!(count, 150, "{backend:?}");
+    assert_eq!(last.as_ref(), Some(&all[149].token), "{backend:?}");
 }
