@@ -5,6 +5,7 @@
 //! slowly, so a lost wake-up only delays a change. It only reads: a slow client
 //! holds a bounded channel of changes and one batch, and no writer waits for it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,7 +20,7 @@ use crate::domain::{
     ChangeKind, ChangePosition, ChangeRecord, CursorKind, Etag, TenantId, ValidationError,
     WatchStart,
 };
-use crate::store::{ChangeBatch, DynStore, StoreError};
+use crate::store::{ChangeBatch, DynStore, SharedBatch, StoreError};
 
 pub type WatchStream = ReceiverStream<Result<pb::ContactChange, Status>>;
 
@@ -160,13 +161,20 @@ impl Feed {
         let mut ahead: Option<ReadAhead> = None;
         loop {
             let read = match ahead.take() {
-                Some(ahead) => ahead.batch().await,
+                Some(ahead) => ahead.batch().await.map(Arc::new),
                 None => {
                     // Seen before the read: a ring during it wakes the wait below.
-                    rings.borrow_and_update();
-                    self.store
-                        .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
-                        .await
+                    let seen = *rings.borrow_and_update();
+                    let now = *rings.borrow();
+                    match self.shared_read(seen, now).await {
+                        Some(batch) => Ok(batch),
+                        // Alone, for this watch's own error (or a success after all).
+                        None => self
+                            .store
+                            .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
+                            .await
+                            .map(Arc::new),
+                    }
                 }
             };
             let batch = match read {
@@ -188,7 +196,7 @@ impl Feed {
                 rings.borrow_and_update();
                 ahead = Some(ReadAhead::start(&self, last.position));
             }
-            for change in batch.changes {
+            for change in batch.changes.iter().cloned() {
                 if let Err(err) = watcher.check_key().await {
                     return fail(&tx, err).await;
                 }
@@ -224,6 +232,29 @@ impl Feed {
                 () = tx.closed() => return,
             }
         }
+    }
+
+    /// The batch after this watch's position, shared with the watchers of this
+    /// process that read the same now (`SharedReads`).
+    async fn shared_read(&self, seen: u64, now: u64) -> SharedBatch {
+        let key = (
+            self.tenant.clone(),
+            self.position,
+            self.kinds.clone(),
+            BATCH,
+        );
+        let (store, tenant, position, kinds) = (
+            self.store.clone(),
+            self.tenant.clone(),
+            self.position,
+            self.kinds.clone(),
+        );
+        let bell = self.store.change_bell();
+        bell.shared_reads()
+            .read(key, seen, now, move || {
+                Box::pin(async move { store.read_changes(&tenant, position, &kinds, BATCH).await })
+            })
+            .await
     }
 
     fn message(&self, change: ChangeRecord) -> Result<pb::ContactChange, ApiError> {

@@ -494,6 +494,7 @@ async fn a_watch_resumes_on_another_server_and_after_a_restart(backend: Backend)
 }
 
 conformance!(
+    many_watchers_sharing_reads_each_get_every_change_in_order,
     a_long_backlog_arrives_whole_and_resumes_anywhere_in_it,
     a_paused_watcher_holds_bounded_server_memory,
     watchers_past_the_server_limit_are_refused_whatever_the_tenant,
@@ -966,4 +967,53 @@ async fn a_long_backlog_arrives_whole_and_resumes_anywhere_in_it(backend: Backen
     }
     assert_eq!(count, 150, "{backend:?}");
     assert_eq!(last.as_ref(), Some(&all[149].token), "{backend:?}");
+}
+
+/// Watchers of one tenant in one process share their reads of the feed when they
+/// wait at the same position (`SharedReads`); each must still get every change once,
+/// in order: 12 watchers beside 4 concurrent writers all see the sequence a watch
+/// started afterwards reads from the database.
+async fn many_watchers_sharing_reads_each_get_every_change_in_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let first = create(&mut client, "first@example.com", json!({})).await;
+    let start = collect(&mut client, from_oldest(1)).await.remove(0).token;
+    assert!(!first.id.is_empty());
+    let watchers: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = app.client();
+            let request = resume(&start, 60);
+            tokio::spawn(async move { collect(&mut client, request).await })
+        })
+        .collect();
+    // Every watch is open (and waiting at the start) before the writes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = app.client();
+            tokio::spawn(async move {
+                for i in 0..15 {
+                    create(&mut client, &format!("s{w}-{i}@example.com"), json!({})).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    let reference: Vec<String> = collect(&mut client, resume(&start, 60))
+        .await
+        .into_iter()
+        .map(|c| c.token)
+        .collect();
+    assert_eq!(reference.len(), 60, "{backend:?}");
+    for watcher in watchers {
+        let got: Vec<String> = watcher
+            .await
+            .expect("a watcher")
+            .into_iter()
+            .map(|c| c.token)
+            .collect();
+        assert_eq!(got, reference, "{backend:?}: a watcher's sequence");
+    }
 }
