@@ -306,7 +306,7 @@ pub fn update_contact() -> Vec<String> {
 /// UpsertContact into a random seeded contact, its statements as the store runs them
 /// (`app::contacts::upsert` over the shared write transaction): the key check, then
 /// BEGIN, the lock by email, the update of the whole row, its `contact.updated`
-/// entry, COMMIT; six round trips. What it writes is a variant's merged properties,
+/// entry, its change in the outbox, COMMIT; seven round trips. What it writes is a variant's merged properties,
 /// as `update_contact`.
 pub fn upsert_contact() -> Vec<String> {
     (0..WRITE_VARIANTS)
@@ -346,12 +346,32 @@ pub fn upsert_contact() -> Vec<String> {
                     format!("(:updated{i})::jsonb"),
                 ],
             };
+            // Its change, as `changes::record` binds it: the fields the entry names,
+            // the contact after the merge.
+            let change = Statement {
+                sql: sql::INSERT_CHANGE,
+                params: vec![
+                    ":tenant".into(),
+                    "'UPDATED'::text".into(),
+                    ID_SQL.into(),
+                    "'[\"properties.lastSeenAt\"]'::text".into(),
+                    "now()".into(),
+                    Dataset::EMAIL_SQL.into(),
+                    format!("({})::jsonb", joined(&format!("uprops{i}"), CR_SQL)),
+                    "false".into(),
+                    "false".into(),
+                    "now()".into(),
+                    "now()".into(),
+                    "2::bigint".into(),
+                ],
+            };
             format!(
-                "{PICK}{NEXT}{};\nBEGIN;\n{};\n{};\n{};\nEND;\n",
+                "{PICK}{NEXT}{};\nBEGIN;\n{};\n{};\n{};\n{};\nEND;\n",
                 key.render(),
                 lock.render(),
                 update.render(),
-                entry.render()
+                entry.render(),
+                change.render()
             )
         })
         .collect()

@@ -26,6 +26,7 @@ mod report;
 mod runs;
 mod scenarios;
 mod seed;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

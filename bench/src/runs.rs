@@ -222,6 +222,26 @@ pub(crate) async fn postgres_run(
             .await?,
         );
     }
+    if wanted_name(setup, "WatchContacts") {
+        eprintln!("== WatchContacts (issue 17): backlog replay, then delivery latency");
+        let server =
+            start_server_with(setup, &pg.url, "server-watch", &watch::SERVER_FLAGS).await?;
+        let watched = Watch {
+            server: Some(server.pid()),
+            postgres: pg.postmaster_pid(),
+        };
+        let section = watch::run(
+            &server.addr(),
+            &key,
+            &pool,
+            &data,
+            setup.plan,
+            setup.rounds.min(3),
+            watched,
+        )
+        .await?;
+        eprintln!("{section}");
+    }
     report.postgres = Some(BackendRun {
         name: "PostgreSQL",
         seed,

@@ -7,11 +7,14 @@
 //! lost notification delays a change, never loses it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::{Notify, watch};
 
-use crate::domain::TenantId;
+use crate::domain::{ChangeKind, ChangePosition, TenantId};
+use crate::store::{ChangeBatch, StoreResult};
 
 /// Cheap to clone; clones ring the same bell.
 #[derive(Clone, Default)]
@@ -26,6 +29,7 @@ struct Inner {
     /// Tenants to announce to the other replicas, and the task that sends them.
     remote: Option<Remote>,
     first_watcher: Notify,
+    reads: Arc<SharedReads>,
 }
 
 struct Remote {
@@ -49,6 +53,7 @@ impl ChangeBell {
                     wake: Notify::new(),
                 }),
                 first_watcher: Notify::new(),
+                reads: Arc::default(),
             }),
         }
     }
@@ -106,6 +111,11 @@ impl ChangeBell {
         }
     }
 
+    /// The feed's reads in flight in this process, for watchers to share.
+    pub fn shared_reads(&self) -> &Arc<SharedReads> {
+        &self.inner.reads
+    }
+
     /// Returns once a watcher of any tenant has subscribed in this process, so a
     /// replica without watchers listens for no one.
     pub async fn watched(&self) {
@@ -119,6 +129,79 @@ impl ChangeBell {
     }
 }
 
+/// What a read of the feed asks for: tenant, after which position, which kinds, how
+/// many at most.
+pub type ReadKey = (TenantId, ChangePosition, Vec<ChangeKind>, u32);
+/// A shared read's outcome: `None` when it failed (each reader then reads alone, to
+/// report its own error).
+pub type SharedBatch = Option<Arc<ChangeBatch>>;
+
+/// Reads of the change feed in flight in this process. Watchers of a tenant that are
+/// caught up sit at the same position and wake at the same ring: without sharing,
+/// each would run the same statement (100 watchers, 100 statements a commit).
+#[derive(Default)]
+pub struct SharedReads {
+    flights: Mutex<HashMap<ReadKey, Flight>>,
+    next: AtomicU64,
+}
+
+struct Flight {
+    id: u64,
+    /// The tenant's ring count when the read started, before its snapshot.
+    since: u64,
+    read: Shared<BoxFuture<'static, SharedBatch>>,
+}
+
+impl SharedReads {
+    /// The read `key`, joining one in flight that started at or after ring `seen`
+    /// (so its snapshot holds every commit that had rung by then), else starting
+    /// `start()` with ring count `now`. Any read's result is a valid prefix of the
+    /// feed; joining only decides how fresh it is.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: ReadKey,
+        seen: u64,
+        now: u64,
+        start: impl FnOnce() -> BoxFuture<'static, StoreResult<ChangeBatch>>,
+    ) -> SharedBatch {
+        let read = {
+            let mut flights = lock(&self.flights);
+            match flights.get(&key) {
+                Some(flight) if flight.since >= seen => flight.read.clone(),
+                _ => {
+                    // Reads every waiter left are dropped, so the map holds reads
+                    // someone waits for.
+                    flights.retain(|_, f| f.read.strong_count().unwrap_or(0) > 1);
+                    let id = self.next.fetch_add(1, Ordering::Relaxed);
+                    let (reads, done_key, statement) = (Arc::downgrade(self), key.clone(), start());
+                    let read = async move {
+                        let batch = statement.await.ok().map(Arc::new);
+                        if let Some(reads) = reads.upgrade() {
+                            let mut flights = lock(&reads.flights);
+                            if flights.get(&done_key).is_some_and(|f| f.id == id) {
+                                flights.remove(&done_key);
+                            }
+                        }
+                        batch
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(
+                        key,
+                        Flight {
+                            id,
+                            since: now,
+                            read: read.clone(),
+                        },
+                    );
+                    read
+                }
+            }
+        };
+        read.await
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
@@ -126,6 +209,65 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read joins one in flight that started at or after the ring it saw, and
+    /// starts its own otherwise; a finished read is not joined.
+    #[tokio::test]
+    async fn reads_at_one_position_share_a_statement_started_after_the_ring_they_saw() {
+        use std::sync::atomic::AtomicUsize;
+        let reads = Arc::new(SharedReads::default());
+        let statements = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let start = || {
+            let (statements, mut gate) = (statements.clone(), gate.clone());
+            move || -> BoxFuture<'static, StoreResult<ChangeBatch>> {
+                statements.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok(ChangeBatch::default())
+                })
+            }
+        };
+        let key: ReadKey = (
+            TenantId::parse("a").expect("valid"),
+            ChangePosition::START,
+            vec![],
+            100,
+        );
+        let leader = tokio::spawn({
+            let (reads, key, start) = (reads.clone(), key.clone(), start());
+            async move { reads.read(key, 3, 5, start).await }
+        });
+        tokio::task::yield_now().await;
+        while statements.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Saw ring 5: the read started at 5 holds it. Saw ring 6: it may not.
+        let joiner = tokio::spawn({
+            let (reads, key, start) = (reads.clone(), key.clone(), start());
+            async move { reads.read(key, 5, 5, start).await }
+        });
+        let fresher = tokio::spawn({
+            let (reads, key, start) = (reads.clone(), key.clone(), start());
+            async move { reads.read(key, 6, 6, start).await }
+        });
+        while statements.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).expect("gate");
+        for read in [leader, joiner, fresher] {
+            assert!(read.await.expect("a read").is_some());
+        }
+        assert_eq!(
+            statements.load(Ordering::SeqCst),
+            2,
+            "the joiner shared the first"
+        );
+        // Done reads are gone: the next starts its own.
+        reads.read(key, 0, 7, start()).await;
+        assert_eq!(statements.load(Ordering::SeqCst), 3);
+        assert!(lock(&reads.flights).is_empty(), "no read is kept once done");
+    }
 
     #[tokio::test]
     async fn a_ring_wakes_the_tenants_watchers_and_is_queued_once_for_the_remote() {

@@ -25,7 +25,7 @@ use crate::domain::{
     TimelineEntry, TimelineQuery, WatchStart,
 };
 
-pub use bell::ChangeBell;
+pub use bell::{ChangeBell, SharedBatch, SharedReads};
 pub use error::StoreError;
 pub use write::{ContactFlag, ContactRecord, RememberedRequest, WriteTx};
 

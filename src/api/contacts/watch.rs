@@ -5,6 +5,7 @@
 //! slowly, so a lost wake-up only delays a change. It only reads: a slow client
 //! holds a bounded channel of changes and one batch, and no writer waits for it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,7 +20,7 @@ use crate::domain::{
     ChangeKind, ChangePosition, ChangeRecord, CursorKind, Etag, TenantId, ValidationError,
     WatchStart,
 };
-use crate::store::{DynStore, StoreError};
+use crate::store::{ChangeBatch, DynStore, SharedBatch, StoreError};
 
 pub type WatchStream = ReceiverStream<Result<pb::ContactChange, Status>>;
 
@@ -31,6 +32,10 @@ const BUFFER: usize = 16;
 const POLL: Duration = Duration::from_secs(1);
 /// How soon it reads again while committed changes wait above the horizon.
 const HELD_BACK_POLL: Duration = Duration::from_millis(50);
+/// A full batch whose contacts' text stays under this has the next one read while it
+/// is sent (a backlog's replay overlaps the database's work with the server's); a
+/// batch of large contacts does not, so a slow client still holds one batch.
+const READ_AHEAD_BYTES: usize = 1 << 20;
 
 pub(super) async fn watch_contacts(
     api: &ContactsApi,
@@ -153,14 +158,26 @@ impl Feed {
         tx: mpsc::Sender<Result<pb::ContactChange, Status>>,
     ) {
         let mut rings = self.store.change_bell().subscribe(&self.tenant);
+        let mut ahead: Option<ReadAhead> = None;
         loop {
-            // Seen before the read: a ring during it wakes the wait below.
-            rings.borrow_and_update();
-            let batch = match self
-                .store
-                .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
-                .await
-            {
+            let read = match ahead.take() {
+                Some(ahead) => ahead.batch().await.map(Arc::new),
+                None => {
+                    // Seen before the read: a ring during it wakes the wait below.
+                    let seen = *rings.borrow_and_update();
+                    let now = *rings.borrow();
+                    match self.shared_read(seen, now).await {
+                        Some(batch) => Ok(batch),
+                        // Alone, for this watch's own error (or a success after all).
+                        None => self
+                            .store
+                            .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
+                            .await
+                            .map(Arc::new),
+                    }
+                }
+            };
+            let batch = match read {
                 Ok(batch) => batch,
                 Err(err) => return fail(&tx, err.into()).await,
             };
@@ -172,7 +189,14 @@ impl Feed {
                 return fail(&tx, err.into()).await;
             }
             let full = batch.changes.len() == BATCH as usize;
-            for change in batch.changes {
+            let more_wanted = self.left.is_none_or(|left| left > u64::from(BATCH));
+            if let (true, true, Some(last)) = (full, more_wanted, batch.changes.last())
+                && text_bytes(&batch.changes) <= READ_AHEAD_BYTES
+            {
+                rings.borrow_and_update();
+                ahead = Some(ReadAhead::start(&self, last.position));
+            }
+            for change in batch.changes.iter().cloned() {
                 if let Err(err) = watcher.check_key().await {
                     return fail(&tx, err).await;
                 }
@@ -210,6 +234,29 @@ impl Feed {
         }
     }
 
+    /// The batch after this watch's position, shared with the watchers of this
+    /// process that read the same now (`SharedReads`).
+    async fn shared_read(&self, seen: u64, now: u64) -> SharedBatch {
+        let key = (
+            self.tenant.clone(),
+            self.position,
+            self.kinds.clone(),
+            BATCH,
+        );
+        let (store, tenant, position, kinds) = (
+            self.store.clone(),
+            self.tenant.clone(),
+            self.position,
+            self.kinds.clone(),
+        );
+        let bell = self.store.change_bell();
+        bell.shared_reads()
+            .read(key, seen, now, move || {
+                Box::pin(async move { store.read_changes(&tenant, position, &kinds, BATCH).await })
+            })
+            .await
+    }
+
     fn message(&self, change: ChangeRecord) -> Result<pb::ContactChange, ApiError> {
         let kind = match change.kind {
             ChangeKind::Created => pb::ContactChangeType::Created,
@@ -244,4 +291,36 @@ impl Feed {
             occurred_at: Some(convert::timestamp(change.occurred_at)),
         })
     }
+}
+
+/// The next batch, read while the current one is sent; aborted when the watch ends
+/// first.
+struct ReadAhead(tokio::task::JoinHandle<Result<ChangeBatch, StoreError>>);
+
+impl ReadAhead {
+    fn start(feed: &Feed, after: ChangePosition) -> Self {
+        let (store, tenant, kinds) = (feed.store.clone(), feed.tenant.clone(), feed.kinds.clone());
+        Self(tokio::spawn(async move {
+            store.read_changes(&tenant, after, &kinds, BATCH).await
+        }))
+    }
+
+    async fn batch(mut self) -> Result<ChangeBatch, StoreError> {
+        (&mut self.0).await.map_err(StoreError::internal)?
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text the changes' contacts carry: what a batch holds in memory, roughly.
+fn text_bytes(changes: &[ChangeRecord]) -> usize {
+    changes
+        .iter()
+        .filter_map(|change| change.contact.as_ref())
+        .map(|contact| contact.properties.as_str().len() + contact.email.as_str().len())
+        .sum()
 }

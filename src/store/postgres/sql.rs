@@ -177,3 +177,14 @@ pub const UPDATE_CONTACT: &str = "UPDATE contacts SET email = $3, email_key = $4
 pub const INSERT_TIMELINE_ENTRY: &str = "INSERT INTO timeline_entries \
         (tenant_id, contact_id, id, type, occurred_at, data) \
      VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// A change recorded inside a write transaction (`store::common::changes::record`; a
+/// test there pins it to this text), for the UpsertContact baseline.
+#[allow(dead_code)] // the benchmark's baseline; a test pins it to the store's
+pub const INSERT_CHANGE: &str = concat!(
+    "INSERT INTO contact_changes (tenant_id, type, contact_id, changed_fields, occurred_at, \
+     email, properties, suppressed, unsubscribed, created_at, updated_at, revision, \
+     recorded_at, xid) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), ",
+    change_stamp!(),
+    ")"
+);

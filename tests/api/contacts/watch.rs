@@ -494,6 +494,8 @@ async fn a_watch_resumes_on_another_server_and_after_a_restart(backend: Backend)
 }
 
 conformance!(
+    many_watchers_sharing_reads_each_get_every_change_in_order,
+    a_long_backlog_arrives_whole_and_resumes_anywhere_in_it,
     a_paused_watcher_holds_bounded_server_memory,
     watchers_past_the_server_limit_are_refused_whatever_the_tenant,
     a_watch_resumes_on_another_server_and_after_a_restart,
@@ -712,4 +714,306 @@ async fn changes_come_in_numeric_id_order_across_a_digit_boundary() {
         "in numeric order of their ids"
     );
     assert_eq!(ids[150], seed.id);
+}
+
+/// A PostgreSQL outage under writers and watchers: the server's own watch stream ends
+/// with UNAVAILABLE (it does not wait out the outage: the client resumes), writes
+/// during the outage fail with a clean UNAVAILABLE, and the Rust client's `watch`,
+/// whose retry policy outlasts the outage, reopens after its last token and delivers
+/// every committed change once, in the outbox's (xid, seq) order, every acknowledged
+/// write among them. (With the default policy, 5 retries, the client gives up on an
+/// outage longer than its backoff and returns the UNAVAILABLE; a caller then resumes
+/// with the last token it kept.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_after_a_postgres_restart_with_every_change_once_in_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use kraiter_contacts::client::RetryPolicy;
+
+    // Its own cluster: the shared one must stay up.
+    let cluster = TestCluster::start_new();
+    let app = spawn_app_with(Backend::Postgres, |args| {
+        args.store.database_url = cluster.url("kraiter");
+        args.store.db_max_connections = 4;
+        args.store.db_acquire_timeout = Duration::from_secs(1);
+        args.health_interval = Duration::from_millis(100);
+    })
+    .await;
+    let mut client = app.client();
+    let first = create(&mut client, "before@example.com", json!({})).await;
+
+    // The client's watch, from the oldest change, retrying for longer than the outage.
+    let sdk = app.sdk().with_retry(RetryPolicy {
+        max_retries: 200,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(250),
+    });
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(async move {
+        let mut changes = sdk.contacts().watch(from_oldest(0));
+        while let Some(change) = changes.next().await {
+            let failed = change.is_err();
+            if seen_tx.send(change).is_err() || failed {
+                break;
+            }
+        }
+    });
+    // The server's own stream, read raw: how it ends when the database goes.
+    let mut raw = client
+        .watch_contacts(from_oldest(0))
+        .await
+        .expect("a raw watch")
+        .into_inner();
+    let raw_first = tokio::time::timeout(PATIENCE, raw.message())
+        .await
+        .expect("the raw watch's first change")
+        .expect("a change")
+        .expect("not the end");
+    assert_eq!(raw_first.contact_id, first.id);
+    let raw_end = tokio::spawn(async move {
+        let mut last = (raw_first.token, raw_first.contact_id);
+        loop {
+            match raw.message().await {
+                Ok(Some(change)) => last = (change.token, change.contact_id),
+                Ok(None) => return (None, last),
+                Err(status) => return (Some(status), last),
+            }
+        }
+    });
+
+    // Writers through the outage: what they were told, per call.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let mut client = app.client();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut acked, mut failed) = (Vec::new(), Vec::new());
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let mut request = tonic::Request::new(pb::CreateContactRequest {
+                        email: format!("w{w}-{i}@example.com"),
+                        properties: Some(props(json!({"w": w, "i": i}))),
+                        ..Default::default()
+                    });
+                    request.set_timeout(Duration::from_secs(5));
+                    match client.create_contact(request).await {
+                        Ok(response) => acked.push(response.into_inner().id),
+                        Err(status) => {
+                            failed.push(status);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                (acked, failed)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| cluster.stop());
+    let stopped = Instant::now();
+    let (raw_status, raw_last) = tokio::time::timeout(PATIENCE, raw_end)
+        .await
+        .expect("the raw watch ends during the outage")
+        .expect("the raw reader");
+    let raw_status = raw_status.expect("the raw watch ends with a status, not a clean end");
+    assert_eq!(
+        raw_status.code(),
+        Code::Unavailable,
+        "the server's stream: {raw_status:?}"
+    );
+    crate::support::assert_clean_message(&raw_status, &app.key, "the watch's outage status");
+    println!(
+        "outage: the server's watch ended with UNAVAILABLE {:?} after pg_ctl stop returned",
+        stopped.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| cluster.start());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut failures) = (Vec::new(), Vec::new());
+    for writer in writers {
+        let (a, f) = writer.await.expect("a writer");
+        acked.extend(a);
+        failures.extend(f);
+    }
+    assert!(!failures.is_empty(), "the outage was felt by the writers");
+    for status in &failures {
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "a write during the outage: {status:?}"
+        );
+        crate::support::assert_clean_message(status, &app.key, "a write's outage status");
+    }
+    let last = create(&mut client, "after@example.com", json!({})).await;
+
+    // The client's watch delivers up to the last write, then the outbox is compared.
+    let mut delivered: Vec<pb::ContactChange> = Vec::new();
+    while delivered.last().is_none_or(|c| c.contact_id != last.id) {
+        let change = tokio::time::timeout(PATIENCE, seen_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} changes, then nothing", delivered.len()))
+            .expect("the watch goes on")
+            .expect("the client's watch outlasts the outage");
+        delivered.push(change);
+    }
+    watcher.abort();
+    let mut db = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let tenant: String = sqlx::query_scalar("SELECT tenant_id FROM contacts WHERE id = $1")
+        .bind(&first.id)
+        .fetch_one(&mut db)
+        .await
+        .expect("the tenant");
+    let committed: Vec<String> = sqlx::query_scalar(
+        "SELECT contact_id FROM contact_changes WHERE tenant_id = $1 ORDER BY xid, seq",
+    )
+    .bind(&tenant)
+    .fetch_all(&mut db)
+    .await
+    .expect("the outbox");
+    let ids: Vec<String> = delivered.iter().map(|c| c.contact_id.clone()).collect();
+    assert_eq!(
+        ids, committed,
+        "the client's watch is the outbox in commit order, each change once"
+    );
+    assert!(
+        kinds(&delivered).iter().all(|k| *k == Kind::Created),
+        "only creates were written"
+    );
+    let delivered_ids: std::collections::HashSet<&String> = ids.iter().collect();
+    for id in &acked {
+        assert!(
+            delivered_ids.contains(id),
+            "acknowledged {id} not delivered"
+        );
+    }
+    // The raw stream's last token resumes on the restarted database like the client.
+    let after_raw = collect(&mut client, resume(&raw_last.0, 1)).await;
+    let at = ids
+        .iter()
+        .position(|id| *id == raw_last.1)
+        .expect("the raw stream's last change was delivered");
+    assert_eq!(
+        after_raw[0].contact_id,
+        ids[at + 1],
+        "resuming the raw stream gives the change after its last one"
+    );
+    println!(
+        "outage: {} writes acknowledged, {} refused with UNAVAILABLE, {} changes delivered once in order",
+        acked.len(),
+        failures.len(),
+        delivered.len()
+    );
+}
+
+/// A backlog of many batches (the feed reads the next batch while it sends one):
+/// 1,000 imported contacts arrive once each, and a resume from a token inside the
+/// backlog, where batches are cut elsewhere, gives exactly the same tail; a watch
+/// that asks for fewer ends after them.
+async fn a_long_backlog_arrives_whole_and_resumes_anywhere_in_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let rows: Vec<pb::ImportRow> = (0..1000)
+        .map(|n| pb::ImportRow {
+            email: format!("backlog{n:04}@example.com"),
+            properties: Some(props(json!({"n": n}))),
+        })
+        .collect();
+    let batch = pb::ImportContactsRequest {
+        rows,
+        mode: pb::ImportMode::Upsert as i32,
+    };
+    let mut answers = client
+        .import_contacts(tokio_stream::iter([batch]))
+        .await
+        .expect("import")
+        .into_inner();
+    let answer = answers.message().await.expect("answer").expect("a batch");
+    assert_eq!(answer.created, 1000, "{backend:?}");
+    let all = collect(&mut client, from_oldest(1000)).await;
+    let ids: std::collections::HashSet<&String> = all.iter().map(|c| &c.contact_id).collect();
+    assert_eq!(
+        (all.len(), ids.len()),
+        (1000, 1000),
+        "{backend:?}: once each"
+    );
+    for at in [99, 100, 437] {
+        let want = 1000 - at - 1;
+        let tail = collect(&mut client, resume(&all[at].token, want as i32)).await;
+        let got: Vec<&String> = tail.iter().map(|c| &c.token).collect();
+        let expected: Vec<&String> = all[at + 1..].iter().map(|c| &c.token).collect();
+        assert_eq!(got, expected, "{backend:?}: resumed after change {at}");
+    }
+    let mut few = client
+        .watch_contacts(from_oldest(150))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    let mut count = 0;
+    while let Some(change) = tokio::time::timeout(PATIENCE, few.message())
+        .await
+        .expect("the watch ends after 150")
+        .expect("a change")
+    {
+        count += 1;
+        last = Some(change.token);
+    }
+    assert_eq!(count, 150, "{backend:?}");
+    assert_eq!(last.as_ref(), Some(&all[149].token), "{backend:?}");
+}
+
+/// Watchers of one tenant in one process share their reads of the feed when they
+/// wait at the same position (`SharedReads`); each must still get every change once,
+/// in order: 12 watchers beside 4 concurrent writers all see the sequence a watch
+/// started afterwards reads from the database.
+async fn many_watchers_sharing_reads_each_get_every_change_in_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let first = create(&mut client, "first@example.com", json!({})).await;
+    let start = collect(&mut client, from_oldest(1)).await.remove(0).token;
+    assert!(!first.id.is_empty());
+    let watchers: Vec<_> = (0..12)
+        .map(|_| {
+            let mut client = app.client();
+            let request = resume(&start, 60);
+            tokio::spawn(async move { collect(&mut client, request).await })
+        })
+        .collect();
+    // Every watch is open (and waiting at the start) before the writes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = app.client();
+            tokio::spawn(async move {
+                for i in 0..15 {
+                    create(&mut client, &format!("s{w}-{i}@example.com"), json!({})).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("a writer");
+    }
+    let reference: Vec<String> = collect(&mut client, resume(&start, 60))
+        .await
+        .into_iter()
+        .map(|c| c.token)
+        .collect();
+    assert_eq!(reference.len(), 60, "{backend:?}");
+    for watcher in watchers {
+        let got: Vec<String> = watcher
+            .await
+            .expect("a watcher")
+            .into_iter()
+            .map(|c| c.token)
+            .collect();
+        assert_eq!(got, reference, "{backend:?}: a watcher's sequence");
+    }
 }
