@@ -70,10 +70,18 @@ impl Conns {
     /// Checks the URL and opens the first connection, so a bad URL or an unreachable
     /// database fails at start-up.
     pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
+        let conns = Self::lazy(url, options)?;
+        conns.get().await?.done();
+        Ok(conns)
+    }
+
+    /// Checks the URL only: connections open on first use (a read replica may be
+    /// down when the service starts).
+    pub fn lazy(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
         let connect = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Config(format!("invalid postgres url: {err}")))?;
         let max = options.max_connections.max(1);
-        let conns = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 options: connect,
                 idle: Mutex::new(Vec::new()),
@@ -83,9 +91,7 @@ impl Conns {
                 open: AtomicU32::new(0),
                 canceller: tokio::sync::Mutex::new(None),
             }),
-        };
-        conns.get().await?.done();
-        Ok(conns)
+        })
     }
 
     /// A connection: an idle one if any, else a new one; UNAVAILABLE when none is

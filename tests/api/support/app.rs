@@ -82,6 +82,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
         shutdown_grace: std::time::Duration::from_secs(5),
         limits: Default::default(),
         tls: Default::default(),
+        replicas: Default::default(),
     };
     configure(&mut args);
     let database_url = args.store.database_url.clone();
