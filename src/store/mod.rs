@@ -257,6 +257,7 @@ pub trait ContactStore: Send + Sync + 'static {
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
     /// Up to `limit` entries of the contact's timeline, after `after`, and no more
     /// than `max_bytes` of them (at least one), as `list_contacts`.
+    #[allow(clippy::too_many_arguments)] // `list_contacts`' with the contact's id
     async fn list_timeline(
         &self,
         from: ReadFrom,

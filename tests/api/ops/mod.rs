@@ -19,6 +19,7 @@ mod node;
 mod operations;
 mod python;
 mod python_client;
+mod read_replicas;
 mod schema;
 mod server;
 mod shutdown;
