@@ -23,6 +23,8 @@ use crate::support::{Backend, Client, TestApp, create, json_of, spawn_app_with, 
 const LIST: &[&str] = &["FROM contacts WHERE tenant_id", "ORDER BY"];
 const COUNT: &[&str] = &["count(*) AS n FROM contacts"];
 const TIMELINE: &[&str] = &["FROM timeline_entries WHERE tenant_id"];
+const SENDS: &[&str] = &["FROM sends WHERE tenant_id"];
+const SCHEDULED: &[&str] = &["FROM scheduled_sends"];
 /// The coalesced point reads of GetContact.
 const POINT_READ: &[&str] = &["FROM api_keys k LEFT JOIN contacts c", "c.id = ANY($2)"];
 
@@ -123,6 +125,84 @@ async fn count(client: &mut Client, request: Request<pb::CountContactsRequest>) 
         .count
 }
 
+/// Three sends and two scheduled sends of `contact`.
+async fn record_activity(app: &TestApp, contact: &str) {
+    use pb::record_send_request::Recipient;
+    let mut activity = app.activity();
+    for template in ["welcome", "news", "digest"] {
+        activity
+            .record_send(pb::RecordSendRequest {
+                recipient: Some(Recipient::ContactId(contact.to_owned())),
+                template_id: template.into(),
+                status: pb::SendStatus::Sent as i32,
+                source: pb::SendSource::Transactional as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("record a send");
+    }
+    for seconds in [4_000_000_000, 4_000_000_100] {
+        activity
+            .schedule_send(pb::ScheduleSendRequest {
+                contact_id: contact.to_owned(),
+                template_id: "later".into(),
+                scheduled_for: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+                source: pb::SendSource::Sequence as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("schedule a send");
+    }
+}
+
+/// How many sends and scheduled sends of `contact` the lists stream, in pages of 2.
+async fn list_sends(client: &mut Client, contact: &str) -> (usize, usize) {
+    let mut sends = client
+        .list_contact_sends(pb::ListContactSendsRequest {
+            id: contact.to_owned(),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("the sends")
+        .into_inner();
+    let mut sent = 0;
+    while let Some(page) = sends.message().await.expect("a page") {
+        sent += page.sends.len();
+    }
+    let mut scheduled = client
+        .list_contact_scheduled_sends(pb::ListContactScheduledSendsRequest {
+            id: contact.to_owned(),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("the scheduled sends")
+        .into_inner();
+    let mut pending = 0;
+    while let Some(page) = scheduled.message().await.expect("a page") {
+        pending += page.scheduled_sends.len();
+    }
+    (sent, pending)
+}
+
+/// The ids of a contact's timeline, in order.
+async fn timeline_ids(
+    client: &mut Client,
+    request: Request<pb::ListContactTimelineRequest>,
+) -> Vec<String> {
+    let mut stream = client
+        .list_contact_timeline(request)
+        .await
+        .expect("the timeline")
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(page) = stream.message().await.expect("a page") {
+        ids.extend(page.entries.into_iter().map(|entry| entry.id));
+    }
+    ids
+}
+
 fn plan_is(plan: &str) -> pb::ContactFilter {
     pb::ContactFilter {
         field: "properties.plan".into(),
@@ -156,6 +236,10 @@ async fn lists_searches_filters_and_counts_run_on_the_standby_and_point_reads_on
             if i % 5 == 0 { "acme" } else { "mail" }
         );
         created.push(create(&mut client, &email, json!({"plan": plan, "seats": i})).await);
+        if i == 0 {
+            // Committed before the contacts that follow, so replayed with them.
+            record_activity(&app, &created[0].id).await;
+        }
     }
     wait_on_standby(pair, &tenant, created.len() as i64).await;
 
@@ -234,18 +318,26 @@ async fn lists_searches_filters_and_counts_run_on_the_standby_and_point_reads_on
     )
     .await;
     assert_eq!(counted, pro.len() as i64, "a count");
-    let entries = crate::support::timeline(
-        &mut client,
-        pb::ListContactTimelineRequest {
-            id: created[0].id.clone(),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(
-        entries.iter().map(|page| page.entries.len()).sum::<usize>(),
-        1,
-        "the contact's creation entry"
+    let timeline_request = pb::ListContactTimelineRequest {
+        id: created[0].id.clone(),
+        limit: 2,
+        ..Default::default()
+    };
+    let entries = timeline_ids(&mut client, Request::new(timeline_request.clone())).await;
+    assert!(
+        entries.len() >= 6,
+        "creation, sends, schedules: {entries:?}"
+    );
+    let sends0 = (ran(pair, SENDS).await, ran(pair, SCHEDULED).await);
+    let sends = list_sends(&mut client, &created[0].id).await;
+    assert_eq!(sends.0, 3, "the sends");
+    assert_eq!(sends.1, 2, "the scheduled sends");
+    let sent = ran(pair, SENDS).await - sends0.0;
+    let scheduled = ran(pair, SCHEDULED).await - sends0.1;
+    assert!(sent.standby >= 2 && sent.primary == 0, "sends: {sent:?}");
+    assert!(
+        scheduled.standby >= 1 && scheduled.primary == 0,
+        "scheduled sends: {scheduled:?}"
     );
     for contact in &created[..5] {
         let got = client
@@ -317,6 +409,14 @@ async fn lists_searches_filters_and_counts_run_on_the_standby_and_point_reads_on
             primary: 1,
             standby: 0
         }
+    );
+    let timeline0 = ran(pair, TIMELINE).await;
+    let fresh_entries = timeline_ids(&mut client, primary(timeline_request)).await;
+    assert_eq!(fresh_entries, entries, "the timeline, alike on both");
+    let timelines = ran(pair, TIMELINE).await - timeline0;
+    assert!(
+        timelines.primary >= 1 && timelines.standby == 0,
+        "{timelines:?}"
     );
 
     // An unknown consistency is refused, naming the header.
