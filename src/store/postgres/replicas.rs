@@ -48,6 +48,8 @@ pub(crate) struct Replica {
 struct Health {
     usable: bool,
     lag: Option<Duration>,
+    /// False until the first check, so its outcome is logged whatever it is.
+    checked: bool,
 }
 
 impl Replicas {
@@ -153,7 +155,13 @@ impl Replica {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn set_health(&self, health: Health) {
+    /// Records what a check (or a failed read) found; logs a change, and the first
+    /// check's outcome, with `why`.
+    fn set_health(&self, health: Health, why: &str) {
+        let health = Health {
+            checked: true,
+            ..health
+        };
         let before = std::mem::replace(
             &mut *self
                 .health
@@ -161,21 +169,28 @@ impl Replica {
                 .unwrap_or_else(|poison| poison.into_inner()),
             health,
         );
-        if before.usable != health.usable {
+        if before.usable != health.usable || !before.checked {
             let lag_ms = health.lag.map(|lag| lag.as_millis() as u64);
             if health.usable {
                 tracing::info!(replica = %self.name, lag_ms, "read replica usable");
             } else {
-                tracing::warn!(replica = %self.name, lag_ms, "read replica skipped");
+                tracing::warn!(replica = %self.name, lag_ms, why, "read replica skipped");
             }
         }
     }
 
     /// A read on it failed with UNAVAILABLE: skipped until a check finds it fit.
     pub fn failed(&self, err: &sqlx::Error) {
-        tracing::warn!(replica = %self.name, error = %err, "read replica failed a read; reading elsewhere");
         let lag = self.health().lag;
-        self.set_health(Health { usable: false, lag });
+        let why = format!("a read failed ({err}); read elsewhere");
+        self.set_health(
+            Health {
+                usable: false,
+                lag,
+                checked: true,
+            },
+            &why,
+        );
     }
 }
 
@@ -221,24 +236,21 @@ impl Checker {
                 continue;
             };
             alive = true;
-            let health = match position(&replica.options, &mut link.conn, REPLICA_POSITION).await {
+            let found = position(&replica.options, &mut link.conn, REPLICA_POSITION).await;
+            let (health, why) = match found {
                 Ok(Some(replayed)) => {
                     let lag = lag_of(&self.samples, replayed);
-                    Health {
+                    let health = Health {
                         usable: lag <= self.max_lag,
                         lag: Some(lag),
-                    }
+                        checked: true,
+                    };
+                    (health, "its replay lags past --max-replica-lag".to_owned())
                 }
-                Ok(None) => {
-                    tracing::debug!(replica = %replica.name, "not in recovery: no replica");
-                    Health::default()
-                }
-                Err(err) => {
-                    tracing::debug!(replica = %replica.name, error = %err, "replica check failed");
-                    Health::default()
-                }
+                Ok(None) => (Health::default(), "not in recovery: no standby".to_owned()),
+                Err(err) => (Health::default(), format!("unreachable: {err}")),
             };
-            replica.set_health(health);
+            replica.set_health(health, &why);
         }
         alive
     }
