@@ -68,46 +68,51 @@ pub(crate) async fn run(setup: &Setup) -> anyhow::Result<String> {
         server: Some(server.pid()),
         postgres: standby.postmaster_pid(),
     };
+    // The same-run reference: a server without replicas, and COPY TO on the primary.
+    let plain = crate::start_server(setup, &pg.url, "server-primary").await?;
+    let plain_clients = load::connect(&plain.addr(), &key, setup.connections).await?;
+    let plain_watch = Watch {
+        server: Some(plain.pid()),
+        postgres: pg.postmaster_pid(),
+    };
+    let standby_side = Side {
+        clients: &clients,
+        watch,
+        pool: &standby_pool,
+    };
+    let primary_side = Side {
+        clients: &plain_clients,
+        watch: plain_watch,
+        pool: &pool,
+    };
     let one_stream = Plan {
         duration: Duration::ZERO,
         ..setup.plan
     };
     // Once each: both read in what the other may not have.
-    baseline::copy_to(&standby_pool, &data).await?;
-    scenarios::run(Scenario::ListAll, &clients, one_stream, watch, &data).await;
+    for side in [&standby_side, &primary_side] {
+        side.round(one_stream, &data, true).await?;
+    }
 
     let mut rows = Vec::new();
     for round in 0..setup.rounds {
         let forward = round % 2 == 0;
-        let early = if forward {
-            Some(baseline::copy_to(&standby_pool, &data).await?)
-        } else {
-            None
-        };
-        let stream = scenarios::run(Scenario::ListAll, &clients, one_stream, watch, &data).await;
-        let (copied, took) = match early {
-            Some(copied) => copied,
-            None => baseline::copy_to(&standby_pool, &data).await?,
-        };
-        if stream.errors > 0 || stream.items != copied {
-            bail!(
-                "round {}: the stream delivered {} rows with {} errors ({:?}), COPY {copied}",
-                round + 1,
-                stream.items,
-                stream.errors,
-                stream.first_error
-            );
-        }
-        let copy_rate = copied as f64 / took.as_secs_f64();
+        let on_standby = standby_side.round(one_stream, &data, forward).await?;
+        let on_primary = primary_side.round(one_stream, &data, forward).await?;
         eprintln!(
-            "   round {}: stream {:>8.0} rows/s, COPY TO on the standby {:>8.0} rows/s; \
-             stream CPU s: server {:.2}, standby {:.2}, over {:.2} elapsed",
+            "   round {}: standby: stream {:>8.0} rows/s, COPY TO {:>8.0} rows/s ({:.2}); \
+             primary: stream {:>8.0}, COPY TO {:>8.0} ({:.2}); standby stream CPU s: server \
+             {:.2}, standby {:.2}, over {:.2} elapsed",
             round + 1,
-            stream.items_per_sec(),
-            copy_rate,
-            stream.server_cpu.as_secs_f64(),
-            stream.postgres_cpu.as_secs_f64(),
-            stream.elapsed.as_secs_f64(),
+            on_standby.stream,
+            on_standby.copy,
+            on_standby.stream / on_standby.copy,
+            on_primary.stream,
+            on_primary.copy,
+            on_primary.stream / on_primary.copy,
+            on_standby.server_cpu,
+            on_standby.postgres_cpu,
+            on_standby.elapsed,
         );
         rows.push((
             if forward {
@@ -115,11 +120,8 @@ pub(crate) async fn run(setup: &Setup) -> anyhow::Result<String> {
             } else {
                 "stream, COPY"
             },
-            stream.items_per_sec(),
-            copy_rate,
-            stream.server_cpu.as_secs_f64(),
-            stream.postgres_cpu.as_secs_f64(),
-            stream.elapsed.as_secs_f64(),
+            on_standby,
+            on_primary,
         ));
     }
     // The server's replica pool: idle connections whose last statement was a page.
@@ -132,29 +134,109 @@ pub(crate) async fn run(setup: &Setup) -> anyhow::Result<String> {
     if on_standby == 0 {
         bail!("no connection of the server on the standby ran a page of the list");
     }
-    let mut ratios: Vec<f64> = rows.iter().map(|row| row.1 / row.2).collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
+    let median = |ratio: fn(&Rates) -> f64, side: fn(&Row) -> &Rates| {
+        let mut ratios: Vec<f64> = rows.iter().map(|row| ratio(side(row))).collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
+    let on_standby = median(Rates::ratio, |row| &row.1);
+    let on_primary = median(Rates::ratio, |row| &row.2);
 
     let mut md = String::new();
     md.push_str(&format!(
-        "{} contacts of one tenant; the full ListContacts stream (one client, pages of the \
-         default size, decoded) through a server whose `--database-read-url` is a hot standby \
-         (`pg_basebackup -R`, streaming from the primary, same settings), against `COPY (SELECT \
-         the same columns) TO STDOUT` on that standby, {} rounds alternating which goes first. \
-         Median stream/COPY ratio: **{median:.2}**.\n\n",
+        "{} contacts of one tenant; the full ListContacts stream (one client, pages of 1000, \
+         read as gRPC frames, not decoded: the main run's export scenario) through a server \
+         whose `--database-read-url` is a hot standby (`pg_basebackup -R`, streaming from the \
+         primary, same settings), against `COPY (SELECT the same columns) TO STDOUT` on that \
+         standby; and, in the same rounds, the same stream through a server without replicas \
+         against COPY TO on the primary. {} rounds alternating which of stream and COPY goes \
+         first. Median stream/COPY ratio: **{on_standby:.2} on the standby**, {on_primary:.2} \
+         on the primary.\n\n",
         setup.contacts, setup.rounds
     ));
-    md.push_str("| round | order | stream rows/s | COPY TO rows/s (standby) | ratio | server CPU s | standby CPU s | stream s |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|\n");
-    for (i, (order, stream, copy, server, postgres, elapsed)) in rows.iter().enumerate() {
+    md.push_str(
+        "| round | order | standby: stream rows/s | COPY TO rows/s | ratio | server CPU s | \
+         standby CPU s | primary: stream rows/s | COPY TO rows/s | ratio |\n",
+    );
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    for (i, (order, standby, primary)) in rows.iter().enumerate() {
         md.push_str(&format!(
-            "| {} | {order} | {stream:.0} | {copy:.0} | {:.2} | {server:.2} | {postgres:.2} | {elapsed:.2} |\n",
+            "| {} | {order} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |\n",
             i + 1,
-            stream / copy
+            standby.stream,
+            standby.copy,
+            standby.ratio(),
+            standby.server_cpu,
+            standby.postgres_cpu,
+            primary.stream,
+            primary.copy,
+            primary.ratio(),
         ));
     }
     Ok(md)
+}
+
+type Row = (&'static str, Rates, Rates);
+
+/// One round's figures on one side.
+struct Rates {
+    /// Rows per second.
+    stream: f64,
+    copy: f64,
+    /// CPU seconds of the stream: the server's, the database's.
+    server_cpu: f64,
+    postgres_cpu: f64,
+    elapsed: f64,
+}
+
+impl Rates {
+    fn ratio(&self) -> f64 {
+        self.stream / self.copy
+    }
+}
+
+/// A server and the database its export reads, with a pool for COPY TO there.
+struct Side<'a> {
+    clients: &'a load::Clients,
+    watch: Watch,
+    pool: &'a sqlx::PgPool,
+}
+
+impl Side<'_> {
+    /// One stream and one COPY TO (the COPY first when `copy_first`); checks they
+    /// read the same rows.
+    async fn round(
+        &self,
+        plan: Plan,
+        data: &Arc<Dataset>,
+        copy_first: bool,
+    ) -> anyhow::Result<Rates> {
+        let early = if copy_first {
+            Some(baseline::copy_to(self.pool, data).await?)
+        } else {
+            None
+        };
+        let stream = scenarios::run(Scenario::ListAll, self.clients, plan, self.watch, data).await;
+        let (copied, took) = match early {
+            Some(copied) => copied,
+            None => baseline::copy_to(self.pool, data).await?,
+        };
+        if stream.errors > 0 || stream.items != copied {
+            bail!(
+                "the stream delivered {} rows with {} errors ({:?}), COPY {copied}",
+                stream.items,
+                stream.errors,
+                stream.first_error
+            );
+        }
+        Ok(Rates {
+            stream: stream.items_per_sec(),
+            copy: copied as f64 / took.as_secs_f64(),
+            server_cpu: stream.server_cpu.as_secs_f64(),
+            postgres_cpu: stream.postgres_cpu.as_secs_f64(),
+            elapsed: stream.elapsed.as_secs_f64(),
+        })
+    }
 }
 
 struct Standby {
