@@ -141,6 +141,10 @@ pub struct ExportArgs {
     /// Only contacts whose `suppressed` flag has this value.
     #[arg(long)]
     pub suppressed: Option<bool>,
+    /// Read from the primary even when the server has read replicas, so the export has
+    /// every write acknowledged before it started.
+    #[arg(long)]
+    pub primary: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }

@@ -553,6 +553,27 @@ async fn a_standby_lagging_past_the_limit_is_skipped_until_it_catches_up() {
         ["first@example.com"],
         "the standby, behind by its lag"
     );
+    // The Rust client asks for the primary's freshness for all its calls.
+    let sdk_emails = |sdk: kraiter_contacts::client::Client| async move {
+        use futures_util::TryStreamExt;
+        let listed: Vec<pb::Contact> = sdk
+            .contacts()
+            .list(pb::ListContactsRequest::default())
+            .try_collect()
+            .await
+            .expect("the client's list");
+        listed.into_iter().map(|c| c.email).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sdk_emails(app.sdk().with_primary_reads()).await,
+        ["first@example.com", "second@example.com"],
+        "the client's primary reads"
+    );
+    assert_eq!(
+        sdk_emails(app.sdk()).await,
+        ["first@example.com"],
+        "the client's default reads"
+    );
 
     let metrics = app.metrics_addr.expect("metrics");
     let usable = format!(
