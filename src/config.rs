@@ -141,6 +141,10 @@ pub struct ExportArgs {
     /// Only contacts whose `suppressed` flag has this value.
     #[arg(long)]
     pub suppressed: Option<bool>,
+    /// Read from the primary even when the server has read replicas, so the export has
+    /// every write acknowledged before it started.
+    #[arg(long)]
+    pub primary: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -271,6 +275,8 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub replicas: ReplicaArgs,
 }
 
 /// What one caller or connection may ask of the server. The defaults match
@@ -465,6 +471,7 @@ impl StoreArgs {
             acquire_timeout: self.db_acquire_timeout,
             migrate: true,
             transaction_pooler: self.database_pooler == DatabasePooler::Transaction,
+            replicas: Default::default(),
         }
     }
 
@@ -474,9 +481,79 @@ impl StoreArgs {
     }
 }
 
+/// Read replicas of a PostgreSQL primary (see `store::ReplicaOptions`).
+#[derive(Debug, Clone, Args)]
+pub struct ReplicaArgs {
+    /// `postgres://` URL of a hot standby for the heavy reads (streamed lists, counts,
+    /// exports); several as a comma-separated list or a repeated flag. PostgreSQL only.
+    #[arg(
+        long,
+        env = "DATABASE_READ_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub database_read_url: Vec<String>,
+    /// A replica whose replay trails the primary by more is skipped until it catches up.
+    #[arg(long, env = "KRAITER_MAX_REPLICA_LAG", default_value = "5s", value_parser = parse_duration)]
+    pub max_replica_lag: Duration,
+    /// How often each read replica's reachability and replay lag are checked.
+    #[arg(long, env = "KRAITER_REPLICA_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub replica_check_interval: Duration,
+}
+
+impl Default for ReplicaArgs {
+    fn default() -> Self {
+        let defaults = crate::store::ReplicaOptions::default();
+        Self {
+            database_read_url: Vec::new(),
+            max_replica_lag: defaults.max_lag,
+            replica_check_interval: defaults.check_interval,
+        }
+    }
+}
+
+impl ReplicaArgs {
+    pub fn options(&self) -> crate::store::ReplicaOptions {
+        crate::store::ReplicaOptions {
+            urls: self
+                .database_read_url
+                .iter()
+                .map(|url| url.trim().to_owned())
+                .filter(|url| !url.is_empty())
+                .collect(),
+            max_lag: self.max_replica_lag,
+            check_interval: self.replica_check_interval,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_urls_come_comma_separated_or_repeated() {
+        let cli = Cli::try_parse_from([
+            "kraiter-contacts",
+            "--database-read-url",
+            "postgres://a/db,postgres://b/db",
+            "--database-read-url",
+            "postgres://c/db",
+        ])
+        .expect("flags parse");
+        let options = cli.serve.replicas.options();
+        assert_eq!(
+            options.urls,
+            ["postgres://a/db", "postgres://b/db", "postgres://c/db"]
+        );
+        assert_eq!(options.max_lag, Duration::from_secs(5));
+        let defaults = Cli::try_parse_from(["kraiter-contacts"]).expect("no flags parse");
+        assert!(defaults.serve.replicas.options().urls.is_empty());
+        assert_eq!(
+            defaults.serve.replicas.max_replica_lag,
+            ReplicaArgs::default().max_replica_lag
+        );
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -16,6 +16,9 @@
 //! - `kraiter_db_lookup_batches_total`, `kraiter_db_lookups_total` (PostgreSQL):
 //!   statements sent for point reads and the reads they answered; their ratio is the
 //!   mean batch size (see `store/postgres/lookups.rs`).
+//! - `kraiter_db_replica_usable{replica}`, `kraiter_db_replica_lag_seconds{replica}`
+//!   (PostgreSQL with `--database-read-url`): whether heavy reads go to each read
+//!   replica (1) or skip it (0), and its replay lag as of its last check.
 
 use std::convert::Infallible;
 use std::sync::LazyLock;
@@ -60,6 +63,11 @@ struct PoolLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    replica: String,
+}
+
 type HistogramFamily = Family<RpcLabels, Histogram, fn() -> Histogram>;
 
 struct Metrics {
@@ -72,6 +80,8 @@ struct Metrics {
     lookup_batches: Counter,
     lookups: Counter,
     key_lookups: Counter,
+    replica_usable: Family<ReplicaLabels, Gauge>,
+    replica_lag: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -129,7 +139,23 @@ impl Metrics {
             "Database lookups of API keys not seen live (first use, unknown or revoked keys)",
             key_lookups.clone(),
         );
+        let replica_usable = Family::<ReplicaLabels, Gauge>::default();
+        registry.register(
+            "db_replica_usable",
+            "Whether heavy reads go to this read replica (1) or skip it (0)",
+            replica_usable.clone(),
+        );
+        let replica_lag =
+            Family::<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "db_replica_lag",
+            "How far the read replica's replay trails the primary, as of its last check",
+            prometheus_client::registry::Unit::Seconds,
+            replica_lag.clone(),
+        );
         Self {
+            replica_usable,
+            replica_lag,
             key_lookups,
             lookup_batches,
             lookups,
@@ -192,6 +218,19 @@ pub fn render(store: &DynStore) -> String {
         .get_or_create(&PoolLabels { state: "in_use" })
         .set(i64::from(usage.open.saturating_sub(usage.idle)));
     metrics.pool_max.set(i64::from(usage.max));
+    for replica in store.replicas() {
+        let labels = ReplicaLabels {
+            replica: replica.name,
+        };
+        metrics
+            .replica_usable
+            .get_or_create(&labels)
+            .set(i64::from(replica.usable));
+        metrics
+            .replica_lag
+            .get_or_create(&labels)
+            .set(replica.lag.map_or(f64::NAN, |lag| lag.as_secs_f64()));
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &metrics.registry)
         .expect("writing to a String cannot fail");

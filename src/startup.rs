@@ -80,7 +80,9 @@ impl Application {
     /// Opens and migrates the store and binds the listener (port 0 picks a free port).
     pub async fn build(args: &ServeArgs) -> Result<(Self, Option<BootstrapKey>), StartupError> {
         let tls = crate::tls::server_config(&args.tls)?;
-        let store = store::connect(&args.store.database_url, &args.store.connect_options()).await?;
+        let mut options = args.store.connect_options();
+        options.replicas = args.replicas.options();
+        let store = store::connect(&args.store.database_url, &options).await?;
         let bootstrap = bootstrap(&store, args).await?;
         let cursor_key = crate::domain::CursorKey::from_bytes(store.cursor_secret().await?);
         let listener =

@@ -22,6 +22,7 @@ mod load;
 mod measures;
 mod pgbouncer;
 mod process;
+mod replica;
 mod report;
 mod runs;
 mod scenarios;
@@ -104,6 +105,11 @@ struct Args {
     /// transaction mode, in alternating rounds; prints its BENCHMARKS.md section.
     #[arg(long)]
     pgbouncer: bool,
+    /// Run only the read-replica export (issue 18): a hot standby of the throwaway
+    /// cluster, the full ListContacts stream through a server reading from it
+    /// (`--database-read-url`) against COPY TO on the standby; prints its section.
+    #[arg(long)]
+    replica_export: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +179,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or(if quick { 20_000 } else { 1_000_000 }),
     };
     std::fs::create_dir_all(&setup.work_dir)?;
+    if args.replica_export {
+        println!("{}", replica::run(&setup).await?);
+        return Ok(());
+    }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let mut report = Report {
         command,

@@ -15,8 +15,8 @@ use super::pb::{self, TimelineOrder as PbTimelineOrder};
 use super::stream::{self, Fetched, PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{
-    AccessControl, Credentials, convert, convert_activity, filter, handle, handle_stream,
-    handle_with_key,
+    AccessControl, Credentials, consistency, convert, convert_activity, filter, handle,
+    handle_stream, handle_with_key,
 };
 use crate::app;
 use crate::domain::{
@@ -122,11 +122,13 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
+        let read_from = consistency::read_from(&metadata);
         handle_stream(
             &self.auth,
             "ListContacts",
             &credentials,
             |access| async move {
+                let from = read_from?;
                 let tenant = access.tenant.clone();
                 let page_size = PageSize::parse(message.limit)?;
                 let max_pages = parse_max_pages(message.max_pages)?;
@@ -159,6 +161,7 @@ impl ContactsService for ContactsApi {
                         async move {
                             store
                                 .list_contacts(
+                                    from,
                                     &tenant,
                                     &query,
                                     after.as_ref(),
@@ -240,11 +243,13 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactSendsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
+        let read_from = consistency::read_from(&metadata);
         handle_stream(
             &self.auth,
             "ListContactSends",
             &credentials,
             |access| async move {
+                let from = read_from?;
                 let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
@@ -264,7 +269,7 @@ impl ContactsService for ContactsApi {
                         let (store, tenant, id) = (store.clone(), fetch_tenant.clone(), id.clone());
                         async move {
                             store
-                                .list_sends(&tenant, &id, after.as_deref(), limit)
+                                .list_sends(from, &tenant, &id, after.as_deref(), limit)
                                 .await
                                 .map(Fetched::from)
                         }
@@ -292,11 +297,13 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
+        let read_from = consistency::read_from(&metadata);
         handle_stream(
             &self.auth,
             "ListContactScheduledSends",
             &credentials,
             |access| async move {
+                let from = read_from?;
                 let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
@@ -324,7 +331,7 @@ impl ContactsService for ContactsApi {
                         let (store, tenant, id) = (store.clone(), fetch_tenant.clone(), id.clone());
                         async move {
                             store
-                                .list_scheduled_sends(&tenant, &id, after.as_ref(), limit)
+                                .list_scheduled_sends(from, &tenant, &id, after.as_ref(), limit)
                                 .await
                                 .map(Fetched::from)
                         }
@@ -409,11 +416,13 @@ impl ContactsService for ContactsApi {
     ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
         let (metadata, extensions, message) = request.into_parts();
         let credentials = Credentials::new(&metadata, &extensions);
+        let read_from = consistency::read_from(&metadata);
         handle_stream(
             &self.auth,
             "ListContactTimeline",
             &credentials,
             |access| async move {
+                let from = read_from?;
                 let tenant = access.tenant.clone();
                 let id = ContactId::parse(&message.id, "id")?;
                 let page_size = PageSize::parse(message.limit)?;
@@ -457,6 +466,7 @@ impl ContactsService for ContactsApi {
                         async move {
                             store
                                 .list_timeline(
+                                    from,
                                     &tenant,
                                     &id,
                                     &query,

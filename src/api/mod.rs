@@ -3,6 +3,7 @@
 
 mod activity;
 mod auth;
+pub mod consistency;
 mod contacts;
 pub mod convert;
 mod convert_activity;

@@ -14,6 +14,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let client = Client::connect(&args.remote.addr, &args.remote.key)
         .await
         .with_context(|| format!("cannot connect to `{}`", args.remote.addr))?;
+    let client = if args.primary {
+        client.with_primary_reads()
+    } else {
+        client
+    };
     let mut contacts = client.contacts().list(pb::ListContactsRequest {
         search: args.search,
         suppressed: args.suppressed,

@@ -58,15 +58,24 @@ use error::retry_after;
 use pb::activity_service_client::ActivityServiceClient;
 use pb::contacts_service_client::ContactsServiceClient;
 
-/// Adds `authorization: Bearer <key>` to every call.
+/// Adds `authorization: Bearer <key>` to every call, and `x-kraiter-consistency:
+/// primary` when the client asked for the primary's freshness.
 #[derive(Clone)]
-pub struct ApiKey(MetadataValue<Ascii>);
+pub struct ApiKey {
+    key: MetadataValue<Ascii>,
+    primary_reads: bool,
+}
 
 impl Interceptor for ApiKey {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", self.key.clone());
+        if self.primary_reads {
+            metadata.insert(
+                crate::api::consistency::HEADER,
+                MetadataValue::from_static("primary"),
+            );
+        }
         Ok(request)
     }
 }
@@ -81,6 +90,9 @@ pub struct Client {
     contacts: ContactsServiceClient<AuthChannel>,
     activity: ActivityServiceClient<AuthChannel>,
     retry: RetryPolicy,
+    /// For `with_primary_reads`, which makes the service clients again.
+    channel: Channel,
+    key: ApiKey,
 }
 
 impl Client {
@@ -97,12 +109,32 @@ impl Client {
         let value = format!("Bearer {api_key}").parse().map_err(|_| {
             ClientError::InvalidInput("the api key is not valid header text".into())
         })?;
-        let key = ApiKey(value);
-        Ok(Self {
+        let key = ApiKey {
+            key: value,
+            primary_reads: false,
+        };
+        Ok(Self::over(channel, key, RetryPolicy::default()))
+    }
+
+    fn over(channel: Channel, key: ApiKey, retry: RetryPolicy) -> Self {
+        Self {
             contacts: ContactsServiceClient::with_interceptor(channel.clone(), key.clone()),
-            activity: ActivityServiceClient::with_interceptor(channel, key),
-            retry: RetryPolicy::default(),
-        })
+            activity: ActivityServiceClient::with_interceptor(channel.clone(), key.clone()),
+            retry,
+            channel,
+            key,
+        }
+    }
+
+    /// Reads every list and count from the primary (`x-kraiter-consistency: primary`),
+    /// seeing every write acknowledged before the call, instead of from a read replica
+    /// that may lag (see the README's "Read replicas").
+    pub fn with_primary_reads(self) -> Self {
+        let key = ApiKey {
+            primary_reads: true,
+            ..self.key
+        };
+        Self::over(self.channel, key, self.retry)
     }
 
     /// Replaces the retry policy of lists and reads.

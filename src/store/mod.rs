@@ -165,6 +165,10 @@ pub trait Backend: Send + Sync + 'static {
     fn multi_page_queries(&self) -> bool {
         false
     }
+    /// The read replicas and their state now, for metrics (none by default).
+    fn replicas(&self) -> Vec<ReplicaState> {
+        Vec::new()
+    }
     /// Forgets remembered requests (and the tombstones of erased ones) older than
     /// `before`, at most `batch` rows of each kind per call; returns how many went.
     async fn purge_requests(&self, before: DateTime<Utc>, batch: u32) -> StoreResult<u64>;
@@ -195,7 +199,8 @@ pub trait KeyStore: Send + Sync + 'static {
 }
 
 /// Contacts and their timeline. Every method reads and writes inside the caller's
-/// tenant only.
+/// tenant only. The heavy reads (lists, counts) take a `ReadFrom`: they may run on a
+/// read replica; every other read runs on the primary.
 #[async_trait]
 pub trait ContactStore: Send + Sync + 'static {
     /// Inserts a new contact with its `contact.created` entry, atomically; `Conflict`
@@ -217,6 +222,7 @@ pub trait ContactStore: Send + Sync + 'static {
     /// bounded whatever the contacts weigh.
     async fn list_contacts(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         query: &ContactQuery,
         after: Option<&ContactKey>,
@@ -251,8 +257,10 @@ pub trait ContactStore: Send + Sync + 'static {
     async fn ensure_contact(&self, tenant: &TenantId, id: &ContactId) -> StoreResult<()>;
     /// Up to `limit` entries of the contact's timeline, after `after`, and no more
     /// than `max_bytes` of them (at least one), as `list_contacts`.
+    #[allow(clippy::too_many_arguments)] // `list_contacts`' with the contact's id
     async fn list_timeline(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         contact: &ContactId,
         query: &TimelineQuery,
@@ -264,6 +272,7 @@ pub trait ContactStore: Send + Sync + 'static {
     /// `estimate`, from the database's statistics where it keeps them.
     async fn count_contacts(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         query: &ContactQuery,
         estimate: bool,
@@ -324,6 +333,7 @@ pub trait ActivityStore: Send + Sync + 'static {
     /// One page of the contact's sends, newest first (by id), after `after`.
     async fn list_sends(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         contact: &ContactId,
         after: Option<&str>,
@@ -332,6 +342,7 @@ pub trait ActivityStore: Send + Sync + 'static {
     /// One page of the contact's pending scheduled sends, earliest first.
     async fn list_scheduled_sends(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         contact: &ContactId,
         after: Option<&TimeKey>,
@@ -370,6 +381,14 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<DynStor
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PgStore::connect(url, options).await?))
     } else if url.starts_with("sqlite:") {
+        // Refused rather than ignored: an operator who set it expects reads offloaded.
+        if !options.replicas.urls.is_empty() {
+            return Err(StoreError::Config(
+                "--database-read-url needs a PostgreSQL --database-url: \
+                 an embedded SQLite database has no read replicas"
+                    .into(),
+            ));
+        }
         Ok(Arc::new(sqlite::SqliteStore::connect(url, options).await?))
     } else {
         Err(StoreError::Config(
@@ -409,6 +428,8 @@ pub struct ConnectOptions {
     /// PostgreSQL is reached through a pooler in transaction mode (PgBouncer): see
     /// `postgres/conns.rs`.
     pub transaction_pooler: bool,
+    /// Read replicas for the heavy reads (PostgreSQL only).
+    pub replicas: ReplicaOptions,
 }
 
 impl Default for ConnectOptions {
@@ -418,6 +439,50 @@ impl Default for ConnectOptions {
             acquire_timeout: std::time::Duration::from_secs(5),
             migrate: true,
             transaction_pooler: false,
+            replicas: ReplicaOptions::default(),
         }
     }
+}
+
+/// Where a heavy read (a streamed list's page, a count) may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// A usable read replica where the store has one (it may lag the primary by up
+    /// to `--max-replica-lag`), else the primary.
+    #[default]
+    Replica,
+    /// The primary: sees every write acknowledged before the read began.
+    Primary,
+}
+
+/// Read replicas (`--database-read-url`) and when one is too far behind to use.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// `postgres://` URLs of hot standbys of the primary.
+    pub urls: Vec<String>,
+    /// A replica whose replay lags the primary by more is skipped until it catches up.
+    pub max_lag: std::time::Duration,
+    /// How often each replica's reachability and lag are checked.
+    pub check_interval: std::time::Duration,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            max_lag: std::time::Duration::from_secs(5),
+            check_interval: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+/// A read replica as its last check found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaState {
+    /// `host:port/database` (never credentials).
+    pub name: String,
+    /// Heavy reads go to it: reachable, in recovery, within the lag allowed.
+    pub usable: bool,
+    /// How far its replay trails the primary, as of the last check that reached it.
+    pub lag: Option<std::time::Duration>,
 }

@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use super::ContactsApi;
-use crate::api::{Credentials, filter, handle, pb};
+use crate::api::{Credentials, consistency, filter, handle, pb};
 
 pub(super) async fn count_contacts(
     api: &ContactsApi,
@@ -12,17 +12,19 @@ pub(super) async fn count_contacts(
 ) -> Result<Response<pb::CountContactsResponse>, Status> {
     let (metadata, extensions, message) = request.into_parts();
     let credentials = Credentials::new(&metadata, &extensions);
+    let read_from = consistency::read_from(&metadata);
     handle(
         &api.auth,
         "CountContacts",
         &credentials,
         |tenant| async move {
+            let from = read_from?;
             // Order is no part of a count.
             let query =
                 filter::contact_query(&message.search, message.suppressed, message.filter, 0)?;
             let counted = api
                 .store
-                .count_contacts(&tenant, &query, message.estimate)
+                .count_contacts(from, &tenant, &query, message.estimate)
                 .await?;
             Ok(pb::CountContactsResponse {
                 count: counted.count,

@@ -8,12 +8,13 @@ use super::{ConnSource, SqlStore, SqlText, Stmt};
 use crate::domain::{
     ContactId, Enrolment, Membership, ScheduledSend, SendRecord, TenantId, TimeKey,
 };
-use crate::store::{ActivityStore, StoreResult};
+use crate::store::{ActivityStore, ReadFrom, StoreResult};
 
 #[async_trait]
 impl<S: SqlStore> ActivityStore for S {
     async fn list_sends(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         contact: &ContactId,
         after: Option<&str>,
@@ -27,18 +28,23 @@ impl<S: SqlStore> ActivityStore for S {
             sql = sql.push(" AND id < ?");
         }
         let sql = sql.push(" ORDER BY id DESC LIMIT ?");
-        let mut stmt = Stmt::<S::Db>::new(sql.as_str())
-            .bind(tenant.as_str())
-            .bind(contact.as_str());
-        if let Some(after) = after {
-            stmt = stmt.bind(after);
-        }
-        let rows = self.reads().fetch_all(stmt.bind(i64::from(limit))).await?;
-        rows.iter().map(SendRecord::from_row::<S::Db>).collect()
+        let sql = sql.as_str();
+        self.read_heavy(from, |conns| async move {
+            let mut stmt = Stmt::<S::Db>::new(sql)
+                .bind(tenant.as_str())
+                .bind(contact.as_str());
+            if let Some(after) = after {
+                stmt = stmt.bind(after);
+            }
+            let rows = conns.fetch_all(stmt.bind(i64::from(limit))).await?;
+            rows.iter().map(SendRecord::from_row::<S::Db>).collect()
+        })
+        .await
     }
 
     async fn list_scheduled_sends(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         contact: &ContactId,
         after: Option<&TimeKey>,
@@ -53,15 +59,22 @@ impl<S: SqlStore> ActivityStore for S {
             sql = sql.push(" AND (scheduled_for, id) > (?, ?)");
         }
         let sql = sql.push(" ORDER BY scheduled_for, id LIMIT ?");
-        let mut stmt = Stmt::<S::Db>::new(sql.as_str())
-            .bind(tenant.as_str())
-            .bind(contact.as_str());
-        if let Some(after) = after {
-            // A forged cursor's time out of range is the caller's error.
-            stmt = stmt.bind(DbTime(after.time()?)).bind(after.id.as_str());
-        }
-        let rows = self.reads().fetch_all(stmt.bind(i64::from(limit))).await?;
-        rows.iter().map(ScheduledSend::from_row::<S::Db>).collect()
+        let sql = sql.as_str();
+        // A forged cursor's time out of range is the caller's error.
+        let after = after
+            .map(|after| after.time().map(|time| (time, after.id.as_str())))
+            .transpose()?;
+        self.read_heavy(from, |conns| async move {
+            let mut stmt = Stmt::<S::Db>::new(sql)
+                .bind(tenant.as_str())
+                .bind(contact.as_str());
+            if let Some((time, id)) = after {
+                stmt = stmt.bind(DbTime(time)).bind(id);
+            }
+            let rows = conns.fetch_all(stmt.bind(i64::from(limit))).await?;
+            rows.iter().map(ScheduledSend::from_row::<S::Db>).collect()
+        })
+        .await
     }
 
     async fn list_enrolments(

@@ -15,13 +15,15 @@ use crate::domain::{
     TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
 };
 use crate::store::{
-    Access, ContactCount, ContactRows, ContactStore, ListRows, StoreError, StoreResult, WriteTx,
-    check_key, contact_bytes, timeline_entry_bytes,
+    Access, ContactCount, ContactRows, ContactStore, ListRows, ReadFrom, StoreError, StoreResult,
+    WriteTx, check_key, contact_bytes, timeline_entry_bytes,
 };
 
 /// A page of a contact list, as `ContactStore::list_contacts` asks for it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ContactPage<'a> {
+    /// Where the page may be read (see `SqlStore::read_heavy`).
+    pub from: ReadFrom,
     pub tenant: &'a TenantId,
     pub query: &'a ContactQuery,
     /// The position after the last contact of the page before.
@@ -246,6 +248,7 @@ impl<S: BackendContacts> ContactStore for S {
 
     async fn list_contacts(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         query: &ContactQuery,
         after: Option<&ContactKey>,
@@ -253,6 +256,7 @@ impl<S: BackendContacts> ContactStore for S {
         max_bytes: usize,
     ) -> StoreResult<ContactRows> {
         let page = ContactPage {
+            from,
             tenant,
             query,
             after,
@@ -298,6 +302,7 @@ impl<S: BackendContacts> ContactStore for S {
 
     async fn list_timeline(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         contact: &ContactId,
         query: &TimelineQuery,
@@ -320,33 +325,41 @@ impl<S: BackendContacts> ContactStore for S {
             sql = sql.push(" AND ").push(&S::Db::any_of("type"));
         }
         let sql = sql.push(&format!(" ORDER BY occurred_at {dir}, id {dir} LIMIT ?"));
-        let mut stmt = Stmt::<S::Db>::new(sql.as_str())
-            .bind(tenant.as_str())
-            .bind(contact.as_str());
-        if let Some(after) = after {
-            // A forged cursor's time out of range is the caller's error.
-            stmt = stmt.bind(DbTime(after.time()?)).bind(after.id.as_str());
-        }
-        if !query.types.is_empty() {
-            stmt = stmt.bind(TextList(&query.types));
-        }
-        fetch_within(
-            self.reads(),
-            stmt.bind(i64::from(limit)),
-            max_bytes,
-            TimelineEntry::from_row::<S::Db>,
-            timeline_entry_bytes,
-        )
+        let sql = sql.as_str();
+        // A forged cursor's time out of range is the caller's error.
+        let after = after
+            .map(|after| after.time().map(|time| (time, after.id.as_str())))
+            .transpose()?;
+        self.read_heavy(from, |conns| async move {
+            let mut stmt = Stmt::<S::Db>::new(sql)
+                .bind(tenant.as_str())
+                .bind(contact.as_str());
+            if let Some((time, id)) = after {
+                stmt = stmt.bind(DbTime(time)).bind(id);
+            }
+            if !query.types.is_empty() {
+                stmt = stmt.bind(TextList(&query.types));
+            }
+            fetch_within(
+                &conns,
+                stmt.bind(i64::from(limit)),
+                max_bytes,
+                TimelineEntry::from_row::<S::Db>,
+                timeline_entry_bytes,
+            )
+            .await
+        })
         .await
     }
 
     async fn count_contacts(
         &self,
+        from: ReadFrom,
         tenant: &TenantId,
         query: &ContactQuery,
         estimate: bool,
     ) -> StoreResult<ContactCount> {
-        super::count::count_contacts(self, tenant, query, estimate).await
+        super::count::count_contacts(self, from, tenant, query, estimate).await
     }
 }
 

@@ -9,10 +9,11 @@ use super::db::ConnSource;
 use super::filter::{Clause, bind_arg, query_conditions};
 use super::{Dialect, Get, SqlStore, Stmt};
 use crate::domain::{ContactQuery, TenantId};
-use crate::store::{ContactCount, StoreError, StoreResult};
+use crate::store::{ContactCount, ReadFrom, StoreError, StoreResult};
 
 pub(super) async fn count_contacts<S: SqlStore>(
     store: &S,
+    from: ReadFrom,
     tenant: &TenantId,
     query: &ContactQuery,
     estimate: bool,
@@ -24,9 +25,13 @@ pub(super) async fn count_contacts<S: SqlStore>(
             "{explain}SELECT 1 FROM contacts WHERE tenant_id = ?{}",
             conditions.sql
         ));
+        let (sql, conditions) = (&sql, &conditions);
         let rows = store
-            .reads()
-            .fetch_all(bind_all(Stmt::new(&sql), tenant, &conditions))
+            .read_heavy(from, |conns| async move {
+                conns
+                    .fetch_all(bind_all(Stmt::new(sql), tenant, conditions))
+                    .await
+            })
             .await?;
         let plan: Option<String> = match rows.first() {
             Some(row) => {
@@ -46,9 +51,13 @@ pub(super) async fn count_contacts<S: SqlStore>(
         "SELECT count(*) AS n FROM contacts WHERE tenant_id = ?{}",
         conditions.sql
     ));
+    let (sql, conditions) = (&sql, &conditions);
     let row = store
-        .reads()
-        .fetch_optional(bind_all(Stmt::new(&sql), tenant, &conditions))
+        .read_heavy(from, |conns| async move {
+            conns
+                .fetch_optional(bind_all(Stmt::new(sql), tenant, conditions))
+                .await
+        })
         .await?
         .ok_or_else(|| StoreError::internal(std::io::Error::other("count returned no row")))?;
     let count = <S::Db as Get<i64>>::get(&row, "n").map_err(S::Db::classify)?;

@@ -41,7 +41,7 @@ use async_trait::async_trait;
 
 use crate::domain::filter::{PropertyPath, Scalar};
 use crate::domain::{ContactView, SearchTerm};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{ReadFrom, StoreError, StoreResult};
 
 /// What differs between the databases' SQL, implemented for `sqlx::Postgres` and
 /// `sqlx::Sqlite`.
@@ -137,11 +137,26 @@ pub(crate) async fn purge_requests<S: SqlStore>(
 #[async_trait]
 pub(crate) trait SqlStore: Send + Sync + 'static {
     type Db: SqlDb;
-    type Conns: ConnSource<Db = Self::Db>;
+    type Conns: ConnSource<Db = Self::Db> + Clone;
     type Tx: TxConn<Db = Self::Db>;
 
-    /// Connections for statements that only read.
+    /// Connections for statements that only read, on the primary.
     fn reads(&self) -> &Self::Conns;
+
+    /// Runs `read`, a heavy read (a list's page, a count) that may run anywhere
+    /// `from` allows. A backend with read replicas tries a usable one first, and
+    /// on an UNAVAILABLE from it (the replica died, or cancelled the statement in a
+    /// conflict with recovery) runs `read` again on the next, the primary last: a
+    /// read is safe to run again, and a list's page starts from its cursor.
+    async fn read_heavy<T, F, Fut>(&self, from: ReadFrom, read: F) -> StoreResult<T>
+    where
+        T: Send,
+        F: Fn(Self::Conns) -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = StoreResult<T>> + Send,
+    {
+        let _ = from;
+        read(self.reads().clone()).await
+    }
     /// Connections for single statements that write, outside a write transaction.
     fn writes(&self) -> &Self::Conns;
     /// A write transaction's connection, the transaction begun (see `SqlWriteTx`).

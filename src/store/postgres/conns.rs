@@ -97,6 +97,14 @@ impl Conns {
     /// Checks the URL and opens the first connection, so a bad URL or an unreachable
     /// database fails at start-up.
     pub async fn connect(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
+        let conns = Self::lazy(url, options)?;
+        conns.get().await?.done().await?;
+        Ok(conns)
+    }
+
+    /// Checks the URL only: connections open on first use (a read replica may be
+    /// down when the service starts).
+    pub fn lazy(url: &str, options: &ConnectOptions) -> StoreResult<Self> {
         let mut connect = PgConnectOptions::from_str(url)
             .map_err(|err| StoreError::Config(format!("invalid postgres url: {err}")))?;
         let pooled = options.transaction_pooler;
@@ -104,7 +112,7 @@ impl Conns {
             connect = connect.statement_cache_capacity(0);
         }
         let max = options.max_connections.max(1);
-        let conns = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 options: connect,
                 idle: Mutex::new(Vec::new()),
@@ -115,9 +123,7 @@ impl Conns {
                 canceller: tokio::sync::Mutex::new(None),
                 pooled,
             }),
-        };
-        conns.get().await?.done().await?;
-        Ok(conns)
+        })
     }
 
     /// Behind a pooler in transaction mode.

@@ -17,7 +17,7 @@ use crate::domain::{
     search_text,
 };
 use crate::store::common::{
-    Arg, BackendContacts, Clause, ContactPage, SqlText, bind_arg, contact_from_row,
+    Arg, BackendContacts, Clause, ContactPage, SqlStore, SqlText, bind_arg, contact_from_row,
     filter_condition, keyset, order_by,
 };
 use crate::store::{Access, ContactRows, StoreError, StoreResult, collect_within, contact_bytes};
@@ -94,6 +94,7 @@ impl BackendContacts for PgStore {
 
     async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
         let ContactPage {
+            from,
             tenant,
             query,
             after,
@@ -111,23 +112,27 @@ impl BackendContacts for PgStore {
         // no terms at all) can look cheaper than the custom plans of rare terms, and
         // PostgreSQL would then keep it for every term, common ones included (see
         // BENCHMARKS.md). Such a query is planned for its own terms each time.
-        let mut statement = sqlx::query(sql.as_str()).persistent(probe.is_none());
-        for arg in &clause.args {
-            statement = bind_arg(statement, arg);
-        }
-        let mut conn = self.conns.get().await?;
-        let collected = {
-            let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
-            collect_within(rows, max_bytes, view_from_row, contact_bytes, classify).await
-        };
-        match &collected {
-            // Read to its end: ready for the next statement.
-            Ok(rows) if !rows.cut_short => conn.done().await?,
-            // Rows of the query are still coming: the pool drains (or cancels) them
-            // off the caller's path.
-            _ => drop(conn),
-        }
-        collected
+        let (sql, clause, persistent) = (sql.as_str(), &clause, probe.is_none());
+        self.read_heavy(from, |conns| async move {
+            let mut statement = sqlx::query(sql).persistent(persistent);
+            for arg in &clause.args {
+                statement = bind_arg(statement, arg);
+            }
+            let mut conn = conns.get().await?;
+            let collected = {
+                let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
+                collect_within(rows, max_bytes, view_from_row, contact_bytes, classify).await
+            };
+            match &collected {
+                // Read to its end: ready for the next statement.
+                Ok(rows) if !rows.cut_short => conn.done().await?,
+                // Rows of the query are still coming: the pool drains (or cancels)
+                // them off the caller's path.
+                _ => drop(conn),
+            }
+            collected
+        })
+        .await
     }
 
     async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {

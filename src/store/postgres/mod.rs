@@ -7,6 +7,7 @@ mod contacts;
 mod filter;
 mod lookups;
 mod notify;
+mod replicas;
 mod rows;
 pub(crate) mod sql;
 mod write_tx;
@@ -20,12 +21,16 @@ use super::common::{
     ChangeSql, Clause, ColumnKind, ConnSource, Dialect, JsonColumn, JsonKind, POSTGRES_CHANGES,
     SqlStore, SqlWriteTx,
 };
-use super::{Backend, ConnectOptions, StoreCounters, StoreError, StoreResult, WriteTx, migrations};
+use super::{
+    Backend, ConnectOptions, ReadFrom, StoreCounters, StoreError, StoreResult, WriteTx, migrations,
+};
 use crate::domain::filter::{PropertyPath, Scalar};
 use crate::domain::{ContactView, SearchTerm, TenantId, ValidationError};
 
 pub struct PgStore {
     conns: Conns,
+    /// Hot standbys for the heavy reads (`--database-read-url`), if any.
+    replicas: Option<std::sync::Arc<replicas::Replicas>>,
     lookups: lookups::Lookups,
     bell: super::ChangeBell,
 }
@@ -58,8 +63,10 @@ impl PgStore {
             notify::start(url, conns.clone(), &bell);
             bell
         };
+        let replicas = replicas::Replicas::start(url, options).await?;
         Ok(Self {
             conns,
+            replicas,
             lookups,
             bell,
         })
@@ -95,6 +102,13 @@ impl Backend for PgStore {
         true
     }
 
+    fn replicas(&self) -> Vec<super::ReplicaState> {
+        self.replicas
+            .as_ref()
+            .map(|replicas| replicas.states())
+            .unwrap_or_default()
+    }
+
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>> {
         let tx = SqlWriteTx::new(self.begin_tx().await?, tenant).ringing(&self.bell);
         Ok(Box::new(tx))
@@ -113,6 +127,25 @@ impl SqlStore for PgStore {
 
     fn writes(&self) -> &Conns {
         &self.conns
+    }
+
+    async fn read_heavy<T, F, Fut>(&self, from: ReadFrom, read: F) -> StoreResult<T>
+    where
+        T: Send,
+        F: Fn(Conns) -> Fut + Send + Sync,
+        Fut: std::future::Future<Output = StoreResult<T>> + Send,
+    {
+        if from == ReadFrom::Replica
+            && let Some(replicas) = &self.replicas
+        {
+            for replica in replicas.usable() {
+                match read(replica.conns.clone()).await {
+                    Err(StoreError::Unavailable(err)) => replica.failed(&err),
+                    done => return done,
+                }
+            }
+        }
+        read(self.conns.clone()).await
     }
 
     async fn begin_tx(&self) -> StoreResult<write_tx::PgTx> {

@@ -32,6 +32,7 @@ pub(super) async fn list_contacts(
     page: ContactPage<'_>,
 ) -> StoreResult<ContactRows> {
     let ContactPage {
+        from: _,
         tenant,
         query,
         after,

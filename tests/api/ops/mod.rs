@@ -20,6 +20,7 @@ mod operations;
 mod pgbouncer;
 mod python;
 mod python_client;
+mod read_replicas;
 mod schema;
 mod server;
 mod shutdown;

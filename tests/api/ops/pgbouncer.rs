@@ -164,6 +164,8 @@ async fn an_unmigrated_database_behind_pgbouncer_is_refused_with_what_to_do() {
         shutdown_grace: std::time::Duration::from_secs(1),
         limits: Default::default(),
         tls: Default::default(),
+        telemetry: Default::default(),
+        replicas: Default::default(),
     };
     let error = match Application::build(&args).await {
         Ok(_) => panic!("an unmigrated database was accepted behind PgBouncer"),

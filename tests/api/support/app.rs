@@ -85,6 +85,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
         limits: Default::default(),
         tls: Default::default(),
         telemetry: Default::default(),
+        replicas: Default::default(),
     };
     configure(&mut args);
     let database_url = args.store.database_url.clone();

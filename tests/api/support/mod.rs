@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod raw;
 pub mod replica;
 pub mod requests;
+pub mod standby;
 pub mod storage;
 pub mod tools;
 pub mod wait;
