@@ -430,7 +430,7 @@ async fn lists_searches_filters_and_counts_run_on_the_standby_and_point_reads_on
     let body = scrape(app.metrics_addr.expect("metrics")).await;
     let name = format!(
         "kraiter_db_replica_usable{{replica=\"127.0.0.1:{}/kraiter\"}}",
-        pair.standby.port
+        pair.standby.port()
     );
     assert_eq!(try_sample(&body, &name), Some(1.0), "{body}");
 }
@@ -506,7 +506,7 @@ async fn a_stream_whose_standby_stops_finishes_from_the_primary_exactly_once() {
     let body = scrape(app.metrics_addr.expect("metrics")).await;
     let name = format!(
         "kraiter_db_replica_usable{{replica=\"127.0.0.1:{}/kraiter\"}}",
-        pair.standby.port
+        pair.standby.port()
     );
     assert_eq!(try_sample(&body, &name), Some(0.0), "{body}");
 
@@ -578,7 +578,7 @@ async fn a_standby_lagging_past_the_limit_is_skipped_until_it_catches_up() {
     let metrics = app.metrics_addr.expect("metrics");
     let usable = format!(
         "kraiter_db_replica_usable{{replica=\"127.0.0.1:{}/kraiter\"}}",
-        pair.standby.port
+        pair.standby.port()
     );
     eventually(PATIENCE, "the lagging standby skipped", || {
         let usable = usable.clone();
@@ -587,7 +587,7 @@ async fn a_standby_lagging_past_the_limit_is_skipped_until_it_catches_up() {
     .await;
     let lag = format!(
         "kraiter_db_replica_lag_seconds{{replica=\"127.0.0.1:{}/kraiter\"}}",
-        pair.standby.port
+        pair.standby.port()
     );
     let seconds = try_sample(&scrape(metrics).await, &lag).expect("a lag sample");
     assert!(seconds > 2.0, "lag past the limit: {seconds}");

@@ -1,5 +1,6 @@
 //! A PostgreSQL cluster of a test's own, on a fixed port and data directory, that
-//! the test can stop and start again (the shared one in `postgres.rs` must stay up).
+//! the test can stop and start again (the shared one in `postgres.rs` must stay up),
+//! or a hot standby of one (`standby_of`).
 //! As root, PostgreSQL runs as the `postgres` user. A watchdog removes it if the test
 //! process dies; dropping it stops it at once.
 
@@ -27,9 +28,42 @@ impl TestCluster {
 
     /// `start_new` with extra server settings (`name=value`).
     pub fn start_new_with(settings: &[&str]) -> Self {
+        let mut cluster = Self::prepared("kraiter-fault-pg-", settings);
+        cluster.sh(&format!(
+            "'{}' -D '{}' -U postgres --auth=trust --no-sync -E UTF8 --locale=C >'{}/initdb.log' 2>&1",
+            cluster.bin.join("initdb").display(),
+            cluster.data().display(),
+            cluster.dir.display()
+        ));
+        cluster.start_on_a_free_port();
+        psql(&cluster.url("postgres"), "CREATE DATABASE kraiter");
+        cluster
+    }
+
+    /// A hot standby of `primary`: `pg_basebackup -R` (streaming the primary's WAL
+    /// while it copies, `primary_conninfo` written for it), started with `settings`.
+    pub fn standby_of(primary: &TestCluster, settings: &[&str]) -> Self {
+        let mut settings = settings.to_vec();
+        settings.push("hot_standby=on");
+        let mut standby = Self::prepared("kraiter-standby-pg-", &settings);
+        standby.sh(&format!(
+            "'{}' -h 127.0.0.1 -p {} -U postgres -D '{}' -R -X stream -c fast \
+             >'{}/basebackup.log' 2>&1",
+            standby.bin.join("pg_basebackup").display(),
+            primary.port,
+            standby.data().display(),
+            standby.dir.display()
+        ));
+        standby.start_on_a_free_port();
+        standby
+    }
+
+    /// A data directory of its own (owned by `postgres` when run as root), removed
+    /// with its server by a watchdog if the test process dies.
+    fn prepared(prefix: &str, settings: &[&str]) -> Self {
         let bin = postgres_bin_dir();
         let dir = tempfile::Builder::new()
-            .prefix("kraiter-fault-pg-")
+            .prefix(prefix)
             .tempdir()
             .expect("create a temporary directory")
             .keep();
@@ -46,12 +80,6 @@ impl TestCluster {
             run_as,
             settings: settings.iter().map(|s| format!(" -c {s}")).collect(),
         };
-        cluster.sh(&format!(
-            "'{}' -D '{}' -U postgres --auth=trust --no-sync -E UTF8 --locale=C >'{}/initdb.log' 2>&1",
-            cluster.bin.join("initdb").display(),
-            cluster.data().display(),
-            cluster.dir.display()
-        ));
         spawn_watchdog(&format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
              {run_as}'{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
@@ -61,20 +89,25 @@ impl TestCluster {
             data = cluster.data().display(),
             dir = cluster.dir.display(),
         ));
-        let mut cluster = cluster;
-        // The port was free when picked, not necessarily when PostgreSQL binds it
-        // (another test's process may take it in between): pick another then.
+        cluster
+    }
+
+    /// The port was free when picked, not necessarily when PostgreSQL binds it
+    /// (another test's process may take it in between): pick another then.
+    fn start_on_a_free_port(&mut self) {
         for attempt in 1.. {
-            match cluster.try_start() {
+            match self.try_start() {
                 Ok(()) => break,
                 Err(log) if attempt < 5 && log.contains("Address already in use") => {
-                    cluster.port = free_port();
+                    self.port = free_port();
                 }
                 Err(log) => panic!("PostgreSQL did not start; server log:\n{log}"),
             }
         }
-        psql(&cluster.url("postgres"), "CREATE DATABASE kraiter");
-        cluster
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -124,8 +157,14 @@ impl TestCluster {
 
     fn sh(&self, command: &str) {
         let ok = self.sh_status(command);
-        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-        assert!(ok, "`{command}` failed; server log:\n{log}");
+        let log = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        assert!(
+            ok,
+            "`{command}` failed; initdb or base backup log:\n{}{}\nserver log:\n{}",
+            log("initdb.log"),
+            log("basebackup.log"),
+            log("server.log")
+        );
     }
 
     /// Whether `command` succeeded.

@@ -6,16 +6,11 @@
 //! them take `lock` in turn: one stops the standby, another pauses its replay, and
 //! each reads the statement counts of both servers.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use sqlx::Connection;
 
 use super::cluster::TestCluster;
-use super::postgres::{
-    chown_to_postgres, free_port, is_root, postgres_bin_dir, spawn_watchdog, wait_until_ready,
-};
 
 /// Settings both servers run with, so the standby records its statements too.
 pub const STATEMENT_STATS: &[&str] = &[
@@ -26,7 +21,7 @@ pub const STATEMENT_STATS: &[&str] = &[
 
 pub struct ReplicaPair {
     pub primary: TestCluster,
-    pub standby: Standby,
+    pub standby: TestCluster,
     /// Held by each test for its whole run.
     pub lock: tokio::sync::Mutex<()>,
 }
@@ -41,7 +36,7 @@ pub async fn replica_pair() -> &'static ReplicaPair {
 async fn start_pair() -> ReplicaPair {
     let made = tokio::task::spawn_blocking(|| {
         let primary = TestCluster::start_new_with(STATEMENT_STATS);
-        let standby = Standby::clone_of(&primary);
+        let standby = TestCluster::standby_of(&primary, STATEMENT_STATS);
         (primary, standby)
     })
     .await
@@ -92,127 +87,6 @@ pub async fn statement_calls(url: &str, parts: &[&str]) -> i64 {
         .filter(|(query, _)| parts.iter().all(|part| query.contains(part)))
         .map(|(_, calls)| calls)
         .sum()
-}
-
-pub struct Standby {
-    bin: PathBuf,
-    dir: PathBuf,
-    pub port: u16,
-    run_as: &'static str,
-}
-
-impl Standby {
-    /// `pg_basebackup -R` of `primary` (streaming its WAL while it copies), started
-    /// as a hot standby.
-    fn clone_of(primary: &TestCluster) -> Self {
-        let bin = postgres_bin_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("kraiter-standby-pg-")
-            .tempdir()
-            .expect("create a temporary directory")
-            .keep();
-        let run_as = if is_root() {
-            chown_to_postgres(&dir);
-            "runuser -u postgres -- "
-        } else {
-            ""
-        };
-        let primary_port = port_of(&primary.url("postgres"));
-        let standby = Self {
-            bin,
-            dir,
-            port: free_port(),
-            run_as,
-        };
-        standby.sh(&format!(
-            "'{}' -h 127.0.0.1 -p {primary_port} -U postgres -D '{}' -R -X stream -c fast \
-             >'{}/basebackup.log' 2>&1",
-            standby.bin.join("pg_basebackup").display(),
-            standby.data().display(),
-            standby.dir.display()
-        ));
-        spawn_watchdog(&format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             {run_as}'{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
-            pid = std::process::id(),
-            run_as = standby.run_as,
-            pg_ctl = standby.bin.join("pg_ctl").display(),
-            data = standby.data().display(),
-            dir = standby.dir.display(),
-        ));
-        standby.start();
-        standby
-    }
-
-    pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    /// Starts the standby and waits until it accepts connections (read-only).
-    pub fn start(&self) {
-        let stats: String = STATEMENT_STATS.iter().map(|s| format!(" -c {s}")).collect();
-        self.sh(&format!(
-            "'{pg_ctl}' -D '{data}' -l '{dir}/server.log' -w -t 60 \
-               -o \"-p {port} -k '{dir}' -c listen_addresses=127.0.0.1 -c fsync=off \
-                   -c max_connections=100 -c hot_standby=on{stats}\" start >/dev/null",
-            pg_ctl = self.bin.join("pg_ctl").display(),
-            data = self.data().display(),
-            dir = self.dir.display(),
-            port = self.port,
-        ));
-        wait_until_ready(&self.bin, self.port, &self.dir);
-    }
-
-    /// Stops the standby as an outage would: its sessions are cut (`-m fast`).
-    pub fn stop(&self) {
-        self.sh(&format!(
-            "'{}' -D '{}' -m fast -w -t 60 stop >/dev/null",
-            self.bin.join("pg_ctl").display(),
-            self.data().display()
-        ));
-    }
-
-    fn sh(&self, command: &str) {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{}{command}", self.run_as))
-            .status()
-            .expect("run a PostgreSQL command")
-            .success();
-        let log = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        assert!(
-            ok,
-            "`{command}` failed; base backup log:\n{}\nserver log:\n{}",
-            log("basebackup.log"),
-            log("server.log")
-        );
-    }
-}
-
-impl Drop for Standby {
-    fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{}'{}' -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
-                self.run_as,
-                self.bin.join("pg_ctl").display(),
-                self.data().display(),
-                self.dir.display()
-            ))
-            .status();
-    }
-}
-
-fn port_of(url: &str) -> u16 {
-    url.rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("a port in {url}"))
 }
 
 /// How long a test waits for the server's replica check to see a change.
