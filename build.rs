@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         "ListContactsResponse",
         "UpsertContactResponse",
         "BatchGetContactsResponse",
+        "ContactChange",
     ] {
         server = server.extern_path(
             format!(".kraiter.contacts.v1.{message}"),

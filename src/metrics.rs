@@ -195,6 +195,14 @@ pub fn record_stream_message(method: &'static str) {
         .inc();
 }
 
+/// `count` messages sent at once on a stream (a chunk of WatchContacts' changes).
+pub fn record_stream_messages(method: &'static str, count: u64) {
+    METRICS
+        .stream_messages
+        .get_or_create(&MethodLabels { method })
+        .inc_by(count);
+}
+
 /// The exposition text, with the pool gauges and the store's counters read from
 /// `store` now (the store keeps its own counts, so it needs nothing from here).
 pub fn render(store: &DynStore) -> String {

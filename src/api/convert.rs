@@ -54,6 +54,23 @@ pub(crate) fn contact_view(contact: ContactView) -> Result<wire::Contact, StoreE
     })
 }
 
+/// `contact_view` of a contact that stays where it is (a change of a batch that other
+/// watchers share): its text is transcoded from the borrow, not copied first.
+pub(crate) fn contact_view_ref(contact: &ContactView) -> Result<wire::Contact, StoreError> {
+    Ok(wire::Contact {
+        properties: Some(
+            wire::struct_from_json(contact.properties.as_str()).map_err(StoreError::internal)?,
+        ),
+        id: contact.id.as_str().to_owned(),
+        email: contact.email.as_str().to_owned(),
+        suppressed: contact.suppressed,
+        unsubscribed: contact.unsubscribed,
+        created_at: Some(timestamp(contact.created_at)),
+        updated_at: Some(timestamp(contact.updated_at)),
+        etag: Etag::of(contact.revision),
+    })
+}
+
 pub fn timeline_entry(entry: TimelineEntry) -> pb::TimelineEntry {
     pb::TimelineEntry {
         id: entry.id,

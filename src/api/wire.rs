@@ -75,6 +75,23 @@ pub struct ListContactsResponse {
     pub next_cursor: String,
 }
 
+/// `kraiter.contacts.v1.ContactChange` (WatchContacts' stream message).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContactChange {
+    #[prost(string, tag = "1")]
+    pub token: String,
+    #[prost(enumeration = "crate::api::pb::ContactChangeType", tag = "2")]
+    pub r#type: i32,
+    #[prost(string, tag = "3")]
+    pub contact_id: String,
+    #[prost(message, optional, tag = "4")]
+    pub contact: Option<Contact>,
+    #[prost(string, repeated, tag = "5")]
+    pub changed_fields: Vec<String>,
+    #[prost(message, optional, tag = "6")]
+    pub occurred_at: Option<prost_types::Timestamp>,
+}
+
 // Field numbers of google/protobuf/struct.proto.
 const STRUCT_FIELDS: u32 = 1;
 const ENTRY_KEY: u32 = 1;

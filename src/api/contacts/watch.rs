@@ -4,30 +4,68 @@
 //! rings (a commit here, or a NOTIFY from another replica) and otherwise polls
 //! slowly, so a lost wake-up only delays a change. It only reads: a slow client
 //! holds a bounded channel of changes and one batch, and no writer waits for it.
+//!
+//! Each change is encoded as ListContacts' pages are (`api::wire`: the stored JSON
+//! transcoded straight into the `Struct`'s bytes), and the changes of a batch go
+//! through the channel in chunks, so a backlog's replay costs one send and one
+//! wake-up per chunk rather than per change.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_core::Stream;
+use prost::Message;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::ContactsApi;
 use crate::api::cursors::ListCursors;
 use crate::api::stream::{Watcher, fail};
-use crate::api::{ApiError, Credentials, convert, handle_stream, pb};
+use crate::api::{ApiError, Credentials, convert, handle_stream, pb, wire};
 use crate::domain::{
-    ChangeKind, ChangePosition, ChangeRecord, CursorKind, Etag, TenantId, ValidationError,
-    WatchStart,
+    ChangeKind, ChangePosition, ChangeRecord, CursorKind, TenantId, ValidationError, WatchStart,
 };
 use crate::store::{ChangeBatch, DynStore, SharedBatch, StoreError};
 
-pub type WatchStream = ReceiverStream<Result<pb::ContactChange, Status>>;
+/// What the feed's task hands the stream: a chunk of changes, in order, or the
+/// status that ends the stream.
+type Chunk = Result<Vec<wire::ContactChange>, Status>;
+
+/// WatchContacts' stream: the chunks the feed sends, handed to tonic one change at a
+/// time (tonic packs the ones that are ready into one HTTP/2 write).
+pub struct WatchStream {
+    rx: mpsc::Receiver<Chunk>,
+    chunk: std::vec::IntoIter<wire::ContactChange>,
+}
+
+impl Stream for WatchStream {
+    type Item = Result<wire::ContactChange, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(change) = this.chunk.next() {
+                return Poll::Ready(Some(Ok(change)));
+            }
+            match ready!(this.rx.poll_recv(cx)) {
+                Some(Ok(chunk)) => this.chunk = chunk.into_iter(),
+                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
 
 /// Changes one read of the outbox takes at most.
 const BATCH: u32 = 100;
-/// Changes waiting for a slow client, beyond the batch being sent.
-const BUFFER: usize = 16;
+/// A chunk is sent once its changes take this many bytes encoded (or at the end of
+/// its batch), so a chunk of large contacts holds this plus one change at most.
+const CHUNK_BYTES: usize = 64 << 10;
+/// Chunks waiting for a slow client, beyond the one it is reading and the batch
+/// being sent.
+const BUFFER: usize = 2;
 /// How long a watcher waits for a wake-up before it reads again anyway.
 const POLL: Duration = Duration::from_secs(1);
 /// How soon it reads again while committed changes wait above the horizon.
@@ -83,7 +121,7 @@ pub(super) async fn watch_contacts(
                 }
                 None => api.store.change_start(&tenant, start).await?,
             };
-            let (tx, rx) = mpsc::channel(BUFFER);
+            let (tx, rx) = mpsc::channel::<Chunk>(BUFFER);
             let feed = Feed {
                 store: api.store.clone(),
                 tenant,
@@ -95,7 +133,10 @@ pub(super) async fn watch_contacts(
             };
             let span = tracing::Span::current();
             tokio::spawn(tracing::Instrument::instrument(feed.run(watcher, tx), span));
-            Ok(ReceiverStream::new(rx))
+            Ok(WatchStream {
+                rx,
+                chunk: Vec::new().into_iter(),
+            })
         },
     )
     .await
@@ -152,11 +193,7 @@ impl Feed {
     /// Sends changes until the client goes away, `max_changes` are sent, or
     /// something fails (the database, a revoked key, an expired position); holds
     /// the watch's place until then.
-    async fn run(
-        mut self,
-        mut watcher: Watcher,
-        tx: mpsc::Sender<Result<pb::ContactChange, Status>>,
-    ) {
+    async fn run(mut self, mut watcher: Watcher, tx: mpsc::Sender<Chunk>) {
         let mut rings = self.store.change_bell().subscribe(&self.tenant);
         let mut ahead: Option<ReadAhead> = None;
         loop {
@@ -196,27 +233,39 @@ impl Feed {
                 rings.borrow_and_update();
                 ahead = Some(ReadAhead::start(&self, last.position));
             }
-            for change in batch.changes.iter().cloned() {
-                if let Err(err) = watcher.check_key().await {
+            let mut chunk = Vec::new();
+            let mut chunk_bytes = 0;
+            for change in &batch.changes {
+                if chunk.is_empty()
+                    && let Err(err) = watcher.check_key().await
+                {
                     return fail(&tx, err).await;
                 }
-                let position = change.position;
                 let message = match self.message(change) {
                     Ok(message) => message,
-                    Err(err) => return fail(&tx, err).await,
-                };
-                if tx.send(Ok(message)).await.is_err() {
-                    return;
-                }
-                crate::metrics::record_stream_message("WatchContacts");
-                self.position = position;
-                self.follow_purge = false;
-                if let Some(left) = self.left.as_mut() {
-                    *left -= 1;
-                    if *left == 0 {
+                    Err(err) => {
+                        // What was encoded before it still goes out, then the error.
+                        if self.send(&tx, chunk).await {
+                            fail(&tx, err).await;
+                        }
                         return;
                     }
+                };
+                chunk_bytes += message.encoded_len();
+                chunk.push((change.position, message));
+                let done = self.left.as_mut().is_some_and(|left| {
+                    *left -= 1;
+                    *left == 0
+                });
+                if done || chunk_bytes >= CHUNK_BYTES {
+                    if !self.send(&tx, std::mem::take(&mut chunk)).await || done {
+                        return;
+                    }
+                    chunk_bytes = 0;
                 }
+            }
+            if !self.send(&tx, chunk).await {
+                return;
             }
             if full {
                 continue;
@@ -257,39 +306,58 @@ impl Feed {
             .await
     }
 
-    fn message(&self, change: ChangeRecord) -> Result<pb::ContactChange, ApiError> {
-        let kind = match change.kind {
-            ChangeKind::Created => pb::ContactChangeType::Created,
-            ChangeKind::Updated => pb::ContactChangeType::Updated,
-            ChangeKind::Deleted => pb::ContactChangeType::Deleted,
-            ChangeKind::Suppressed => pb::ContactChangeType::Suppressed,
-            ChangeKind::Unsubscribed => pb::ContactChangeType::Unsubscribed,
+    /// Sends a chunk (of the changes read and their positions), and moves this
+    /// watch's position past it; false when the client has gone.
+    async fn send(
+        &mut self,
+        tx: &mpsc::Sender<Chunk>,
+        chunk: Vec<(ChangePosition, wire::ContactChange)>,
+    ) -> bool {
+        let Some(&(last, _)) = chunk.last() else {
+            return true;
         };
-        let contact = match change.contact {
-            None => None,
-            Some(view) => {
-                let properties: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(view.properties.as_str()).map_err(StoreError::internal)?;
-                Some(pb::Contact {
-                    properties: Some(convert::to_struct(properties)),
-                    id: view.id.into_string(),
-                    email: view.email.into_string(),
-                    suppressed: view.suppressed,
-                    unsubscribed: view.unsubscribed,
-                    created_at: Some(convert::timestamp(view.created_at)),
-                    updated_at: Some(convert::timestamp(view.updated_at)),
-                    etag: Etag::of(view.revision),
-                })
-            }
-        };
-        Ok(pb::ContactChange {
-            token: self.tokens.next(Some(change.position.encode())),
-            r#type: kind as i32,
-            contact_id: change.contact_id.into_string(),
-            contact,
-            changed_fields: change.changed_fields,
-            occurred_at: Some(convert::timestamp(change.occurred_at)),
-        })
+        let count = chunk.len() as u64;
+        let messages = chunk.into_iter().map(|(_, message)| message).collect();
+        if tx.send(Ok(messages)).await.is_err() {
+            return false;
+        }
+        crate::metrics::record_stream_messages("WatchContacts", count);
+        self.position = last;
+        self.follow_purge = false;
+        true
+    }
+
+    fn message(&self, change: &ChangeRecord) -> Result<wire::ContactChange, ApiError> {
+        let token = self.tokens.next(Some(change.position.encode()));
+        change_message(change, token)
+    }
+}
+
+/// The stream's message of a change: the contact's stored JSON goes straight to the
+/// wire, as ListContacts' contacts do.
+fn change_message(change: &ChangeRecord, token: String) -> Result<wire::ContactChange, ApiError> {
+    let contact = change
+        .contact
+        .as_ref()
+        .map(convert::contact_view_ref)
+        .transpose()?;
+    Ok(wire::ContactChange {
+        token,
+        r#type: change_type(change.kind) as i32,
+        contact_id: change.contact_id.as_str().to_owned(),
+        contact,
+        changed_fields: change.changed_fields.clone(),
+        occurred_at: Some(convert::timestamp(change.occurred_at)),
+    })
+}
+
+fn change_type(kind: ChangeKind) -> pb::ContactChangeType {
+    match kind {
+        ChangeKind::Created => pb::ContactChangeType::Created,
+        ChangeKind::Updated => pb::ContactChangeType::Updated,
+        ChangeKind::Deleted => pb::ContactChangeType::Deleted,
+        ChangeKind::Suppressed => pb::ContactChangeType::Suppressed,
+        ChangeKind::Unsubscribed => pb::ContactChangeType::Unsubscribed,
     }
 }
 
@@ -323,4 +391,103 @@ fn text_bytes(changes: &[ChangeRecord]) -> usize {
         .filter_map(|change| change.contact.as_ref())
         .map(|contact| contact.properties.as_str().len() + contact.email.as_str().len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::domain::{ContactId, ContactView, Email, Etag, PropertiesJson};
+
+    /// The message as the generated types build it (the stored JSON parsed into a
+    /// `Struct` tree), as the feed sent it before it used `wire`.
+    fn generated(change: &ChangeRecord, token: String) -> pb::ContactChange {
+        let contact = change.contact.as_ref().map(|view| {
+            let properties: Map<String, Value> =
+                serde_json::from_str(view.properties.as_str()).expect("an object");
+            pb::Contact {
+                properties: Some(convert::to_struct(properties)),
+                id: view.id.as_str().to_owned(),
+                email: view.email.as_str().to_owned(),
+                suppressed: view.suppressed,
+                unsubscribed: view.unsubscribed,
+                created_at: Some(convert::timestamp(view.created_at)),
+                updated_at: Some(convert::timestamp(view.updated_at)),
+                etag: Etag::of(view.revision),
+            }
+        });
+        pb::ContactChange {
+            token,
+            r#type: change_type(change.kind) as i32,
+            contact_id: change.contact_id.as_str().to_owned(),
+            contact,
+            changed_fields: change.changed_fields.clone(),
+            occurred_at: Some(convert::timestamp(change.occurred_at)),
+        }
+    }
+
+    fn change(kind: ChangeKind, properties: Option<Value>, fields: &[&str]) -> ChangeRecord {
+        let id = ContactId::from_trusted("con_01hzx3k9q2w8e7r6t5y4u3i2o1".into());
+        let at = |s: i64| Utc.timestamp_opt(1_780_000_000 + s, 123_456_789).unwrap();
+        ChangeRecord {
+            position: ChangePosition { xid: 9, seq: 41 },
+            kind,
+            contact_id: id.clone(),
+            contact: properties.map(|properties| ContactView {
+                id,
+                email: Email::from_trusted("zoë@example.com".into()),
+                properties: PropertiesJson::from_trusted(properties.to_string()),
+                suppressed: kind == ChangeKind::Suppressed,
+                unsubscribed: kind == ChangeKind::Unsubscribed,
+                created_at: at(0),
+                updated_at: at(7),
+                revision: 3,
+            }),
+            changed_fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+            occurred_at: at(7),
+        }
+    }
+
+    #[test]
+    fn a_change_reads_back_as_the_generated_contact_change() {
+        let props = json!({"plan": "pro", "seats": 12, "ratio": -0.25, "beta": true,
+            "gone": null, "tags": ["a", {"b": [1, "é\n"]}], "long": "x".repeat(300), "o": {}});
+        let changes = [
+            change(
+                ChangeKind::Created,
+                Some(props.clone()),
+                &["email", "properties.plan"],
+            ),
+            change(ChangeKind::Updated, Some(json!({})), &["properties.seats"]),
+            change(ChangeKind::Suppressed, Some(props), &["suppressed"]),
+            change(
+                ChangeKind::Unsubscribed,
+                Some(json!({"k": 1})),
+                &["unsubscribed"],
+            ),
+            change(ChangeKind::Deleted, None, &[]),
+        ];
+        for change in &changes {
+            let token = format!("token-of-{}", change.position.encode());
+            let wire = change_message(change, token.clone()).expect("encodes");
+            let decoded = pb::ContactChange::decode(wire.encode_to_vec().as_slice())
+                .expect("decodes as the real ContactChange");
+            assert_eq!(decoded, generated(change, token), "{:?}", change.kind);
+            assert_eq!(
+                decoded.contact.is_none(),
+                change.kind == ChangeKind::Deleted
+            );
+        }
+    }
+
+    #[test]
+    fn stored_text_that_is_not_an_object_fails_the_change() {
+        let mut bad = change(ChangeKind::Created, Some(json!({})), &[]);
+        if let Some(view) = bad.contact.as_mut() {
+            view.properties = PropertiesJson::from_trusted("[1]".into());
+        }
+        assert!(change_message(&bad, String::new()).is_err());
+    }
 }

@@ -11,8 +11,8 @@ use prost_types::field_descriptor_proto::Type;
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorSet};
 
 use super::{
-    BatchGetContactsResponse, Contact, GetContactByEmailResponse, ListContactsResponse,
-    UpsertContactResponse,
+    BatchGetContactsResponse, Contact, ContactChange, GetContactByEmailResponse,
+    ListContactsResponse, UpsertContactResponse,
 };
 use crate::api::pb;
 
@@ -213,6 +213,7 @@ fn every_mirrored_message_carries_every_field_of_the_contract() {
                 pb::BatchGetContactsResponse,
                 BatchGetContactsResponse,
             >(&messages, name),
+            "ContactChange" => assert_mirrors::<pb::ContactChange, ContactChange>(&messages, name),
             other => panic!("build.rs mirrors `{other}`: check it here too"),
         }
     }

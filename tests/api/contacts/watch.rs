@@ -617,8 +617,8 @@ async fn concurrent_writers_and_a_held_transaction_never_reorder_the_feed() {
 }
 
 /// A watcher that stops reading holds bounded server memory: the server reads the
-/// outbox 100 changes at a time and keeps at most 16 for the client, and HTTP/2 flow
-/// control stops it sending. (On PostgreSQL this test found the feed skipping
+/// outbox 100 changes at a time and keeps at most two chunks of them (64 KiB encoded,
+/// plus one change, each) for the client, and HTTP/2 flow control stops it sending. (On PostgreSQL this test found the feed skipping
 /// changes once transaction ids gained a digit: its batch was sorted by the id as
 /// text; then every change must still arrive.) 600 changes carrying contacts of ~48 KB (~29 MB) stand
 /// behind a watcher that took one and paused; measured on the real binary.
