@@ -137,7 +137,7 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
          one at a time), {} rounds of {:?} per arm, alternating which goes first. Two \
          release servers (default flags) on one PostgreSQL behind nginx \
          (`deploy/nginx.conf` as the balancer test renders it: `grpc_pass` to an upstream of \
-         both, `keepalive 16`, one worker); the direct arm reaches the first of them without \
+         both, one worker); the direct arm reaches the first of them without \
          nginx. Server CPU is both replicas' for the nginx arm. All processes share this \
          machine's cores, nginx's included.\n",
         std::env::args().collect::<Vec<_>>().join(" "),
