@@ -20,6 +20,7 @@ mod flood;
 mod import;
 mod load;
 mod measures;
+mod nginx;
 mod pgbouncer;
 mod process;
 mod replica;
@@ -110,6 +111,12 @@ struct Args {
     /// (`--database-read-url`) against COPY TO on the standby; prints its section.
     #[arg(long)]
     replica_export: bool,
+    /// Only the load-balancer comparison (issue 18): GetContact and the full
+    /// ListContacts stream through nginx (`deploy/nginx.conf`) in front of two
+    /// replicas on one PostgreSQL, against one replica directly, in alternating
+    /// rounds; prints its BENCHMARKS.md section.
+    #[arg(long)]
+    nginx: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +207,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cancel: None,
         sqlite: None,
     };
+
+    if args.nginx {
+        let pg = cluster::start(&setup.work_dir, args.database_url.as_deref())?;
+        let section = nginx::run(&setup, &pg).await?;
+        println!("{section}");
+        return Ok(());
+    }
 
     if args.pgbouncer {
         let pg = cluster::start(&setup.work_dir, args.database_url.as_deref())?;
