@@ -174,7 +174,10 @@ impl SharedReads {
                     flights.retain(|_, f| f.read.strong_count().unwrap_or(0) > 1);
                     let id = self.next.fetch_add(1, Ordering::Relaxed);
                     let (reads, done_key, statement) = (Arc::downgrade(self), key.clone(), start());
-                    let read = async move {
+                    // A task of its own drives the statement to its end: a flight driven
+                    // by its waiters stalls when they all go away mid-statement, holding
+                    // its connection, and a later watcher joining it waited forever.
+                    let flight = tokio::spawn(async move {
                         let batch = statement.await.ok().map(Arc::new);
                         if let Some(reads) = reads.upgrade() {
                             let mut flights = lock(&reads.flights);
@@ -183,9 +186,8 @@ impl SharedReads {
                             }
                         }
                         batch
-                    }
-                    .boxed()
-                    .shared();
+                    });
+                    let read = async move { flight.await.ok().flatten() }.boxed().shared();
                     flights.insert(
                         key,
                         Flight {
