@@ -4,7 +4,6 @@
 //! streams never read again and an update blocked in the database; nothing
 //! acknowledged is lost, and the key is in none of the debug-level logs.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use crate::conformance;
 use crate::support::locks::{self, WriteLock};
 use crate::support::metrics::{sample, scrape};
 use crate::support::postgres::free_port;
+use crate::support::replica::announced;
 use crate::support::wait::{PATIENCE, eventually};
 use crate::support::{Backend, props, spawn_app};
 
@@ -58,27 +58,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let stderr = child.stderr.take().expect("stderr");
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let logs = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("\"listening\"") {
-                    let value: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                    let _ = addr_tx.send(value["addr"].as_str().expect("addr").to_owned());
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|err| {
-                let exit = child.try_wait();
-                panic!("the server announces its address ({err}); exit {exit:?}")
-            })
-            .parse()
-            .expect("a socket address");
+        let (addr, logs) = announced(&mut child, Duration::from_secs(30));
         Server {
             child,
             addr,

@@ -4,7 +4,6 @@
 //! of its server span; the span names the method, the tenant and the gRPC code, and
 //! nothing of the key, an email or a property value. SIGTERM flushes what is queued.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,6 +24,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::conformance;
+use crate::support::replica::announced;
 use crate::support::{Backend, props, spawn_app, unique_tenant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kraiter-contacts");
@@ -140,25 +140,7 @@ async fn traceparent_parents_the_exported_call_span(backend: Backend) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let logs = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("\"listening\"") {
-                let value: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                let _ = addr_tx.send(value["addr"].as_str().expect("addr").to_owned());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|err| {
-            let _ = child.kill();
-            panic!("the server announces its address ({err})")
-        });
+    let (addr, logs) = announced(&mut child, Duration::from_secs(30));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()

@@ -16,7 +16,7 @@ pub struct Replica {
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
     /// Drains stderr so the process never blocks on a full pipe.
-    _logs: std::thread::JoinHandle<()>,
+    _logs: std::thread::JoinHandle<Vec<String>>,
 }
 
 impl Replica {
@@ -32,24 +32,7 @@ impl Replica {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let stderr = child.stderr.take().expect("stderr");
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let logs = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("\"listening\"") {
-                    let value: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                    let _ = addr_tx.send(value["addr"].as_str().expect("addr").to_owned());
-                }
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|err| {
-                let exit = child.try_wait();
-                panic!("the server announces its address ({err}); exit {exit:?}")
-            })
-            .parse()
-            .expect("a socket address");
+        let (addr, logs) = announced(&mut child, Duration::from_secs(60));
         Self {
             child,
             addr,
@@ -97,4 +80,36 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A server started with `--log-format json` and its stderr piped: the address its
+/// `listening` line announces (waiting at most `wait`), and its log lines, read until
+/// the process closes stderr (so it never blocks on a full pipe).
+pub fn announced(
+    child: &mut Child,
+    wait: Duration,
+) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let logs = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("\"listening\"") {
+                let value: serde_json::Value = serde_json::from_str(&line).expect("json log");
+                let _ = addr_tx.send(value["addr"].as_str().expect("addr").to_owned());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = addr_rx
+        .recv_timeout(wait)
+        .unwrap_or_else(|err| {
+            let exit = child.try_wait();
+            let _ = child.kill();
+            panic!("the server announces its address ({err}); exit {exit:?}")
+        })
+        .parse()
+        .expect("a socket address");
+    (addr, logs)
 }
