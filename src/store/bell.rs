@@ -271,6 +271,73 @@ mod tests {
         assert!(lock(&reads.flights).is_empty(), "no read is kept once done");
     }
 
+    /// A flight whose every waiter left mid-statement still runs to its end (its
+    /// connection goes back to the pool) and leaves the map; a reader that comes later
+    /// starts a read of its own instead of waiting on a flight nobody drives.
+    #[tokio::test]
+    async fn a_flight_every_waiter_left_runs_to_its_end_and_is_forgotten() {
+        use std::sync::atomic::AtomicUsize;
+        let reads = Arc::new(SharedReads::default());
+        let (started, finished) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let start = || {
+            let (started, finished, mut gate) = (started.clone(), finished.clone(), gate.clone());
+            move || -> BoxFuture<'static, StoreResult<ChangeBatch>> {
+                started.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok(ChangeBatch::default())
+                })
+            }
+        };
+        let key: ReadKey = (
+            TenantId::parse("a").expect("valid"),
+            ChangePosition::START,
+            vec![],
+            100,
+        );
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let (reads, key, start) = (reads.clone(), key.clone(), start());
+                tokio::spawn(async move { reads.read(key, 1, 1, start).await })
+            })
+            .collect();
+        while started.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Every waiter goes away mid-statement (a watcher dropped by its client).
+        for waiter in &waiters {
+            waiter.abort();
+        }
+        for waiter in waiters {
+            assert!(waiter.await.expect_err("aborted").is_cancelled());
+        }
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "the three shared one read"
+        );
+        release.send(true).expect("gate");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while finished.load(Ordering::SeqCst) == 0 || !lock(&reads.flights).is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a flight nobody waits for must still finish and leave the map"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // A later reader at the same position gets an answer from a read of its own.
+        let later = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            reads.read(key, 1, 2, start()),
+        )
+        .await
+        .expect("a later reader is answered");
+        assert!(later.is_some());
+        assert_eq!(started.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn a_ring_wakes_the_tenants_watchers_and_is_queued_once_for_the_remote() {
         let bell = ChangeBell::with_remote();
