@@ -2,8 +2,8 @@ use kraiter_contacts::api::pb;
 use serde_json::json;
 use tonic::Code;
 
-use crate::conformance;
 use crate::support::{Backend, assert_status, create, props, spawn_app, timeline};
+use crate::{conformance, replicated};
 
 async fn timeline_records_creation_and_each_change_with_before_and_after(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -228,4 +228,10 @@ conformance!(
     timeline_records_creation_and_each_change_with_before_and_after,
     timeline_pages_in_both_orders_and_filters_by_type,
     timeline_of_unknown_contact_is_not_found_and_bad_types_invalid,
+);
+// Not the unknown-contact test: it reads nothing a replica would serve.
+replicated!(
+    a_timeline_of_large_entries_streams_every_entry_once,
+    timeline_records_creation_and_each_change_with_before_and_after,
+    timeline_pages_in_both_orders_and_filters_by_type,
 );

@@ -88,6 +88,9 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
         replicas: Default::default(),
     };
     configure(&mut args);
+    if backend == Backend::Postgres && super::replica_reads::active() {
+        super::replica_reads::route(&mut args).await;
+    }
     let database_url = args.store.database_url.clone();
     if backend == Backend::Postgres && super::pgbouncer::active() {
         super::pgbouncer::route(&mut args).await;
@@ -287,6 +290,26 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+/// For the list, search, filter and timeline suites: each test a fourth time, as
+/// `replica::<name>`, with its servers' streamed reads and counts on a hot standby
+/// (`support::replica_reads`). Next to `conformance!`, which gives the other three.
+#[macro_export]
+macro_rules! replicated {
+    ($($name:ident),* $(,)?) => {
+        mod replica {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    $crate::support::replica_reads::scope(
+                        super::$name($crate::support::Backend::Postgres),
+                    )
+                    .await
                 }
             )*
         }

@@ -15,6 +15,7 @@ pub mod pgbouncer;
 pub mod postgres;
 pub mod raw;
 pub mod replica;
+pub mod replica_reads;
 pub mod requests;
 pub mod standby;
 pub mod storage;

@@ -176,7 +176,16 @@ pub fn wait_until_ready(bin: &Path, port: u16, dir: &Path) {
 
 pub fn psql(url: &str, sql: &str) {
     let out = Command::new("psql")
-        .args(["-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .args([
+            "-q",
+            "-o",
+            "/dev/null",
+            "-v",
+            "ON_ERROR_STOP=1",
+            url,
+            "-c",
+            sql,
+        ])
         .output()
         .expect("run psql");
     assert!(
