@@ -88,18 +88,7 @@ fn fresh_database_in(admin_url: &str, bin: PathBuf, work_dir: &Path) -> anyhow::
 fn throwaway_cluster(bin: PathBuf, work_dir: &Path) -> anyhow::Result<Postgres> {
     let dir = work_dir.join("pg");
     std::fs::create_dir_all(&dir)?;
-    let run_as = if is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()?;
-        if !status.success() {
-            bail!("running as root needs a `postgres` user to run PostgreSQL as");
-        }
-        "runuser -u postgres -- "
-    } else {
-        ""
-    };
+    let run_as = run_as_postgres(&dir, "PostgreSQL")?;
     let data = dir.join("data");
     let status = Command::new("sh")
         .arg("-c")
@@ -183,6 +172,22 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// PostgreSQL and PgBouncer refuse to run as root: when this process is root, gives
+/// `dir` to the `postgres` user and returns the prefix that runs a command as it.
+pub fn run_as_postgres(dir: &Path, what: &str) -> anyhow::Result<&'static str> {
+    if !is_root() {
+        return Ok("");
+    }
+    let status = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status()?;
+    if !status.success() {
+        bail!("running as root needs a `postgres` user to run {what} as");
+    }
+    Ok("runuser -u postgres -- ")
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -190,7 +195,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 // The watchdog must outlive this process, so it is deliberately never waited for.
 #[allow(clippy::zombie_processes)]
-fn spawn_watchdog(script: &str) -> anyhow::Result<()> {
+pub fn spawn_watchdog(script: &str) -> anyhow::Result<()> {
     Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -202,7 +207,7 @@ fn spawn_watchdog(script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_until_ready(bin: &Path, port: u16, dir: &Path) -> anyhow::Result<()> {
+pub fn wait_until_ready(bin: &Path, port: u16, dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = Command::new(bin.join("pg_isready"))

@@ -9,6 +9,7 @@
 //! `--quick` for a CI-sized run).
 #![forbid(unsafe_code)]
 
+mod arms;
 mod baseline;
 mod cancel;
 mod cluster;

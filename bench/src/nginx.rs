@@ -5,7 +5,6 @@
 //! BENCHMARKS.md ("nginx in front of two replicas (issue 18)").
 
 use std::fmt::Write as _;
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
 use super::*;
@@ -66,13 +65,8 @@ impl Nginx {
             .spawn()
             .context("start nginx")?;
         let listen = format!("127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&listen).is_err() {
-            if std::time::Instant::now() > deadline {
-                bail!("nginx did not start; see {}", prefix.display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        arms::wait_for_port(&listen, Duration::from_secs(20), "nginx")
+            .with_context(|| format!("see {}", prefix.display()))?;
         Ok(Nginx {
             child,
             addr: format!("http://{listen}"),
@@ -92,24 +86,9 @@ impl Drop for Nginx {
     }
 }
 
-/// One arm's rounds, with the CPU `Watch` cannot see (the second replica, nginx).
-#[derive(Default)]
-struct Arm {
-    measured: Vec<load::Measured>,
-    other_replica_cpu: Duration,
-    nginx_cpu: Duration,
-}
-
 pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result<String> {
     eprintln!("== nginx (issue 18): PostgreSQL at {}", pg.url);
-    let key = create_key(setup, &pg.url, "bench")?;
-    let data = Arc::new(Dataset::new(TenantId::parse("bench")?, setup.contacts));
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&pg.url)
-        .await?;
-    eprintln!("   seeding {} contacts", setup.contacts);
-    seed::postgres(&pool, data.clone(), 2).await?;
+    let (key, data, pool) = arms::seeded_tenant(setup, &pg.url).await?;
     drop(pool);
     let first = start_server(setup, &pg.url, "replica-a").await?;
     let second = start_server(setup, &pg.url, "replica-b").await?;
@@ -128,6 +107,11 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
     };
     let tick = 1.0 / process::clock_ticks();
     let ticks = |n: u64| Duration::from_secs_f64(n as f64 * tick);
+    // Both arms charge the first replica's CPU; the nginx arm adds the second's.
+    let watch = Watch {
+        server: Some(first.pid()),
+        postgres: pg.postmaster_pid(),
+    };
 
     let mut section = String::new();
     writeln!(section, "## nginx in front of two replicas (issue 18)\n")?;
@@ -156,41 +140,32 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
         if !wanted(setup, scenario) {
             continue;
         }
-        let mut ratios = Vec::new();
-        let mut arms: [Arm; 2] = Default::default();
-        for round in 0..setup.rounds {
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for arm in order {
-                let clients = if arm == 0 { &direct } else { &balanced };
-                let watch = Watch {
-                    server: Some(first.pid()),
-                    postgres: pg.postmaster_pid(),
-                };
-                let before = (process::cpu_ticks(second.pid()), nginx.cpu_ticks());
-                let measured = scenarios::run(scenario, clients, plan, watch, &data).await;
-                let after = (process::cpu_ticks(second.pid()), nginx.cpu_ticks());
-                arms[arm].other_replica_cpu += ticks(after.0.saturating_sub(before.0));
-                arms[arm].nginx_cpu += ticks(after.1.saturating_sub(before.1));
-                eprintln!(
-                    "   {:<45} {:<6} {:>9.0}/s  errors {}{}",
-                    scenario.name(),
-                    if arm == 0 { "direct" } else { "nginx" },
-                    rate(scenario, &measured),
-                    measured.errors,
-                    measured
-                        .first_error
-                        .as_deref()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default(),
-                );
-                arms[arm].measured.push(measured);
+        let arms = [
+            arms::Arm {
+                name: "direct",
+                clients: &direct,
+                watch,
+            },
+            arms::Arm {
+                name: "nginx",
+                clients: &balanced,
+                watch,
+            },
+        ];
+        // The CPU `Watch` cannot see, per arm: the second replica's and nginx's.
+        let mut other_cpu = [(0u64, 0u64); 2];
+        let mut before = (0, 0);
+        let results = arms::alternate(scenario, &arms, setup.rounds, plan, &data, |arm, after| {
+            let now = (process::cpu_ticks(second.pid()), nginx.cpu_ticks());
+            if after {
+                other_cpu[arm].0 += now.0.saturating_sub(before.0);
+                other_cpu[arm].1 += now.1.saturating_sub(before.1);
             }
-            let last = |arm: usize| rate(scenario, arms[arm].measured.last().expect("measured"));
-            ratios.push(last(1) / last(0));
-        }
-        ratios.sort_by(f64::total_cmp);
-        let direct_m = load::Measured::merge(&arms[0].measured);
-        let nginx_m = load::Measured::merge(&arms[1].measured);
+            before = now;
+        })
+        .await;
+        let direct_m = load::Measured::merge(&results[0]);
+        let nginx_m = load::Measured::merge(&results[1]);
         let (unit, per) = if scenario.is_full_list() {
             ("rows/s", "µs/1,000 rows")
         } else {
@@ -210,16 +185,16 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
             section,
             "| {} | {:.0} {unit} | {:.0} {unit} | {:.2} | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.0} / {:.0} {per} | {:.0} {per} | {} / {} |",
             scenario.name(),
-            rate(scenario, &direct_m),
-            rate(scenario, &nginx_m),
-            ratios[ratios.len() / 2],
+            arms::rate(scenario, &direct_m),
+            arms::rate(scenario, &nginx_m),
+            arms::median_ratio(scenario, &results, 1),
             ms(&direct_m, 0.5),
             ms(&nginx_m, 0.5),
             ms(&direct_m, 0.99),
             ms(&nginx_m, 0.99),
             cost(direct_m.server_cpu, &direct_m),
-            cost(nginx_m.server_cpu + arms[1].other_replica_cpu, &nginx_m),
-            cost(arms[1].nginx_cpu, &nginx_m),
+            cost(nginx_m.server_cpu + ticks(other_cpu[1].0), &nginx_m),
+            cost(ticks(other_cpu[1].1), &nginx_m),
             direct_m.errors,
             nginx_m.errors,
         )?;
@@ -234,14 +209,6 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
         }
     }
     Ok(section)
-}
-
-fn rate(scenario: Scenario, measured: &load::Measured) -> f64 {
-    if scenario.is_full_list() {
-        measured.items_per_sec()
-    } else {
-        measured.throughput()
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@
 //! 18)").
 
 use std::fmt::Write as _;
-use std::net::TcpStream;
 use std::process::Command;
 
 use super::*;
@@ -55,18 +54,7 @@ fn start_pgbouncer(pg: &cluster::Postgres, work_dir: &Path) -> anyhow::Result<St
         format!("\"{}\" \"{password}\"\n", pg.user),
     )?;
     // PgBouncer refuses to run as root.
-    let run_as = if cluster::is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()?;
-        if !status.success() {
-            bail!("running as root needs a `postgres` user to run PgBouncer as");
-        }
-        "runuser -u postgres -- "
-    } else {
-        ""
-    };
+    let run_as = cluster::run_as_postgres(&dir, "PgBouncer")?;
     let script = format!(
         "{run_as}'{binary}' '{dir}/pgbouncer.ini' >'{dir}/stdout.log' 2>&1 & \
          while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
@@ -84,13 +72,8 @@ fn start_pgbouncer(pg: &cluster::Postgres, work_dir: &Path) -> anyhow::Result<St
         .spawn()
         .context("spawn the PgBouncer watchdog")?;
     let listen = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(&listen).is_err() {
-        if std::time::Instant::now() > deadline {
-            bail!("PgBouncer did not start; see {}", dir.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    arms::wait_for_port(&listen, Duration::from_secs(30), "PgBouncer")
+        .with_context(|| format!("see {}", dir.display()))?;
     let at = format!("@{}:{}/", pg.host, pg.port);
     if !pg.url.contains(&at) {
         bail!("cannot point {} at PgBouncer", pg.url);
@@ -100,14 +83,7 @@ fn start_pgbouncer(pg: &cluster::Postgres, work_dir: &Path) -> anyhow::Result<St
 
 pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result<String> {
     eprintln!("== PgBouncer (issue 18): PostgreSQL at {}", pg.url);
-    let key = create_key(setup, &pg.url, "bench")?;
-    let data = Arc::new(Dataset::new(TenantId::parse("bench")?, setup.contacts));
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&pg.url)
-        .await?;
-    eprintln!("   seeding {} contacts", setup.contacts);
-    seed::postgres(&pool, data.clone(), 2).await?;
+    let (key, data, pool) = arms::seeded_tenant(setup, &pg.url).await?;
     drop(pool);
     let pooled_url = start_pgbouncer(pg, &setup.work_dir)?;
     let pool_size = POOL_SIZE.to_string();
@@ -144,15 +120,27 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
         ],
     )
     .await?;
-    let arms = [
+    let servers = [
         ("direct", &direct),
         ("PgBouncer", &pooled),
         ("mode only", &mode_only),
     ];
     let mut clients = Vec::new();
-    for (_, server) in arms {
+    for (_, server) in servers {
         clients.push(load::connect(&server.addr(), &key, setup.connections).await?);
     }
+    let arms: Vec<arms::Arm> = servers
+        .iter()
+        .zip(&clients)
+        .map(|((name, server), clients)| arms::Arm {
+            name,
+            clients,
+            watch: Watch {
+                server: Some(server.pid()),
+                postgres: pg.postmaster_pid(),
+            },
+        })
+        .collect();
     let window = setup.plan.duration / setup.rounds as u32;
     let plan = Plan {
         duration: window,
@@ -185,35 +173,7 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
         if !wanted(setup, scenario) {
             continue;
         }
-        let mut ratios = Vec::new();
-        let mut mode_ratios = Vec::new();
-        let mut results: [Vec<load::Measured>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-        for round in 0..setup.rounds {
-            let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
-            for arm in order {
-                let server = arms[arm].1;
-                let watch = Watch {
-                    server: Some(server.pid()),
-                    postgres: pg.postmaster_pid(),
-                };
-                let measured = scenarios::run(scenario, &clients[arm], plan, watch, &data).await;
-                eprintln!(
-                    "   {:<45} {:<10} {:>9.0}/s  errors {}",
-                    scenario.name(),
-                    arms[arm].0,
-                    rate(scenario, &measured),
-                    measured.errors
-                );
-                results[arm].push(measured);
-            }
-            let last = |arm: usize| rate(scenario, results[arm].last().expect("measured"));
-            ratios.push(last(1) / last(0));
-            mode_ratios.push(last(2) / last(0));
-        }
-        let median = |mut ratios: Vec<f64>| {
-            ratios.sort_by(f64::total_cmp);
-            ratios[ratios.len() / 2]
-        };
+        let results = arms::alternate(scenario, &arms, setup.rounds, plan, &data, |_, _| {}).await;
         let merged = |arm: usize| load::Measured::merge(&results[arm]);
         let (direct, pooled, mode) = (merged(0), merged(1), merged(2));
         let unit = if scenario.is_full_list() {
@@ -225,10 +185,10 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
             section,
             "| {} | {:.0} {unit} | {:.0} {unit} | {:.2} | {:.2} | {:.2} / {:.2} / {:.2} ms | {} / {} / {} |",
             scenario.name(),
-            rate(scenario, &direct),
-            rate(scenario, &pooled),
-            median(ratios),
-            median(mode_ratios),
+            arms::rate(scenario, &direct),
+            arms::rate(scenario, &pooled),
+            arms::median_ratio(scenario, &results, 1),
+            arms::median_ratio(scenario, &results, 2),
             direct.percentile(0.5).as_secs_f64() * 1e3,
             pooled.percentile(0.5).as_secs_f64() * 1e3,
             mode.percentile(0.5).as_secs_f64() * 1e3,
@@ -238,12 +198,4 @@ pub(crate) async fn run(setup: &Setup, pg: &cluster::Postgres) -> anyhow::Result
         )?;
     }
     Ok(section)
-}
-
-fn rate(scenario: Scenario, measured: &load::Measured) -> f64 {
-    if scenario.is_full_list() {
-        measured.items_per_sec()
-    } else {
-        measured.throughput()
-    }
 }

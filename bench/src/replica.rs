@@ -10,26 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use kraiter_contacts::domain::TenantId;
 
 use crate::cluster::{self, SETTINGS};
 use crate::data::Dataset;
 use crate::load::{self, Plan, Watch};
 use crate::scenarios::{self, Scenario};
-use crate::{Setup, baseline, create_key, seed, start_server_with};
+use crate::{Setup, baseline, start_server_with};
 
 pub(crate) async fn run(setup: &Setup) -> anyhow::Result<String> {
     let pg = cluster::start(&setup.work_dir, None)?;
     eprintln!("== read replica export: primary at {}", pg.url);
-    let key = create_key(setup, &pg.url, "bench")?;
-    let data = Arc::new(Dataset::new(TenantId::parse("bench")?, setup.contacts));
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&pg.url)
-        .await?;
-    eprintln!("   seeding {} contacts", setup.contacts);
-    let seed = seed::postgres(&pool, data.clone(), 2).await?;
-    eprintln!("   seeded: {seed:?}");
+    let (key, data, pool) = crate::arms::seeded_tenant(setup, &pg.url).await?;
 
     let standby = start_standby(&pg.bin, pg.port, &setup.work_dir)?;
     let standby_url = format!(
@@ -258,18 +249,7 @@ impl Standby {
 fn start_standby(bin: &Path, primary_port: u16, work_dir: &Path) -> anyhow::Result<Standby> {
     let dir = work_dir.join("standby");
     std::fs::create_dir_all(&dir)?;
-    let run_as = if cluster::is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()?;
-        if !status.success() {
-            bail!("running as root needs a `postgres` user to run PostgreSQL as");
-        }
-        "runuser -u postgres -- "
-    } else {
-        ""
-    };
+    let run_as = cluster::run_as_postgres(&dir, "PostgreSQL")?;
     let data = dir.join("data");
     let status = Command::new("sh")
         .arg("-c")
@@ -301,27 +281,7 @@ fn start_standby(bin: &Path, primary_port: u16, work_dir: &Path) -> anyhow::Resu
         dir = dir.display(),
         pid = std::process::id(),
     );
-    std::process::Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("spawn the standby's watchdog")?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ready = Command::new(bin.join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .status()
-            .is_ok_and(|status| status.success());
-        if ready {
-            return Ok(Standby { port, data });
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-            bail!("the standby did not start within 120s:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    cluster::spawn_watchdog(&script)?;
+    cluster::wait_until_ready(bin, port, &dir)?;
+    Ok(Standby { port, data })
 }
