@@ -206,6 +206,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         flood: None,
         cancel: None,
         sqlite: None,
+        watch: None,
     };
 
     if args.nginx {
