@@ -549,6 +549,46 @@ mod tests {
         }
     }
 
+    /// A batch's messages, made once for every watcher sharing its read, are the
+    /// bytes each change encoded alone would be, up to the first change that fails.
+    #[test]
+    fn a_batch_encoded_once_is_each_change_encoded_alone_up_to_a_failure() {
+        let key = crate::domain::CursorKey::from_bytes([7; 32]);
+        let tenant = TenantId::parse("t").expect("valid");
+        let tokens = ListCursors::new(&key, &tenant, CursorKind::Changes, &[]);
+        let mut changes: Vec<ChangeRecord> = (0..5)
+            .map(|i| {
+                let mut c = change(ChangeKind::Updated, Some(json!({"n": i, "s": "é"})), &["n"]);
+                c.position.seq = i;
+                c
+            })
+            .collect();
+        changes.push(change(ChangeKind::Deleted, None, &[]));
+        let encoded = Encoded::of(&changes, &tokens);
+        assert_eq!(encoded.0.len(), changes.len());
+        for (change, message) in changes.iter().zip(&encoded.0) {
+            let token = tokens.next(Some(change.position.encode()));
+            let alone = change_message(change, token.clone()).expect("encodes");
+            assert_eq!(message.encode_to_vec(), alone.encode_to_vec());
+            let decoded = pb::ContactChange::decode(message.encode_to_vec().as_slice())
+                .expect("decodes as the real ContactChange");
+            assert_eq!(decoded, generated(change, token));
+        }
+        if let Some(view) = changes[3].contact.as_mut() {
+            view.properties = PropertiesJson::from_trusted("[1]".into());
+        }
+        let cut = Encoded::of(&changes, &tokens);
+        assert_eq!(cut.0.len(), 3, "messages stop before the change that fails");
+        let batch = Encoded::attach(
+            ChangeBatch {
+                changes,
+                ..Default::default()
+            },
+            &tokens,
+        );
+        assert_eq!(shared_messages(&batch).map(|e| e.0.len()), Some(3));
+    }
+
     #[test]
     fn stored_text_that_is_not_an_object_fails_the_change() {
         let mut bad = change(ChangeKind::Created, Some(json!({})), &[]);
