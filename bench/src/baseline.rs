@@ -518,8 +518,17 @@ fn progress(line: &str) -> Option<(f64, f64, f64)> {
 
 /// The full export of the tenant's contacts (same columns as ListContacts), rows/s.
 pub async fn copy_to(pool: &PgPool, data: &Dataset) -> anyhow::Result<(u64, Duration)> {
+    copy_to_where(pool, data, "true").await
+}
+
+/// `copy_to` of the rows that also meet `condition` (SQL over `contacts`).
+pub async fn copy_to_where(
+    pool: &PgPool,
+    data: &Dataset,
+    condition: &str,
+) -> anyhow::Result<(u64, Duration)> {
     let statement = format!(
-        "COPY (SELECT {} FROM contacts WHERE tenant_id = '{}') TO STDOUT",
+        "COPY (SELECT {} FROM contacts WHERE tenant_id = '{}' AND {condition}) TO STDOUT",
         sql::CONTACT_COLUMNS,
         data.tenant.as_str()
     );

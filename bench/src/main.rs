@@ -207,6 +207,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         flood: None,
         cancel: None,
         sqlite: None,
+        watch: None,
     };
 
     if args.nginx {

@@ -26,6 +26,8 @@ pub struct Report {
     /// What PostgreSQL does after a client drops an expensive search.
     pub cancel: Option<crate::cancel::CancelReport>,
     pub sqlite: Option<BackendRun>,
+    /// The change feed's own section (its rows are in the PostgreSQL table).
+    pub watch: Option<String>,
 }
 
 fn ms(d: Duration) -> String {
@@ -106,6 +108,9 @@ impl Report {
         }
         if let Some(cancel) = &self.cancel {
             cancel.markdown(&mut out);
+        }
+        if let Some(watch) = &self.watch {
+            let _ = writeln!(out, "#### WatchContacts (issue 17)\n\n{watch}");
         }
         self.baseline_table(&mut out);
         if let Some(startup) = &self.startup {
@@ -191,7 +196,9 @@ impl Report {
             let (ratio, low, high) = spread(&rounds.ratios());
             let (base, _, _) = spread(&rounds.baseline_rates());
             let baseline = match row.scenario {
-                Scenario::ListAll => format!("COPY TO {} rows/s", rate(base)),
+                Scenario::ListAll | Scenario::ListSearch | Scenario::WatchReplay => {
+                    format!("COPY TO {} rows/s", rate(base))
+                }
                 _ => format!("L = {} /s", rate(base)),
             };
             let shown = if rounds.rounds.len() > 1 {
@@ -210,17 +217,24 @@ impl Report {
         };
         match row.scenario {
             s if Scenario::UNARY.contains(&s) => rounds(0.8).unwrap_or_default(),
-            Scenario::ListAll => match rounds(0.5) {
+            // Issue 20's targets for both full streams.
+            Scenario::ListAll | Scenario::ListSearch => match rounds(0.9) {
                 Some((baseline, ratio, target)) => {
-                    let rss_ok = me.server_peak_rss_kib < 100 * 1024;
+                    let rss_ok = me.server_peak_rss_kib < 64 * 1024;
                     (
                         baseline,
                         ratio,
-                        format!("{target}; RSS < 100 MiB: {}", verdict(rss_ok)),
+                        format!("{target}; RSS < 64 MiB: {}", verdict(rss_ok)),
                     )
                 }
                 None => Default::default(),
             },
+            Scenario::WatchReplay => rounds(0.5).unwrap_or_default(),
+            Scenario::WatchDelivery1 | Scenario::WatchDelivery100 => {
+                let p50 = me.percentile(0.5).as_secs_f64() * 1e3;
+                let target = format!("delivery p50 < 50 ms: {}", verdict(p50 < 50.0));
+                (String::new(), String::new(), target)
+            }
             Scenario::ListAllDecoded => match b.copy_to_rate() {
                 Some(copy) => (
                     format!("COPY TO {} rows/s", rate(copy)),
@@ -312,10 +326,17 @@ impl Report {
         for rounds in &b.rounds {
             let label = match rounds.scenario {
                 Scenario::ListAll => "COPY (SELECT ...) TO STDOUT",
+                Scenario::ListSearch => "COPY (SELECT ... WHERE search_text LIKE ...) TO STDOUT",
+                Scenario::WatchReplay => "COPY (SELECT ... FROM contact_changes ...) TO STDOUT",
                 _ => "L = 1/(1/echo + 1/pgbench)",
             };
             let unit = match rounds.scenario {
                 Scenario::ListAll => format!("rows/s ({} rows)", rate(self.contacts as f64)),
+                Scenario::ListSearch => format!(
+                    "rows/s ({} rows)",
+                    rate(crate::scenarios::common_term_matches(self.contacts) as f64)
+                ),
+                Scenario::WatchReplay => "rows/s (the outbox's rows)".into(),
                 _ => "calls/s".into(),
             };
             let _ = writeln!(

@@ -24,6 +24,13 @@ pub enum Scenario {
     SearchCommon,
     SearchNone,
     Timeline,
+    /// The full stream of the contacts a common term finds (one in eight).
+    ListSearch,
+    /// WatchContacts (`watch.rs`, a server of its own): the backlog's replay, and
+    /// delivery to 1 and to 100 watchers beside paced creates.
+    WatchReplay,
+    WatchDelivery1,
+    WatchDelivery100,
 }
 
 /// The common search term: one contact in eight has a gmail address.
@@ -58,7 +65,13 @@ impl Scenario {
 
     /// One whole-tenant stream at a time, counted in rows.
     pub fn is_full_list(self) -> bool {
-        matches!(self, Scenario::ListAll | Scenario::ListAllDecoded)
+        matches!(
+            self,
+            Scenario::ListAll
+                | Scenario::ListAllDecoded
+                | Scenario::ListSearch
+                | Scenario::WatchReplay
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -77,6 +90,16 @@ impl Scenario {
             Scenario::SearchCommon => "search, common term (1 in 8), first page",
             Scenario::SearchNone => "search, no match",
             Scenario::Timeline => "ListContactTimeline, first page of 10,000 entries",
+            Scenario::ListSearch => {
+                "ListContacts, full stream of search `gmail` (1 in 8), pages of 1000"
+            }
+            Scenario::WatchReplay => "WatchContacts, backlog replay from OLDEST_RETAINED",
+            Scenario::WatchDelivery1 => {
+                "WatchContacts, 1 watcher: delivery after the create's answer, 1,000 creates/s offered"
+            }
+            Scenario::WatchDelivery100 => {
+                "WatchContacts, 100 watchers: delivery after the create's answer, 1,000 creates/s offered"
+            }
         }
     }
 }
@@ -194,6 +217,17 @@ pub async fn run(
                 list_all_framed(raw, expected)
             })
             .await
+        }
+        Scenario::ListSearch => {
+            let expected = common_term_matches(data.contacts);
+            load::drive_sequential(&clients.raw, plan.duration, watch, move |raw| {
+                list_framed(raw, COMMON_TERM, expected)
+            })
+            .await
+        }
+        // Measured by `watch::run`, against a server of its own.
+        Scenario::WatchReplay | Scenario::WatchDelivery1 | Scenario::WatchDelivery100 => {
+            Measured::default()
         }
         Scenario::ListAllDecoded => {
             let expected = data.contacts;
@@ -323,9 +357,21 @@ struct ContactId {
     id: String,
 }
 
-pub(crate) async fn list_all_framed(mut raw: Raw, expected: u64) -> Result<u64, Status> {
+pub(crate) async fn list_all_framed(raw: Raw, expected: u64) -> Result<u64, Status> {
+    list_framed(raw, "", expected).await
+}
+
+/// Seeded contacts with a gmail address: contact `n` has `DOMAINS[n % 8]`.
+pub(crate) fn common_term_matches(contacts: u64) -> u64 {
+    contacts.div_ceil(8)
+}
+
+/// The whole stream of the contacts `search` finds (all of them if it is empty),
+/// framed as `list_all_framed` frames it.
+pub(crate) async fn list_framed(mut raw: Raw, search: &str, expected: u64) -> Result<u64, Status> {
     let request = tonic::Request::new(pb::ListContactsRequest {
         limit: 1000,
+        search: search.to_owned(),
         ..Default::default()
     });
     raw.ready()

@@ -32,8 +32,8 @@ use tonic::transport::Channel;
 
 use crate::data::Dataset;
 use crate::load::{self, Measured, Plan, Watch};
-use crate::process;
-use crate::report::spread;
+use crate::report::{Baseline, Round, Rounds, Row, spread};
+use crate::scenarios::Scenario;
 
 /// The offered CreateContact rate.
 pub const CREATE_RATE: u32 = 1_000;
@@ -314,53 +314,50 @@ async fn copy_changes(pool: &PgPool, data: &Dataset) -> anyhow::Result<(u64, Dur
     Ok((rows, started.elapsed()))
 }
 
-async fn replay_once(
-    addr: &str,
-    key: &str,
-    expected: u64,
-    watch: Watch,
-) -> anyhow::Result<(u64, Duration, Duration, Duration, u64)> {
-    let server = watch.server.unwrap_or(0);
-    process::reset_peak_rss(server);
-    let (server_before, postgres_before) = cpu(watch);
-    let started = Instant::now();
+/// One replay from OLDEST_RETAINED to the last of `expected` changes; the changes.
+async fn replay_stream(addr: &str, key: &str, expected: u64) -> Result<u64, tonic::Status> {
+    let failed = |err: anyhow::Error| tonic::Status::internal(err.to_string());
     let request = pb::WatchContactsRequest {
         start: pb::WatchStart::OldestRetained as i32,
-        max_changes: i32::try_from(expected)?,
+        max_changes: i32::try_from(expected).map_err(|e| failed(e.into()))?,
         ..Default::default()
     };
-    let mut stream = open_watch(addr, key, request).await?;
+    let mut stream = open_watch(addr, key, request).await.map_err(failed)?;
     let mut changes = 0u64;
     let mut last = String::new();
     while let Some(change) = stream.message().await? {
         changes += 1;
         last = change.token;
     }
-    let took = started.elapsed();
-    let (server_after, postgres_after) = cpu(watch);
     if changes != expected || last.is_empty() {
-        anyhow::bail!("the replay delivered {changes} of {expected} changes");
+        return Err(tonic::Status::internal(format!(
+            "the replay delivered {changes} of {expected} changes"
+        )));
     }
-    let ticks = |before: u64, after: u64| {
-        Duration::from_secs_f64(after.saturating_sub(before) as f64 / process::clock_ticks())
-    };
-    Ok((
-        changes,
-        took,
-        ticks(server_before, server_after),
-        ticks(postgres_before, postgres_after),
-        process::status_kib(server, "VmHWM"),
-    ))
+    Ok(changes)
 }
 
-fn cpu(watch: Watch) -> (u64, u64) {
-    (
-        watch.server.map_or(0, process::cpu_ticks),
-        watch.postgres.map_or(0, process::cpu_ticks_with_children),
-    )
+/// One replay, measured as the full stream is (`load::drive_sequential`: CPU of
+/// each process, the server's peak RSS, the rest of the machine's CPU).
+async fn replay_once(
+    addr: &str,
+    key: &str,
+    expected: u64,
+    watch: Watch,
+) -> anyhow::Result<Measured> {
+    let target = (addr.to_owned(), key.to_owned());
+    let measured =
+        load::drive_sequential(&target, Duration::ZERO, watch, |(addr, key)| async move {
+            replay_stream(&addr, &key, expected).await
+        })
+        .await;
+    if let Some(err) = &measured.first_error {
+        anyhow::bail!("replay failed: {err}");
+    }
+    Ok(measured)
 }
 
-/// Both measurements, printed as they finish; returns the section's markdown.
+/// Both measurements, printed as they finish.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     addr: &str,
@@ -370,7 +367,7 @@ pub async fn run(
     plan: Plan,
     rounds: usize,
     watch: Watch,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<WatchRun> {
     eprintln!("   seeding one change per seeded contact");
     let seeded = seed_changes(pool, data).await?;
     let expected: i64 =
@@ -386,6 +383,7 @@ pub async fn run(
     // Once: COPY's and the stream's first pass read in what the other may not have.
     copy_changes(pool, data).await?;
     let mut replays = Vec::new();
+    let mut rounds_run = Vec::new();
     for round in 0..rounds {
         let forward = round % 2 == 0;
         let early = if forward {
@@ -393,8 +391,14 @@ pub async fn run(
         } else {
             None
         };
-        let (changes, took, server_cpu, postgres_cpu, rss) =
-            replay_once(addr, key, expected, watch).await?;
+        let measured = replay_once(addr, key, expected, watch).await?;
+        let (changes, took, server_cpu, postgres_cpu, rss) = (
+            measured.items,
+            measured.elapsed,
+            measured.server_cpu,
+            measured.postgres_cpu,
+            measured.server_peak_rss_kib,
+        );
         let (copied, copy_took) = match early {
             Some(copied) => copied,
             None => copy_changes(pool, data).await?,
@@ -413,6 +417,14 @@ pub async fn run(
             postgres_cpu,
             server_peak_rss_kib: rss,
         };
+        rounds_run.push(Round {
+            order: replay.order,
+            service: measured,
+            baseline: Baseline::CopyTo {
+                rows: copied,
+                took: copy_took,
+            },
+        });
         eprintln!(
             "   replay round {}: watch {:>8.0} changes/s, COPY TO {:>8.0} rows/s ({:.2} x); CPU s: server {:.1}, PostgreSQL {:.1}; server peak RSS {:.1} MiB",
             round + 1,
@@ -443,7 +455,52 @@ pub async fn run(
         );
         latencies.push(row);
     }
-    Ok(markdown(plan, expected, &replays, &latencies))
+    let delivery = latencies.iter().map(LatencyRow::report_row).collect();
+    Ok(WatchRun {
+        section: markdown(plan, expected, &replays, &latencies),
+        replay: Rounds {
+            scenario: Scenario::WatchReplay,
+            rounds: rounds_run,
+        },
+        delivery,
+    })
+}
+
+/// What the change feed's run gives the report: its rows in the main table (the
+/// replay judged against its COPY TO rounds, each watcher count's delivery) and its
+/// own section with the figures the table has no columns for.
+pub struct WatchRun {
+    pub section: String,
+    pub replay: Rounds,
+    pub delivery: Vec<Row>,
+}
+
+impl LatencyRow {
+    /// A row of the main table: the creates' throughput and CPU, the deliveries'
+    /// latency (answer -> watcher), and a missing or repeated delivery as an error.
+    fn report_row(&self) -> Row {
+        let mut measured = self.creates.clone();
+        measured.latencies = self.from_answer.clone();
+        let wrong = self.missing + self.repeated;
+        if wrong > 0 {
+            measured.errors += wrong;
+            measured.first_error.get_or_insert_with(|| {
+                format!(
+                    "{} missing, {} repeated deliveries",
+                    self.missing, self.repeated
+                )
+            });
+        }
+        Row {
+            scenario: if self.watchers == 1 {
+                Scenario::WatchDelivery1
+            } else {
+                Scenario::WatchDelivery100
+            },
+            concurrency: WORKERS,
+            measured,
+        }
+    }
 }
 
 fn markdown(plan: Plan, expected: u64, replays: &[ReplayRound], rows: &[LatencyRow]) -> String {

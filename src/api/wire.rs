@@ -75,9 +75,9 @@ pub struct ListContactsResponse {
     pub next_cursor: String,
 }
 
-/// `kraiter.contacts.v1.ContactChange` (WatchContacts' stream message).
+/// The fields of `kraiter.contacts.v1.ContactChange`, encoded into a `ContactChange`.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ContactChange {
+pub struct ContactChangeFields {
     #[prost(string, tag = "1")]
     pub token: String,
     #[prost(enumeration = "crate::api::pb::ContactChangeType", tag = "2")]
@@ -90,6 +90,67 @@ pub struct ContactChange {
     pub changed_fields: Vec<String>,
     #[prost(message, optional, tag = "6")]
     pub occurred_at: Option<prost_types::Timestamp>,
+}
+
+/// `kraiter.contacts.v1.ContactChange` (WatchContacts' stream message), already
+/// encoded: the watchers that share a read of the feed send the same bytes, and a
+/// clone only counts a reference.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContactChange(bytes::Bytes);
+
+impl ContactChange {
+    /// The message of these fields.
+    pub fn new(fields: &ContactChangeFields) -> Self {
+        Self(prost::Message::encode_to_vec(fields).into())
+    }
+
+    /// The messages of `fields`, encoded into one buffer: one allocation for a batch.
+    pub fn encode_all(fields: &[ContactChangeFields]) -> Vec<Self> {
+        let total = fields.iter().map(prost::Message::encoded_len).sum();
+        let mut buf = bytes::BytesMut::with_capacity(total);
+        let mut ends = Vec::with_capacity(fields.len());
+        for message in fields {
+            prost::Message::encode_raw(message, &mut buf);
+            ends.push(buf.len());
+        }
+        let buf = buf.freeze();
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let message = Self(buf.slice(start..end));
+                start = end;
+                message
+            })
+            .collect()
+    }
+}
+
+impl prost::Message for ContactChange {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    /// Never on the server's path (it only sends these): decodes through the fields.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        let mut fields = <ContactChangeFields as prost::Message>::decode(self.0.clone())?;
+        prost::Message::merge_field(&mut fields, tag, wire_type, buf, ctx)?;
+        *self = Self::new(&fields);
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = bytes::Bytes::new();
+    }
 }
 
 // Field numbers of google/protobuf/struct.proto.

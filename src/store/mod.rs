@@ -297,6 +297,10 @@ pub struct ChangeBatch {
     /// Committed changes wait above the delivery horizon (a transaction with an
     /// older id is still running): read again shortly.
     pub held_back: bool,
+    /// The edge's messages of these changes, made by whoever read them: the watchers
+    /// sharing one read (`bell::SharedReads`) then send the same bytes instead of
+    /// each encoding and signing every change again. The store leaves it empty.
+    pub encoded: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The change feed (`contact_changes`): the writes record changes through `WriteTx`

@@ -233,15 +233,29 @@ impl Feed {
                 rings.borrow_and_update();
                 ahead = Some(ReadAhead::start(&self, last.position));
             }
+            let own;
+            let encoded = match shared_messages(&batch) {
+                Some(shared) => shared,
+                None => {
+                    own = Encoded::of(&batch.changes, &self.tokens);
+                    &own
+                }
+            };
             let mut chunk = Vec::new();
             let mut chunk_bytes = 0;
-            for change in &batch.changes {
+            for (i, change) in batch.changes.iter().enumerate() {
                 if chunk.is_empty()
                     && let Err(err) = watcher.check_key().await
                 {
                     return fail(&tx, err).await;
                 }
-                let message = match self.message(change) {
+                // Past the encoded ones: the change that failed, encoded again for its error.
+                let message = match encoded
+                    .0
+                    .get(i)
+                    .cloned()
+                    .map_or_else(|| self.message(change), Ok)
+                {
                     Ok(message) => message,
                     Err(err) => {
                         // What was encoded before it still goes out, then the error.
@@ -292,16 +306,20 @@ impl Feed {
             self.kinds.clone(),
             BATCH,
         );
-        let (store, tenant, position, kinds) = (
+        let (store, tenant, position, kinds, tokens) = (
             self.store.clone(),
             self.tenant.clone(),
             self.position,
             self.kinds.clone(),
+            self.tokens.clone(),
         );
         let bell = self.store.change_bell();
         bell.shared_reads()
             .read(key, seen, now, move || {
-                Box::pin(async move { store.read_changes(&tenant, position, &kinds, BATCH).await })
+                Box::pin(async move {
+                    let batch = store.read_changes(&tenant, position, &kinds, BATCH).await?;
+                    Ok(Encoded::attach(batch, &tokens))
+                })
             })
             .await
     }
@@ -328,20 +346,65 @@ impl Feed {
     }
 
     fn message(&self, change: &ChangeRecord) -> Result<wire::ContactChange, ApiError> {
-        let token = self.tokens.next(Some(change.position.encode()));
-        change_message(change, token)
+        Ok(wire::ContactChange::new(&change_fields(
+            change,
+            &self.tokens,
+        )?))
     }
+}
+
+/// The messages of a batch's changes, in order, up to the first that failed to
+/// encode. Made once per read: a change's message is the same for every watcher of
+/// the tenant (its token is signed for the tenant, not the watcher), so the watchers
+/// that share a read share its messages too.
+#[derive(Default)]
+struct Encoded(Vec<wire::ContactChange>);
+
+impl Encoded {
+    fn of(changes: &[ChangeRecord], tokens: &ListCursors) -> Self {
+        let fields: Vec<wire::ContactChangeFields> = changes
+            .iter()
+            .map_while(|change| change_fields(change, tokens).ok())
+            .collect();
+        Self(wire::ContactChange::encode_all(&fields))
+    }
+
+    /// `batch` with its messages.
+    fn attach(mut batch: ChangeBatch, tokens: &ListCursors) -> ChangeBatch {
+        batch.encoded = Some(Box::new(Self::of(&batch.changes, tokens)));
+        batch
+    }
+}
+
+/// The messages whoever read `batch` made of it, if any.
+fn shared_messages(batch: &ChangeBatch) -> Option<&Encoded> {
+    batch.encoded.as_ref()?.downcast_ref::<Encoded>()
 }
 
 /// The stream's message of a change: the contact's stored JSON goes straight to the
 /// wire, as ListContacts' contacts do.
+#[cfg(test)]
 fn change_message(change: &ChangeRecord, token: String) -> Result<wire::ContactChange, ApiError> {
+    Ok(wire::ContactChange::new(&fields_with_token(change, token)?))
+}
+
+fn change_fields(
+    change: &ChangeRecord,
+    tokens: &ListCursors,
+) -> Result<wire::ContactChangeFields, ApiError> {
+    fields_with_token(change, tokens.next(Some(change.position.encode())))
+}
+
+fn fields_with_token(
+    change: &ChangeRecord,
+    token: String,
+) -> Result<wire::ContactChangeFields, ApiError> {
     let contact = change
         .contact
         .as_ref()
         .map(convert::contact_view_ref)
         .transpose()?;
-    Ok(wire::ContactChange {
+    Ok(wire::ContactChangeFields {
         token,
         r#type: change_type(change.kind) as i32,
         contact_id: change.contact_id.as_str().to_owned(),
@@ -366,10 +429,14 @@ fn change_type(kind: ChangeKind) -> pb::ContactChangeType {
 struct ReadAhead(tokio::task::JoinHandle<Result<ChangeBatch, StoreError>>);
 
 impl ReadAhead {
+    /// Reads and encodes the batch after `after` in a task of its own, beside the
+    /// sending of the current one.
     fn start(feed: &Feed, after: ChangePosition) -> Self {
         let (store, tenant, kinds) = (feed.store.clone(), feed.tenant.clone(), feed.kinds.clone());
+        let tokens = feed.tokens.clone();
         Self(tokio::spawn(async move {
-            store.read_changes(&tenant, after, &kinds, BATCH).await
+            let batch = store.read_changes(&tenant, after, &kinds, BATCH).await?;
+            Ok(Encoded::attach(batch, &tokens))
         }))
     }
 
@@ -480,6 +547,46 @@ mod tests {
                 change.kind == ChangeKind::Deleted
             );
         }
+    }
+
+    /// A batch's messages, made once for every watcher sharing its read, are the
+    /// bytes each change encoded alone would be, up to the first change that fails.
+    #[test]
+    fn a_batch_encoded_once_is_each_change_encoded_alone_up_to_a_failure() {
+        let key = crate::domain::CursorKey::from_bytes([7; 32]);
+        let tenant = TenantId::parse("t").expect("valid");
+        let tokens = ListCursors::new(&key, &tenant, CursorKind::Changes, &[]);
+        let mut changes: Vec<ChangeRecord> = (0..5)
+            .map(|i| {
+                let mut c = change(ChangeKind::Updated, Some(json!({"n": i, "s": "é"})), &["n"]);
+                c.position.seq = i;
+                c
+            })
+            .collect();
+        changes.push(change(ChangeKind::Deleted, None, &[]));
+        let encoded = Encoded::of(&changes, &tokens);
+        assert_eq!(encoded.0.len(), changes.len());
+        for (change, message) in changes.iter().zip(&encoded.0) {
+            let token = tokens.next(Some(change.position.encode()));
+            let alone = change_message(change, token.clone()).expect("encodes");
+            assert_eq!(message.encode_to_vec(), alone.encode_to_vec());
+            let decoded = pb::ContactChange::decode(message.encode_to_vec().as_slice())
+                .expect("decodes as the real ContactChange");
+            assert_eq!(decoded, generated(change, token));
+        }
+        if let Some(view) = changes[3].contact.as_mut() {
+            view.properties = PropertiesJson::from_trusted("[1]".into());
+        }
+        let cut = Encoded::of(&changes, &tokens);
+        assert_eq!(cut.0.len(), 3, "messages stop before the change that fails");
+        let batch = Encoded::attach(
+            ChangeBatch {
+                changes,
+                ..Default::default()
+            },
+            &tokens,
+        );
+        assert_eq!(shared_messages(&batch).map(|e| e.0.len()), Some(3));
     }
 
     #[test]
