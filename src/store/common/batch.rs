@@ -168,10 +168,12 @@ impl<C: TxConn> SqlWriteTx<C> {
             .collect::<StoreResult<_>>()?;
         // Each contact written records its change, as the single-row primitives do.
         let ids: HashSet<&str> = inserted.iter().map(ContactId::as_str).collect();
-        for contact in contacts.iter().filter(|c| ids.contains(c.id.as_str())) {
-            self.record_write(&ContactChange::created(contact), contact)
-                .await?;
-        }
+        let writes: Vec<(ContactChange, &Contact)> = contacts
+            .iter()
+            .filter(|c| ids.contains(c.id.as_str()))
+            .map(|c| (ContactChange::created(c), *c))
+            .collect();
+        self.record_writes(&writes).await?;
         Ok(inserted)
     }
 
@@ -198,10 +200,12 @@ impl<C: TxConn> SqlWriteTx<C> {
             .bind(tenant)
             .execute(conn)
             .await?;
-        for (before, contact) in befores.iter().zip(contacts) {
-            self.record_write(&ContactChange::updated(before, contact), contact)
-                .await?;
-        }
+        let writes: Vec<(ContactChange, &Contact)> = befores
+            .iter()
+            .zip(contacts)
+            .map(|(before, contact)| (ContactChange::updated(before, contact), *contact))
+            .collect();
+        self.record_writes(&writes).await?;
         Ok(())
     }
 

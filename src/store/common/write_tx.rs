@@ -102,6 +102,25 @@ impl<C: TxConn> SqlWriteTx<C> {
         Ok(())
     }
 
+    /// `record_write` for many contacts with one statement, the changes in their
+    /// order.
+    pub(super) async fn record_writes(
+        &mut self,
+        writes: &[(ContactChange, &Contact)],
+    ) -> StoreResult<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<&ContactChange> = writes.iter().map(|(change, _)| change).collect();
+        let (conn, tenant) = self.parts();
+        changes::record_many::<C>(conn, tenant, &changes).await?;
+        self.recorded = true;
+        for (_, after) in writes {
+            self.remember_locked(after);
+        }
+        Ok(())
+    }
+
     /// Keeps `contact` as this transaction holds it locked.
     pub(super) fn remember_locked(&mut self, contact: &Contact) {
         self.locked
