@@ -124,8 +124,7 @@ impl Inner {
     /// transaction left open. "No transaction is active" is a database's answer
     /// too: the connection is fine. Anything else, or no answer in time, closes it.
     async fn recover(&self, mut conn: SqliteConnection) {
-        let rolled_back =
-            tokio::time::timeout(RECOVER_TIMEOUT, conn.execute("ROLLBACK")).await;
+        let rolled_back = tokio::time::timeout(RECOVER_TIMEOUT, conn.execute("ROLLBACK")).await;
         match rolled_back {
             Ok(Ok(_)) | Ok(Err(sqlx::Error::Database(_))) => self.lock_idle().push(conn),
             _ => {

@@ -150,10 +150,7 @@ impl ConnSource for conns::Conns {
         self.get().await
     }
 
-    async fn release<T: Send>(
-        conn: conns::Conn,
-        result: Result<T, sqlx::Error>,
-    ) -> StoreResult<T> {
+    async fn release<T: Send>(conn: conns::Conn, result: Result<T, sqlx::Error>) -> StoreResult<T> {
         conn.finish(result)
     }
 }

@@ -23,7 +23,10 @@ impl SqliteTx {
     /// Takes the write lock at once (see the module's comment).
     pub(super) async fn begin(writer: &Conns) -> StoreResult<Self> {
         let mut conn = writer.get().await?;
-        (&mut *conn).execute("BEGIN IMMEDIATE").await.map_err(classify)?;
+        (&mut *conn)
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         Ok(Self(conn))
     }
 }
@@ -46,11 +49,11 @@ impl TxConn for SqliteTx {
     /// first; inside the write lock, the answer holds until the write that follows.
     async fn check_email_free(&mut self, tenant: &str, contact: &Contact) -> StoreResult<()> {
         let taken = Stmt::<Sqlite>::new(super::sql::EMAIL_TAKEN)
-        .bind(tenant)
-        .bind(contact.email.key())
-        .bind(contact.id.as_str())
-        .fetch_optional(&mut self.0)
-        .await?;
+            .bind(tenant)
+            .bind(contact.email.key())
+            .bind(contact.id.as_str())
+            .fetch_optional(&mut self.0)
+            .await?;
         match taken {
             Some(_) => Err(StoreError::Conflict { field: "email" }),
             None => Ok(()),
