@@ -192,3 +192,70 @@ impl Drop for Conn {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Executor;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+    use super::Conns;
+    use crate::store::StoreError;
+
+    async fn writer(dir: &std::path::Path) -> Conns {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("conns.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        Conns::connect(options, 1, Duration::from_millis(300))
+            .await
+            .expect("open")
+    }
+
+    async fn count(conns: &Conns) -> i64 {
+        let mut conn = conns.get().await.expect("a connection");
+        let n = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count");
+        conn.done();
+        n
+    }
+
+    /// A transaction dropped before its commit is rolled back before the connection
+    /// is handed out again, and meanwhile the one connection is not handed out twice.
+    #[tokio::test]
+    async fn an_interrupted_transaction_is_rolled_back_before_reuse() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conns = writer(dir.path()).await;
+        let mut conn = conns.get().await.expect("a connection");
+        (&mut *conn)
+            .execute("CREATE TABLE t (x INTEGER)")
+            .await
+            .expect("create");
+        conn.done();
+        let mut conn = conns.get().await.expect("a connection");
+        (&mut *conn)
+            .execute("BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
+            .await
+            .expect("write");
+        // While it is held, a second caller times out with UNAVAILABLE.
+        let waited = conns.get().await.err();
+        assert!(
+            matches!(waited, Some(StoreError::Unavailable(_))),
+            "{waited:?}"
+        );
+        drop(conn);
+        assert_eq!(count(&conns).await, 0, "the dropped write was rolled back");
+        let mut conn = conns.get().await.expect("a connection");
+        (&mut *conn)
+            .execute("BEGIN IMMEDIATE; INSERT INTO t VALUES (2); COMMIT")
+            .await
+            .expect("a new transaction begins");
+        conn.done();
+        assert_eq!(count(&conns).await, 1);
+        let usage = conns.usage();
+        assert_eq!((usage.max, usage.open, usage.idle), (1, 1, 1));
+    }
+}

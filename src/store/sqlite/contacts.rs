@@ -92,3 +92,18 @@ async fn read_checked(
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The checked point read is PostgreSQL's, and the export baseline reads a
+    /// contact's columns (`sql.rs` is the benchmark's too, so its tests live here).
+    #[test]
+    fn the_checked_reads_and_the_export_read_what_the_store_reads() {
+        use super::sql;
+        use crate::store::postgres::sql as pg;
+        assert_eq!(sql::GET_CONTACT_CHECKED, pg::READ_FOR_UPDATE_CHECKED);
+        let columns = format!("SELECT {} FROM contacts", pg::CONTACT_COLUMNS);
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words(sql::EXPORT).starts_with(&columns), "{}", sql::EXPORT);
+    }
+}
