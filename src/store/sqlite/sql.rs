@@ -56,4 +56,3 @@ pub const UPDATE_CONTACT_IF_REVISION: &str = "UPDATE contacts SET email = $3, em
 /// the full ListContacts stream.
 pub const EXPORT: &str = "SELECT id, email, properties, suppressed, unsubscribed, created_at, \
      updated_at, revision FROM contacts WHERE tenant_id = $1 ORDER BY id";
-
