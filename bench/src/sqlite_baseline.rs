@@ -169,6 +169,24 @@ fn insert_entry(
     Ok(())
 }
 
+/// `body` between `BEGIN IMMEDIATE` and `COMMIT`, rolled back if it fails, so the
+/// shared writer is never left inside a transaction.
+fn transaction(
+    writer: &Connection,
+    body: impl FnOnce(&Connection) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    writer.execute_batch("BEGIN IMMEDIATE")?;
+    match body(writer).and_then(|()| Ok(writer.execute_batch("COMMIT")?)) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            if !writer.is_autocommit() {
+                writer.execute_batch("ROLLBACK").ok();
+            }
+            Err(err)
+        }
+    }
+}
+
 /// One call of `call` on contact `r`.
 fn one(call: Call, shared: &Shared, reader: &Connection, r: u64) -> anyhow::Result<()> {
     let data = &shared.data;
@@ -196,7 +214,7 @@ fn one(call: Call, shared: &Shared, reader: &Connection, r: u64) -> anyhow::Resu
         Call::CreateContact => {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
             let email = Email::parse(
-                &Dataset::new_email(&format!("b{seq:x}"), &shared.tag),
+                &Dataset::new_email(&format!("base-{seq:x}"), &shared.tag),
                 "email",
             )?;
             let properties = Properties::parse(Dataset::properties(n), "properties")?;
@@ -206,27 +224,27 @@ fn one(call: Call, shared: &Shared, reader: &Connection, r: u64) -> anyhow::Resu
             let properties = serde_json::to_string(contact.properties.as_map())?;
             query(reader, sql::TENANT_FOR_KEY, &[&key])?;
             let writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-            writer.execute_batch("BEGIN IMMEDIATE")?;
-            let inserted = execute(
-                &writer,
-                sql::INSERT_CONTACT,
-                &[
-                    &tenant,
-                    &contact.id.as_str(),
-                    &contact.email.as_str(),
-                    &contact.email.key(),
-                    &properties,
-                    &search,
-                    &false,
-                    &false,
-                    &micros(contact.created_at),
-                    &micros(contact.updated_at),
-                ],
-            )?;
-            anyhow::ensure!(inserted == 1, "a new email was taken");
-            insert_change(&writer, tenant, &ContactChange::created(&contact))?;
-            insert_entry(&writer, tenant, contact.id.as_str(), &entry)?;
-            writer.execute_batch("COMMIT")?;
+            transaction(&writer, |writer| {
+                let inserted = execute(
+                    writer,
+                    sql::INSERT_CONTACT,
+                    &[
+                        &tenant,
+                        &contact.id.as_str(),
+                        &contact.email.as_str(),
+                        &contact.email.key(),
+                        &properties,
+                        &search,
+                        &false,
+                        &false,
+                        &micros(contact.created_at),
+                        &micros(contact.updated_at),
+                    ],
+                )?;
+                anyhow::ensure!(inserted == 1, "a new email was taken");
+                insert_change(writer, tenant, &ContactChange::created(&contact))?;
+                insert_entry(writer, tenant, contact.id.as_str(), &entry)
+            })?;
         }
         Call::UpdateContact => {
             let id = data.id(n);
@@ -258,33 +276,33 @@ fn one(call: Call, shared: &Shared, reader: &Connection, r: u64) -> anyhow::Resu
             let search = search_text(after.email.as_str(), &after.properties);
             let properties = serde_json::to_string(after.properties.as_map())?;
             let writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-            writer.execute_batch("BEGIN IMMEDIATE")?;
-            query(
-                &writer,
-                sql::EMAIL_TAKEN,
-                &[&tenant, &after.email.key(), &id],
-            )?;
-            execute(
-                &writer,
-                sql::UPDATE_CONTACT_IF_REVISION,
-                &[
-                    &tenant,
-                    &id,
-                    &after.email.as_str(),
-                    &after.email.key(),
-                    &properties,
-                    &search,
-                    &micros(after.updated_at),
-                    &revision,
-                ],
-            )?;
-            insert_change(
-                &writer,
-                tenant,
-                &ContactChange::updated_as_recorded(&after, &entry),
-            )?;
-            insert_entry(&writer, tenant, &id, &entry)?;
-            writer.execute_batch("COMMIT")?;
+            transaction(&writer, |writer| {
+                query(
+                    writer,
+                    sql::EMAIL_TAKEN,
+                    &[&tenant, &after.email.key(), &id],
+                )?;
+                execute(
+                    writer,
+                    sql::UPDATE_CONTACT_IF_REVISION,
+                    &[
+                        &tenant,
+                        &id,
+                        &after.email.as_str(),
+                        &after.email.key(),
+                        &properties,
+                        &search,
+                        &micros(after.updated_at),
+                        &revision,
+                    ],
+                )?;
+                insert_change(
+                    writer,
+                    tenant,
+                    &ContactChange::updated_as_recorded(&after, &entry),
+                )?;
+                insert_entry(writer, tenant, &id, &entry)
+            })?;
         }
     }
     Ok(())
@@ -320,7 +338,8 @@ pub fn run(
                 let mut rng = Rng::new(0x5eed_0000 + client as u64);
                 let mut counted = 0;
                 loop {
-                    one(call, &shared, &reader, rng.next_u64())?;
+                    one(call, &shared, &reader, rng.next_u64())
+                        .with_context(|| format!("the {call:?} baseline"))?;
                     let now = Instant::now();
                     if now >= to {
                         break;
