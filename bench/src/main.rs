@@ -29,6 +29,7 @@ mod report;
 mod runs;
 mod scenarios;
 mod seed;
+mod sqlite_baseline;
 mod watch;
 
 use std::path::{Path, PathBuf};

@@ -381,6 +381,15 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
     let seed = seed_sqlite(&dir.join("contacts.db"), &data).await?;
     eprintln!("   seeded: {seed:?}");
     let server = start_server(setup, &url, "server-sqlite").await?;
+    // Issue 20: the paired scenarios against SQLite's own baseline, in rounds.
+    let paired = Scenario::PAIRED.iter().any(|s| wanted(setup, *s));
+    if paired {
+        eprintln!("== SQLite: unary calls and the full stream against their own baseline");
+        let path = dir.join("contacts.db");
+        let section = sqlite_baseline::rounds(setup, &server, &key, &path, &data).await?;
+        eprintln!("{section}");
+        println!("{section}");
+    }
     let rows = run_scenarios(setup, &server, &key, None, &data, false).await?;
     if import::wanted(setup) {
         eprintln!("== ImportContacts ({} rows each)", import::rows(setup));

@@ -97,5 +97,9 @@ mod tests {
             super::TENANT_FOR_KEY,
             crate::store::postgres::sql::TENANT_FOR_KEY
         );
+        assert_eq!(
+            super::TENANT_FOR_KEY,
+            crate::store::sqlite::sql::TENANT_FOR_KEY
+        );
     }
 }

@@ -664,4 +664,20 @@ mod tests {
         assert_eq!(super::UPDATE_CONTACT, sql::UPDATE_CONTACT);
         assert_eq!(super::INSERT_TIMELINE_ENTRY, sql::INSERT_TIMELINE_ENTRY);
     }
+
+    /// SQLite's baseline (issue 20) runs `sqlite::sql`'s copies of the contact writes.
+    #[test]
+    fn the_sqlite_baselines_copies_of_the_contact_writes_are_the_stores() {
+        use crate::store::sqlite::sql as sqlite;
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(words(super::INSERT_CONTACT), words(sqlite::INSERT_CONTACT));
+        assert_eq!(
+            words(super::UPDATE_CONTACT_IF_REVISION),
+            words(sqlite::UPDATE_CONTACT_IF_REVISION)
+        );
+        assert_eq!(
+            words(super::INSERT_TIMELINE_ENTRY),
+            words(sqlite::INSERT_TIMELINE_ENTRY)
+        );
+    }
 }

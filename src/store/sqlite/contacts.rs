@@ -1,17 +1,109 @@
-//! Contacts on SQLite: every call is `store::common`'s portable one (a caller's key
-//! checked with a lookup of its own, in-process, with no round trip to save; writes
-//! in a write transaction) but the list, which searches SQLite's own index.
+//! Contacts on SQLite: the portable calls of `store::common`, but for the point
+//! reads, which check the caller's key in the same statement (`sql.rs`): one
+//! exchange with a connection's worker thread instead of two, and the list, which
+//! searches SQLite's own index.
 
 use async_trait::async_trait;
+use sqlx::Sqlite;
 
-use super::{SqliteStore, classify, search};
-use crate::store::common::{BackendContacts, ContactPage};
-use crate::store::{ContactRows, StoreResult};
+use super::{SqliteStore, search, sql};
+use crate::domain::{Contact, ContactId, ContactView, Email};
+use crate::store::common::{
+    BackendContacts, CONTACT_COLUMNS, ConnSource, ContactPage, Dialect, Get, Stmt,
+};
+use crate::store::{Access, ContactRows, StoreError, StoreResult};
 
 #[async_trait]
 impl BackendContacts for SqliteStore {
     async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
-        let mut conn = self.reader.acquire().await.map_err(classify)?;
-        search::list_contacts(&mut conn, page).await
+        let mut conn = self.reader.get().await?;
+        let rows = search::list_contacts(&mut conn, page).await?;
+        // A page cut short left rows unread: checked before reuse.
+        if !rows.cut_short {
+            conn.done();
+        }
+        Ok(rows)
+    }
+
+    async fn get_contact(&self, access: &Access, id: &ContactId) -> StoreResult<ContactView> {
+        read_checked(self, access, ById, id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound("contact"))
+    }
+
+    async fn get_contact_by_email(
+        &self,
+        access: &Access,
+        email: &Email,
+    ) -> StoreResult<Option<ContactView>> {
+        read_checked(self, access, ByEmail, email.key()).await
+    }
+
+    async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {
+        read_checked(self, access, ById, id.as_str())
+            .await?
+            .ok_or(StoreError::NotFound("contact"))?
+            .parse()
+            .map_err(StoreError::internal)
+    }
+}
+
+/// How a point read finds its contact.
+#[derive(Clone, Copy)]
+enum Lookup {
+    ById,
+    ByEmail,
+}
+use Lookup::{ByEmail, ById};
+
+/// The tenant's contact at `key`, the caller's key checked in the same statement;
+/// without a key (the service's own calls, which have none to check), a plain read.
+async fn read_checked(
+    store: &SqliteStore,
+    access: &Access,
+    lookup: Lookup,
+    key: &str,
+) -> StoreResult<Option<ContactView>> {
+    let (checked, column) = match lookup {
+        ById => (sql::GET_CONTACT_CHECKED, "id"),
+        ByEmail => (sql::GET_CONTACT_BY_EMAIL_CHECKED, "email_key"),
+    };
+    let Some(key_hash) = &access.key_hash else {
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND {column} = $2"
+        );
+        let stmt = Stmt::<Sqlite>::new(&sql)
+            .bind(access.tenant.as_str())
+            .bind(key);
+        let row = store.reader.fetch_optional(stmt).await?;
+        return row.as_ref().map(Sqlite::contact_view).transpose();
+    };
+    let stmt = Stmt::<Sqlite>::new(checked)
+        .bind(access.tenant.as_str())
+        .bind(key)
+        .bind(&key_hash[..]);
+    let Some(row) = store.reader.fetch_optional(stmt).await? else {
+        return Err(StoreError::KeyRejected);
+    };
+    let id: Option<String> =
+        <Sqlite as Get<Option<String>>>::get(&row, "id").map_err(Sqlite::classify)?;
+    match id {
+        Some(_) => Sqlite::contact_view(&row).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The checked point read is PostgreSQL's, and the export baseline reads a
+    /// contact's columns (`sql.rs` is the benchmark's too, so its tests live here).
+    #[test]
+    fn the_checked_reads_and_the_export_read_what_the_store_reads() {
+        use super::sql;
+        use crate::store::postgres::sql as pg;
+        assert_eq!(sql::GET_CONTACT_CHECKED, pg::READ_FOR_UPDATE_CHECKED);
+        let columns = format!("SELECT {} FROM contacts", pg::CONTACT_COLUMNS);
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words(sql::EXPORT).starts_with(&columns), "{}", sql::EXPORT);
     }
 }

@@ -1,6 +1,6 @@
 //! SQLite store: the zero-setup default, in one local file.
 //!
-//! Writes go through a pool of one connection, so this process never contends for
+//! Writes go through one connection (`conns.rs`), so this process never contends for
 //! SQLite's single write lock with itself; reads use a separate pool and see
 //! committed data (WAL). Write transactions begin with `BEGIN IMMEDIATE`, which
 //! takes the write lock before the first read, so the reads that decide a change see
@@ -9,20 +9,22 @@
 //! The SQL it shares with PostgreSQL is in `store::common`; here are its pools, its
 //! dialect, and the calls it makes its own way (`contacts.rs`, `search.rs`).
 
+mod conns;
 mod contacts;
 mod filter;
 mod search;
+// Some statements are only the benchmark's baseline's and the tests' that pin them.
+#[allow(dead_code)]
+pub(crate) mod sql;
 mod write_tx;
 
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use sqlx::Sqlite;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
+use sqlx::{Executor, Sqlite};
 
 use super::common::{
     Arg, ChangeSql, Clause, ConnSource, Dialect, JsonColumn, JsonKind, SQLITE_CHANGES, SqlStore,
@@ -35,8 +37,8 @@ use crate::domain::{ContactView, SearchTerm, TenantId, ValidationError};
 pub use search::SEARCH_CANDIDATES;
 
 pub struct SqliteStore {
-    reader: SqlitePool,
-    writer: SqlitePool,
+    reader: conns::Conns,
+    writer: conns::Conns,
     bell: super::ChangeBell,
 }
 
@@ -56,24 +58,24 @@ impl SqliteStore {
                 StoreError::Config(format!("cannot create `{}`: {err}", dir.display()))
             })?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.clone())
-            .await
-            .map_err(classify)?;
+        let writer = conns::Conns::connect(connect.clone(), 1, options.acquire_timeout).await?;
         if options.migrate {
             let migrator = migrations::migrator(migrations::SQLITE)
                 .await
                 .map_err(StoreError::internal)?;
-            migrator.run(&writer).await.map_err(StoreError::internal)?;
+            let mut conn = writer.get().await?;
+            migrator
+                .run(&mut *conn)
+                .await
+                .map_err(StoreError::internal)?;
+            conn.done();
         }
-        let reader = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.clamp(1, 8))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.read_only(true))
-            .await
-            .map_err(classify)?;
+        let reader = conns::Conns::connect(
+            connect.read_only(true),
+            options.max_connections.clamp(1, 8),
+            options.acquire_timeout,
+        )
+        .await?;
         Ok(Self {
             reader,
             writer,
@@ -93,19 +95,19 @@ impl Backend for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(classify)?;
+        let mut conn = self.reader.get().await?;
+        let pinged = (&mut *conn).execute("SELECT 1").await;
+        conn.finish(pinged)?;
         Ok(())
     }
 
     fn pool_usage(&self) -> super::PoolUsage {
         let mut usage = super::PoolUsage::default();
-        for pool in [&self.reader, &self.writer] {
-            usage.max += pool.options().get_max_connections();
-            usage.open += pool.size();
-            usage.idle += pool.num_idle() as u32;
+        for conns in [&self.reader, &self.writer] {
+            let each = conns.usage();
+            usage.max += each.max;
+            usage.open += each.open;
+            usage.idle += each.idle;
         }
         usage
     }
@@ -119,14 +121,14 @@ impl Backend for SqliteStore {
 #[async_trait]
 impl SqlStore for SqliteStore {
     type Db = Sqlite;
-    type Conns = SqlitePool;
+    type Conns = conns::Conns;
     type Tx = write_tx::SqliteTx;
 
-    fn reads(&self) -> &SqlitePool {
+    fn reads(&self) -> &conns::Conns {
         &self.reader
     }
 
-    fn writes(&self) -> &SqlitePool {
+    fn writes(&self) -> &conns::Conns {
         &self.writer
     }
 
@@ -140,20 +142,16 @@ impl SqlStore for SqliteStore {
 }
 
 #[async_trait]
-impl ConnSource for SqlitePool {
+impl ConnSource for conns::Conns {
     type Db = Sqlite;
-    type Conn = PoolConnection<Sqlite>;
+    type Conn = conns::Conn;
 
-    async fn acquire(&self) -> StoreResult<PoolConnection<Sqlite>> {
-        SqlitePool::acquire(self).await.map_err(classify)
+    async fn acquire(&self) -> StoreResult<conns::Conn> {
+        self.get().await
     }
 
-    async fn release<T: Send>(
-        conn: PoolConnection<Sqlite>,
-        result: Result<T, sqlx::Error>,
-    ) -> StoreResult<T> {
-        drop(conn);
-        result.map_err(classify)
+    async fn release<T: Send>(conn: conns::Conn, result: Result<T, sqlx::Error>) -> StoreResult<T> {
+        conn.finish(result)
     }
 }
 

@@ -26,6 +26,21 @@ fn search_candidate_cap(limit: u32) -> u32 {
     (250 * limit.isqrt()).max(SEARCH_CANDIDATES)
 }
 
+/// What the trigram index is asked for: the term's longest alphanumeric run when it
+/// has three characters, else the whole term, if that has three. A phrase matches
+/// only rows holding every trigram of it, and a trigram that is in nearly every row
+/// (`cr-` of a customer reference, `@ex` of an address) costs a read of a posting
+/// list of nearly every row, however rare the term; the run avoids the punctuation
+/// that such trigrams straddle. Every row with the term has its run, and the
+/// `instr` test after the MATCH keeps only the term's.
+fn probe(term: &str) -> Option<&str> {
+    let longest = term
+        .split(|c: char| !c.is_alphanumeric())
+        .max_by_key(|run| run.chars().count())
+        .filter(|run| run.chars().count() >= 3);
+    longest.or_else(|| (term.chars().count() >= 3).then_some(term))
+}
+
 /// One keyset page of the tenant's contacts in the query's order, filtered by it.
 pub(super) async fn list_contacts(
     conn: &mut SqliteConnection,
@@ -41,15 +56,21 @@ pub(super) async fn list_contacts(
     } = page;
     let term = query.search.as_ref().map(|term| term.as_str());
     // The trigram index needs three characters; shorter terms scan the tenant's rows.
-    let phrase = term
-        .filter(|term| term.chars().count() >= 3)
-        .map(|term| format!("\"{}\"", term.replace('"', "\"\"")));
+    // The index is probed with the term's longest run first (`probe`), then with the
+    // whole term when the run alone has too many matches.
+    let mut phrases: Vec<&str> = term.and_then(probe).into_iter().collect();
+    if let Some(term) = term
+        && phrases.first().is_some_and(|run| *run != term)
+    {
+        phrases.push(term);
+    }
     // A common term's matches cost more to read and sort by id than a walk of the
     // tenant in id order costs to find a page of them (`search_candidate_cap`). The
     // count covers all tenants (the index is global), so it only picks the plan: both
     // apply the same filters.
     let mut fts = None;
-    if let Some(phrase) = phrase {
+    for probe in phrases {
+        let phrase = format!("\"{}\"", probe.replace('"', "\"\""));
         let cap = search_candidate_cap(limit);
         let candidates: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM \
@@ -62,6 +83,7 @@ pub(super) async fn list_contacts(
         .map_err(classify)?;
         if candidates <= i64::from(cap) {
             fts = Some(phrase);
+            break;
         }
     }
     // Only the filters present appear in the SQL, so no MATCH runs on a NULL.
@@ -111,4 +133,20 @@ pub(super) async fn list_contacts(
         classify,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe;
+
+    #[test]
+    fn the_index_is_probed_with_the_terms_longest_alphanumeric_run() {
+        assert_eq!(probe("cr-qsfpetmz"), Some("qsfpetmz"));
+        assert_eq!(probe("user12@gmail.com"), Some("user12"));
+        assert_eq!(probe("gmail"), Some("gmail"));
+        // No run of three: the whole term, as before.
+        assert_eq!(probe("a-b-c"), Some("a-b-c"));
+        assert_eq!(probe("ab"), None);
+        assert_eq!(probe("zürich-1"), Some("zürich"));
+    }
 }

@@ -4,26 +4,30 @@
 //! row between a read and the write that follows it.
 
 use async_trait::async_trait;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Executor, Sqlite, SqliteConnection};
 
 use super::classify;
+use super::conns::{Conn, Conns};
 use crate::domain::Contact;
 use crate::store::common::{Stmt, TxConn};
 use crate::store::{StoreError, StoreResult};
 
-/// A transaction on the single writer connection; dropped before `commit`, sqlx
-/// rolls it back. (A type of its own, without the lifetime parameter of sqlx's,
-/// so that the compiler can tell its futures are `Send` in generic code.)
-pub(crate) struct SqliteTx(Transaction<'static, Sqlite>);
+/// A transaction on the single writer connection, begun and ended with plain
+/// statements (sqlx's `begin_with` costs another exchange with the connection's
+/// worker thread to check the custom BEGIN). Dropped before `commit`, its connection
+/// is checked off the caller's path (`conns.rs`), which rolls the transaction back
+/// before anyone else writes.
+pub(crate) struct SqliteTx(Conn);
 
 impl SqliteTx {
     /// Takes the write lock at once (see the module's comment).
-    pub(super) async fn begin(writer: &SqlitePool) -> StoreResult<Self> {
-        let tx = writer
-            .begin_with("BEGIN IMMEDIATE")
+    pub(super) async fn begin(writer: &Conns) -> StoreResult<Self> {
+        let mut conn = writer.get().await?;
+        (&mut *conn)
+            .execute("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
-        Ok(Self(tx))
+        Ok(Self(conn))
     }
 }
 
@@ -35,21 +39,21 @@ impl TxConn for SqliteTx {
         &mut self.0
     }
 
-    async fn commit(self) -> StoreResult<()> {
-        self.0.commit().await.map_err(classify)
+    async fn commit(mut self) -> StoreResult<()> {
+        (&mut *self.0).execute("COMMIT").await.map_err(classify)?;
+        self.0.done();
+        Ok(())
     }
 
     /// SQLite names no constraint in its errors, so a taken address is looked for
     /// first; inside the write lock, the answer holds until the write that follows.
     async fn check_email_free(&mut self, tenant: &str, contact: &Contact) -> StoreResult<()> {
-        let taken = Stmt::<Sqlite>::new(
-            "SELECT 1 FROM contacts WHERE tenant_id = $1 AND email_key = $2 AND id <> $3",
-        )
-        .bind(tenant)
-        .bind(contact.email.key())
-        .bind(contact.id.as_str())
-        .fetch_optional(&mut self.0)
-        .await?;
+        let taken = Stmt::<Sqlite>::new(super::sql::EMAIL_TAKEN)
+            .bind(tenant)
+            .bind(contact.email.key())
+            .bind(contact.id.as_str())
+            .fetch_optional(&mut self.0)
+            .await?;
         match taken {
             Some(_) => Err(StoreError::Conflict { field: "email" }),
             None => Ok(()),

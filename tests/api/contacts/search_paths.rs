@@ -310,6 +310,10 @@ async fn a_common_term_in_one_tenant_pages_through_every_match(backend: Backend)
         ("comet 10", None, 7),
         ("planet", Some(false), 10),
         ("c1234@", None, 10),
+        // SQLite probes the index with the longest alphanumeric run (`example`, in
+        // every row; `comet`, over the threshold), then with the whole term.
+        ("1234@example", None, 10),
+        ("comet-10", None, 10),
         ("nowhere", None, 10),
         ("c1", None, 10),
         ("9", Some(true), 3),

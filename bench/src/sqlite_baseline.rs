@@ -1,0 +1,659 @@
+//! SQLite's own baseline (issue 20), what pgbench is to PostgreSQL: the store's
+//! statements for each call (`src/store/sqlite/sql.rs`, compiled in by path) run by a
+//! minimal program on the seeded file, at the bench's concurrency, with the store's
+//! pragmas. rusqlite, the thinnest safe driver over the same libsqlite3-sys as sqlx:
+//! each client is an OS thread that steps its cached statements itself, with no async
+//! runtime and no worker thread between it and SQLite.
+//!
+//! Reads: one read-only connection per client, as pgbench has one per client.
+//! Writes: the clients share one writer connection under a mutex, as the store's
+//! callers share its one writer (SQLite has one write lock; 32 connections would
+//! instead wait in SQLite's busy handler, which sleeps, and make the baseline slow).
+//! A write is the store's transaction: `BEGIN IMMEDIATE`, its statements, `COMMIT`;
+//! its key check (and an update's read) on the client's read connection first, as
+//! the store does them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kraiter_contacts::domain::{
+    Contact, ContactChange, ContactUpdate, Email, Properties, PropertiesPatch, TimelineEntry,
+    search_text,
+};
+use rusqlite::{Connection, OpenFlags, Statement, ToSql};
+
+use crate::data::{Dataset, Rng};
+
+#[allow(dead_code)]
+#[path = "../../src/store/sqlite/sql.rs"]
+mod sql;
+
+/// What the minimal program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    GetContact,
+    GetContactByEmail,
+    CreateContact,
+    UpdateContact,
+}
+
+/// Calls (or, for the export, rows) per second in the measured window, and the
+/// bench process's CPU per call in it (the baseline runs in the bench process).
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub rate: f64,
+    pub cpu_per_call: Duration,
+}
+
+/// Opens a connection with the store's pragmas (`store/sqlite/mod.rs`).
+fn open(path: &Path, read_only: bool) -> anyhow::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("open {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    // sqlx's defaults for a connection, which the store keeps.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -2000;",
+    )?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Binds `values` to `$1`, `$2`... by name: SQLite numbers parameters in the order
+/// they first appear, which is not `$n`'s order in every statement.
+fn bind(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> anyhow::Result<()> {
+    for (i, value) in values.iter().enumerate() {
+        let name = format!("${}", i + 1);
+        let Some(index) = stmt.parameter_index(&name)? else {
+            continue;
+        };
+        stmt.raw_bind_parameter(index, value)?;
+    }
+    Ok(())
+}
+
+/// Runs a statement that returns rows, reading every column of every row; returns
+/// the rows.
+fn query(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> anyhow::Result<u64> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, values)?;
+    let columns = stmt.column_count();
+    let mut rows = stmt.raw_query();
+    let mut count = 0;
+    while let Some(row) = rows.next()? {
+        for i in 0..columns {
+            std::hint::black_box(row.get_ref(i)?);
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn execute(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> anyhow::Result<usize> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(&mut stmt, values)?;
+    Ok(stmt.raw_execute()?)
+}
+
+fn micros(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// What every client shares.
+struct Shared {
+    data: Arc<Dataset>,
+    key_hash: [u8; 32],
+    writer: Mutex<Connection>,
+    tag: String,
+    seq: AtomicU64,
+}
+
+/// The change row of `change`, as `store::common::changes::record` binds it.
+fn insert_change(conn: &Connection, tenant: &str, change: &ContactChange) -> anyhow::Result<()> {
+    let fields = serde_json::to_string(&change.changed_fields)?;
+    let c = change
+        .contact
+        .as_ref()
+        .context("a contact write's change")?;
+    let properties = serde_json::to_string(c.properties.as_map())?;
+    execute(
+        conn,
+        sql::INSERT_CHANGE,
+        &[
+            &tenant,
+            &change.kind.as_str(),
+            &change.contact_id.as_str(),
+            &fields,
+            &micros(change.occurred_at),
+            &c.email.as_str(),
+            &properties,
+            &c.suppressed,
+            &c.unsubscribed,
+            &micros(c.created_at),
+            &micros(c.updated_at),
+            &c.revision,
+            &micros(chrono::Utc::now()),
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_entry(
+    conn: &Connection,
+    tenant: &str,
+    contact: &str,
+    entry: &TimelineEntry,
+) -> anyhow::Result<()> {
+    execute(
+        conn,
+        sql::INSERT_TIMELINE_ENTRY,
+        &[
+            &tenant,
+            &contact,
+            &entry.id,
+            &entry.kind,
+            &micros(entry.timestamp),
+            &serde_json::to_string(&entry.data)?,
+        ],
+    )?;
+    Ok(())
+}
+
+/// `body` between `BEGIN IMMEDIATE` and `COMMIT`, rolled back if it fails, so the
+/// shared writer is never left inside a transaction.
+fn transaction(
+    writer: &Connection,
+    body: impl FnOnce(&Connection) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    writer.execute_batch("BEGIN IMMEDIATE")?;
+    match body(writer).and_then(|()| Ok(writer.execute_batch("COMMIT")?)) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            if !writer.is_autocommit() {
+                writer.execute_batch("ROLLBACK").ok();
+            }
+            Err(err)
+        }
+    }
+}
+
+/// One call of `call` on contact `r`.
+fn one(call: Call, shared: &Shared, reader: &Connection, r: u64) -> anyhow::Result<()> {
+    let data = &shared.data;
+    let tenant = data.tenant.as_str();
+    let key = &shared.key_hash[..];
+    let n = r % data.contacts;
+    match call {
+        Call::GetContact => {
+            let found = query(
+                reader,
+                sql::GET_CONTACT_CHECKED,
+                &[&tenant, &data.id(n), &key],
+            )?;
+            anyhow::ensure!(found == 1, "contact {n} not found");
+        }
+        Call::GetContactByEmail => {
+            let email = Email::parse(&Dataset::email(n), "email")?;
+            let found = query(
+                reader,
+                sql::GET_CONTACT_BY_EMAIL_CHECKED,
+                &[&tenant, &email.key(), &key],
+            )?;
+            anyhow::ensure!(found == 1, "contact {n} not found by email");
+        }
+        Call::CreateContact => {
+            let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+            let email = Email::parse(
+                &Dataset::new_email(&format!("base-{seq:x}"), &shared.tag),
+                "email",
+            )?;
+            let properties = Properties::parse(Dataset::properties(n), "properties")?;
+            let contact = Contact::new(email, properties, chrono::Utc::now());
+            let entry = Dataset::created_entry(&contact);
+            let search = search_text(contact.email.as_str(), &contact.properties);
+            let properties = serde_json::to_string(contact.properties.as_map())?;
+            query(reader, sql::TENANT_FOR_KEY, &[&key])?;
+            let writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            transaction(&writer, |writer| {
+                let inserted = execute(
+                    writer,
+                    sql::INSERT_CONTACT,
+                    &[
+                        &tenant,
+                        &contact.id.as_str(),
+                        &contact.email.as_str(),
+                        &contact.email.key(),
+                        &properties,
+                        &search,
+                        &false,
+                        &false,
+                        &micros(contact.created_at),
+                        &micros(contact.updated_at),
+                    ],
+                )?;
+                anyhow::ensure!(inserted == 1, "a new email was taken");
+                insert_change(writer, tenant, &ContactChange::created(&contact))?;
+                insert_entry(writer, tenant, contact.id.as_str(), &entry)
+            })?;
+        }
+        Call::UpdateContact => {
+            let id = data.id(n);
+            // The read for the merge; the merge itself from the seeded values (the
+            // service's CPU, not the database's), at the row's revision.
+            let revision: i64 = {
+                let mut stmt = reader.prepare_cached(sql::GET_CONTACT_CHECKED)?;
+                bind(&mut stmt, &[&tenant, &id, &key])?;
+                let mut rows = stmt.raw_query();
+                let row = rows.next()?.context("the key's row")?;
+                for i in 0..8 {
+                    std::hint::black_box(row.get_ref(i)?);
+                }
+                row.get(7)?
+            };
+            let mut before = data.contact(n);
+            before.revision = revision;
+            let mut patch = serde_json::Map::new();
+            patch.insert("score".into(), (r % 1000).into());
+            patch.insert("lastSeenAt".into(), chrono::Utc::now().to_rfc3339().into());
+            let update = ContactUpdate {
+                email: None,
+                properties: Some(PropertiesPatch::parse(patch, "properties")?),
+            };
+            let Some((mut after, entry)) = before.apply(update)? else {
+                return Ok(());
+            };
+            after.revision = revision + 1;
+            let search = search_text(after.email.as_str(), &after.properties);
+            let properties = serde_json::to_string(after.properties.as_map())?;
+            let writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+            transaction(&writer, |writer| {
+                query(
+                    writer,
+                    sql::EMAIL_TAKEN,
+                    &[&tenant, &after.email.key(), &id],
+                )?;
+                execute(
+                    writer,
+                    sql::UPDATE_CONTACT_IF_REVISION,
+                    &[
+                        &tenant,
+                        &id,
+                        &after.email.as_str(),
+                        &after.email.key(),
+                        &properties,
+                        &search,
+                        &micros(after.updated_at),
+                        &revision,
+                    ],
+                )?;
+                insert_change(
+                    writer,
+                    tenant,
+                    &ContactChange::updated_as_recorded(&after, &entry),
+                )?;
+                insert_entry(writer, tenant, &id, &entry)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `call` from `clients` threads for `warmup` and then `duration`, counting
+/// the calls that end in the measured window.
+pub fn run(
+    path: &Path,
+    call: Call,
+    data: &Arc<Dataset>,
+    api_key: &str,
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    let shared = Arc::new(Shared {
+        data: data.clone(),
+        key_hash: kraiter_contacts::domain::hash_api_key(api_key),
+        writer: Mutex::new(open(path, false)?),
+        tag: Dataset::new_email_tag(),
+        seq: AtomicU64::new(0),
+    });
+    let start = Instant::now();
+    let (from, to) = (start + warmup, start + warmup + duration);
+    let calls = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..clients.max(1))
+        .map(|client| {
+            let (shared, calls) = (shared.clone(), calls.clone());
+            let path = path.to_owned();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let reader = open(&path, true)?;
+                let mut rng = Rng::new(0x5eed_0000 + client as u64);
+                let mut counted = 0;
+                loop {
+                    one(call, &shared, &reader, rng.next_u64())
+                        .with_context(|| format!("the {call:?} baseline"))?;
+                    let now = Instant::now();
+                    if now >= to {
+                        break;
+                    }
+                    if now >= from {
+                        counted += 1;
+                    }
+                }
+                calls.fetch_add(counted, Ordering::Relaxed);
+                Ok(())
+            })
+        })
+        .collect();
+    // The process's CPU at the window's edges (the clients are its only busy threads).
+    let me = std::process::id();
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    let cpu_before = crate::process::cpu_ticks(me);
+    std::thread::sleep(to.saturating_duration_since(Instant::now()));
+    let cpu_after = crate::process::cpu_ticks(me);
+    for thread in threads {
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a baseline client panicked"))??;
+    }
+    let calls = calls.load(Ordering::Relaxed);
+    let cpu = Duration::from_secs_f64(
+        cpu_after.saturating_sub(cpu_before) as f64
+            / crate::process::clock_ticks()
+            / calls.max(1) as f64,
+    );
+    Ok(Measured {
+        rate: calls as f64 / duration.as_secs_f64(),
+        cpu_per_call: cpu,
+    })
+}
+
+/// The bare `SELECT` of the rows the full stream exports, in its order, every
+/// column read: rows and how long it took.
+pub fn export(path: &Path, data: &Dataset) -> anyhow::Result<(u64, Duration)> {
+    let conn = open(path, true)?;
+    let started = Instant::now();
+    let rows = query(&conn, sql::EXPORT, &[&data.tenant.as_str()])?;
+    Ok((rows, started.elapsed()))
+}
+
+/// The unary calls that have a baseline, and what it runs.
+const CALLS: [(crate::scenarios::Scenario, Call, &str); 4] = [
+    (
+        crate::scenarios::Scenario::GetContact,
+        Call::GetContact,
+        "GET_CONTACT_CHECKED",
+    ),
+    (
+        crate::scenarios::Scenario::GetContactByEmail,
+        Call::GetContactByEmail,
+        "GET_CONTACT_BY_EMAIL_CHECKED",
+    ),
+    (
+        crate::scenarios::Scenario::CreateContact,
+        Call::CreateContact,
+        "TENANT_FOR_KEY; BEGIN IMMEDIATE; INSERT_CONTACT; INSERT_CHANGE; INSERT_TIMELINE_ENTRY; COMMIT",
+    ),
+    (
+        crate::scenarios::Scenario::UpdateContact,
+        Call::UpdateContact,
+        "GET_CONTACT_CHECKED; BEGIN IMMEDIATE; EMAIL_TAKEN; UPDATE_CONTACT_IF_REVISION; INSERT_CHANGE; INSERT_TIMELINE_ENTRY; COMMIT",
+    ),
+];
+
+/// Each unary call with a baseline in rounds (`echo, service, baseline`, then the
+/// reverse), and the full stream against the bare `SELECT` (alternating which goes
+/// first), all against the server on the file at `path`; the section for
+/// BENCHMARKS.md.
+pub async fn rounds(
+    setup: &crate::Setup,
+    server: &crate::process::Server,
+    key: &str,
+    path: &Path,
+    data: &Arc<Dataset>,
+) -> anyhow::Result<String> {
+    use crate::load::{Plan, Watch};
+    use crate::measures::{Baseline, Round, Rounds, spread};
+    use crate::scenarios::{self, Scenario};
+
+    let echo = crate::Echo::start(setup).await?;
+    let clients = crate::load::connect(&server.addr(), key, setup.connections).await?;
+    let watch = Watch {
+        server: Some(server.pid()),
+        postgres: None,
+    };
+    let window = setup.plan.duration / setup.rounds as u32;
+    let first_plan = Plan {
+        duration: window,
+        ..setup.plan
+    };
+    let later_plan = Plan {
+        warmup: setup.plan.warmup.min(Duration::from_millis(500)),
+        ..first_plan
+    };
+    let mut all = Vec::new();
+    // The export first, as on PostgreSQL: the writes below add rows.
+    if crate::wanted(setup, Scenario::ListAll) {
+        export(path, data)?;
+        let one_stream = Plan {
+            duration: Duration::ZERO,
+            ..setup.plan
+        };
+        let mut rounds = Vec::new();
+        for round in 0..setup.rounds {
+            let forward = round % 2 == 0;
+            let early = if forward {
+                Some(export(path, data)?)
+            } else {
+                None
+            };
+            let service =
+                scenarios::run(Scenario::ListAll, &clients, one_stream, watch, data).await;
+            let (rows, took) = match early {
+                Some(done) => done,
+                None => export(path, data)?,
+            };
+            eprintln!(
+                "   round {}: stream {:>8.0} rows/s, bare SELECT {:>8.0} rows/s",
+                round + 1,
+                service.items_per_sec(),
+                rows as f64 / took.as_secs_f64()
+            );
+            rounds.push(Round {
+                order: if forward {
+                    "SELECT, stream"
+                } else {
+                    "stream, SELECT"
+                },
+                service,
+                baseline: Baseline::CopyTo { rows, took },
+            });
+        }
+        all.push(Rounds {
+            scenario: Scenario::ListAll,
+            rounds,
+        });
+    }
+    for (scenario, call, script) in CALLS {
+        if !crate::wanted(setup, scenario) {
+            continue;
+        }
+        let baseline = |plan: Plan| -> anyhow::Result<crate::baseline::Pgbench> {
+            let m = run(
+                path,
+                call,
+                data,
+                key,
+                setup.plan.concurrency,
+                plan.warmup,
+                plan.duration,
+            )?;
+            eprintln!(
+                "   {:<50} sqlite baseline {:>8.0} calls/s",
+                scenario.name(),
+                m.rate
+            );
+            Ok(crate::baseline::Pgbench {
+                tps: m.rate,
+                latency_ms: 0.0,
+                clients: setup.plan.concurrency,
+                script: script.to_owned(),
+                scripts: 1,
+                postgres_cpu_per_tx: Some(m.cpu_per_call),
+            })
+        };
+        let mut rounds = Vec::new();
+        for round in 0..setup.rounds {
+            let plan = if round == 0 { first_plan } else { later_plan };
+            let forward = round % 2 == 0;
+            let service = || async {
+                let measured = scenarios::run(scenario, &clients, plan, watch, data).await;
+                eprintln!(
+                    "   {:<50} service {:>8.0} calls/s",
+                    scenario.name(),
+                    measured.throughput()
+                );
+                measured
+            };
+            let (service, echo_result, base) = if forward {
+                let echo_result = echo.measure(scenario, plan).await;
+                let service = service().await;
+                (service, echo_result, baseline(plan)?)
+            } else {
+                let base = baseline(plan)?;
+                let service = service().await;
+                (service, echo.measure(scenario, plan).await, base)
+            };
+            rounds.push(Round {
+                order: if forward {
+                    "echo, service, baseline"
+                } else {
+                    "baseline, service, echo"
+                },
+                service,
+                baseline: Baseline::Ceiling {
+                    echo: echo_result,
+                    pgbench: base,
+                },
+            });
+        }
+        all.push(Rounds { scenario, rounds });
+    }
+    Ok(markdown(setup, &all, spread))
+}
+
+fn markdown(
+    setup: &crate::Setup,
+    all: &[crate::measures::Rounds],
+    spread: fn(&[f64]) -> (f64, f64, f64),
+) -> String {
+    use std::fmt::Write as _;
+
+    use crate::measures::Baseline;
+    use crate::report::rate;
+    use crate::scenarios::Scenario;
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### SQLite against its own baseline (issue 20)\n\n\
+         {} contacts, C = {}, {} rounds per scenario; baseline: the store's statements \
+         (`src/store/sqlite/sql.rs`) run by rusqlite from {} threads on the same file \
+         (reads: a connection each; writes: one shared writer, as the store's); \
+         L_sqlite = 1/(1/echo + 1/baseline); ratios are the median of the rounds' \
+         (range in brackets). CPU/call: the server's; the baseline's is the bench \
+         process's while it ran.\n",
+        rate(setup.contacts as f64),
+        setup.plan.concurrency,
+        setup.rounds,
+        setup.plan.concurrency
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | service | p50 | p99 | server CPU/call | echo | baseline | baseline CPU/call | L_sqlite or SELECT | ratio | target | other CPU |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for rounds in all {
+        let s = rounds.scenario;
+        let service = rounds.service();
+        let (ratio, low, high) = spread(&rounds.ratios());
+        let (base, _, _) = spread(&rounds.baseline_rates());
+        let (echo, baseline, base_cpu) = {
+            let echo: Vec<f64> = rounds.echo().map(|m| m.throughput()).collect();
+            let runs: Vec<_> = rounds.pgbench().collect();
+            let tps: Vec<f64> = runs.iter().map(|p| p.tps).collect();
+            let cpu: Vec<f64> = runs
+                .iter()
+                .filter_map(|p| p.postgres_cpu_per_tx.map(|d| d.as_secs_f64() * 1e6))
+                .collect();
+            (echo, tps, cpu)
+        };
+        let target = if s == Scenario::ListAll { 0.5 } else { 0.8 };
+        let is_list = s.is_full_list();
+        let unit = if is_list { "rows/s" } else { "calls/s" };
+        let first = rounds.rounds.first().map(|r| &r.baseline);
+        let baseline_shown = match first {
+            Some(Baseline::CopyTo { .. }) => String::from("-"),
+            _ => format!("{} calls/s", rate(spread(&baseline).0)),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} {unit} | {:.2} ms | {:.2} ms | {:.0} µs | {} | {} | {} | {} {unit} | {ratio:.2} ({low:.2}–{high:.2}) | ≥ {target}: {} | {:.1} s |",
+            s.name(),
+            rate(if is_list {
+                service.items_per_sec()
+            } else {
+                service.throughput()
+            }),
+            service.percentile(0.5).as_secs_f64() * 1e3,
+            service.percentile(0.99).as_secs_f64() * 1e3,
+            service.per_call(service.server_cpu).as_secs_f64() * 1e6,
+            if echo.is_empty() {
+                "-".into()
+            } else {
+                format!("{} calls/s", rate(spread(&echo).0))
+            },
+            baseline_shown,
+            if base_cpu.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.0} µs", spread(&base_cpu).0)
+            },
+            rate(base),
+            if ratio >= target { "met" } else { "**missed**" },
+            service.foreign_cpu().as_secs_f64(),
+        );
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// The baseline binds `$n` by name; every statement it runs numbers its
+    /// parameters from `$1` without gaps.
+    #[test]
+    fn the_baselines_statements_number_their_parameters_from_one() {
+        for sql in [
+            super::sql::GET_CONTACT_CHECKED,
+            super::sql::INSERT_CONTACT,
+            super::sql::INSERT_CHANGE,
+            super::sql::UPDATE_CONTACT_IF_REVISION,
+            super::sql::EMAIL_TAKEN,
+        ] {
+            let highest = (1..20).rev().find(|n| sql.contains(&format!("${n}")));
+            let highest = highest.expect("parameters");
+            for n in 1..=highest {
+                assert!(sql.contains(&format!("${n}")), "${n} in {sql}");
+            }
+        }
+    }
+}
