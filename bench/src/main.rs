@@ -18,6 +18,7 @@ mod echo;
 mod filters;
 mod flood;
 mod import;
+mod light;
 mod load;
 mod measures;
 mod nginx;
