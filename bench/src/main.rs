@@ -252,7 +252,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .output
         .or_else(|| full.then(|| PathBuf::from("BENCHMARKS.md")));
     if output.is_none() && !quick {
-        eprintln!("a partial run: BENCHMARKS.md's last full run left as it is (--output to write one)");
+        eprintln!(
+            "a partial run: BENCHMARKS.md's last full run left as it is (--output to write one)"
+        );
     }
     if let Some(path) = output {
         let existing = std::fs::read_to_string(&path).unwrap_or_default();

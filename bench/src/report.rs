@@ -217,7 +217,11 @@ impl Report {
         match row.scenario {
             s if Scenario::UNARY.contains(&s) => {
                 let (baseline, ratio, target) = rounds(unary_target(s)).unwrap_or_default();
-                (baseline, ratio, crate::light::with_tail_check(s, me, target))
+                (
+                    baseline,
+                    ratio,
+                    crate::light::with_tail_check(s, me, target),
+                )
             }
             Scenario::ListAll => match rounds(0.5) {
                 Some((baseline, ratio, target)) => {

@@ -184,7 +184,16 @@ pub(crate) async fn postgres_run(
         report.baselines.rounds.push(rounds);
     }
     rows.extend(others);
-    let light = light::run(setup, "PostgreSQL", &server.addr(), &key, watch, echo, &data).await?;
+    let light = light::run(
+        setup,
+        "PostgreSQL",
+        &server.addr(),
+        &key,
+        watch,
+        echo,
+        &data,
+    )
+    .await?;
     // The report's order: every scenario at C, then the latency rows at C = 1.
     rows.sort_by_key(|row| {
         let latency_row = row.concurrency == 1 && Scenario::LATENCY.contains(&row.scenario);

@@ -168,7 +168,6 @@ async fn concurrent_point_reads_each_get_their_own_answer(backend: Backend) {
     }
 }
 
-
 /// Point reads one at a time, as light traffic sends them: on PostgreSQL each finds no
 /// statement in flight and runs its own on the caller's task (`Lookups::get`), which
 /// must give every answer a batch gives: the contact, NOT_FOUND, no contact by email,
