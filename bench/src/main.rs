@@ -19,6 +19,7 @@ mod echo;
 mod filters;
 mod flood;
 mod import;
+mod light;
 mod load;
 mod measures;
 mod nginx;
@@ -92,7 +93,8 @@ struct Args {
     /// Skip the PostgreSQL backend and its baselines.
     #[arg(long)]
     skip_postgres: bool,
-    /// Markdown output (default BENCHMARKS.md; none with --quick).
+    /// Markdown output (default BENCHMARKS.md on a full run, none on a partial one:
+    /// `--quick`, `--only`, `--skip-sqlite` or `--skip-postgres`).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Run only these scenarios against the servers (by name, e.g.
@@ -248,9 +250,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let markdown = report.markdown();
     println!("{markdown}");
+    let full = full_run(&args);
     let output = args
         .output
-        .or_else(|| (!quick).then(|| PathBuf::from("BENCHMARKS.md")));
+        .or_else(|| full.then(|| PathBuf::from("BENCHMARKS.md")));
+    if output.is_none() && !quick {
+        eprintln!(
+            "a partial run: BENCHMARKS.md's last full run left as it is (--output to write one)"
+        );
+    }
     if let Some(path) = output {
         let existing = std::fs::read_to_string(&path).unwrap_or_default();
         std::fs::write(&path, report::splice(&existing, &markdown))?;
@@ -260,6 +268,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&setup.work_dir);
     }
     Ok(())
+}
+
+/// Whether this run replaces BENCHMARKS.md's "last full run": every scenario on both
+/// backends at full size. A partial run (`--only`, a skipped backend, `--quick`) would
+/// leave that table nearly empty, so it only prints, or writes to `--output`.
+fn full_run(args: &Args) -> bool {
+    !args.quick && args.only.is_empty() && !args.skip_sqlite && !args.skip_postgres
 }
 
 /// A binary built next to this one.

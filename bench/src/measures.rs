@@ -64,6 +64,8 @@ pub struct BackendRun {
     pub name: &'static str,
     pub seed: SeedTimes,
     pub rows: Vec<Row>,
+    /// The unary calls at light load (issue 20).
+    pub light: Option<crate::light::LightRun>,
 }
 
 /// What one round of a scenario is judged against, measured right next to it.

@@ -195,6 +195,16 @@ pub(crate) async fn postgres_run(
         report.baselines.rounds.push(rounds);
     }
     rows.extend(others);
+    let light = light::run(
+        setup,
+        "PostgreSQL",
+        &server.addr(),
+        &key,
+        watch,
+        echo,
+        &data,
+    )
+    .await?;
     // The report's order: every scenario at C, then the latency rows at C = 1.
     rows.sort_by_key(|row| {
         let latency_row = row.concurrency == 1 && Scenario::LATENCY.contains(&row.scenario);
@@ -265,6 +275,7 @@ pub(crate) async fn postgres_run(
         name: "PostgreSQL",
         seed,
         rows,
+        light,
     });
 
     eprintln!("== other baselines");
@@ -391,6 +402,14 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
         println!("{section}");
     }
     let rows = run_scenarios(setup, &server, &key, None, &data, false).await?;
+    let light = {
+        let echo = Echo::start(setup).await?;
+        let watch = Watch {
+            server: Some(server.pid()),
+            postgres: None,
+        };
+        light::run(setup, "SQLite", &server.addr(), &key, watch, &echo, &data).await?
+    };
     if import::wanted(setup) {
         eprintln!("== ImportContacts ({} rows each)", import::rows(setup));
         let watch = Watch {
@@ -411,6 +430,7 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
         name: "SQLite (no targets yet)",
         seed,
         rows,
+        light,
     })
 }
 

@@ -9,6 +9,11 @@
 //! one statement. An idle server adds no latency; a busy one sends fewer statements.
 //! The key check stays in the statement, so a revoked key is refused on its next
 //! call exactly as before.
+//!
+//! A lookup that arrives alone (no statement in flight, nothing queued) runs its
+//! statement on its caller's own task, holding the one statement slot: queueing it
+//! would cost two task hand-offs, a spawn and their wake-ups for nothing to share.
+//! Lookups that arrive meanwhile queue behind that slot as they would behind a batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +22,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::conns::Conns;
 use super::rows::view_from_row;
@@ -122,9 +127,11 @@ impl Waiting {
 }
 
 /// What the callers and the worker share.
-#[derive(Default)]
 struct Shared {
     waiting: Mutex<Waiting>,
+    /// The slot of the one statement normally in flight: a batch's, or a lone
+    /// lookup's run by its caller.
+    main: Arc<Semaphore>,
     work: Notify,
     stopped: AtomicBool,
     batches: AtomicU64,
@@ -132,6 +139,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// The statement slot, for a lookup that finds it free and nothing waiting.
+    fn alone(&self) -> Option<OwnedSemaphorePermit> {
+        let waiting = self.waiting();
+        if waiting.len > 0 {
+            return None;
+        }
+        let slot = self.main.clone().try_acquire_owned().ok();
+        drop(waiting);
+        slot
+    }
+
     fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting
             .lock()
@@ -142,6 +160,7 @@ impl Shared {
 /// The queue of lookups; its worker ends when the store is dropped.
 pub(super) struct Lookups {
     shared: Arc<Shared>,
+    conns: Conns,
 }
 
 impl Lookups {
@@ -149,9 +168,16 @@ impl Lookups {
     /// holding one connection, so lookups never take the whole pool from the other
     /// calls.
     pub fn start(conns: Conns, spare: usize) -> Self {
-        let shared = Arc::new(Shared::default());
-        tokio::spawn(run(conns, shared.clone(), spare));
-        Self { shared }
+        let shared = Arc::new(Shared {
+            waiting: Mutex::default(),
+            main: Arc::new(Semaphore::new(1)),
+            work: Notify::new(),
+            stopped: AtomicBool::new(false),
+            batches: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+        });
+        tokio::spawn(run(conns.clone(), shared.clone(), spare));
+        Self { shared, conns }
     }
 
     /// Statements sent and lookups they answered, so far.
@@ -164,12 +190,21 @@ impl Lookups {
 
     /// The contact with this id or email key, if `key_hash` is a live key of `tenant`.
     pub async fn get(&self, tenant: &TenantId, key_hash: &[u8; 32], by: By, key: &str) -> Found {
+        let caller = Caller {
+            tenant: tenant.clone(),
+            key_hash: *key_hash,
+        };
+        if let Some(slot) = self.shared.alone() {
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.shared.lookups.fetch_add(1, Ordering::Relaxed);
+            let rows = fetch(&self.conns, &caller, by, &[key]).await;
+            // Queued meanwhile: the worker takes the slot for their batch.
+            drop(slot);
+            return answer_one(by, key, rows);
+        }
         let (reply, answer) = oneshot::channel();
         let lookup = Lookup {
-            caller: Caller {
-                tenant: tenant.clone(),
-                key_hash: *key_hash,
-            },
+            caller,
             by,
             key: key.to_owned(),
             reply,
@@ -192,7 +227,7 @@ impl Drop for Lookups {
 }
 
 async fn run(conns: Conns, shared: Arc<Shared>, spare: usize) {
-    let main = Arc::new(Semaphore::new(1));
+    let main = shared.main.clone();
     let spare = Arc::new(Semaphore::new(spare));
     loop {
         while shared.waiting().len == 0 {
@@ -304,6 +339,25 @@ fn deliver(by: By, rows: &[PgRow], mut waiting: Callers) {
     for reply in waiting.into_values().flatten() {
         let _ = reply.send(Ok(None));
     }
+}
+
+/// A lone lookup's answer from its statement's rows, as `deliver` gives a batch's.
+fn answer_one(by: By, key: &str, rows: StoreResult<Vec<PgRow>>) -> Found {
+    let rows = rows?;
+    if rows.is_empty() {
+        return Err(StoreError::KeyRejected);
+    }
+    let column = match by {
+        By::Id => 0,
+        By::EmailKey => sql::CONTACT_COLUMN_COUNT,
+    };
+    for row in &rows {
+        let matched: Option<String> = row.try_get(column).map_err(classify)?;
+        if matched.as_deref() == Some(key) {
+            return view_from_row(row).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 fn deliver_error(err: &StoreError, waiting: Callers) {

@@ -168,4 +168,107 @@ async fn concurrent_point_reads_each_get_their_own_answer(backend: Backend) {
     }
 }
 
-conformance!(concurrent_point_reads_each_get_their_own_answer);
+/// Point reads one at a time, as light traffic sends them: on PostgreSQL each finds no
+/// statement in flight and runs its own on the caller's task (`Lookups::get`), which
+/// must give every answer a batch gives: the contact, NOT_FOUND, no contact by email,
+/// another tenant's contact not found, and UNAUTHENTICATED for a revoked key (then
+/// from memory).
+async fn lone_point_reads_get_every_kind_of_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut mine = app.client();
+    let other_key = app.other_tenant_key().await;
+    let mut theirs = app.client_with_key(Some(&other_key));
+    let contact = create(&mut mine, "Lone.Reader@Example.com", json!({"n": 1})).await;
+    let foreign = create(&mut theirs, "lone.foreign@example.com", json!({})).await;
+    let before = lookups(&kraiter_contacts::metrics::render(&app.store));
+
+    for _ in 0..3 {
+        let got = mine
+            .get_contact(pb::GetContactRequest {
+                id: contact.id.clone(),
+            })
+            .await
+            .expect("own contact by id")
+            .into_inner();
+        assert_eq!(got, contact);
+        let got = mine
+            .get_contact_by_email(pb::GetContactByEmailRequest {
+                email: "LONE.reader@example.COM".into(),
+            })
+            .await
+            .expect("own contact by email")
+            .into_inner();
+        assert_eq!(got.contact, Some(contact.clone()));
+    }
+    let missing = mine
+        .get_contact(pb::GetContactRequest {
+            id: foreign.id.clone(),
+        })
+        .await
+        .expect_err("another tenant's contact");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    let none = mine
+        .get_contact_by_email(pb::GetContactByEmailRequest {
+            email: foreign.email.clone(),
+        })
+        .await
+        .expect("by email, another tenant's address")
+        .into_inner();
+    assert_eq!(none.contact, None);
+    let got = theirs
+        .get_contact(pb::GetContactRequest {
+            id: foreign.id.clone(),
+        })
+        .await
+        .expect("their own contact")
+        .into_inner();
+    assert_eq!(got, foreign);
+
+    if backend == Backend::Postgres {
+        // One statement per lookup: alone, nothing was shared (other tests can only
+        // add single lookups to both counters).
+        let (batches, answered) = lookups(&kraiter_contacts::metrics::render(&app.store));
+        let (batches, answered) = (batches - before.0, answered - before.1);
+        assert!(answered >= 9.0, "{answered} lookups counted, 9 made");
+        assert_eq!(answered, batches, "lone lookups ran a statement each");
+    }
+
+    // Revoked while its tenant is cached: the lone statement's key check refuses it.
+    let (revoked_id, revoked) =
+        kraiter_contacts::keys::create(app.store.as_ref(), &unique_tenant())
+            .await
+            .expect("a third tenant's key");
+    let mut third = app.client_with_key(Some(&revoked));
+    let missing = third
+        .get_contact(pb::GetContactRequest {
+            id: contact.id.clone(),
+        })
+        .await
+        .expect_err("a third tenant sees no contact of ours");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    assert!(app.store.revoke_api_key(&revoked_id).await.expect("revoke"));
+    for by_email in [false, true] {
+        let refused = if by_email {
+            third
+                .get_contact_by_email(pb::GetContactByEmailRequest {
+                    email: contact.email.clone(),
+                })
+                .await
+                .map(|_| ())
+        } else {
+            third
+                .get_contact(pb::GetContactRequest {
+                    id: contact.id.clone(),
+                })
+                .await
+                .map(|_| ())
+        }
+        .expect_err("a revoked key");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
+}
+
+conformance!(
+    concurrent_point_reads_each_get_their_own_answer,
+    lone_point_reads_get_every_kind_of_answer,
+);
