@@ -263,7 +263,10 @@ pub async fn postgres(
     );
     for (name, script) in [
         ("count(*), whole tenant", &count_all),
-        ("sum of the kept counters, whole tenant (what the store runs)", &count_kept),
+        (
+            "sum of the kept counters, whole tenant (what the store runs)",
+            &count_kept,
+        ),
         ("count, 1 % filter", &count_one),
         ("seq scan of contacts", &seq),
     ] {

@@ -52,7 +52,9 @@ pub(super) async fn count_contacts<S: SqlStore>(
         });
     }
     let sql = if <S::Db as Dialect>::COUNTED && conditions.sql.is_empty() {
-        numbered("SELECT CAST(coalesce(sum(n), 0) AS bigint) AS n FROM contact_counts WHERE tenant_id = ?")
+        numbered(
+            "SELECT CAST(coalesce(sum(n), 0) AS bigint) AS n FROM contact_counts WHERE tenant_id = ?",
+        )
     } else {
         numbered(&format!(
             "SELECT count(*) AS n FROM contacts WHERE tenant_id = ?{}",

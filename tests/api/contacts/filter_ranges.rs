@@ -63,7 +63,14 @@ async fn created_at_ranges_in_id_order_agree_with_the_reference(backend: Backend
     let mut storage = Storage::open(&app).await;
     let mut made = Vec::new();
     for i in 0..12 {
-        made.push(create(&mut client, &format!("c{i:02}@example.com"), json!({"i": i})).await);
+        made.push(
+            create(
+                &mut client,
+                &format!("c{i:02}@example.com"),
+                json!({"i": i}),
+            )
+            .await,
+        );
     }
     // Contacts created by an event that happened days ago: created_at is the event's
     // time, far earlier than the id's.
@@ -134,24 +141,24 @@ async fn created_at_ranges_in_id_order_agree_with_the_reference(backend: Backend
     for (i, &t) in times.iter().enumerate() {
         let later = times[(i + 4).min(times.len() - 1)];
         let created = |op, t| at("created_at", op, timestamp(t));
-        filters.push(created(Op::GreaterOrEqual, t));
+        filters.push(created(Op::GreaterThanOrEqual, t));
         filters.push(created(Op::GreaterThan, t));
         filters.push(created(Op::Equals, t));
         filters.push(all(vec![
-            created(Op::GreaterOrEqual, t),
+            created(Op::GreaterThanOrEqual, t),
             created(Op::LessThan, later),
         ]));
         filters.push(any(vec![
             created(Op::GreaterThan, t),
-            created(Op::GreaterOrEqual, later),
+            created(Op::GreaterThanOrEqual, later),
         ]));
         // One branch has no floor, so the whole has none.
         filters.push(any(vec![
-            created(Op::GreaterOrEqual, later),
+            created(Op::GreaterThanOrEqual, later),
             cond("properties.i", Op::Equals, json!(2)),
         ]));
         filters.push(all(vec![
-            created(Op::GreaterOrEqual, t),
+            created(Op::GreaterThanOrEqual, t),
             among("properties.i", vec![json!(1), json!(3), json!(7), json!(9)]),
         ]));
     }
@@ -161,15 +168,28 @@ async fn created_at_ranges_in_id_order_agree_with_the_reference(backend: Backend
             .filter(|c| reference(filter, c))
             .map(|c| c.id.clone())
             .collect();
-        let streamed = ids(&list(&mut client, Some(filter.clone()), ContactOrder::Unspecified, 2).await);
+        let streamed = ids(&list(
+            &mut client,
+            Some(filter.clone()),
+            ContactOrder::Unspecified,
+            2,
+        )
+        .await);
         assert_eq!(streamed, expected, "{backend:?}: the stream of {filter:?}");
         let page = first_page(&mut client, filter, 3).await;
         let head: Vec<String> = expected.iter().take(3).cloned().collect();
         assert_eq!(page, head, "{backend:?}: the first page of {filter:?}");
-        assert_eq!(count(&mut client, Some(filter.clone())).await, expected.len() as i64);
+        assert_eq!(
+            count(&mut client, Some(filter.clone())).await,
+            expected.len() as i64
+        );
     }
     // The restored row is found by a range that starts after its id's time.
-    let recent = at("created_at", Op::GreaterOrEqual, made[7].created_at.expect("set"));
+    let recent = at(
+        "created_at",
+        Op::GreaterThanOrEqual,
+        made[7].created_at.expect("set"),
+    );
     let found = ids(&list(&mut client, Some(recent), ContactOrder::Unspecified, 2).await);
     assert!(found.contains(&old_id), "{found:?}");
     assert!(found.contains(&made[1].id), "{found:?}");
@@ -183,7 +203,11 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
     create(&mut other, "else@example.com", json!({})).await;
     let mut doomed = Vec::new();
     for i in 0..24 {
-        doomed.push(create(&mut client, &format!("d{i}@example.com"), json!({})).await.id);
+        doomed.push(
+            create(&mut client, &format!("d{i}@example.com"), json!({}))
+                .await
+                .id,
+        );
     }
     assert_eq!(count(&mut client, None).await, 24);
 
@@ -192,7 +216,12 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
         let mut client = app.client();
         tasks.spawn(async move {
             for i in 0..25 {
-                create(&mut client, &format!("w{worker}n{i}@example.com"), json!({})).await;
+                create(
+                    &mut client,
+                    &format!("w{worker}n{i}@example.com"),
+                    json!({}),
+                )
+                .await;
             }
         });
     }
@@ -219,7 +248,12 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
             let batches = (0..3)
                 .map(|b| {
                     let rows = (0..20)
-                        .map(|r| row(&format!("i{}@example.com", b * 10 + r), json!({"by": importer})))
+                        .map(|r| {
+                            row(
+                                &format!("i{}@example.com", b * 10 + r),
+                                json!({"by": importer}),
+                            )
+                        })
                         .collect();
                     batch(pb::ImportMode::Upsert, rows)
                 })
@@ -248,17 +282,17 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
         "{seen:?}"
     );
     let expected = 100 + 40;
-    let tenant_rows = |storage: &mut Storage, id: String| async move {
-        storage
-            .count(
-                "SELECT count(*) FROM contacts \
-                 WHERE tenant_id = (SELECT tenant_id FROM contacts WHERE id = $1)",
-                &[&id],
-            )
-            .await
-    };
-    let some_id = list(&mut client, None, ContactOrder::Unspecified, 1).await[0].id.clone();
-    assert_eq!(tenant_rows(&mut storage, some_id.clone()).await, expected);
+    let some_id = list(&mut client, None, ContactOrder::Unspecified, 1).await[0]
+        .id
+        .clone();
+    let rows = storage
+        .count(
+            "SELECT count(*) FROM contacts \
+             WHERE tenant_id = (SELECT tenant_id FROM contacts WHERE id = $1)",
+            &[&some_id],
+        )
+        .await;
+    assert_eq!(rows, expected);
     assert_eq!(count(&mut client, None).await, expected);
     if backend == Backend::Postgres {
         let kept = storage
@@ -283,7 +317,10 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
         .await;
     assert_eq!(count(&mut client, None).await, expected + 1);
     storage
-        .count("DELETE FROM contacts WHERE id = $1 RETURNING revision", &[&some_id])
+        .count(
+            "DELETE FROM contacts WHERE id = $1 RETURNING revision",
+            &[&some_id],
+        )
         .await;
     assert_eq!(count(&mut client, None).await, expected);
     assert_eq!(count(&mut other, None).await, 1, "the other tenant's count");
