@@ -60,7 +60,7 @@ pub fn variables(data: &Dataset, key: &str) -> Vec<(String, String)> {
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     vec![
         ("tenant".into(), data.tenant.as_str().into()),
-        ("prefix".into(), data.prefix.clone()),
+        ("basems".into(), data.base_ms().to_string()),
         ("ncontacts".into(), data.contacts.to_string()),
         ("seq".into(), "0".into()),
         ("keyhash".into(), format!("\\x{hex}")),
@@ -69,7 +69,9 @@ pub fn variables(data: &Dataset, key: &str) -> Vec<(String, String)> {
 
 /// `:n` picks a seeded contact; the expressions compute its id and email.
 const PICK: &str = "\\set n random(0, :ncontacts - 1)\n";
-const ID_SQL: &str = "('con_' || :prefix || lpad(:n::text, 16, '0'))";
+/// `Dataset::id`: the time part is the contact's `created_at` (`kraiter_ulid_time_ms`,
+/// migrations/postgres/0009).
+const ID_SQL: &str = "('con_' || kraiter_ulid_time_ms(:basems::bigint - (:ncontacts::bigint - :n::bigint) * 10) || lpad(:n::text, 16, '0'))";
 /// A fresh, per-client increasing number for rows a script creates.
 const NEXT: &str = "\\set seq :seq + 1\n\\set k :client_id * 1000000000 + :seq\n";
 /// The key of a new row: the transaction's start in microseconds, then the client, so
@@ -391,7 +393,8 @@ pub fn batch_get() -> String {
         numbers.push(format!(":n{j}"));
     }
     let ids = format!(
-        "(SELECT array_agg('con_' || :prefix || lpad(n::text, 16, '0')) \
+        "(SELECT array_agg('con_' || kraiter_ulid_time_ms(:basems::bigint - (:ncontacts::bigint - n) * 10) \
+         || lpad(n::text, 16, '0')) \
          FROM unnest(ARRAY[{}]::bigint[]) n)::text[]",
         numbers.join(", ")
     );

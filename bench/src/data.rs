@@ -37,8 +37,6 @@ const PLANS: [&str; 4] = ["free", "starter", "pro", "enterprise"];
 /// Every contact of the tenant is numbered `0..contacts`.
 pub struct Dataset {
     pub tenant: TenantId,
-    /// The 10-character time part shared by the seeded ids.
-    pub prefix: String,
     pub contacts: u64,
     pub base: DateTime<Utc>,
 }
@@ -48,19 +46,27 @@ pub const HOT_TIMELINE_ENTRIES: u64 = 10_000;
 
 impl Dataset {
     pub fn new(tenant: TenantId, contacts: u64) -> Self {
-        let prefix = ulid::Ulid::new().to_string()[..10].to_owned();
         Self {
             tenant,
-            prefix,
             contacts,
             base: kraiter_contacts::domain::now(),
         }
     }
 
-    /// `con_` + a valid ULID whose random part is the number in decimal, so ids sort
-    /// by number and pgbench can build them: `:prefix || lpad(:n::text, 16, '0')`.
+    /// `con_` + a valid ULID whose time part is the contact's `created_at`, as the
+    /// service makes them, and whose random part is the number in decimal, so ids
+    /// sort by number and pgbench can build them (`baseline::ID_SQL`, with the
+    /// migrations' `kraiter_ulid_time_ms`).
     pub fn id(&self, n: u64) -> String {
-        format!("con_{}{n:016}", self.prefix)
+        let ms = u64::try_from(self.created_at(n).timestamp_millis()).unwrap_or(0);
+        let time = ulid::Ulid::from_parts(ms, 0).to_string();
+        format!("con_{}{n:016}", &time[..10])
+    }
+
+    /// `base` in whole milliseconds: contact `n`'s id time is
+    /// `base_ms - (contacts - n) * 10`.
+    pub fn base_ms(&self) -> i64 {
+        self.base.timestamp_millis()
     }
 
     pub fn email(n: u64) -> String {

@@ -242,6 +242,9 @@ pub async fn postgres(
     service_rows(&mut out, clients, plan, watch, data).await;
     let (p50, rate) = scan_rate(clients, plan, watch, data).await;
     let count_all = "SELECT count(*) AS n FROM contacts WHERE tenant_id = :tenant;\n".to_owned();
+    let count_kept = "SELECT CAST(coalesce(sum(n), 0) AS bigint) AS n FROM contact_counts \
+                      WHERE tenant_id = :tenant;\n"
+        .to_owned();
     let in_list: Vec<String> = (0..10)
         .map(|v| format!("properties @> '{{\"score\":{v}}}'"))
         .collect();
@@ -252,14 +255,18 @@ pub async fn postgres(
     let seq = "SELECT count(*) FROM contacts;\n".to_owned();
     let _ = writeln!(
         out,
-        "\nSame-run pgbench of the count statements the store runs (prepared, literals for the jsonb operands):\n"
+        "\nSame-run pgbench of the count statements (prepared, literals for the jsonb operands):\n"
     );
     let _ = writeln!(
         out,
         "| statement | C=1 mean latency | C=32 tx/s |\n|---|---|---|"
     );
     for (name, script) in [
-        ("count, whole tenant", &count_all),
+        ("count(*), whole tenant", &count_all),
+        (
+            "sum of the kept counters, whole tenant (what the store runs)",
+            &count_kept,
+        ),
         ("count, 1 % filter", &count_one),
         ("seq scan of contacts", &seq),
     ] {
@@ -301,7 +308,70 @@ pub async fn postgres(
         }
     }
     out.push_str(&gin_write_cost(pool, clients, plan, watch, data).await?);
+    out.push_str(&counter_write_cost(pool, clients, plan, watch, data).await?);
     Ok(out)
+}
+
+const COUNT_TRIGGERS: [&str; 2] = ["contacts_count_added", "contacts_count_removed"];
+
+/// CreateContact at C = 32 with the triggers that keep `contact_counts`, without
+/// them, and with them again; then the counters are rebuilt from the table, since
+/// the creates made without them went uncounted.
+async fn counter_write_cost(
+    pool: &sqlx::PgPool,
+    clients: &Clients,
+    plan: Plan,
+    watch: Watch,
+    data: &Arc<Dataset>,
+) -> anyhow::Result<String> {
+    let create = || {
+        scenarios::run(
+            scenarios::Scenario::CreateContact,
+            clients,
+            plan,
+            watch,
+            data,
+        )
+    };
+    let toggle = |enable: bool| async move {
+        for trigger in COUNT_TRIGGERS {
+            let verb = if enable { "ENABLE" } else { "DISABLE" };
+            sqlx::query(&format!("ALTER TABLE contacts {verb} TRIGGER {trigger}"))
+                .execute(pool)
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    let with = create().await;
+    toggle(false).await?;
+    let without = create().await;
+    toggle(true).await?;
+    let again = create().await;
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE contacts IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM contact_counts")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO contact_counts (tenant_id, shard, n) \
+         SELECT tenant_id, 0, count(*) FROM contacts GROUP BY tenant_id",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(format!(
+        "\nCreateContact at C={} (the triggers keeping `contact_counts`): \
+         {:.0}/s with them, {:.0}/s without them, {:.0}/s with them again (p50 {}, {}, {}).\n",
+        plan.concurrency,
+        with.throughput(),
+        without.throughput(),
+        again.throughput(),
+        ms(with.percentile(0.5)),
+        ms(without.percentile(0.5)),
+        ms(again.percentile(0.5)),
+    ))
 }
 
 /// CreateContact at C = 32 with the GIN index on properties, without it, and with it

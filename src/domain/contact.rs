@@ -20,10 +20,11 @@ pub struct Contact {
 }
 
 impl Contact {
-    /// A new contact with a fresh id, created (and last updated) at `at`.
+    /// A new contact with a fresh id, created (and last updated) at `at`; the id is
+    /// never earlier than `at` (`ContactId::generate_not_before`).
     pub fn new(email: Email, properties: Properties, at: DateTime<Utc>) -> Self {
         Self {
-            id: ContactId::generate(),
+            id: ContactId::generate_not_before(at),
             email,
             properties,
             suppressed: false,

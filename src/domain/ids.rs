@@ -1,4 +1,5 @@
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use ulid::{Generator, Ulid};
 
@@ -10,12 +11,24 @@ static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
 
 /// A new time-ordered id such as `con_01JD...`.
 pub fn new_id(prefix: &str) -> String {
+    new_id_not_before(prefix, SystemTime::UNIX_EPOCH)
+}
+
+/// A new time-ordered id whose time part is no earlier than `at` (nor than now):
+/// a contact's id is never earlier than its `created_at`, which lets a `created_at`
+/// range bound a walk in id order (`store/common/filter.rs`, `id_floor`).
+pub fn new_id_not_before(prefix: &str, at: SystemTime) -> String {
+    let at = at.max(SystemTime::now());
     let ulid = {
         let mut generator = GENERATOR
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random ULID.
-        generator.generate().unwrap_or_else(|_| Ulid::new())
+        // The generator never goes below its last id's time, so the id's time is at
+        // least `at`. Overflow needs 2^80 ids in one millisecond; fall back to a
+        // fresh random ULID of that time.
+        generator
+            .generate_from_datetime(at)
+            .unwrap_or_else(|_| Ulid::from_datetime(at))
     };
     format!("{prefix}_{ulid}")
 }
@@ -53,6 +66,11 @@ impl ContactId {
         Self(new_id(Self::PREFIX))
     }
 
+    /// A new id whose time part is no earlier than `created_at` (see `new_id_not_before`).
+    pub fn generate_not_before(created_at: chrono::DateTime<chrono::Utc>) -> Self {
+        Self(new_id_not_before(Self::PREFIX, created_at.into()))
+    }
+
     pub fn parse(raw: &str, field: &str) -> Result<Self, ValidationError> {
         parse_prefixed_id(raw, Self::PREFIX, field).map(Self)
     }
@@ -83,6 +101,25 @@ mod tests {
         }
         let parsed = ContactId::parse(ids[0].as_str(), "id").expect("own id parses");
         assert_eq!(parsed, ids[0]);
+    }
+
+    #[test]
+    fn an_id_is_never_earlier_than_the_time_it_is_made_for() {
+        let time_ms = |id: &ContactId| {
+            Ulid::from_string(&id.as_str()[4..])
+                .expect("a ulid")
+                .timestamp_ms()
+        };
+        let past = chrono::Utc::now() - chrono::Duration::days(3);
+        let id = ContactId::generate_not_before(past);
+        assert!(time_ms(&id) >= chrono::Utc::now().timestamp_millis() as u64 - 60_000);
+        // A time ahead of the clock (and of the generator's last id) wins.
+        let ahead = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+        let id = ContactId::generate_not_before(ahead);
+        assert!(time_ms(&id) >= ahead.timestamp_millis() as u64);
+        // Ids made afterwards still sort after it.
+        assert!(ContactId::generate() > id);
+        assert!(ContactId::generate_not_before(past) > id);
     }
 
     #[test]

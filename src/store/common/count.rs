@@ -4,6 +4,10 @@
 //! An exact count reads every matching row (from an index where one serves the
 //! conditions); its cost is bounded by the call's deadline, past which the
 //! statement is cancelled (`store/postgres/conns.rs`), not by a limit of its own.
+//! The whole tenant's count is kept instead where the database maintains it
+//! (`Dialect::COUNTED`): triggers add each statement's inserted and deleted rows to
+//! the writing process's row of `contact_counts`, in the writing transaction, so the
+//! sum seen by any snapshot is exactly its number of contacts.
 
 use super::db::ConnSource;
 use super::filter::{Clause, bind_arg, query_conditions};
@@ -47,10 +51,16 @@ pub(super) async fn count_contacts<S: SqlStore>(
             exact: false,
         });
     }
-    let sql = numbered(&format!(
-        "SELECT count(*) AS n FROM contacts WHERE tenant_id = ?{}",
-        conditions.sql
-    ));
+    let sql = if <S::Db as Dialect>::COUNTED && conditions.sql.is_empty() {
+        numbered(
+            "SELECT CAST(coalesce(sum(n), 0) AS bigint) AS n FROM contact_counts WHERE tenant_id = ?",
+        )
+    } else {
+        numbered(&format!(
+            "SELECT count(*) AS n FROM contacts WHERE tenant_id = ?{}",
+            conditions.sql
+        ))
+    };
     let (sql, conditions) = (&sql, &conditions);
     let row = store
         .read_heavy(from, |conns| async move {

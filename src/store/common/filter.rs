@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use super::db::{SqlDb, SqlQuery};
 use super::types::{DbTime, JsonText};
 use super::{Dialect, Param};
-use crate::domain::filter::{Condition, Field, Filter, PropertyPath, Scalar, Test};
-use crate::domain::{ContactKey, ContactOrder, ContactQuery, Direction};
+use crate::domain::filter::{Cmp, Condition, Field, Filter, PropertyPath, Scalar, Test};
+use crate::domain::{ContactKey, ContactOrder, ContactQuery, Direction, TenantId};
 
 /// A statement parameter of a filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +91,82 @@ pub(crate) fn filter_condition<DB: Dialect>(out: &mut Clause, query: &ContactQue
         out.push(" AND ");
         filter_sql::<DB>(out, filter.root());
     }
+}
+
+/// ` AND id >= ...` for a list in id order whose filter bounds `created_at` from
+/// below, so the walk of the tenant's ids starts where the range does rather than at
+/// its first contact. Exact, not a guess: the service makes no id earlier than its
+/// contact's `created_at` (`ContactId::generate_not_before`), and a row that breaks
+/// this anyway (written by other means) is recorded in `contact_id_floors` by a
+/// trigger (migrations `postgres/0009`, `sqlite/0007`); the walk starts at the
+/// smaller of the range's floor and that record. The filter itself is still applied.
+pub(crate) fn id_floor_condition(out: &mut Clause, tenant: &TenantId, query: &ContactQuery) {
+    if query.order != ContactOrder::Id {
+        return;
+    }
+    let Some(floor) = query.filter.as_ref().and_then(|f| created_floor(f.root())) else {
+        return;
+    };
+    let Some(time) = ulid_time(floor) else {
+        return;
+    };
+    let floor = format!("con_{time}");
+    out.push(
+        " AND id >= COALESCE((SELECT f.min_id FROM contact_id_floors f \
+         WHERE f.tenant_id = ",
+    )
+    .arg(Arg::Text(tenant.as_str().to_owned()))
+    .push(" AND f.min_id < ")
+    .arg(Arg::Text(floor.clone()))
+    .push("), ")
+    .arg(Arg::Text(floor))
+    .push(")");
+}
+
+/// A time that every contact `filter` matches was created at or after, if the
+/// filter implies one.
+fn created_floor(filter: &Filter) -> Option<DateTime<Utc>> {
+    match filter {
+        // Any member's floor holds; the latest is the tightest.
+        Filter::All(members) => members.iter().filter_map(created_floor).max(),
+        // Only a floor that every branch has holds, the earliest of them.
+        Filter::Any(members) => {
+            let floors: Option<Vec<_>> = members.iter().map(created_floor).collect();
+            floors?.into_iter().min()
+        }
+        Filter::Condition(condition) if *condition.field() == Field::CreatedAt => {
+            let time = |scalar: &Scalar| match scalar {
+                Scalar::Time(time) => Some(*time),
+                _ => None,
+            };
+            match condition.test() {
+                Test::Cmp(Cmp::Gt | Cmp::Ge, value) | Test::Eq(value) => time(value),
+                Test::In(values) => {
+                    let times: Option<Vec<_>> = values.iter().map(time).collect();
+                    times?.into_iter().min()
+                }
+                _ => None,
+            }
+        }
+        Filter::Condition(_) => None,
+    }
+}
+
+/// The ULID time part (ten Crockford base32 characters) of the millisecond `at`
+/// falls in: every id made at or after `at` sorts at or after `con_` + it. `None`
+/// before the epoch or past the ULID range (no floor then).
+pub(crate) fn ulid_time(at: DateTime<Utc>) -> Option<String> {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let ms = u64::try_from(at.timestamp_micros().div_euclid(1000)).ok()?;
+    if ms >= 1 << 48 {
+        return None;
+    }
+    Some(
+        (0..10)
+            .rev()
+            .map(|i| ALPHABET[((ms >> (5 * i)) & 31) as usize] as char)
+            .collect(),
+    )
 }
 
 fn filter_sql<DB: Dialect>(out: &mut Clause, filter: &Filter) {
@@ -288,5 +364,30 @@ pub(crate) fn order_by<DB: Dialect>(order: ContactOrder) -> String {
         ContactOrder::CreatedAt(_) => format!("created_at{dir}, id{dir}"),
         ContactOrder::UpdatedAt(_) => format!("updated_at{dir}, id{dir}"),
         ContactOrder::Email(_) => format!("email_key{}{dir}, id{dir}", DB::BYTE_ORDER),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::ulid_time;
+    use crate::domain::ContactId;
+
+    #[test]
+    fn the_floor_of_a_time_is_the_time_part_of_ids_made_then() {
+        for micros in [0, 999, 1_000, 1_733_400_000_123_456, (1 << 48) * 1000 - 1] {
+            let at = DateTime::<Utc>::from_timestamp_micros(micros).expect("in range");
+            let ms = u64::try_from(micros / 1000).expect("positive");
+            let ulid = ulid::Ulid::from_parts(ms, 0).to_string();
+            assert_eq!(ulid_time(at).as_deref(), Some(&ulid[..10]), "{micros}");
+        }
+        let before = DateTime::<Utc>::from_timestamp_micros(-1).expect("in range");
+        assert_eq!(ulid_time(before), None);
+        let past = DateTime::<Utc>::from_timestamp_micros((1 << 48) * 1000).expect("in range");
+        assert_eq!(ulid_time(past), None);
+        let now = crate::domain::now();
+        let id = ContactId::generate_not_before(now);
+        assert!(id.as_str() >= format!("con_{}", ulid_time(now).expect("now")).as_str());
     }
 }

@@ -31,6 +31,7 @@ pub(crate) use batch::{ColumnKind, JsonColumn};
 pub(crate) use changes::{ChangeSql, POSTGRES as POSTGRES_CHANGES, SQLITE as SQLITE_CHANGES};
 pub(crate) use contacts::{BackendContacts, ContactPage};
 pub(crate) use db::{ConnSource, Get, Param, SqlDb, SqlText, Stmt};
+pub(crate) use filter::id_floor_condition;
 pub(crate) use filter::{
     Arg, Clause, JsonKind, bind_arg, containment, filter_condition, keyset, literal_key, order_by,
 };
@@ -89,6 +90,8 @@ pub(crate) trait Dialect: sqlx::Database {
     /// What turns a count statement into its plan, whose first line estimates its
     /// rows; `None` where the database keeps no statistics to estimate from.
     const EXPLAIN: Option<&'static str>;
+    /// Whether `contact_counts` keeps each tenant's number of contacts (`count.rs`).
+    const COUNTED: bool = false;
 
     /// The condition that the contact's indexed search text contains `term`.
     fn search_condition(out: &mut Clause, term: &SearchTerm);

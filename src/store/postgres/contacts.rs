@@ -260,6 +260,7 @@ fn list_clause(
         out.push(" AND suppressed = ").arg(Arg::Bool(suppressed));
     }
     filter_condition::<Postgres>(&mut out, query);
+    crate::store::common::id_floor_condition(&mut out, tenant, query);
     out.push(&format!(" ORDER BY {}", order_by::<Postgres>(query.order)));
     out
 }

@@ -178,6 +178,8 @@ impl Dialect for Postgres {
     const GREATEST: &'static str = "greatest";
     // The default of the `created_at` columns, so rows stamped either way agree.
     const NOW: Option<&'static str> = Some("now()");
+    // Kept by triggers (migrations/postgres/0009).
+    const COUNTED: bool = true;
 
     fn any_of(column: &str) -> String {
         format!("{column} = ANY(?)")

@@ -116,6 +116,7 @@ pub(super) async fn list_contacts(
         sql.push(" AND suppressed = ").arg(Arg::Bool(suppressed));
     }
     filter_condition::<Sqlite>(&mut sql, query);
+    crate::store::common::id_floor_condition(&mut sql, tenant, query);
     sql.push(&format!(
         " ORDER BY {} LIMIT ?",
         order_by::<Sqlite>(query.order)

@@ -11,6 +11,7 @@ mod filter_calls;
 mod filter_indexes;
 mod filter_orders;
 mod filter_props;
+mod filter_ranges;
 mod filter_refusals;
 mod filters;
 mod import;
