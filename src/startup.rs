@@ -158,6 +158,7 @@ impl Application {
             self.limits.change_retention,
             Purge::Changes,
         )));
+        let _fold_counts = AbortOnDrop(tokio::spawn(fold_counts(self.store.clone())));
         let _metrics = self.metrics_listener.take().map(|listener| {
             AbortOnDrop(tokio::spawn(crate::metrics::serve(
                 listener,
@@ -341,6 +342,26 @@ async fn purge_expired(store: DynStore, retention: Duration, purge: Purge) {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, what, "purging expired rows failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Every minute, folds the contact counters' per-process rows into each tenant's
+/// base row (`Backend::fold_counts`), so the whole-tenant count sums a few rows
+/// however many database sessions have written.
+async fn fold_counts(store: DynStore) {
+    const BATCH: u32 = 10_000;
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        loop {
+            match store.fold_counts(BATCH).await {
+                Ok(folded) if folded >= u64::from(BATCH) => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "folding the contact counters failed");
                     break;
                 }
             }

@@ -169,6 +169,12 @@ pub trait Backend: Send + Sync + 'static {
     fn replicas(&self) -> Vec<ReplicaState> {
         Vec::new()
     }
+    /// Folds up to `batch` per-process rows of the contact counters into each
+    /// tenant's base row, so the counters stay a few rows a tenant however many
+    /// processes ever wrote; returns how many rows went. Nothing to fold by default.
+    async fn fold_counts(&self, _batch: u32) -> StoreResult<u64> {
+        Ok(0)
+    }
     /// Forgets remembered requests (and the tombstones of erased ones) older than
     /// `before`, at most `batch` rows of each kind per call; returns how many went.
     async fn purge_requests(&self, before: DateTime<Utc>, batch: u32) -> StoreResult<u64>;

@@ -83,6 +83,19 @@ impl Backend for PgStore {
         super::common::purge_requests(self, before, batch).await
     }
 
+    async fn fold_counts(&self, batch: u32) -> StoreResult<u64> {
+        // Moving a row's `n` into shard 0 in one statement keeps every tenant's sum, so
+        // any row may go, even one its process writes again later (it inserts a new
+        // one). Rows locked by a writing transaction are skipped, not waited for; one
+        // folder at a time (the advisory lock), so two cannot deadlock on shard 0 rows.
+        let mut conn = self.conns.get().await?;
+        let done = sqlx::query_scalar::<_, i64>(sql::FOLD_COUNTS)
+            .bind(i64::from(batch))
+            .fetch_one(&mut *conn)
+            .await;
+        Ok(u64::try_from(conn.finish(done).await?).unwrap_or(0))
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.conns.get().await?;
         let done = sqlx::query("SELECT 1").execute(&mut *conn).await;

@@ -188,3 +188,22 @@ pub const INSERT_CHANGE: &str = concat!(
     change_stamp!(),
     ")"
 );
+
+/// `Backend::fold_counts`: per-process rows of `contact_counts` (migration 0009) into
+/// each tenant's shard 0, at most `$1` rows, skipping rows a transaction holds;
+/// nothing when another process is folding. Returns the rows folded.
+pub const FOLD_COUNTS: &str = "\
+WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('kraiter.contact_counts.fold')) AS held), \
+picked AS ( \
+    SELECT tenant_id, shard FROM contact_counts \
+    WHERE shard <> 0 AND (SELECT held FROM lock) \
+    ORDER BY tenant_id, shard LIMIT $1 FOR UPDATE SKIP LOCKED), \
+gone AS ( \
+    DELETE FROM contact_counts c USING picked p \
+    WHERE c.tenant_id = p.tenant_id AND c.shard = p.shard \
+    RETURNING c.tenant_id, c.n), \
+folded AS ( \
+    INSERT INTO contact_counts (tenant_id, shard, n) \
+    SELECT tenant_id, 0, sum(n) FROM gone GROUP BY tenant_id \
+    ON CONFLICT (tenant_id, shard) DO UPDATE SET n = contact_counts.n + excluded.n) \
+SELECT count(*) FROM gone";
