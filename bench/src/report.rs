@@ -285,10 +285,27 @@ impl Report {
                 .iter()
                 .filter_map(|p| p.postgres_cpu_per_tx.map(|d| d.as_secs_f64() * 1e6))
                 .collect();
+            let clients = if rounds.scenario.is_write() {
+                let used: Vec<String> = runs
+                    .iter()
+                    .map(|p| {
+                        let generic = if p.generic_plans { " generic" } else { "" };
+                        format!("{}{generic}", p.clients)
+                    })
+                    .collect();
+                format!(
+                    "{} and {}, with and without generic plans (the best of the four each round; by round: {})",
+                    self.concurrency,
+                    crate::runs::SERVICE_POOL,
+                    used.join(", ")
+                )
+            } else {
+                first.clients.to_string()
+            };
             let _ = writeln!(
                 out,
                 "| pgbench -M prepared, {} clients | {} | {} tx/s, latency {:.2} ms | {} |",
-                first.clients,
+                clients,
                 rounds.scenario.name(),
                 ranged(runs.iter().map(|p| p.tps).collect()),
                 spread(&runs.iter().map(|p| p.latency_ms).collect::<Vec<_>>()).0,
