@@ -415,6 +415,11 @@ pub struct StoreCounters {
     pub lookup_batches: u64,
     /// Point reads those statements answered.
     pub lookups: u64,
+    /// Statements that carried queued writes (CreateContact, UpdateContact's
+    /// compare-and-set) on PostgreSQL.
+    pub write_batches: u64,
+    /// Writes those statements carried.
+    pub writes: u64,
 }
 
 /// Pool settings shared by both backends.

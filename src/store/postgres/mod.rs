@@ -11,6 +11,7 @@ mod replicas;
 mod rows;
 pub(crate) mod sql;
 mod write_tx;
+mod writes;
 
 use async_trait::async_trait;
 use conns::{Conn, Conns};
@@ -32,6 +33,7 @@ pub struct PgStore {
     /// Hot standbys for the heavy reads (`--database-read-url`), if any.
     replicas: Option<std::sync::Arc<replicas::Replicas>>,
     lookups: lookups::Lookups,
+    writes: writes::Writes,
     bell: super::ChangeBell,
 }
 
@@ -54,6 +56,10 @@ impl PgStore {
         // Coalesced point reads take at most a quarter of the pool (1 to 4 statements).
         let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
         let lookups = lookups::Lookups::start(conns.clone(), spare);
+        // Coalesced writes: two statements in flight (one on a small pool), so
+        // PostgreSQL can work on one batch while the next one's rows arrive.
+        let write_slots = (options.max_connections / 8).clamp(1, 2) as usize;
+        let writes = writes::Writes::start(conns.clone(), write_slots);
         // LISTEN needs a session of its own, which a pooler in transaction mode does
         // not give: there, watchers of other replicas' writes wait for their poll.
         let bell = if conns.pooled() {
@@ -68,6 +74,7 @@ impl PgStore {
             conns,
             replicas,
             lookups,
+            writes,
             bell,
         })
     }
@@ -95,7 +102,12 @@ impl Backend for PgStore {
     }
 
     fn counters(&self) -> StoreCounters {
-        self.lookups.counters()
+        let (write_batches, writes) = self.writes.counters();
+        StoreCounters {
+            write_batches,
+            writes,
+            ..self.lookups.counters()
+        }
     }
 
     fn multi_page_queries(&self) -> bool {

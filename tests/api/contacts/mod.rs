@@ -25,3 +25,4 @@ mod tenancy;
 mod timeline;
 mod upsert;
 mod watch;
+mod writes;
