@@ -435,6 +435,9 @@ pub struct ConnectOptions {
     pub transaction_pooler: bool,
     /// Read replicas for the heavy reads (PostgreSQL only).
     pub replicas: ReplicaOptions,
+    /// Most coalesced write statements in flight, 0 for none (PostgreSQL only;
+    /// `postgres/writes.rs`).
+    pub write_batches: u8,
 }
 
 impl Default for ConnectOptions {
@@ -445,6 +448,7 @@ impl Default for ConnectOptions {
             migrate: true,
             transaction_pooler: false,
             replicas: ReplicaOptions::default(),
+            write_batches: 2,
         }
     }
 }

@@ -56,10 +56,7 @@ impl PgStore {
         // Coalesced point reads take at most a quarter of the pool (1 to 4 statements).
         let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
         let lookups = lookups::Lookups::start(conns.clone(), spare);
-        // Coalesced writes: two statements in flight (one on a small pool), so
-        // PostgreSQL can work on one batch while the next one's rows arrive.
-        let write_slots = (options.max_connections / 8).clamp(1, 2) as usize;
-        let writes = writes::Writes::start(conns.clone(), write_slots);
+        let writes = writes::Writes::start(conns.clone(), usize::from(options.write_batches));
         // LISTEN needs a session of its own, which a pooler in transaction mode does
         // not give: there, watchers of other replicas' writes wait for their poll.
         let bell = if conns.pooled() {

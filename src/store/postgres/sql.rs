@@ -95,10 +95,9 @@ pub const GET_CONTACTS_CHECKED: &str = checked_contact!("", "c.id = ANY($2)");
 pub const GET_CONTACTS_BY_EMAIL_CHECKED: &str =
     checked_contact!(", c.email_key", "c.email_key = ANY($2)");
 
-/// The contact and its revision, read for an optimistic merge: the UpdateContact
-/// baseline's read (the store sends it as a point read, `GET_CONTACTS_CHECKED`, so
-/// it shares statements with them).
-#[allow(dead_code)] // the benchmark's baseline
+/// The contact and its revision, read for an optimistic merge (with coalesced
+/// writes the store sends it as a point read, `GET_CONTACTS_CHECKED`, so it shares
+/// statements with them).
 pub const READ_FOR_UPDATE_CHECKED: &str = checked_contact!("", "c.id = $2");
 
 pub const READ_FOR_UPDATE: &str = GET_CONTACT;

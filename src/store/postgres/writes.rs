@@ -212,14 +212,28 @@ impl Shared {
 pub(super) struct Writes {
     shared: Arc<Shared>,
     conns: Conns,
+    /// No queue: every write is its own statement (`--db-write-batches 0`).
+    direct: bool,
 }
 
 impl Writes {
-    /// At most `slots` write statements in flight, each holding one connection.
+    /// At most `slots` write statements in flight, each holding one connection; with
+    /// none, every write goes alone.
     pub fn start(conns: Conns, slots: usize) -> Self {
         let shared = Arc::new(Shared::default());
-        tokio::spawn(run(conns.clone(), shared.clone(), slots.max(1)));
-        Self { shared, conns }
+        if slots > 0 {
+            tokio::spawn(run(conns.clone(), shared.clone(), slots));
+        }
+        Self {
+            shared,
+            conns,
+            direct: slots == 0,
+        }
+    }
+
+    /// Whether writes (and so merges' reads) share statements.
+    pub fn coalesced(&self) -> bool {
+        !self.direct
     }
 
     /// Statements sent for queued writes, and the writes they carried, so far.
@@ -261,6 +275,9 @@ impl Writes {
     }
 
     async fn queue(&self, line: Line, row: WriteRow) -> Written {
+        if self.direct {
+            return write_one(&self.conns, &line, &row).await;
+        }
         let (reply, answer) = oneshot::channel();
         if self.shared.waiting().push(line, Job { row, reply }).is_err() {
             return Err(StoreError::Overloaded("writes"));
