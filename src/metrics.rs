@@ -236,10 +236,10 @@ pub fn render(store: &DynStore) -> String {
         .lookups
         .inner()
         .store(counters.lookups, std::sync::atomic::Ordering::Relaxed);
-    metrics.write_batches.inner().store(
-        counters.write_batches,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    metrics
+        .write_batches
+        .inner()
+        .store(counters.write_batches, std::sync::atomic::Ordering::Relaxed);
     metrics
         .writes
         .inner()

@@ -163,7 +163,11 @@ pub(crate) async fn postgres_run(
                     "   {:<50} pgbench {:>8.0} tx/s, {clients} clients{}, PG CPU/tx {}",
                     scenario.name(),
                     result.tps,
-                    if options.is_some() { ", generic plans" } else { "" },
+                    if options.is_some() {
+                        ", generic plans"
+                    } else {
+                        ""
+                    },
                     result
                         .postgres_cpu_per_tx
                         .map(|d| format!("{:.0} µs", d.as_secs_f64() * 1e6))

@@ -279,7 +279,12 @@ impl Writes {
             return write_one(&self.conns, &line, &row).await;
         }
         let (reply, answer) = oneshot::channel();
-        if self.shared.waiting().push(line, Job { row, reply }).is_err() {
+        if self
+            .shared
+            .waiting()
+            .push(line, Job { row, reply })
+            .is_err()
+        {
             return Err(StoreError::Overloaded("writes"));
         }
         self.shared.work.notify_one();
@@ -360,7 +365,10 @@ async fn write_batch(conns: &Conns, line: &Line, jobs: Vec<Job>) {
             }
         }
         Err(_) => {
-            let all = rows.iter().zip(replies).chain(held_rows.iter().zip(held_replies));
+            let all = rows
+                .iter()
+                .zip(replies)
+                .chain(held_rows.iter().zip(held_replies));
             for (row, mut reply) in all {
                 let written = tokio::select! {
                     written = write_one(conns, line, row) => written,
@@ -494,12 +502,11 @@ async fn update_one(conns: &Conns, tenant: &TenantId, row: &WriteRow) -> Written
 
 /// One statement for `rows` (ids distinct): the ids of the contacts it wrote, or
 /// `KeyRejected` for creates under a key that is not live.
-async fn write_many(
-    conns: &Conns,
-    line: &Line,
-    rows: &[WriteRow],
-) -> StoreResult<HashSet<String>> {
-    fn column<'a, T: ?Sized>(rows: &'a [WriteRow], f: impl Fn(&'a WriteRow) -> &'a T) -> Vec<&'a T> {
+async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResult<HashSet<String>> {
+    fn column<'a, T: ?Sized>(
+        rows: &'a [WriteRow],
+        f: impl Fn(&'a WriteRow) -> &'a T,
+    ) -> Vec<&'a T> {
         rows.iter().map(f).collect()
     }
     let (statement, tenant, key_hash) = match line {
@@ -571,7 +578,11 @@ mod tests {
             tenant: tenant(),
             key_hash: [0; 32],
         };
-        let jobs = vec![job("c3", "a", 0).0, job("c1", "b", 0).0, job("c2", "a", 0).0];
+        let jobs = vec![
+            job("c3", "a", 0).0,
+            job("c1", "b", 0).0,
+            job("c2", "a", 0).0,
+        ];
         let (sent, held) = split(&line, jobs);
         let sent: Vec<&str> = sent.iter().map(|j| j.row.id.as_str()).collect();
         let held: Vec<&str> = held.iter().map(|j| j.row.id.as_str()).collect();

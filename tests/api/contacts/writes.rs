@@ -14,9 +14,7 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::conformance;
-use crate::support::{
-    Backend, Client, create, json_of, props, spawn_app, timeline, unique_tenant,
-};
+use crate::support::{Backend, Client, create, json_of, props, spawn_app, timeline, unique_tenant};
 
 fn writes(body: &str) -> (f64, f64) {
     let sample = |name: &str| {
@@ -39,8 +37,15 @@ enum Got {
 }
 
 enum Call {
-    Create { key: String, email: String },
-    Update { id: String, set: Value, etag: String },
+    Create {
+        key: String,
+        email: String,
+    },
+    Update {
+        id: String,
+        set: Value,
+        etag: String,
+    },
 }
 
 /// Every change of the tenant, oldest first; waits `settle` for one more to show
@@ -87,18 +92,17 @@ async fn entries(client: &mut Client, id: &str, kind: &str) -> Vec<pb::TimelineE
     .collect()
 }
 
-async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(
-    backend: Backend,
-) {
+async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut mine = app.client();
     let other_key = app.other_tenant_key().await;
     let mut theirs = app.client_with_key(Some(&other_key));
     // A third tenant's key, used once (so the server knows its tenant, and only the
     // statement's own check can refuse it), then revoked.
-    let (revoked_id, revoked) = kraiter_contacts::keys::create(app.store.as_ref(), &unique_tenant())
-        .await
-        .expect("a third tenant's key");
+    let (revoked_id, revoked) =
+        kraiter_contacts::keys::create(app.store.as_ref(), &unique_tenant())
+            .await
+            .expect("a third tenant's key");
     create(
         &mut app.client_with_key(Some(&revoked)),
         "before-revoke@example.com",
@@ -111,7 +115,14 @@ async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(
     let taken = create(&mut mine, "taken@example.com", json!({"seeded": true})).await;
     let mut targets = Vec::new();
     for i in 0..8 {
-        targets.push(create(&mut mine, &format!("target{i}@example.com"), json!({"i": i})).await);
+        targets.push(
+            create(
+                &mut mine,
+                &format!("target{i}@example.com"),
+                json!({"i": i}),
+            )
+            .await,
+        );
     }
     let guarded = create(&mut mine, "guarded@example.com", json!({"v": 0})).await;
     let seeded_mine = 10;
@@ -230,7 +241,11 @@ async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(
                 let lower = email.to_lowercase();
                 if let Got::Contact(contact) = &got {
                     assert_eq!(contact.email, email, "call {n}: its own contact");
-                    assert_eq!(json_of(contact), json!({"n": n}), "call {n}: its own properties");
+                    assert_eq!(
+                        json_of(contact),
+                        json!({"n": n}),
+                        "call {n}: its own properties"
+                    );
                     if key == other_key {
                         created_theirs.push(contact.clone());
                     } else {
@@ -289,7 +304,12 @@ async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(
             .expect("a created contact")
             .into_inner();
         assert_eq!(read, *contact);
-        assert_eq!(entries(&mut mine, &contact.id, "contact.created").await.len(), 1);
+        assert_eq!(
+            entries(&mut mine, &contact.id, "contact.created")
+                .await
+                .len(),
+            1
+        );
     }
     for contact in &created_theirs {
         let read = theirs
@@ -314,7 +334,9 @@ async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(
     }
     assert_eq!(json_of(&merged), want, "no merge was lost");
     assert_eq!(
-        entries(&mut mine, &targets[0].id, "contact.updated").await.len(),
+        entries(&mut mine, &targets[0].id, "contact.updated")
+            .await
+            .len(),
         20
     );
     let unchanged = mine
@@ -325,7 +347,12 @@ async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(
         .expect("taken")
         .into_inner();
     assert_eq!(unchanged, taken, "a refused create changed nothing");
-    assert_eq!(entries(&mut mine, &guarded.id, "contact.updated").await.len(), 1);
+    assert_eq!(
+        entries(&mut mine, &guarded.id, "contact.updated")
+            .await
+            .len(),
+        1
+    );
 
     // The feed: one CREATED per contact, one UPDATED per write, each contact's in
     // revision order, and nothing else.
@@ -351,9 +378,16 @@ async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(
     // Each merge adds one property: in commit order, the counts grow by one.
     let sizes: Vec<i64> = target_changes.iter().map(|(_, size)| *size).collect();
     let growing: Vec<i64> = (1..=21).collect();
-    assert_eq!(sizes, growing, "the feed has one contact's changes in commit order");
+    assert_eq!(
+        sizes, growing,
+        "the feed has one contact's changes in commit order"
+    );
     let theirs_changes = all_changes(&mut theirs, 12).await;
-    assert_eq!(theirs_changes.len(), 12, "tenant B sees its own creates only");
+    assert_eq!(
+        theirs_changes.len(),
+        12,
+        "tenant B sees its own creates only"
+    );
 
     if backend == Backend::Postgres {
         // Other tests share these counters; they can only add, so more writes than
