@@ -294,17 +294,17 @@ impl Report {
                     })
                     .collect();
                 format!(
-                    "{} and {}, with and without generic plans (the best of the four each round; by round: {})",
+                    "{} or {} clients, custom or generic plans (the best of the four each round; by round: {})",
                     self.concurrency,
                     crate::runs::SERVICE_POOL,
                     used.join(", ")
                 )
             } else {
-                first.clients.to_string()
+                format!("{} clients", first.clients)
             };
             let _ = writeln!(
                 out,
-                "| pgbench -M prepared, {} clients | {} | {} tx/s, latency {:.2} ms | {} |",
+                "| pgbench -M prepared, {} | {} | {} tx/s, latency {:.2} ms | {} |",
                 clients,
                 rounds.scenario.name(),
                 ranged(runs.iter().map(|p| p.tps).collect()),
