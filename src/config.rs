@@ -237,9 +237,9 @@ pub struct StoreArgs {
     #[arg(long, env = "KRAITER_DATABASE_POOLER", value_enum, default_value_t = DatabasePooler::None)]
     pub database_pooler: DatabasePooler,
     /// PostgreSQL: most statements in flight that carry queued CreateContact and
-    /// UpdateContact writes (`store/postgres/writes.rs`); 0 sends each write as its own
-    /// statement, as before coalescing.
-    #[arg(long, env = "KRAITER_DB_WRITE_BATCHES", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=16))]
+    /// UpdateContact writes (`store/postgres/writes.rs`); 0 (the default: coalesced
+    /// writes measured slower, BENCHMARKS.md) sends each write as its own statement.
+    #[arg(long, env = "KRAITER_DB_WRITE_BATCHES", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
     pub db_write_batches: u8,
 }
 

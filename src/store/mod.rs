@@ -448,7 +448,7 @@ impl Default for ConnectOptions {
             migrate: true,
             transaction_pooler: false,
             replicas: ReplicaOptions::default(),
-            write_batches: 2,
+            write_batches: 0,
         }
     }
 }

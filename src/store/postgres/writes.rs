@@ -1,5 +1,6 @@
 //! CreateContact and the compare-and-set write of UpdateContact, coalesced across
-//! concurrent calls, as point reads are (`lookups.rs`).
+//! concurrent calls, as point reads are (`lookups.rs`), when `--db-write-batches` is
+//! above 0 (off by default: measured slower so far, BENCHMARKS.md).
 //!
 //! A write that finds no statement of its kind in flight goes at once, alone, as the
 //! one-call statement (`sql::CREATE_CONTACT_CHECKED`, `sql::UPDATE_CONTACT_IF_REVISION`):
