@@ -144,21 +144,21 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// Queues `job`, or gives it back when the queue or its line is full.
-    fn push(&mut self, line: Line, job: Job) -> Result<(), Job> {
+    /// Queues `job`; `false` (the job dropped) when the queue or its line is full.
+    fn push(&mut self, line: Line, job: Job) -> bool {
         if self.len >= MAX_WAITING {
-            return Err(job);
+            return false;
         }
         let queue = self.lines.entry(line.clone()).or_default();
         if queue.len() >= MAX_WAITING_PER_LINE {
-            return Err(job);
+            return false;
         }
         if queue.is_empty() {
             self.turns.push_back(line);
         }
         queue.push_back(job);
         self.len += 1;
-        Ok(())
+        true
     }
 
     /// The next line's writes whose callers still wait, up to a statement's worth.
@@ -280,12 +280,7 @@ impl Writes {
             return write_one(&self.conns, &line, &row).await;
         }
         let (reply, answer) = oneshot::channel();
-        if self
-            .shared
-            .waiting()
-            .push(line, Job { row, reply })
-            .is_err()
-        {
+        if !self.shared.waiting().push(line, Job { row, reply }) {
             return Err(StoreError::Overloaded("writes"));
         }
         self.shared.work.notify_one();
@@ -622,12 +617,12 @@ mod tests {
         for i in 0..MAX_WAITING_PER_LINE {
             let (j, a) = job(&i.to_string(), "x", 0);
             answers.push(a);
-            assert!(waiting.push(flood.clone(), j).is_ok());
+            assert!(waiting.push(flood.clone(), j));
         }
-        assert!(waiting.push(flood.clone(), job("more", "x", 0).0).is_err());
+        assert!(!waiting.push(flood.clone(), job("more", "x", 0).0));
         let (j, a) = job("q", "x", 0);
         answers.push(a);
-        assert!(waiting.push(quiet.clone(), j).is_ok());
+        assert!(waiting.push(quiet.clone(), j));
         let (first, batch) = waiting.next_batch().expect("a batch");
         assert_eq!((first, batch.len()), (flood.clone(), MAX_BATCH));
         let (second, batch) = waiting.next_batch().expect("a batch");
