@@ -236,6 +236,11 @@ pub struct StoreArgs {
     /// in one transaction, migrations are not run (only checked) and watchers poll.
     #[arg(long, env = "KRAITER_DATABASE_POOLER", value_enum, default_value_t = DatabasePooler::None)]
     pub database_pooler: DatabasePooler,
+    /// PostgreSQL: most statements in flight that carry queued CreateContact and
+    /// UpdateContact writes (`store/postgres/writes.rs`); 0 (the default: coalesced
+    /// writes measured slower, BENCHMARKS.md) sends each write as its own statement.
+    #[arg(long, env = "KRAITER_DB_WRITE_BATCHES", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
+    pub db_write_batches: u8,
 }
 
 /// See `StoreArgs::database_pooler`.
@@ -472,6 +477,7 @@ impl StoreArgs {
             migrate: true,
             transaction_pooler: self.database_pooler == DatabasePooler::Transaction,
             replicas: Default::default(),
+            write_batches: self.db_write_batches,
         }
     }
 

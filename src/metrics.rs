@@ -16,6 +16,9 @@
 //! - `kraiter_db_lookup_batches_total`, `kraiter_db_lookups_total` (PostgreSQL):
 //!   statements sent for point reads and the reads they answered; their ratio is the
 //!   mean batch size (see `store/postgres/lookups.rs`).
+//! - `kraiter_db_write_batches_total`, `kraiter_db_writes_total` (PostgreSQL):
+//!   statements sent for queued CreateContact/UpdateContact writes and the writes
+//!   they carried (see `store/postgres/writes.rs`).
 //! - `kraiter_db_replica_usable{replica}`, `kraiter_db_replica_lag_seconds{replica}`
 //!   (PostgreSQL with `--database-read-url`): whether heavy reads go to each read
 //!   replica (1) or skip it (0), and its replay lag as of its last check.
@@ -79,6 +82,8 @@ struct Metrics {
     pool_max: Gauge,
     lookup_batches: Counter,
     lookups: Counter,
+    write_batches: Counter,
+    writes: Counter,
     key_lookups: Counter,
     replica_usable: Family<ReplicaLabels, Gauge>,
     replica_lag: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -133,6 +138,18 @@ impl Metrics {
             "Point reads answered by those statements",
             lookups.clone(),
         );
+        let write_batches = Counter::default();
+        registry.register(
+            "db_write_batches",
+            "Statements sent for queued writes (CreateContact, UpdateContact's compare-and-set)",
+            write_batches.clone(),
+        );
+        let writes = Counter::default();
+        registry.register(
+            "db_writes",
+            "Writes those statements carried",
+            writes.clone(),
+        );
         let key_lookups = Counter::default();
         registry.register(
             "auth_key_lookups",
@@ -159,6 +176,8 @@ impl Metrics {
             key_lookups,
             lookup_batches,
             lookups,
+            write_batches,
+            writes,
             registry,
             requests,
             latency,
@@ -217,6 +236,14 @@ pub fn render(store: &DynStore) -> String {
         .lookups
         .inner()
         .store(counters.lookups, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .write_batches
+        .inner()
+        .store(counters.write_batches, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .writes
+        .inner()
+        .store(counters.writes, std::sync::atomic::Ordering::Relaxed);
     metrics
         .pool_connections
         .get_or_create(&PoolLabels { state: "idle" })

@@ -26,6 +26,8 @@ pub struct Pgbench {
     pub tps: f64,
     pub latency_ms: f64,
     pub clients: usize,
+    /// Whether its sessions planned each statement once (`plan_cache_mode`).
+    pub generic_plans: bool,
     /// The (first) script, for the report.
     pub script: String,
     /// How many scripts the run picked from.
@@ -426,6 +428,19 @@ pub fn pgbench(
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<Pgbench> {
+    pgbench_with(pg, name, scripts, vars, clients, duration, None)
+}
+
+/// `pgbench` with `PGOPTIONS` for its sessions (e.g. `-c plan_cache_mode=...`).
+pub fn pgbench_with(
+    pg: &Postgres,
+    name: &str,
+    scripts: &[String],
+    vars: &[(String, String)],
+    clients: usize,
+    duration: Duration,
+    pgoptions: Option<&str>,
+) -> anyhow::Result<Pgbench> {
     const WARMUP_SECS: u64 = 1;
     let secs = duration.as_secs().max(1);
     let (from, to) = (WARMUP_SECS as f64 + 0.5, (WARMUP_SECS + secs) as f64 + 0.5);
@@ -447,6 +462,9 @@ pub fn pgbench(
         command.arg("-D").arg(format!("{name}={value}"));
     }
     command.arg(&pg.database);
+    if let Some(options) = pgoptions {
+        command.env("PGOPTIONS", options);
+    }
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let postmaster = pg.postmaster_pid();
     let cpu = || postmaster.map(crate::process::cpu_ticks_with_reaped_children);
@@ -494,6 +512,7 @@ pub fn pgbench(
         _ => None,
     };
     Ok(Pgbench {
+        generic_plans: pgoptions.is_some_and(|o| o.contains("force_generic_plan")),
         postgres_cpu_per_tx,
         tps,
         latency_ms,

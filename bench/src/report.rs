@@ -312,10 +312,27 @@ impl Report {
                 .iter()
                 .filter_map(|p| p.postgres_cpu_per_tx.map(|d| d.as_secs_f64() * 1e6))
                 .collect();
+            let clients = if rounds.scenario.is_write() {
+                let used: Vec<String> = runs
+                    .iter()
+                    .map(|p| {
+                        let generic = if p.generic_plans { " generic" } else { "" };
+                        format!("{}{generic}", p.clients)
+                    })
+                    .collect();
+                format!(
+                    "{} or {} clients, custom or generic plans (the best of the four each round; by round: {})",
+                    self.concurrency,
+                    crate::runs::SERVICE_POOL,
+                    used.join(", ")
+                )
+            } else {
+                format!("{} clients", first.clients)
+            };
             let _ = writeln!(
                 out,
-                "| pgbench -M prepared, {} clients | {} | {} tx/s, latency {:.2} ms | {} |",
-                first.clients,
+                "| pgbench -M prepared, {} | {} | {} tx/s, latency {:.2} ms | {} |",
+                clients,
                 rounds.scenario.name(),
                 ranged(runs.iter().map(|p| p.tps).collect()),
                 spread(&runs.iter().map(|p| p.latency_ms).collect::<Vec<_>>()).0,

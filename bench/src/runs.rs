@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// The server's pool (`--db-max-connections`' default): at most this many of its
+/// statements run at once.
+pub(crate) const SERVICE_POOL: usize = 16;
+
+/// Sessions that plan a prepared statement once, as a long-lived pool ends up doing.
+const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+
 pub(crate) async fn postgres_run(
     setup: &Setup,
     pg: &cluster::Postgres,
@@ -133,23 +140,55 @@ pub(crate) async fn postgres_run(
         if !wanted(setup, scenario) {
             continue;
         }
+        // A write's baseline also runs at the server's pool size, and with generic
+        // plans from the first execution; the best of these is L's. 32 clients contend
+        // for locks, the trigram index's pending list and WAL where the service runs
+        // at most 16 statements at once; and each pgbench run is new sessions, each
+        // preparing 16 scripts and planning each one custom for its first five
+        // executions (PostgreSQL's plan cache), where the service's long-lived pool
+        // runs the generic plan. The ceiling is what the database does best with these
+        // statements.
+        let variants: &[(usize, Option<&str>)] = if scenario.is_write() {
+            &[
+                (setup.plan.concurrency, None),
+                (SERVICE_POOL, None),
+                (setup.plan.concurrency, Some(GENERIC_PLANS)),
+                (SERVICE_POOL, Some(GENERIC_PLANS)),
+            ]
+        } else {
+            &[(setup.plan.concurrency, None)]
+        };
         let pgbench = || {
-            let result = baseline::pgbench(
-                pg,
-                name,
-                &scripts,
-                &write_vars(),
-                setup.plan.concurrency,
-                window,
-            );
-            if let Ok(result) = &result {
+            let mut best: Option<baseline::Pgbench> = None;
+            for &(clients, options) in variants {
+                let result = baseline::pgbench_with(
+                    pg,
+                    name,
+                    &scripts,
+                    &write_vars(),
+                    clients,
+                    window,
+                    options,
+                )?;
                 eprintln!(
-                    "   {:<50} pgbench {:>8.0} tx/s",
+                    "   {:<50} pgbench {:>8.0} tx/s, {clients} clients{}, PG CPU/tx {}",
                     scenario.name(),
-                    result.tps
+                    result.tps,
+                    if options.is_some() {
+                        ", generic plans"
+                    } else {
+                        ""
+                    },
+                    result
+                        .postgres_cpu_per_tx
+                        .map(|d| format!("{:.0} µs", d.as_secs_f64() * 1e6))
+                        .unwrap_or_default()
                 );
+                if best.as_ref().is_none_or(|b| result.tps > b.tps) {
+                    best = Some(result);
+                }
             }
-            result
+            best.ok_or_else(|| anyhow::anyhow!("no pgbench run"))
         };
         let mut rounds = Vec::new();
         for round in 0..setup.rounds {

@@ -63,6 +63,11 @@ impl Scenario {
         Scenario::Timeline,
     ];
 
+    /// A write whose pgbench baseline also runs at the server's pool size (`runs.rs`).
+    pub fn is_write(self) -> bool {
+        matches!(self, Scenario::CreateContact | Scenario::UpdateContact)
+    }
+
     /// One whole-tenant stream at a time, counted in rows.
     pub fn is_full_list(self) -> bool {
         matches!(

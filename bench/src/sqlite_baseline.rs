@@ -508,6 +508,7 @@ pub async fn rounds(
                 script: script.to_owned(),
                 scripts: 1,
                 postgres_cpu_per_tx: Some(m.cpu_per_call),
+                generic_plans: false,
             })
         };
         let mut rounds = Vec::new();

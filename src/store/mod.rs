@@ -425,6 +425,11 @@ pub struct StoreCounters {
     pub lookup_batches: u64,
     /// Point reads those statements answered.
     pub lookups: u64,
+    /// Statements that carried queued writes (CreateContact, UpdateContact's
+    /// compare-and-set) on PostgreSQL.
+    pub write_batches: u64,
+    /// Writes those statements carried.
+    pub writes: u64,
 }
 
 /// Pool settings shared by both backends.
@@ -440,6 +445,9 @@ pub struct ConnectOptions {
     pub transaction_pooler: bool,
     /// Read replicas for the heavy reads (PostgreSQL only).
     pub replicas: ReplicaOptions,
+    /// Most coalesced write statements in flight, 0 for none (PostgreSQL only;
+    /// `postgres/writes.rs`).
+    pub write_batches: u8,
 }
 
 impl Default for ConnectOptions {
@@ -450,6 +458,7 @@ impl Default for ConnectOptions {
             migrate: true,
             transaction_pooler: false,
             replicas: ReplicaOptions::default(),
+            write_batches: 0,
         }
     }
 }

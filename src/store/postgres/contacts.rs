@@ -2,19 +2,18 @@
 //! rest of `ContactStore` is `store::common`'s). The hot calls are one statement
 //! each: a create inserts the contact and its entry together, a merge writes only
 //! if the row's revision is unchanged, and a caller's key is checked inside the
-//! same statement (`Access::key_hash`) instead of in a round trip of its own.
+//! same statement (`Access::key_hash`) instead of in a round trip of its own; under
+//! load, concurrent ones share statements (`lookups.rs`, `writes.rs`).
 
 use async_trait::async_trait;
-use sqlx::Postgres;
-use sqlx::Row;
-use sqlx::types::Json;
+use sqlx::{Postgres, Row};
 
 use super::lookups::By;
 use super::rows::view_from_row;
+use super::writes::WriteRow;
 use super::{PgStore, classify, sql};
 use crate::domain::{
     Contact, ContactId, ContactKey, ContactQuery, ContactView, Email, TenantId, TimelineEntry,
-    search_text,
 };
 use crate::store::common::{
     Arg, BackendContacts, Clause, ContactPage, SqlStore, SqlText, bind_arg, contact_from_row,
@@ -30,30 +29,10 @@ impl BackendContacts for PgStore {
         contact: &Contact,
         created: &TimelineEntry,
     ) -> StoreResult<()> {
-        let statement = match access.key_hash {
-            Some(_) => sql::CREATE_CONTACT_CHECKED,
-            None => sql::CREATE_CONTACT,
-        };
-        let mut query = sqlx::query(statement)
-            .bind(access.tenant.as_str())
-            .bind(contact.id.as_str())
-            .bind(contact.email.as_str())
-            .bind(contact.email.key())
-            .bind(Json(contact.properties.as_map()))
-            .bind(search_text(contact.email.as_str(), &contact.properties))
-            .bind(contact.created_at)
-            .bind(&created.id)
-            .bind(&created.kind)
-            .bind(Json(&created.data));
-        if let Some(key_hash) = &access.key_hash {
-            query = query.bind(&key_hash[..]);
-        }
-        let mut conn = self.conns.get().await?;
-        let result = query.execute(&mut *conn).await;
-        let result = conn.finish(result).await?;
-        // Under a key, the statement inserts nothing unless the key is live.
-        if result.rows_affected() == 0 {
-            return Err(StoreError::KeyRejected);
+        let row = WriteRow::new(contact, contact.created_at, created, 0)?;
+        let key_hash = access.key_hash.as_ref();
+        if !self.writes.create(&access.tenant, key_hash, row).await? {
+            return Err(StoreError::Conflict { field: "email" });
         }
         self.bell.ring(&access.tenant);
         Ok(())
@@ -137,6 +116,18 @@ impl BackendContacts for PgStore {
 
     async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {
         let row = match &access.key_hash {
+            // The read shares statements with point reads (`lookups.rs`); the revision
+            // is among a contact's columns.
+            Some(key_hash) if self.writes.coalesced() => {
+                let view = self
+                    .lookups
+                    .get(&access.tenant, key_hash, By::Id, id.as_str())
+                    .await?;
+                return view
+                    .ok_or(StoreError::NotFound("contact"))?
+                    .parse()
+                    .map_err(StoreError::internal);
+            }
             Some(key_hash) => {
                 let mut conn = self.conns.get().await?;
                 let row = sqlx::query(sql::READ_FOR_UPDATE_CHECKED)
@@ -171,21 +162,8 @@ impl BackendContacts for PgStore {
         updated: &TimelineEntry,
         revision: i64,
     ) -> StoreResult<bool> {
-        let query = sqlx::query(sql::UPDATE_CONTACT_IF_REVISION)
-            .bind(tenant.as_str())
-            .bind(after.id.as_str())
-            .bind(after.email.as_str())
-            .bind(after.email.key())
-            .bind(Json(after.properties.as_map()))
-            .bind(search_text(after.email.as_str(), &after.properties))
-            .bind(after.updated_at)
-            .bind(&updated.id)
-            .bind(&updated.kind)
-            .bind(Json(&updated.data))
-            .bind(revision);
-        let mut conn = self.conns.get().await?;
-        let result = query.execute(&mut *conn).await;
-        let written = conn.finish(result).await?.rows_affected() == 1;
+        let row = WriteRow::new(after, after.updated_at, updated, revision)?;
+        let written = self.writes.update(tenant, row).await?;
         if written {
             self.bell.ring(tenant);
         }

@@ -185,6 +185,7 @@ impl Lookups {
         StoreCounters {
             lookup_batches: self.shared.batches.load(Ordering::Relaxed),
             lookups: self.shared.lookups.load(Ordering::Relaxed),
+            ..StoreCounters::default()
         }
     }
 

@@ -11,6 +11,7 @@ mod replicas;
 mod rows;
 pub(crate) mod sql;
 mod write_tx;
+mod writes;
 
 use async_trait::async_trait;
 use conns::{Conn, Conns};
@@ -32,6 +33,7 @@ pub struct PgStore {
     /// Hot standbys for the heavy reads (`--database-read-url`), if any.
     replicas: Option<std::sync::Arc<replicas::Replicas>>,
     lookups: lookups::Lookups,
+    writes: writes::Writes,
     bell: super::ChangeBell,
 }
 
@@ -54,6 +56,7 @@ impl PgStore {
         // Coalesced point reads take at most a quarter of the pool (1 to 4 statements).
         let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
         let lookups = lookups::Lookups::start(conns.clone(), spare);
+        let writes = writes::Writes::start(conns.clone(), usize::from(options.write_batches));
         // LISTEN needs a session of its own, which a pooler in transaction mode does
         // not give: there, watchers of other replicas' writes wait for their poll.
         let bell = if conns.pooled() {
@@ -68,6 +71,7 @@ impl PgStore {
             conns,
             replicas,
             lookups,
+            writes,
             bell,
         })
     }
@@ -108,7 +112,12 @@ impl Backend for PgStore {
     }
 
     fn counters(&self) -> StoreCounters {
-        self.lookups.counters()
+        let (write_batches, writes) = self.writes.counters();
+        StoreCounters {
+            write_batches,
+            writes,
+            ..self.lookups.counters()
+        }
     }
 
     fn multi_page_queries(&self) -> bool {

@@ -27,3 +27,4 @@ mod tenancy;
 mod timeline;
 mod upsert;
 mod watch;
+mod writes;

@@ -1,0 +1,631 @@
+//! CreateContact and the compare-and-set write of UpdateContact, coalesced across
+//! concurrent calls, as point reads are (`lookups.rs`), when `--db-write-batches` is
+//! above 0 (off by default: measured slower so far, BENCHMARKS.md).
+//!
+//! A write that finds no statement of its kind in flight goes at once, alone, as the
+//! one-call statement (`sql::CREATE_CONTACT_CHECKED`, `sql::UPDATE_CONTACT_IF_REVISION`):
+//! an idle server adds no latency. Writes that arrive while statements are in flight
+//! queue, one line per caller (creates: tenant and key; updates: tenant), and the
+//! next free slot sends a line's queue as one statement, so one commit, one round
+//! trip and one key check serve them all.
+//!
+//! Every call still gets its own answer:
+//! - a create whose address is taken (in the table, or by a concurrent insert that
+//!   commits) inserts nothing for its row (`ON CONFLICT DO NOTHING`) and is that
+//!   call's `Conflict`; of two creates of one address in a batch, the first goes in
+//!   the statement and the other is a `Conflict` once the statement has succeeded
+//!   (either the first took the address or it was already taken);
+//! - a revoked key: the batch is that key's calls only, all rejected;
+//! - an update goes in the statement with the highest revision read of its contact;
+//!   the others of that contact cannot be at the row's revision after the statement
+//!   (revisions only grow, and the highest one read was either written or already
+//!   passed), so they are answered "not written" and merge again under the lock, as
+//!   a lost compare-and-set does;
+//! - any other failure of the statement (a value PostgreSQL refuses, an update that
+//!   takes another contact's address, a deadlock) sends every call alone, so one bad
+//!   write cannot fail the others. An unreachable database is everyone's answer.
+//!
+//! Each contact's change is stamped in the statement by the one-call statements'
+//! expression, after its row is written (ARCHITECTURE.md, the change feed): one
+//! transaction for many contacts orders them as it would one.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
+use sqlx::{Postgres, Row};
+use tokio::sync::{Notify, Semaphore, oneshot};
+
+use super::conns::Conns;
+use super::{classify, sql};
+use crate::domain::{Contact, TenantId, TimelineEntry, search_text};
+use crate::store::{StoreError, StoreResult};
+
+/// Most writes in one statement.
+const MAX_BATCH: usize = 64;
+
+/// Most writes waiting at once, and most of one line's: past them a write is
+/// refused at once (`Overloaded`), so the queue's memory is bounded and one caller's
+/// flood cannot fill it for everyone.
+const MAX_WAITING: usize = 4096;
+const MAX_WAITING_PER_LINE: usize = 512;
+
+/// One contact's row as both statements bind it: the values of the contact, its
+/// timeline entry, and (for an update) the revision it was merged from.
+pub(super) struct WriteRow {
+    id: String,
+    email: String,
+    email_key: String,
+    /// JSON text.
+    properties: String,
+    search_text: String,
+    at: DateTime<Utc>,
+    entry_id: String,
+    entry_kind: String,
+    /// JSON text.
+    entry_data: String,
+    revision: i64,
+}
+
+impl WriteRow {
+    /// Built on the caller's task, so the JSON is serialized there, not in the worker.
+    pub fn new(
+        contact: &Contact,
+        at: DateTime<Utc>,
+        entry: &TimelineEntry,
+        revision: i64,
+    ) -> StoreResult<Self> {
+        Ok(Self {
+            id: contact.id.as_str().to_owned(),
+            email: contact.email.as_str().to_owned(),
+            email_key: contact.email.key().to_owned(),
+            properties: serde_json::to_string(contact.properties.as_map())
+                .map_err(StoreError::internal)?,
+            search_text: search_text(contact.email.as_str(), &contact.properties),
+            at,
+            entry_id: entry.id.clone(),
+            entry_kind: entry.kind.clone(),
+            entry_data: serde_json::to_string(&entry.data).map_err(StoreError::internal)?,
+            revision,
+        })
+    }
+}
+
+/// JSON text bound as `jsonb` without parsing it again: the binary format is a
+/// version byte and the text.
+struct JsonText<'a>(&'a str);
+
+impl sqlx::Type<Postgres> for JsonText<'_> {
+    fn type_info() -> PgTypeInfo {
+        <sqlx::types::Json<()> as sqlx::Type<Postgres>>::type_info()
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for JsonText<'_> {
+    fn encode_by_ref(
+        &self,
+        buf: &mut PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        buf.push(1);
+        buf.extend_from_slice(self.0.as_bytes());
+        Ok(sqlx::encode::IsNull::No)
+    }
+}
+
+/// Whose writes may share a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Line {
+    /// Creates under one key: the statement checks it once.
+    Create {
+        tenant: TenantId,
+        key_hash: [u8; 32],
+    },
+    /// Compare-and-set updates of one tenant (the key was checked by their reads).
+    Update { tenant: TenantId },
+}
+
+/// A create: whether the contact was written (`false`: its address is taken); an
+/// update: whether the row was still at the revision.
+type Written = StoreResult<bool>;
+
+struct Job {
+    row: WriteRow,
+    reply: Reply,
+}
+
+/// Writes waiting for a statement, one line per caller, served in turn.
+#[derive(Default)]
+struct Waiting {
+    lines: HashMap<Line, VecDeque<Job>>,
+    turns: VecDeque<Line>,
+    len: usize,
+}
+
+impl Waiting {
+    /// Queues `job`; `false` (the job dropped) when the queue or its line is full.
+    fn push(&mut self, line: Line, job: Job) -> bool {
+        if self.len >= MAX_WAITING {
+            return false;
+        }
+        let queue = self.lines.entry(line.clone()).or_default();
+        if queue.len() >= MAX_WAITING_PER_LINE {
+            return false;
+        }
+        if queue.is_empty() {
+            self.turns.push_back(line);
+        }
+        queue.push_back(job);
+        self.len += 1;
+        true
+    }
+
+    /// The next line's writes whose callers still wait, up to a statement's worth.
+    /// A caller that went away before its statement was sent wrote nothing, as a
+    /// call cancelled before its statement would not have.
+    fn next_batch(&mut self) -> Option<(Line, Vec<Job>)> {
+        while let Some(line) = self.turns.pop_front() {
+            let Some(queue) = self.lines.get_mut(&line) else {
+                continue;
+            };
+            let mut batch = Vec::new();
+            while batch.len() < MAX_BATCH {
+                let Some(job) = queue.pop_front() else {
+                    break;
+                };
+                self.len -= 1;
+                if !job.reply.is_closed() {
+                    batch.push(job);
+                }
+            }
+            if queue.is_empty() {
+                self.lines.remove(&line);
+            } else {
+                self.turns.push_back(line.clone());
+            }
+            if !batch.is_empty() {
+                return Some((line, batch));
+            }
+        }
+        None
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    waiting: Mutex<Waiting>,
+    work: Notify,
+    stopped: AtomicBool,
+    batches: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Shared {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// The queue of writes; its worker ends when the store is dropped.
+pub(super) struct Writes {
+    shared: Arc<Shared>,
+    conns: Conns,
+    /// No queue: every write is its own statement (`--db-write-batches 0`).
+    direct: bool,
+}
+
+impl Writes {
+    /// At most `slots` write statements in flight, each holding one connection; with
+    /// none, every write goes alone.
+    pub fn start(conns: Conns, slots: usize) -> Self {
+        let shared = Arc::new(Shared::default());
+        if slots > 0 {
+            tokio::spawn(run(conns.clone(), shared.clone(), slots));
+        }
+        Self {
+            shared,
+            conns,
+            direct: slots == 0,
+        }
+    }
+
+    /// Whether writes (and so merges' reads) share statements.
+    pub fn coalesced(&self) -> bool {
+        !self.direct
+    }
+
+    /// Statements sent for queued writes, and the writes they carried, so far.
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.shared.batches.load(Ordering::Relaxed),
+            self.shared.writes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Inserts the contact, its `contact.created` entry and its change if `key_hash`
+    /// is a live key of `tenant` (else `KeyRejected`); `false` if its address is taken.
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        key_hash: Option<&[u8; 32]>,
+        row: WriteRow,
+    ) -> Written {
+        match key_hash {
+            Some(key_hash) => {
+                let line = Line::Create {
+                    tenant: tenant.clone(),
+                    key_hash: *key_hash,
+                };
+                self.queue(line, row).await
+            }
+            // Trusted callers (no key) are rare: they go alone.
+            None => create_one(&self.conns, tenant, None, &row).await,
+        }
+    }
+
+    /// Writes the merged contact, its `contact.updated` entry and its change if the
+    /// row is still at `row`'s revision; whether it was.
+    pub async fn update(&self, tenant: &TenantId, row: WriteRow) -> Written {
+        let line = Line::Update {
+            tenant: tenant.clone(),
+        };
+        self.queue(line, row).await
+    }
+
+    async fn queue(&self, line: Line, row: WriteRow) -> Written {
+        if self.direct {
+            return write_one(&self.conns, &line, &row).await;
+        }
+        let (reply, answer) = oneshot::channel();
+        if !self.shared.waiting().push(line, Job { row, reply }) {
+            return Err(StoreError::Overloaded("writes"));
+        }
+        self.shared.work.notify_one();
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::internal("a write batch failed to answer")))
+    }
+}
+
+impl Drop for Writes {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        self.shared.work.notify_one();
+    }
+}
+
+async fn run(conns: Conns, shared: Arc<Shared>, slots: usize) {
+    let slots = Arc::new(Semaphore::new(slots));
+    loop {
+        while shared.waiting().len == 0 {
+            if shared.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            shared.work.notified().await;
+        }
+        // Whatever queues while this waits for a slot joins the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some((line, batch)) = shared.waiting().next_batch() else {
+            continue;
+        };
+        shared.batches.fetch_add(1, Ordering::Relaxed);
+        shared
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            write_batch(&conns, &line, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn write_batch(conns: &Conns, line: &Line, jobs: Vec<Job>) {
+    let (sent, held) = split(line, jobs);
+    let (rows, mut replies): (Vec<WriteRow>, Vec<Reply>) =
+        sent.into_iter().map(|job| (job.row, job.reply)).unzip();
+    if rows.len() == 1 && held.is_empty() {
+        // A caller that goes away takes its statement with it, as before the queue:
+        // the dropped connection is cancelled by the pool (`conns.rs`).
+        let written = tokio::select! {
+            written = write_one(conns, line, &rows[0]) => written,
+            () = gone(&mut replies) => return,
+        };
+        let _ = replies.pop().map(|reply| reply.send(written));
+        return;
+    }
+    let (held_rows, mut held_replies): (Vec<WriteRow>, Vec<Reply>) =
+        held.into_iter().map(|job| (job.row, job.reply)).unzip();
+    let result = tokio::select! {
+        result = write_many(conns, line, &rows) => result,
+        () = async { gone(&mut replies).await; gone(&mut held_replies).await } => return,
+    };
+    match result {
+        Ok(written) => {
+            for (row, reply) in rows.iter().zip(replies) {
+                let _ = reply.send(Ok(written.contains(&row.id)));
+            }
+            // See the module's comment: after the statement, none of these can write.
+            for reply in held_replies {
+                let _ = reply.send(Ok(false));
+            }
+        }
+        Err(err) if everyones(&err) => {
+            for reply in replies.into_iter().chain(held_replies) {
+                let _ = reply.send(Err(err.duplicate()));
+            }
+        }
+        Err(_) => {
+            let all = rows
+                .iter()
+                .zip(replies)
+                .chain(held_rows.iter().zip(held_replies));
+            for (row, mut reply) in all {
+                let written = tokio::select! {
+                    written = write_one(conns, line, row) => written,
+                    () = reply.closed() => continue,
+                };
+                let _ = reply.send(written);
+            }
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Written>;
+
+/// Once every one of these callers has gone away.
+async fn gone(replies: &mut [Reply]) {
+    for reply in replies {
+        reply.closed().await;
+    }
+}
+
+/// The batch's rows in id order, at most one per address (creates) or contact
+/// (updates: the one with the highest revision), and the others, held back.
+fn split(line: &Line, mut jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
+    let mut held = Vec::new();
+    match line {
+        Line::Create { .. } => {
+            let mut seen = HashSet::new();
+            let mut sent = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                if seen.insert(job.row.email_key.clone()) {
+                    sent.push(job);
+                } else {
+                    held.push(job);
+                }
+            }
+            jobs = sent;
+        }
+        Line::Update { .. } => {
+            // Highest revision first within a contact, so `dedup` keeps it.
+            jobs.sort_by(|a, b| {
+                (&a.row.id, std::cmp::Reverse(a.row.revision))
+                    .cmp(&(&b.row.id, std::cmp::Reverse(b.row.revision)))
+            });
+            let mut sent: Vec<Job> = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match sent.last() {
+                    Some(last) if last.row.id == job.row.id => held.push(job),
+                    _ => sent.push(job),
+                }
+            }
+            jobs = sent;
+        }
+    }
+    jobs.sort_by(|a, b| a.row.id.cmp(&b.row.id));
+    (jobs, held)
+}
+
+/// An error every write of the batch would get going alone.
+fn everyones(err: &StoreError) -> bool {
+    match err {
+        // A deadlock or serialization failure is the batch's, not the database's.
+        StoreError::Unavailable(sqlx::Error::Database(db)) => {
+            !matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
+        // A batch is one key's creates.
+        StoreError::Unavailable(_) | StoreError::KeyRejected => true,
+        _ => false,
+    }
+}
+
+async fn write_one(conns: &Conns, line: &Line, row: &WriteRow) -> Written {
+    match line {
+        Line::Create { tenant, key_hash } => create_one(conns, tenant, Some(key_hash), row).await,
+        Line::Update { tenant } => update_one(conns, tenant, row).await,
+    }
+}
+
+/// The one-call create: a taken address is the unique index's error.
+async fn create_one(
+    conns: &Conns,
+    tenant: &TenantId,
+    key_hash: Option<&[u8; 32]>,
+    row: &WriteRow,
+) -> Written {
+    let statement = match key_hash {
+        Some(_) => sql::CREATE_CONTACT_CHECKED,
+        None => sql::CREATE_CONTACT,
+    };
+    let mut query = sqlx::query(statement)
+        .bind(tenant.as_str())
+        .bind(&row.id)
+        .bind(&row.email)
+        .bind(&row.email_key)
+        .bind(JsonText(&row.properties))
+        .bind(&row.search_text)
+        .bind(row.at)
+        .bind(&row.entry_id)
+        .bind(&row.entry_kind)
+        .bind(JsonText(&row.entry_data));
+    if let Some(key_hash) = key_hash {
+        query = query.bind(&key_hash[..]);
+    }
+    let mut conn = conns.get().await?;
+    let result = query.execute(&mut *conn).await;
+    match conn.finish(result).await {
+        // Under a key, the statement inserts nothing unless the key is live.
+        Ok(done) if done.rows_affected() == 0 => Err(StoreError::KeyRejected),
+        Ok(_) => Ok(true),
+        Err(StoreError::Conflict { field: "email" }) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+async fn update_one(conns: &Conns, tenant: &TenantId, row: &WriteRow) -> Written {
+    let query = sqlx::query(sql::UPDATE_CONTACT_IF_REVISION)
+        .bind(tenant.as_str())
+        .bind(&row.id)
+        .bind(&row.email)
+        .bind(&row.email_key)
+        .bind(JsonText(&row.properties))
+        .bind(&row.search_text)
+        .bind(row.at)
+        .bind(&row.entry_id)
+        .bind(&row.entry_kind)
+        .bind(JsonText(&row.entry_data))
+        .bind(row.revision);
+    let mut conn = conns.get().await?;
+    let result = query.execute(&mut *conn).await;
+    Ok(conn.finish(result).await?.rows_affected() == 1)
+}
+
+/// One statement for `rows` (ids distinct): the ids of the contacts it wrote, or
+/// `KeyRejected` for creates under a key that is not live.
+async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResult<HashSet<String>> {
+    fn column<'a, T: ?Sized>(
+        rows: &'a [WriteRow],
+        f: impl Fn(&'a WriteRow) -> &'a T,
+    ) -> Vec<&'a T> {
+        rows.iter().map(f).collect()
+    }
+    let (statement, tenant, key_hash) = match line {
+        Line::Create { tenant, key_hash } => (sql::CREATE_CONTACTS_CHECKED, tenant, Some(key_hash)),
+        Line::Update { tenant } => (sql::UPDATE_CONTACTS_IF_REVISION, tenant, None),
+    };
+    let mut query = sqlx::query(statement).bind(tenant.as_str());
+    if let Some(key_hash) = key_hash {
+        query = query.bind(&key_hash[..]);
+    }
+    let ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.at).collect();
+    query = query
+        .bind(column(rows, |r| r.id.as_str()))
+        .bind(column(rows, |r| r.email.as_str()))
+        .bind(column(rows, |r| r.email_key.as_str()))
+        .bind(column(rows, |r| r.properties.as_str()))
+        .bind(column(rows, |r| r.search_text.as_str()))
+        .bind(ats)
+        .bind(column(rows, |r| r.entry_id.as_str()))
+        .bind(column(rows, |r| r.entry_kind.as_str()))
+        .bind(column(rows, |r| r.entry_data.as_str()));
+    if key_hash.is_none() {
+        let revisions: Vec<i64> = rows.iter().map(|row| row.revision).collect();
+        query = query.bind(revisions);
+    }
+    let mut conn = conns.get().await?;
+    let result = query.fetch_all(&mut *conn).await;
+    let found = conn.finish(result).await?;
+    // Creates: no row at all means the key was rejected; the key's row is NULL.
+    if key_hash.is_some() && found.is_empty() {
+        return Err(StoreError::KeyRejected);
+    }
+    let mut written = HashSet::with_capacity(found.len());
+    for row in found {
+        let id: Option<String> = row.try_get(0).map_err(classify)?;
+        written.extend(id);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, email_key: &str, revision: i64) -> (Job, oneshot::Receiver<Written>) {
+        let (reply, answer) = oneshot::channel();
+        let row = WriteRow {
+            id: id.to_owned(),
+            email: email_key.to_owned(),
+            email_key: email_key.to_owned(),
+            properties: "{}".into(),
+            search_text: String::new(),
+            at: Utc::now(),
+            entry_id: String::new(),
+            entry_kind: String::new(),
+            entry_data: "{}".into(),
+            revision,
+        };
+        (Job { row, reply }, answer)
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::parse("t").expect("tenant")
+    }
+
+    #[test]
+    fn a_create_batch_sends_each_address_once_in_id_order() {
+        let line = Line::Create {
+            tenant: tenant(),
+            key_hash: [0; 32],
+        };
+        let jobs = vec![
+            job("c3", "a", 0).0,
+            job("c1", "b", 0).0,
+            job("c2", "a", 0).0,
+        ];
+        let (sent, held) = split(&line, jobs);
+        let sent: Vec<&str> = sent.iter().map(|j| j.row.id.as_str()).collect();
+        let held: Vec<&str> = held.iter().map(|j| j.row.id.as_str()).collect();
+        assert_eq!(sent, ["c1", "c3"], "the first create of `a` goes");
+        assert_eq!(held, ["c2"]);
+    }
+
+    #[test]
+    fn an_update_batch_sends_each_contact_once_at_its_highest_revision() {
+        let line = Line::Update { tenant: tenant() };
+        let jobs = vec![
+            job("c2", "x", 4).0,
+            job("c1", "y", 7).0,
+            job("c2", "x", 5).0,
+            job("c2", "x", 3).0,
+        ];
+        let (sent, held) = split(&line, jobs);
+        let sent: Vec<(&str, i64)> = sent
+            .iter()
+            .map(|j| (j.row.id.as_str(), j.row.revision))
+            .collect();
+        let mut held: Vec<i64> = held.iter().map(|j| j.row.revision).collect();
+        held.sort_unstable();
+        assert_eq!(sent, [("c1", 7), ("c2", 5)]);
+        assert_eq!(held, [3, 4]);
+    }
+
+    #[test]
+    fn lines_take_turns_and_full_lines_refuse() {
+        let mut waiting = Waiting::default();
+        let flood = Line::Update { tenant: tenant() };
+        let quiet = Line::Update {
+            tenant: TenantId::parse("quiet").expect("tenant"),
+        };
+        let mut answers = Vec::new();
+        for i in 0..MAX_WAITING_PER_LINE {
+            let (j, a) = job(&i.to_string(), "x", 0);
+            answers.push(a);
+            assert!(waiting.push(flood.clone(), j));
+        }
+        assert!(!waiting.push(flood.clone(), job("more", "x", 0).0));
+        let (j, a) = job("q", "x", 0);
+        answers.push(a);
+        assert!(waiting.push(quiet.clone(), j));
+        let (first, batch) = waiting.next_batch().expect("a batch");
+        assert_eq!((first, batch.len()), (flood.clone(), MAX_BATCH));
+        let (second, batch) = waiting.next_batch().expect("a batch");
+        assert_eq!((second, batch.len()), (quiet, 1), "the quiet line is next");
+    }
+}
