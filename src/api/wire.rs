@@ -104,13 +104,17 @@ impl ContactChange {
         Self(prost::Message::encode_to_vec(fields).into())
     }
 
-    /// The messages of `fields`, encoded into one buffer: one allocation for a batch.
-    pub fn encode_all(fields: &[ContactChangeFields]) -> Vec<Self> {
-        let total = fields.iter().map(prost::Message::encoded_len).sum();
-        let mut buf = bytes::BytesMut::with_capacity(total);
-        let mut ends = Vec::with_capacity(fields.len());
+    /// The messages of `fields`, encoded into one buffer (`capacity` bytes to start
+    /// with: one allocation for a batch when it is a good guess). Each message's
+    /// fields are made and dropped in turn, so a batch is never held twice over.
+    pub fn encode_all(
+        fields: impl IntoIterator<Item = ContactChangeFields>,
+        capacity: usize,
+    ) -> Vec<Self> {
+        let mut buf = bytes::BytesMut::with_capacity(capacity);
+        let mut ends = Vec::new();
         for message in fields {
-            prost::Message::encode_raw(message, &mut buf);
+            prost::Message::encode_raw(&message, &mut buf);
             ends.push(buf.len());
         }
         let buf = buf.freeze();

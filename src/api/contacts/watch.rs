@@ -362,11 +362,12 @@ struct Encoded(Vec<wire::ContactChange>);
 
 impl Encoded {
     fn of(changes: &[ChangeRecord], tokens: &ListCursors) -> Self {
-        let fields: Vec<wire::ContactChangeFields> = changes
+        // The stored JSON's size, plus room for each change's other fields.
+        let capacity = text_bytes(changes) + changes.len() * 256;
+        let fields = changes
             .iter()
-            .map_while(|change| change_fields(change, tokens).ok())
-            .collect();
-        Self(wire::ContactChange::encode_all(&fields))
+            .map_while(|change| change_fields(change, tokens).ok());
+        Self(wire::ContactChange::encode_all(fields, capacity))
     }
 
     /// `batch` with its messages.

@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::conformance;
-use crate::support::{Backend, Client, create, json_of, props, spawn_app, timeline, unique_tenant};
+use crate::support::{
+    Backend, Client, create, json_of, props, spawn_app_with, timeline, unique_tenant,
+};
 
 fn writes(body: &str) -> (f64, f64) {
     let sample = |name: &str| {
@@ -93,7 +95,8 @@ async fn entries(client: &mut Client, id: &str, kind: &str) -> Vec<pb::TimelineE
 }
 
 async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(backend: Backend) {
-    let app = spawn_app(backend).await;
+    // Off by default (BENCHMARKS.md, "Coalesced writes"): on here, two statements in flight.
+    let app = spawn_app_with(backend, |args| args.store.db_write_batches = 2).await;
     let mut mine = app.client();
     let other_key = app.other_tenant_key().await;
     let mut theirs = app.client_with_key(Some(&other_key));

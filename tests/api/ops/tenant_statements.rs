@@ -54,9 +54,17 @@ fn is_schema_change(query: &str) -> bool {
         .find(|line| !line.is_empty() && !line.starts_with("--"))
         .unwrap_or_default();
     let head = code.to_uppercase();
-    ["CREATE ", "ALTER ", "DROP ", "COMMENT ", "DO "]
-        .iter()
-        .any(|prefix| head.starts_with(prefix))
+    // `LOCK TABLE`: a migration holding writers off while it backfills.
+    [
+        "CREATE ",
+        "ALTER ",
+        "DROP ",
+        "COMMENT ",
+        "DO ",
+        "LOCK TABLE ",
+    ]
+    .iter()
+    .any(|prefix| head.starts_with(prefix))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
