@@ -80,7 +80,10 @@ impl TxConn for PgTx {
 
     async fn batch_write(&mut self) -> StoreResult<()> {
         if !self.batch {
-            self.conn().execute(RAISE_PENDING_LIMIT).await.map_err(classify)?;
+            self.conn()
+                .execute(RAISE_PENDING_LIMIT)
+                .await
+                .map_err(classify)?;
             self.batch = true;
         }
         Ok(())
@@ -88,7 +91,11 @@ impl TxConn for PgTx {
 
     async fn commit(mut self) -> StoreResult<()> {
         if self.batch {
-            let row = self.conn().fetch_one(MERGE_PENDING).await.map_err(classify)?;
+            let row = self
+                .conn()
+                .fetch_one(MERGE_PENDING)
+                .await
+                .map_err(classify)?;
             let skipped: i64 = row.try_get("skipped").map_err(classify)?;
             if skipped > 0 && !SKIP_LOGGED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(

@@ -14,6 +14,7 @@ mod filter_props;
 mod filter_refusals;
 mod filters;
 mod import;
+mod import_gin;
 mod import_scale;
 mod import_search;
 mod isolation;
