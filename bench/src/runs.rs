@@ -261,6 +261,22 @@ pub(crate) async fn postgres_run(
     }
     if import::wanted(setup) {
         eprintln!("== ImportContacts ({} rows each)", import::rows(setup));
+        // Investigation only (KRAITER_BENCH_IMPORT_AB=1): the same imports first with
+        // the GIN indexes' own 64 kB pending-list limit, as before migration 0010 (it
+        // overrides a batch's raised limit), as a same-run baseline of the change.
+        if std::env::var_os("KRAITER_BENCH_IMPORT_AB").is_some() {
+            let limit = |option: &str| {
+                for index in ["contacts_search_tenant", "contacts_properties_tenant"] {
+                    cluster::psql(&pg.bin, &pg.url, &format!("ALTER INDEX {index} {option}"))?;
+                }
+                anyhow::Ok(())
+            };
+            limit("SET (gin_pending_list_limit = 64)")?;
+            eprintln!("   the indexes' own 64 kB limit (before migration 0010):");
+            import::run(setup, &server, &key, &data, watch).await?;
+            limit("RESET (gin_pending_list_limit)")?;
+            eprintln!("   a batch's own 16 MB limit, merged before its commit (0010):");
+        }
         import::run(setup, &server, &key, &data, watch).await?;
     }
     drop(server);

@@ -156,6 +156,7 @@ impl<C: TxConn> SqlWriteTx<C> {
              ON CONFLICT (tenant_id, email_key) DO NOTHING RETURNING id",
         );
         let json = contacts_json(contacts)?;
+        self.conn_mut().batch_write().await?;
         let (conn, tenant) = self.parts();
         let rows = Stmt::<C::Db>::new(sql.as_str())
             .bind(tenant)
@@ -194,6 +195,7 @@ impl<C: TxConn> SqlWriteTx<C> {
             befores.push(before.ok_or(StoreError::NotFound("contact"))?);
         }
         let json = contacts_json(contacts)?;
+        self.conn_mut().batch_write().await?;
         let (conn, tenant) = self.parts();
         Stmt::<C::Db>::new(sql.as_str())
             .bind(JsonText(json.as_str()))

@@ -29,6 +29,13 @@ pub(crate) trait TxConn: Send + Sized + 'static {
 
     async fn commit(self) -> StoreResult<()>;
 
+    /// Called before each batch statement that writes contacts (ImportContacts), so
+    /// a database can defer index maintenance to the end of the transaction. None
+    /// by default.
+    async fn batch_write(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// `Conflict` on `email` when another contact of `tenant` has `contact`'s
     /// address, checked before the contact is written, for a database whose
     /// errors do not say which unique key a write broke. None by default: the
@@ -133,6 +140,11 @@ impl<C: TxConn> SqlWriteTx<C> {
             return Ok(Some(before.clone()));
         }
         self.lock_contact(id).await
+    }
+
+    /// The backend's hold of the transaction, for its own hooks (`TxConn`).
+    pub(super) fn conn_mut(&mut self) -> &mut C {
+        &mut self.conn
     }
 
     /// The connection and the tenant, borrowed apart so a statement can bind one

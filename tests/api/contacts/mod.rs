@@ -15,6 +15,7 @@ mod filter_ranges;
 mod filter_refusals;
 mod filters;
 mod import;
+mod import_gin;
 mod import_scale;
 mod import_search;
 mod isolation;
