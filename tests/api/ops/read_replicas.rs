@@ -78,11 +78,17 @@ async fn wait_on_standby(pair: &ReplicaPair, tenant: &str, count: i64) {
     let mut standby = connect(&pair.standby_url()).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(&mut standby)
-            .await
-            .expect("count on the standby");
+        let held: i64 =
+            match sqlx::query_scalar("SELECT count(*) FROM contacts WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&mut standby)
+                .await
+            {
+                Ok(held) => held,
+                // The standby has not replayed the migrations that made the table yet.
+                Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => 0,
+                Err(err) => panic!("count on the standby: {err}"),
+            };
         if held == count {
             return;
         }
