@@ -158,18 +158,26 @@ pub(super) async fn record<C: TxConn>(
     Ok(())
 }
 
-/// The statement `record` runs (PostgreSQL's is pinned to `postgres::sql::INSERT_CHANGE`,
-/// the benchmark's copy).
-fn record_sql<DB: Dialect>() -> SqlText {
-    let sql = DB::CHANGES;
-    let mut text = SqlText::new(
+/// `INSERT INTO contact_changes (...` up to the values: the columns `record` and
+/// `record_many` fill, the stamp's among them where the dialect has one.
+fn insert_columns<DB: Dialect>() -> SqlText {
+    let text = SqlText::new(
         "INSERT INTO contact_changes (tenant_id, type, contact_id, changed_fields, \
          occurred_at, email, properties, suppressed, unsubscribed, created_at, updated_at, \
          revision, recorded_at",
     );
-    if sql.stamp.is_some() {
-        text = text.push(", xid");
+    if DB::CHANGES.stamp.is_some() {
+        text.push(", xid")
+    } else {
+        text
     }
+}
+
+/// The statement `record` runs (PostgreSQL's is pinned to `postgres::sql::INSERT_CHANGE`,
+/// the benchmark's copy).
+fn record_sql<DB: Dialect>() -> SqlText {
+    let sql = DB::CHANGES;
+    let mut text = insert_columns::<DB>();
     text = text
         .push(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ")
         .now::<DB>();
@@ -260,14 +268,7 @@ const CHANGE_ROW: &[JsonColumn] = &[
 /// The statement `record_many` runs: `record`'s columns from a JSON array.
 fn record_many_sql<DB: Dialect>() -> SqlText {
     let sql = DB::CHANGES;
-    let mut text = SqlText::new(
-        "INSERT INTO contact_changes (tenant_id, type, contact_id, changed_fields, \
-         occurred_at, email, properties, suppressed, unsubscribed, created_at, updated_at, \
-         revision, recorded_at",
-    );
-    if sql.stamp.is_some() {
-        text = text.push(", xid");
-    }
+    let mut text = insert_columns::<DB>();
     text = text
         .push(
             ") SELECT ?, r.kind, r.contact_id, r.changed_fields, r.occurred_at, r.email, \

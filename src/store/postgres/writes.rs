@@ -442,6 +442,25 @@ async fn write_one(conns: &Conns, line: &Line, row: &WriteRow) -> Written {
     }
 }
 
+/// The ten parameters the one-call create and update share, in their order.
+fn bind_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    tenant: &'q TenantId,
+    row: &'q WriteRow,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(tenant.as_str())
+        .bind(&row.id)
+        .bind(&row.email)
+        .bind(&row.email_key)
+        .bind(JsonText(&row.properties))
+        .bind(&row.search_text)
+        .bind(row.at)
+        .bind(&row.entry_id)
+        .bind(&row.entry_kind)
+        .bind(JsonText(&row.entry_data))
+}
+
 /// The one-call create: a taken address is the unique index's error.
 async fn create_one(
     conns: &Conns,
@@ -453,17 +472,7 @@ async fn create_one(
         Some(_) => sql::CREATE_CONTACT_CHECKED,
         None => sql::CREATE_CONTACT,
     };
-    let mut query = sqlx::query(statement)
-        .bind(tenant.as_str())
-        .bind(&row.id)
-        .bind(&row.email)
-        .bind(&row.email_key)
-        .bind(JsonText(&row.properties))
-        .bind(&row.search_text)
-        .bind(row.at)
-        .bind(&row.entry_id)
-        .bind(&row.entry_kind)
-        .bind(JsonText(&row.entry_data));
+    let mut query = bind_row(sqlx::query(statement), tenant, row);
     if let Some(key_hash) = key_hash {
         query = query.bind(&key_hash[..]);
     }
@@ -479,18 +488,8 @@ async fn create_one(
 }
 
 async fn update_one(conns: &Conns, tenant: &TenantId, row: &WriteRow) -> Written {
-    let query = sqlx::query(sql::UPDATE_CONTACT_IF_REVISION)
-        .bind(tenant.as_str())
-        .bind(&row.id)
-        .bind(&row.email)
-        .bind(&row.email_key)
-        .bind(JsonText(&row.properties))
-        .bind(&row.search_text)
-        .bind(row.at)
-        .bind(&row.entry_id)
-        .bind(&row.entry_kind)
-        .bind(JsonText(&row.entry_data))
-        .bind(row.revision);
+    let query =
+        bind_row(sqlx::query(sql::UPDATE_CONTACT_IF_REVISION), tenant, row).bind(row.revision);
     let mut conn = conns.get().await?;
     let result = query.execute(&mut *conn).await;
     Ok(conn.finish(result).await?.rows_affected() == 1)

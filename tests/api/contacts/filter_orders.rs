@@ -9,9 +9,9 @@ use serde_json::json;
 use tonic::Code;
 
 use super::filter_calls::{any, cond, list, try_list};
+use crate::conformance;
 use crate::support::storage::Storage;
 use crate::support::{Backend, Client, assert_status, create, spawn_app};
-use crate::{conformance, replicated};
 
 const ORDERS: [ContactOrder; 7] = [
     ContactOrder::Unspecified,
@@ -262,10 +262,6 @@ async fn a_cursor_resumes_only_its_own_filter_and_order(backend: Backend) {
 conformance!(
     every_order_breaks_ties_by_id_and_delivers_each_contact_once,
     contacts_that_exist_throughout_are_streamed_once_under_inserts_and_deletes,
-    a_cursor_resumes_only_its_own_filter_and_order,
-);
-replicated!(
-    every_order_breaks_ties_by_id_and_delivers_each_contact_once,
-    contacts_that_exist_throughout_are_streamed_once_under_inserts_and_deletes,
-    a_cursor_resumes_only_its_own_filter_and_order,
+    a_cursor_resumes_only_its_own_filter_and_order;
+    replicated
 );

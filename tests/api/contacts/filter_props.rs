@@ -10,8 +10,8 @@ use proptest::test_runner::TestRunner;
 use serde_json::{Value, json};
 
 use super::filter_calls::{all, any as either, cond, count, list, reference};
+use crate::conformance;
 use crate::support::{Backend, spawn_app};
-use crate::{conformance, replicated};
 
 fn scalar() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -127,5 +127,4 @@ async fn random_filters_list_and_count_what_the_reference_selects(backend: Backe
     );
 }
 
-conformance!(random_filters_list_and_count_what_the_reference_selects);
-replicated!(random_filters_list_and_count_what_the_reference_selects);
+conformance!(random_filters_list_and_count_what_the_reference_selects; replicated);

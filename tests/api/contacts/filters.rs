@@ -10,8 +10,8 @@ use serde_json::json;
 use super::filter_calls::{
     all, among, any, at, bare, cond, count, emails, list, reference, suppress, unsubscribe,
 };
+use crate::conformance;
 use crate::support::{Backend, Client, create, spawn_app};
-use crate::{conformance, replicated};
 
 /// Six contacts whose properties cover each type, nesting, a nested null (a top-level
 /// null is not stored), a missing key and
@@ -431,11 +431,6 @@ conformance!(
     every_operator_and_type_matches_the_expected_contacts,
     a_filter_is_anded_with_search_and_suppressed,
     counts_cover_the_whole_tenant_and_estimates_say_so,
-    filters_and_counts_see_only_the_callers_tenant,
-);
-replicated!(
-    every_operator_and_type_matches_the_expected_contacts,
-    a_filter_is_anded_with_search_and_suppressed,
-    counts_cover_the_whole_tenant_and_estimates_say_so,
-    filters_and_counts_see_only_the_callers_tenant,
+    filters_and_counts_see_only_the_callers_tenant;
+    replicated
 );

@@ -4,8 +4,8 @@ use kraiter_contacts::api::pb;
 use serde_json::json;
 use tonic::Code;
 
+use crate::conformance;
 use crate::support::{Backend, Client, assert_status, create, pages, spawn_app};
-use crate::{conformance, replicated};
 
 fn emails(pages: &[pb::ListContactsResponse]) -> Vec<String> {
     pages
@@ -507,18 +507,6 @@ conformance!(
     search_treats_wildcard_characters_literally,
     search_pages_resume_with_their_cursor,
     suppressed_filter_applies,
-    contacts_present_for_the_whole_stream_are_delivered_once_despite_concurrent_writes,
-);
-replicated!(
-    list_streams_every_contact_once_in_id_order_across_pages,
-    default_page_size_is_20_and_an_exact_multiple_ends_without_an_empty_page,
-    an_empty_tenant_streams_one_empty_page,
-    max_pages_stops_early_and_the_cursor_resumes_where_it_stopped,
-    pages_read_several_per_query_keep_their_boundaries_and_cursors,
-    limit_above_maximum_is_clamped_and_negative_is_invalid,
-    search_matches_email_and_property_values_case_insensitively,
-    search_treats_wildcard_characters_literally,
-    search_pages_resume_with_their_cursor,
-    suppressed_filter_applies,
-    contacts_present_for_the_whole_stream_are_delivered_once_despite_concurrent_writes,
+    contacts_present_for_the_whole_stream_are_delivered_once_despite_concurrent_writes;
+    replicated
 );

@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::conformance;
+use crate::support::metrics::try_sample;
 use crate::support::{Backend, create, spawn_app, unique_tenant};
 
 /// What one concurrent call should get.
@@ -22,12 +23,7 @@ enum Expect {
 }
 
 fn lookups(body: &str) -> (f64, f64) {
-    let sample = |name: &str| {
-        body.lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let sample = |name| try_sample(body, name).unwrap_or(0.0);
     (
         sample("kraiter_db_lookup_batches_total "),
         sample("kraiter_db_lookups_total "),

@@ -13,8 +13,8 @@ use kraiter_contacts::domain::{Email, NewContact, Properties, TenantId, search_t
 use kraiter_contacts::store::sqlite::SEARCH_CANDIDATES;
 use serde_json::json;
 
+use crate::conformance;
 use crate::support::{Backend, Client, TestApp, pages, spawn_app, unique_tenant};
-use crate::{conformance, replicated};
 
 /// A contact as seeded: what a search must find it by.
 #[derive(Debug, Clone)]
@@ -362,9 +362,6 @@ async fn a_common_term_in_one_tenant_pages_through_every_match(backend: Backend)
 
 conformance!(
     another_tenants_matches_change_neither_pages_nor_cursors,
-    a_common_term_in_one_tenant_pages_through_every_match,
-);
-replicated!(
-    another_tenants_matches_change_neither_pages_nor_cursors,
-    a_common_term_in_one_tenant_pages_through_every_match,
+    a_common_term_in_one_tenant_pages_through_every_match;
+    replicated
 );

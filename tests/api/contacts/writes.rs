@@ -14,17 +14,13 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::conformance;
+use crate::support::metrics::try_sample;
 use crate::support::{
     Backend, Client, create, json_of, props, spawn_app_with, timeline, unique_tenant,
 };
 
 fn writes(body: &str) -> (f64, f64) {
-    let sample = |name: &str| {
-        body.lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let sample = |name| try_sample(body, name).unwrap_or(0.0);
     (
         sample("kraiter_db_write_batches_total "),
         sample("kraiter_db_writes_total "),

@@ -268,6 +268,12 @@ pub fn assert_clean_message(status: &Status, key: &str, what: &str) {
 /// mode (`support::pgbouncer`).
 #[macro_export]
 macro_rules! conformance {
+    // `; replicated`: the same tests a fourth time through a read replica
+    // (`replicated!`), without naming them twice.
+    ($($name:ident),* $(,)? ; replicated) => {
+        $crate::conformance!($($name),*);
+        $crate::replicated!($($name),*);
+    };
     ($($name:ident),* $(,)?) => {
         mod postgres {
             $(
