@@ -62,7 +62,7 @@ pub fn variables(data: &Dataset, key: &str) -> Vec<(String, String)> {
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     vec![
         ("tenant".into(), data.tenant.as_str().into()),
-        ("basems".into(), data.base_ms().to_string()),
+        ("idprefix".into(), data.time_prefix()),
         ("ncontacts".into(), data.contacts.to_string()),
         ("seq".into(), "0".into()),
         ("keyhash".into(), format!("\\x{hex}")),
@@ -71,9 +71,31 @@ pub fn variables(data: &Dataset, key: &str) -> Vec<(String, String)> {
 
 /// `:n` picks a seeded contact; the expressions compute its id and email.
 const PICK: &str = "\\set n random(0, :ncontacts - 1)\n";
-/// `Dataset::id`: the time part is the contact's `created_at` (`kraiter_ulid_time_ms`,
-/// migrations/postgres/0009).
-const ID_SQL: &str = "('con_' || kraiter_ulid_time_ms(:basems::bigint - (:ncontacts::bigint - :n::bigint) * 10) || lpad(:n::text, 16, '0'))";
+/// `Dataset::id`.
+const ID_SQL: &str = "('con_' || :idprefix || lpad(:n::text, 7, '0') || lpad(:n::text, 16, '0'))";
+/// Fails unless the scripts' `ID_SQL` finds the seeded contacts it stands for: a
+/// script whose ids missed would measure lookups of nothing and still succeed.
+pub async fn check_ids(pool: &PgPool, data: &Dataset) -> anyhow::Result<()> {
+    for n in [0, data.contacts / 2, data.contacts.saturating_sub(1)] {
+        let sql = ID_SQL
+            .replace(":idprefix", &format!("'{}'", data.time_prefix()))
+            .replace(":n", &n.to_string());
+        let (id, found): (String, i64) = sqlx::query_as(&format!(
+            "SELECT {sql}, (SELECT count(*) FROM contacts WHERE tenant_id = $1 AND id = {sql})"
+        ))
+        .bind(data.tenant.as_str())
+        .fetch_one(pool)
+        .await?;
+        if id != data.id(n) || found != 1 {
+            bail!(
+                "pgbench's id of contact {n} is {id} ({found} found), the seeded id {}",
+                data.id(n)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A fresh, per-client increasing number for rows a script creates.
 const NEXT: &str = "\\set seq :seq + 1\n\\set k :client_id * 1000000000 + :seq\n";
 /// The key of a new row: the transaction's start in microseconds, then the client, so
@@ -139,11 +161,17 @@ const CR_SQL: &str = "upper(substr(md5(:k::text), 1, 8))";
 /// of the service's creates (`pg_stat_statements`: 41 against 88 buffer hits, 12.7
 /// against 25.5 WAL records per create).
 pub fn write_variables(data: &Dataset) -> Vec<(String, String)> {
+    // New contacts' ids carry the run's start as their time part and `newat` as
+    // their `created_at`, as the service's ids carry theirs (`ContactId::
+    // generate_not_before`): an id earlier than its `created_at` would fire the
+    // `contact_id_floors` trigger (migrations/postgres/0009), which the service's
+    // creates never do, and every create would wait for that one row's lock.
+    let start = ulid::Ulid::new();
+    let at = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(start.timestamp_ms() as i64)
+        .unwrap_or_default();
     let mut vars = vec![
-        (
-            "newprefix".into(),
-            ulid::Ulid::new().to_string()[..10].to_owned(),
-        ),
+        ("newprefix".into(), start.to_string()[..10].to_owned()),
+        ("newat".into(), at.to_rfc3339()),
         ("emailtag".into(), Dataset::new_email_tag()),
     ];
     fn split(vars: &mut Vec<(String, String)>, name: String, text: String) {
@@ -201,6 +229,8 @@ fn properties_lines(contact: &Contact) -> String {
 /// statements, typed as the service binds them.
 struct WriteParams {
     entry_key: &'static str,
+    /// `created_at` or `updated_at`, and the entry's time.
+    at: &'static str,
     id: String,
     email: String,
     email_key: String,
@@ -219,7 +249,7 @@ impl WriteParams {
             self.email_key,
             format!("({})::jsonb", self.properties),
             format!("({})::text", self.search),
-            "now()".into(),
+            self.at.into(),
             format!("('tle_' || :newprefix || {})", self.entry_key),
             format!("'{}'::text", self.kind),
             format!("({})::jsonb", self.data),
@@ -246,6 +276,7 @@ fn create_contact_keyed(key: &'static str) -> Vec<String> {
         .map(|i| {
             let write = WriteParams {
                 entry_key: key,
+                at: "(:newat)::timestamptz",
                 id: format!("('con_' || :newprefix || {key})"),
                 email: email.into(),
                 email_key: format!("lower{email}"),
@@ -280,6 +311,7 @@ pub fn update_contact() -> Vec<String> {
             };
             let write = WriteParams {
                 entry_key: NEW_KEY_SQL,
+                at: "now()",
                 id: ID_SQL.into(),
                 email: Dataset::EMAIL_SQL.into(),
                 email_key: Dataset::EMAIL_SQL.into(),
@@ -395,8 +427,7 @@ pub fn batch_get() -> String {
         numbers.push(format!(":n{j}"));
     }
     let ids = format!(
-        "(SELECT array_agg('con_' || kraiter_ulid_time_ms(:basems::bigint - (:ncontacts::bigint - n) * 10) \
-         || lpad(n::text, 16, '0')) \
+        "(SELECT array_agg('con_' || :idprefix || lpad(n::text, 7, '0') || lpad(n::text, 16, '0')) \
          FROM unnest(ARRAY[{}]::bigint[]) n)::text[]",
         numbers.join(", ")
     );

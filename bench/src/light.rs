@@ -57,6 +57,9 @@ pub struct LightRow {
     pub load: Load,
     pub service: Measured,
     pub echo: Measured,
+    /// For the point reads at C = 1: echo paced to the service's call rate of each
+    /// round.
+    pub paced_echo: Option<Measured>,
 }
 
 pub struct LightRun {
@@ -110,6 +113,7 @@ pub(crate) async fn run(
         for &scenario in &scenarios {
             let mut service = Vec::new();
             let mut baseline = Vec::new();
+            let mut paced = Vec::new();
             for round in 0..rounds {
                 let svc = || scenarios::run(scenario, &service_clients, plan, watch, data);
                 let ech = || scenarios::run(scenario, &echo_clients, plan, echo_watch, &echo.data);
@@ -120,12 +124,29 @@ pub(crate) async fn run(
                     service.push(svc().await);
                     baseline.push(ech().await);
                 }
+                let rate = service.last().map_or(0.0, Measured::throughput);
+                if cpu_target(scenario, load).is_some() && rate > 0.0 {
+                    let every = Some(Duration::from_secs_f64(1.0 / rate));
+                    let data = &echo.data;
+                    paced.push(
+                        scenarios::run_paced(
+                            scenario,
+                            &echo_clients,
+                            plan,
+                            echo_watch,
+                            data,
+                            every,
+                        )
+                        .await,
+                    );
+                }
             }
             let row = LightRow {
                 scenario,
                 load,
                 service: Measured::merge(&service),
                 echo: Measured::merge(&baseline),
+                paced_echo: (!paced.is_empty()).then(|| Measured::merge(&paced)),
             };
             eprintln!(
                 "   {:<45} {:<26} {:>8.0}/s p50 {:>6.2} ms p99 {:>6.2} ms cpu {:>4.0} µs | echo {:>8.0}/s cpu {:>4.0} µs  errors {}",
@@ -221,6 +242,48 @@ impl LightRun {
                     err.replace('|', "/")
                 );
             }
+        }
+        out.push('\n');
+        self.paced_markdown(out);
+    }
+
+    /// The point reads at C = 1 beside echo at the same call rate: what the service's
+    /// own work costs once echo's threads sleep between calls too. Shown beside the
+    /// target, which stays against echo at full speed.
+    fn paced_markdown(&self, out: &mut String) {
+        let paced: Vec<_> = self
+            .rows
+            .iter()
+            .filter_map(|row| row.paced_echo.as_ref().map(|paced| (row, paced)))
+            .collect();
+        if paced.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "The point reads at C = 1 again, beside echo paced to the service's call rate of each round (one call \
+             started every 1/rate, so echo's threads sleep between calls as the service's do). Not the target's \
+             baseline; it separates the service's own work from the cost of waiting.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| scenario | load | calls/s | server CPU/call | paced echo calls/s | paced echo CPU/call | CPU ÷ paced echo | CPU ÷ echo |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        for (row, echo) in paced {
+            let me = &row.service;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} µs | {} | {:.0} µs | {:.2} | {:.2} |",
+                row.scenario.name(),
+                row.load.label(),
+                crate::report::rate(me.throughput()),
+                cpu_per_call(me),
+                crate::report::rate(echo.throughput()),
+                cpu_per_call(echo),
+                cpu_per_call(me) / cpu_per_call(echo),
+                cpu_per_call(me) / cpu_per_call(&row.echo),
+            );
         }
         out.push('\n');
     }

@@ -189,6 +189,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .contacts
             .unwrap_or(if quick { 20_000 } else { 1_000_000 }),
     };
+    if setup.contacts > Dataset::MAX_CONTACTS {
+        bail!(
+            "--contacts: at most {} (the seeded ids' numbering)",
+            Dataset::MAX_CONTACTS
+        );
+    }
     std::fs::create_dir_all(&setup.work_dir)?;
     if args.replica_export {
         println!("{}", replica::run(&setup).await?);

@@ -386,7 +386,7 @@ impl Report {
         if let Some((rows, d)) = b.copy_from {
             let _ = writeln!(
                 out,
-                "| COPY contacts FROM STDIN, all indexes | ImportContacts (not built yet) | {} rows/s ({} rows) | |",
+                "| COPY contacts FROM STDIN, all indexes | ImportContacts (see its section) | {} rows/s ({} rows) | |",
                 rate(rows as f64 / d.as_secs_f64()),
                 rate(rows as f64)
             );

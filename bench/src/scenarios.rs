@@ -2,6 +2,7 @@
 //! wrong answers (empty pages, missing contacts) shows up as errors, not speed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kraiter_contacts::api::{convert, pb};
 use tonic::Status;
@@ -109,6 +110,25 @@ impl Scenario {
     }
 }
 
+async fn drive_maybe_paced<F, Fut>(
+    clients: &Clients,
+    plan: Plan,
+    watch: Watch,
+    every: Option<Duration>,
+    call: F,
+) -> Measured
+where
+    F: Fn(Client, u64, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<u64, Status>> + Send,
+{
+    match every {
+        Some(every) => {
+            load::drive_paced_with(clients, plan.concurrency, every, true, plan, watch, call).await
+        }
+        None => load::drive(clients, plan, watch, call).await,
+    }
+}
+
 /// Runs `scenario` under `plan` (the full list runs streams one after another for
 /// at least `plan.duration`).
 pub async fn run(
@@ -118,12 +138,27 @@ pub async fn run(
     watch: Watch,
     data: &Arc<Dataset>,
 ) -> Measured {
+    run_paced(scenario, clients, plan, watch, data, None).await
+}
+
+/// `run`, with each of the point reads' workers starting a call every `every`
+/// instead of as soon as the last one came back (the other scenarios ignore it):
+/// light load measures echo at the service's own call rate with it, so that echo's
+/// threads sleep between calls as the service's do.
+pub async fn run_paced(
+    scenario: Scenario,
+    clients: &Clients,
+    plan: Plan,
+    watch: Watch,
+    data: &Arc<Dataset>,
+    every: Option<Duration>,
+) -> Measured {
     let data = data.clone();
     // Creates need fresh emails on every run, also across repeated runs.
     let tag = Dataset::new_email_tag();
     match scenario {
         Scenario::GetContact => {
-            load::drive(clients, plan, watch, move |mut client, r, _| {
+            drive_maybe_paced(clients, plan, watch, every, move |mut client, r, _| {
                 let id = data.id(r % data.contacts);
                 async move {
                     client.get_contact(pb::GetContactRequest { id }).await?;
@@ -133,7 +168,7 @@ pub async fn run(
             .await
         }
         Scenario::GetContactByEmail => {
-            load::drive(clients, plan, watch, move |mut client, r, _| {
+            drive_maybe_paced(clients, plan, watch, every, move |mut client, r, _| {
                 let email = Dataset::email(r % data.contacts);
                 async move {
                     let found = client
