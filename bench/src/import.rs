@@ -51,6 +51,17 @@ pub fn rows(setup: &Setup) -> u64 {
         .unwrap_or((setup.contacts / 10).clamp(1000, 100_000))
 }
 
+/// The `--import-depth`s to compare, each on a server of its own, when
+/// KRAITER_BENCH_IMPORT_DEPTHS lists them (`1,2,2,1`).
+pub fn depths() -> Option<Vec<u32>> {
+    let listed = std::env::var("KRAITER_BENCH_IMPORT_DEPTHS").ok()?;
+    let depths: Vec<u32> = listed
+        .split(',')
+        .filter_map(|depth| depth.trim().parse().ok())
+        .collect();
+    (!depths.is_empty()).then_some(depths)
+}
+
 /// Both imports against `server`, printed as they finish.
 pub async fn run(
     setup: &Setup,
