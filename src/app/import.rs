@@ -196,7 +196,10 @@ impl BatchOrder {
     /// A batch of a pipelined import, with the batch before it still in flight
     /// (`previous`) and the latest earlier one in flight that shares an address
     /// with it (`after`); returns what the batches after it wait on.
-    pub fn pipelined(previous: Option<BatchStage>, after: Option<BatchStage>) -> (Self, BatchStage) {
+    pub fn pipelined(
+        previous: Option<BatchStage>,
+        after: Option<BatchStage>,
+    ) -> (Self, BatchStage) {
         let key = order_key();
         let (stage, seen) = watch::channel(Stage::Starting);
         let order = Self {

@@ -188,7 +188,10 @@ impl Import {
             Ok(prepared) => prepared,
             Err(err) => return InFlight::Refused(ended(err)),
         };
-        let keys: HashSet<String> = parsed.iter().map(|row| row.email.key().to_owned()).collect();
+        let keys: HashSet<String> = parsed
+            .iter()
+            .map(|row| row.email.key().to_owned())
+            .collect();
         let (order, stage) = match self.depth {
             1 => (BatchOrder::alone(), None),
             _ => {

@@ -21,8 +21,8 @@ use crate::conformance;
 use crate::support::locks::{WriteLock, hold, pool_goes_idle};
 use crate::support::wait::{PATIENCE, eventually};
 use crate::support::{
-    Backend, Client, TestApp, contact_and_timeline, create, json_of, pages,
-    quiet_health, spawn_app_with,
+    Backend, Client, TestApp, contact_and_timeline, create, json_of, pages, quiet_health,
+    spawn_app_with,
 };
 use kraiter_contacts::config::ServeArgs;
 
@@ -41,7 +41,12 @@ async fn pipelined(backend: Backend, configure: impl FnOnce(&mut ServeArgs)) -> 
 
 fn rows(prefix: &str, n: usize) -> Vec<pb::ImportRow> {
     (0..n)
-        .map(|i| row(&format!("{prefix}-{i}@example.com"), json!({"from": prefix})))
+        .map(|i| {
+            row(
+                &format!("{prefix}-{i}@example.com"),
+                json!({"from": prefix}),
+            )
+        })
         .collect()
 }
 
@@ -78,7 +83,10 @@ async fn wait_for_the_next_batch(lock: &mut WriteLock, app: &TestApp) {
 /// The stream has said nothing for a while.
 async fn silent(responses: &mut tonic::Streaming<pb::ImportContactsResponse>) {
     let said = tokio::time::timeout(Duration::from_millis(300), responses.message()).await;
-    assert!(said.is_err(), "no response while the first batch is held: {said:?}");
+    assert!(
+        said.is_err(),
+        "no response while the first batch is held: {said:?}"
+    );
 }
 
 /// One batch at a time, in row order: what each row (address, properties) does to
@@ -122,7 +130,12 @@ fn model(batches: &Planned) -> (Vec<pb::ImportOutcome>, HashMap<String, Value>) 
 }
 
 fn object(pairs: &[(&str, Value)]) -> Value {
-    Value::Object(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect())
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
 }
 
 /// Forty small batches, up to four in flight: addresses shared by neighbours, by
@@ -148,7 +161,10 @@ async fn duplicates_across_overlapping_batches_merge_in_row_order(backend: Backe
         ));
         if i % 10 == 0 {
             let gone = if i == 20 { Value::Null } else { json!(i) };
-            rows.push(("every10@example.com".to_owned(), json!({"last": i, "gone": gone})));
+            rows.push((
+                "every10@example.com".to_owned(),
+                json!({"last": i, "gone": gone}),
+            ));
         }
         // The shared rows at different places in their batches.
         let len = rows.len();
@@ -237,14 +253,21 @@ async fn create_only_conflicts_with_the_batch_before_it(backend: Backend) {
         }
     }
     let last = responses.last().expect("responses");
-    assert_eq!((last.created, last.failed), (6 * BATCHES as i64, BATCHES as i64 - 1));
+    assert_eq!(
+        (last.created, last.failed),
+        (6 * BATCHES as i64, BATCHES as i64 - 1)
+    );
     let listed = all_contacts(&mut client).await;
     assert_eq!(listed.len(), 6 * BATCHES);
     for contact in listed.iter().filter(|c| c.email.starts_with("chain")) {
         let i: usize = contact.email["chain".len()..contact.email.find('@').expect("@")]
             .parse()
             .expect("n");
-        assert_eq!(json_of(contact), json!({"i": i}), "created by its own row only");
+        assert_eq!(
+            json_of(contact),
+            json!({"i": i}),
+            "created by its own row only"
+        );
     }
 }
 
@@ -286,7 +309,10 @@ async fn a_batch_commits_only_after_the_batch_before_it(backend: Backend) {
     let one = responses.message().await.expect("ok").expect("first");
     assert_eq!((one.results[0].index, one.created, one.updated), (0, 50, 1));
     let two = responses.message().await.expect("ok").expect("second");
-    assert_eq!((two.results[0].index, two.created, two.updated), (51, 100, 1));
+    assert_eq!(
+        (two.results[0].index, two.created, two.updated),
+        (51, 100, 1)
+    );
     drop(requests);
     assert!(responses.message().await.expect("ends OK").is_none());
     assert_eq!(all_contacts(&mut other).await.len(), 101);
@@ -295,19 +321,23 @@ async fn a_batch_commits_only_after_the_batch_before_it(backend: Backend) {
 /// Waits until the app's import has ended: its tenant's one stream is free again.
 async fn import_ended(app: &TestApp) {
     let other = app.client();
-    eventually(PATIENCE, "the import ends when its client goes away", || {
-        let mut other = other.clone();
-        async move {
-            let listed = other
-                .list_contacts(pb::ListContactsRequest {
-                    limit: 1,
-                    max_pages: 1,
-                    ..Default::default()
-                })
-                .await;
-            listed.is_ok().then_some(())
-        }
-    })
+    eventually(
+        PATIENCE,
+        "the import ends when its client goes away",
+        || {
+            let mut other = other.clone();
+            async move {
+                let listed = other
+                    .list_contacts(pb::ListContactsRequest {
+                        limit: 1,
+                        max_pages: 1,
+                        ..Default::default()
+                    })
+                    .await;
+                listed.is_ok().then_some(())
+            }
+        },
+    )
     .await;
 }
 
@@ -332,7 +362,10 @@ async fn a_client_gone_with_batches_in_flight_leaves_none_of_them(backend: Backe
     let mut lock = hold(&app, &blocker.id).await;
     let mut first = rows("one", 30);
     first.push(row("blocker@example.com", json!({"v": 1})));
-    requests.send(batch(Unspecified, first)).await.expect("send");
+    requests
+        .send(batch(Unspecified, first))
+        .await
+        .expect("send");
     requests
         .send(batch(Unspecified, rows("two", 30)))
         .await
@@ -346,10 +379,22 @@ async fn a_client_gone_with_batches_in_flight_leaves_none_of_them(backend: Backe
 
     let listed = all_contacts(&mut client).await;
     let emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
-    assert_eq!(emails.len(), 31, "the acknowledged batch and the blocker: {emails:?}");
-    assert!(emails.iter().all(|e| e.starts_with("zero-") || *e == "blocker@example.com"));
+    assert_eq!(
+        emails.len(),
+        31,
+        "the acknowledged batch and the blocker: {emails:?}"
+    );
+    assert!(
+        emails
+            .iter()
+            .all(|e| e.starts_with("zero-") || *e == "blocker@example.com")
+    );
     let blocker = listed.iter().find(|c| c.id == blocker.id).expect("blocker");
-    assert_eq!(json_of(blocker), json!({"v": 0}), "the blocker was not updated");
+    assert_eq!(
+        json_of(blocker),
+        json!({"v": 0}),
+        "the blocker was not updated"
+    );
 }
 
 /// Forty batches sent at once, each creating 20 contacts and updating one of its
@@ -364,7 +409,14 @@ async fn a_client_gone_after_answers_leaves_a_prefix_of_whole_batches(backend: B
     let mut client = app.client();
     let mut existing = Vec::new();
     for b in 0..BATCHES {
-        existing.push(create(&mut client, &format!("e{b}@example.com"), json!({"batch": -1})).await);
+        existing.push(
+            create(
+                &mut client,
+                &format!("e{b}@example.com"),
+                json!({"batch": -1}),
+            )
+            .await,
+        );
     }
     let (requests, received) = mpsc::channel(BATCHES);
     let mut responses = client
@@ -382,7 +434,11 @@ async fn a_client_gone_after_answers_leaves_a_prefix_of_whole_batches(backend: B
     }
     for b in 0..READ {
         let response = responses.message().await.expect("ok").expect("an answer");
-        assert_eq!(response.results[0].index, (b * (ROWS + 1)) as i64, "in order");
+        assert_eq!(
+            response.results[0].index,
+            (b * (ROWS + 1)) as i64,
+            "in order"
+        );
         assert_eq!(response.created, ((b + 1) * ROWS) as i64);
     }
     drop(responses);
@@ -407,7 +463,11 @@ async fn a_client_gone_after_answers_leaves_a_prefix_of_whole_batches(backend: B
         let committed = b < kept;
         let want = if committed { json!(b) } else { json!(-1) };
         assert_eq!(json_of(&now)["batch"], want, "e{b}: its batch's update");
-        assert_eq!(entries.len(), if committed { 2 } else { 1 }, "e{b}'s entries");
+        assert_eq!(
+            entries.len(),
+            if committed { 2 } else { 1 },
+            "e{b}'s entries"
+        );
     }
     if let Some(sample) = listed.iter().find(|c| c.email == "n0-0@example.com") {
         let (_, entries) = contact_and_timeline(&mut client, &sample.id).await;
@@ -495,8 +555,16 @@ async fn a_failed_batch_ends_the_import_and_leaves_no_later_batch(backend: Backe
 
     let listed = all_contacts(&mut client).await;
     let emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
-    assert_eq!(emails.len(), 21, "the answered batch and the blocker: {emails:?}");
-    assert!(emails.iter().all(|e| e.starts_with("zero-") || *e == "blocker@example.com"));
+    assert_eq!(
+        emails.len(),
+        21,
+        "the answered batch and the blocker: {emails:?}"
+    );
+    assert!(
+        emails
+            .iter()
+            .all(|e| e.starts_with("zero-") || *e == "blocker@example.com")
+    );
     let blocker = listed.iter().find(|c| c.id == blocker.id).expect("blocker");
     assert_eq!(json_of(blocker), json!({"v": 0}));
 }
@@ -527,10 +595,9 @@ async fn crossing_pipelined_imports_of_shared_addresses_both_finish(backend: Bac
     let mut a = app.client_on_own_connection().await;
     let mut b = app.client_on_own_connection().await;
     let (batches_a, batches_b) = (batches("a", 40, false), batches("b", 70, true));
-    let finished = tokio::time::timeout(
-        PATIENCE,
-        async { tokio::join!(import(&mut a, batches_a), import(&mut b, batches_b)) },
-    )
+    let finished = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(import(&mut a, batches_a), import(&mut b, batches_b))
+    })
     .await
     .expect("both imports finish");
     let (left, right) = (finished.0.expect("import a"), finished.1.expect("import b"));
@@ -546,7 +613,12 @@ async fn crossing_pipelined_imports_of_shared_addresses_both_finish(backend: Bac
         let i: usize = contact.email["cross".len().."cross".len() + 4]
             .parse()
             .expect("n");
-        assert_eq!(json_of(contact), json!({"a": i, "b": i}), "{}", contact.email);
+        assert_eq!(
+            json_of(contact),
+            json!({"a": i, "b": i}),
+            "{}",
+            contact.email
+        );
     }
 }
 
