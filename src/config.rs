@@ -351,6 +351,12 @@ pub struct LimitArgs {
     /// `never`.
     #[arg(long, env = "KRAITER_RESPONSE_COMPRESSION", value_enum, default_value_t = ResponseCompression::WhenCompressed)]
     pub response_compression: ResponseCompression,
+    /// Batches (request messages) of one ImportContacts written at once, each in its
+    /// own transaction, committed in batch order (PostgreSQL; SQLite writes one at
+    /// a time whatever this says). An import holds at most this many request
+    /// messages, and one more response.
+    #[arg(long, env = "KRAITER_IMPORT_DEPTH", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub import_depth: u32,
 }
 
 /// See `LimitArgs::response_compression`.
@@ -379,6 +385,7 @@ impl Default for LimitArgs {
             max_watchers_per_tenant: 16,
             stream_key_recheck: Duration::from_secs(30),
             response_compression: ResponseCompression::WhenCompressed,
+            import_depth: 2,
         }
     }
 }
@@ -607,6 +614,7 @@ mod tests {
             parsed.max_watchers_per_tenant,
             default.max_watchers_per_tenant
         );
+        assert_eq!(parsed.import_depth, default.import_depth);
         assert!(cli.serve.tls.tls_cert.is_none());
     }
 

@@ -246,6 +246,7 @@ impl Application {
             max_watchers_per_tenant: limits.max_watchers_per_tenant,
             key_recheck: limits.stream_key_recheck,
             max_message_size: limits.max_message_size,
+            import_depth: limits.import_depth,
         };
         let streams = Streams::new(stream_limits, auth.clone());
         let contacts = ContactsServiceServer::new(ContactsApi::new(

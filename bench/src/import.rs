@@ -51,6 +51,17 @@ pub fn rows(setup: &Setup) -> u64 {
         .unwrap_or((setup.contacts / 10).clamp(1000, 100_000))
 }
 
+/// The `--import-depth`s to compare, each on a server of its own, when
+/// KRAITER_BENCH_IMPORT_DEPTHS lists them (`1,2,2,1`).
+pub fn depths() -> Option<Vec<u32>> {
+    let listed = std::env::var("KRAITER_BENCH_IMPORT_DEPTHS").ok()?;
+    let depths: Vec<u32> = listed
+        .split(',')
+        .filter_map(|depth| depth.trim().parse().ok())
+        .collect();
+    (!depths.is_empty()).then_some(depths)
+}
+
 /// Both imports against `server`, printed as they finish.
 pub async fn run(
     setup: &Setup,
@@ -154,9 +165,13 @@ async fn import_once(
     })
 }
 
+/// With the backends that exited counted too: a server stopped before the import
+/// (KRAITER_BENCH_IMPORT_DEPTHS) takes its backends' CPU out of the live children.
 fn cpu(watch: Watch) -> (u64, u64) {
     (
         watch.server.map_or(0, process::cpu_ticks),
-        watch.postgres.map_or(0, process::cpu_ticks_with_children),
+        watch
+            .postgres
+            .map_or(0, process::cpu_ticks_with_reaped_children),
     )
 }

@@ -288,7 +288,24 @@ pub(crate) async fn postgres_run(
             limit("RESET (gin_pending_list_limit)")?;
             eprintln!("   a batch's own 16 MB limit, merged before its commit (0010):");
         }
-        import::run(setup, &server, &key, &data, watch).await?;
+        // Investigation (KRAITER_BENCH_IMPORT_DEPTHS=1,2,...): the imports on a server
+        // of their own per `--import-depth`, in the order given, same cluster.
+        if let Some(depths) = import::depths() {
+            for depth in depths {
+                let flag = depth.to_string();
+                let name = format!("server-import-depth-{depth}");
+                let flags = ["--import-depth", flag.as_str()];
+                let server = start_server_with(setup, &pg.url, &name, &flags).await?;
+                let watched = Watch {
+                    server: Some(server.pid()),
+                    postgres: pg.postmaster_pid(),
+                };
+                eprintln!("   --import-depth {depth}:");
+                import::run(setup, &server, &key, &data, watched).await?;
+            }
+        } else {
+            import::run(setup, &server, &key, &data, watch).await?;
+        }
     }
     drop(server);
     if wanted_name(setup, "flood") {

@@ -82,6 +82,8 @@ pub struct StreamLimits {
     /// Largest request message (`--max-message-size`), for the refusal of a
     /// streamed request message (ImportContacts) over it.
     pub max_message_size: usize,
+    /// Batches an import writes at once (`--import-depth`).
+    pub import_depth: u32,
 }
 
 /// What the streams of one server share: their limits, the count of open ones, and
@@ -90,6 +92,7 @@ pub struct StreamLimits {
 pub struct Streams {
     max_page_bytes: usize,
     max_message_size: usize,
+    import_depth: u32,
     key_recheck: Duration,
     admission: Arc<Admission>,
     watchers: Arc<Admission>,
@@ -101,6 +104,7 @@ impl Streams {
         Self {
             max_page_bytes: limits.max_page_bytes,
             max_message_size: limits.max_message_size,
+            import_depth: limits.import_depth,
             key_recheck: limits.key_recheck,
             admission: Admission::new(limits.max_streams, limits.max_streams_per_tenant),
             watchers: Admission::new(limits.max_watchers, limits.max_watchers_per_tenant),
@@ -128,6 +132,11 @@ impl Streams {
     /// `--max-message-size`.
     pub(crate) fn max_message_size(&self) -> usize {
         self.max_message_size
+    }
+
+    /// `--import-depth`.
+    pub(crate) fn import_depth(&self) -> u32 {
+        self.import_depth
     }
 
     /// One more watch for `access`, or RESOURCE_EXHAUSTED past `--max-watchers` or

@@ -21,8 +21,9 @@ impl Contacts {
     /// in batches of up to 1,000 rows and 1 MiB; a row that fails (an invalid
     /// address, say) is a result with outcome FAILED and its `error`, not an error
     /// of the stream. An error of the stream (the connection broke, the key was
-    /// revoked) ends it: the rows whose results arrived are committed, the others
-    /// are not, and the import can go on from the first row without a result. Not
+    /// revoked) ends it: the rows whose results arrived are committed, and of the
+    /// others at most whole batches right after them (their answers lost on the
+    /// way), so the import can go on from the first row without a result. Not
     /// retried by the client.
     pub fn import<S>(&self, mode: pb::ImportMode, rows: S) -> ItemStream<pb::ImportResult>
     where

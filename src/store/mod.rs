@@ -178,6 +178,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Forgets remembered requests (and the tombstones of erased ones) older than
     /// `before`, at most `batch` rows of each kind per call; returns how many went.
     async fn purge_requests(&self, before: DateTime<Utc>, batch: u32) -> StoreResult<u64>;
+    /// How many write transactions the database runs at once to any use: an
+    /// import pipelines at most this many batches (`app::import`). One by default
+    /// (SQLite has one writer: a second transaction would only wait for the lock).
+    fn write_concurrency(&self) -> usize {
+        1
+    }
     /// A transaction of `tenant`'s records that the rules in `crate::app` drive; it
     /// rolls back unless committed.
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>>;

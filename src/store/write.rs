@@ -107,6 +107,18 @@ pub trait WriteTx: Send {
     /// Writes the properties (with the search text), `updated_at` and `revision` of
     /// contacts this transaction has locked. One statement.
     async fn update_contacts(&mut self, contacts: &[&Contact]) -> StoreResult<()>;
+    /// Takes the import-order lock `key` until this transaction ends (a pipelined
+    /// import's batch: `app::import`), so that a later batch's wait for this one's
+    /// end is a wait the database sees, and its deadlock detector can break. Nothing
+    /// by default: a store whose `write_concurrency` is 1 never pipelines.
+    async fn hold_order_lock(&mut self, _key: u32) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Waits until the transaction holding the import-order lock `key` has ended
+    /// (at once when none holds it). Nothing by default.
+    async fn await_order_lock(&mut self, _key: u32) -> StoreResult<()> {
+        Ok(())
+    }
     /// Inserts timeline entries, each of its contact. One statement.
     async fn insert_timeline_entries(
         &mut self,

@@ -36,6 +36,14 @@ pub(crate) trait TxConn: Send + Sized + 'static {
         Ok(())
     }
 
+    /// Takes the import-order lock `key` for the transaction; `wait_only`: a shared
+    /// hold, taken once no transaction holds it, which blocks only a new exclusive
+    /// hold (the holder's next attempt). See `WriteTx::hold_order_lock`. None by
+    /// default.
+    async fn order_lock(&mut self, _key: u32, _wait_only: bool) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// `Conflict` on `email` when another contact of `tenant` has `contact`'s
     /// address, checked before the contact is written, for a database whose
     /// errors do not say which unique key a write broke. None by default: the
@@ -422,6 +430,14 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
         entries: &[(&ContactId, &TimelineEntry)],
     ) -> StoreResult<()> {
         self.insert_entries(entries).await
+    }
+
+    async fn hold_order_lock(&mut self, key: u32) -> StoreResult<()> {
+        self.conn.order_lock(key, false).await
+    }
+
+    async fn await_order_lock(&mut self, key: u32) -> StoreResult<()> {
+        self.conn.order_lock(key, true).await
     }
 
     async fn set_contact_flag(

@@ -131,6 +131,10 @@ impl Backend for PgStore {
             .unwrap_or_default()
     }
 
+    fn write_concurrency(&self) -> usize {
+        self.conns.usage().max as usize
+    }
+
     async fn begin_write(&self, tenant: &TenantId) -> StoreResult<Box<dyn WriteTx + '_>> {
         let tx = SqlWriteTx::new(self.begin_tx().await?, tenant).ringing(&self.bell);
         Ok(Box::new(tx))

@@ -41,6 +41,10 @@ const MERGE_PENDING: &str = "SELECT count(*) FILTER (WHERE NOT owned) AS skipped
      WHERE oid IN (to_regclass('contacts_search_tenant'), \
      to_regclass('contacts_properties_tenant'))) AS gin";
 
+/// The first key of the import-order locks (`pg_advisory_xact_lock(class, key)`):
+/// their own class, apart from any other advisory lock of the database.
+const ORDER_LOCK_CLASS: i32 = 0x4b49_4f4c;
+
 /// The skipped merge is logged once per process, not once per batch.
 static SKIP_LOGGED: AtomicBool = AtomicBool::new(false);
 
@@ -86,6 +90,23 @@ impl TxConn for PgTx {
                 .map_err(classify)?;
             self.batch = true;
         }
+        Ok(())
+    }
+
+    // An advisory lock of the transaction: PostgreSQL releases it at the end of the
+    // transaction, and a session waiting for it is in the wait graph its deadlock
+    // detector searches. The key is bound as text, not a parameter: one simple
+    // query, behind PgBouncer too.
+    async fn order_lock(&mut self, key: u32, wait_only: bool) -> StoreResult<()> {
+        let function = if wait_only {
+            "pg_advisory_xact_lock_shared"
+        } else {
+            "pg_advisory_xact_lock"
+        };
+        // The key's bits as PostgreSQL's `integer`.
+        let key = key as i32;
+        let sql = format!("SELECT {function}({ORDER_LOCK_CLASS}, {key})");
+        self.conn().execute(sql.as_str()).await.map_err(classify)?;
         Ok(())
     }
 

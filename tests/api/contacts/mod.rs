@@ -16,6 +16,7 @@ mod filter_refusals;
 mod filters;
 mod import;
 mod import_gin;
+mod import_pipeline;
 mod import_scale;
 mod import_search;
 mod isolation;

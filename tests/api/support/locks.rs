@@ -78,6 +78,31 @@ impl WriteLock {
         }
     }
 
+    /// On PostgreSQL, sessions waiting for an advisory lock held by a session that
+    /// waits on this lock: a pipelined import's batch that has done its work and
+    /// waits for the batch held up here to commit (`app::import`). `None` on SQLite.
+    pub async fn turn_waiters(&mut self) -> Option<i64> {
+        let Self::Postgres(conn) = self else {
+            return None;
+        };
+        // This session's view of pg_stat_activity is kept for its transaction.
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await
+            .expect("a fresh view of the sessions");
+        let waiting = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity w \
+             WHERE w.wait_event_type = 'Lock' AND w.wait_event = 'advisory' \
+             AND EXISTS (SELECT 1 FROM pg_stat_activity b \
+                 WHERE b.pid = ANY(pg_blocking_pids(w.pid)) \
+                 AND pg_backend_pid() = ANY(pg_blocking_pids(b.pid)))",
+        )
+        .fetch_one(conn)
+        .await
+        .expect("count the sessions waiting behind this lock's waiter");
+        Some(waiting)
+    }
+
     pub async fn release(self) {
         match self {
             Self::Postgres(mut conn) => {

@@ -1,0 +1,633 @@
+//! ImportContacts with batches written at once (`--import-depth`, here 4): on
+//! PostgreSQL they overlap; SQLite writes one at a time, and the same promises are
+//! checked there. Duplicates across overlapping batches merge in row order, commits
+//! go in batch order, and a client gone or a failed batch leaves no later batch and
+//! nothing half of one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kraiter_contacts::api::pb;
+use pb::ImportMode::{CreateOnly, Unspecified, Upsert};
+use pb::ImportOutcome::{Created, Failed, Unchanged, Updated};
+use serde_json::{Map, Value, json};
+use sqlx::Connection;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use super::import::{batch, import, outcomes, row};
+use crate::conformance;
+use crate::support::locks::{WriteLock, hold, pool_goes_idle};
+use crate::support::wait::{PATIENCE, eventually};
+use crate::support::{
+    Backend, Client, TestApp, contact_and_timeline, create, json_of, pages, quiet_health,
+    spawn_app_with,
+};
+use kraiter_contacts::config::ServeArgs;
+
+const DEPTH: u32 = 4;
+
+/// An app whose imports write up to `DEPTH` batches at once; `quiet_health` for the
+/// tests that wait on a held lock (SQLite's waiter is seen by the pool's use).
+async fn pipelined(backend: Backend, configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    spawn_app_with(backend, |args| {
+        quiet_health(args);
+        args.limits.import_depth = DEPTH;
+        configure(args);
+    })
+    .await
+}
+
+fn rows(prefix: &str, n: usize) -> Vec<pb::ImportRow> {
+    (0..n)
+        .map(|i| {
+            row(
+                &format!("{prefix}-{i}@example.com"),
+                json!({"from": prefix}),
+            )
+        })
+        .collect()
+}
+
+/// Every contact of the app's tenant.
+async fn all_contacts(client: &mut Client) -> Vec<pb::Contact> {
+    let request = pb::ListContactsRequest {
+        limit: 1000,
+        ..Default::default()
+    };
+    pages(client, request)
+        .await
+        .into_iter()
+        .flat_map(|page| page.contacts)
+        .collect()
+}
+
+/// Waits until the batch after the one `lock` holds up has done its work and waits
+/// for that one to commit (PostgreSQL); on SQLite, where batches go one at a time,
+/// until the held one waits on the lock.
+async fn wait_for_the_next_batch(lock: &mut WriteLock, app: &TestApp) {
+    if lock.turn_waiters().await.is_none() {
+        return lock.wait_for_waiter(app, "the held batch").await;
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while lock.turn_waiters().await < Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch waited for the held one's commit within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The stream has said nothing for a while.
+async fn silent(responses: &mut tonic::Streaming<pb::ImportContactsResponse>) {
+    let said = tokio::time::timeout(Duration::from_millis(300), responses.message()).await;
+    assert!(
+        said.is_err(),
+        "no response while the first batch is held: {said:?}"
+    );
+}
+
+/// One batch at a time, in row order: what each row (address, properties) does to
+/// its address's properties (null removes a key), and its outcome.
+type Planned = Vec<Vec<(String, Value)>>;
+
+fn model(batches: &Planned) -> (Vec<pb::ImportOutcome>, HashMap<String, Value>) {
+    let mut contacts: HashMap<String, Map<String, Value>> = HashMap::new();
+    let mut expected = Vec::new();
+    for rows in batches {
+        for (email, properties) in rows {
+            let Value::Object(patch) = properties.clone() else {
+                panic!("properties are an object");
+            };
+            let key = email.to_lowercase();
+            match contacts.get_mut(&key) {
+                None => {
+                    let fresh = patch.into_iter().filter(|(_, v)| !v.is_null()).collect();
+                    contacts.insert(key, fresh);
+                    expected.push(Created);
+                }
+                Some(props) => {
+                    let before = props.clone();
+                    for (k, v) in patch {
+                        if v.is_null() {
+                            props.remove(&k);
+                        } else {
+                            props.insert(k, v);
+                        }
+                    }
+                    expected.push(if *props == before { Unchanged } else { Updated });
+                }
+            }
+        }
+    }
+    let contacts = contacts
+        .into_iter()
+        .map(|(k, v)| (k, Value::Object(v)))
+        .collect();
+    (expected, contacts)
+}
+
+fn object(pairs: &[(&str, Value)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
+}
+
+/// Forty small batches, up to four in flight: addresses shared by neighbours, by
+/// batches two apart and by every tenth batch merge in row order, as a model of one
+/// batch at a time says, each row with its outcome and entry, the totals running.
+async fn duplicates_across_overlapping_batches_merge_in_row_order(backend: Backend) {
+    const BATCHES: usize = 40;
+    let app = pipelined(backend, |_| {}).await;
+    let mut client = app.client();
+    let mut planned: Planned = Vec::new();
+    for i in 0..BATCHES {
+        let mut rows: Vec<(String, Value)> = (0..8)
+            .map(|j| (format!("u{i}-{j}@example.com"), json!({"i": i})))
+            .collect();
+        let pair = format!("p{i}");
+        rows.push((
+            format!("Pair{}@example.com", i / 2),
+            object(&[("last", json!(i)), (&pair, json!(i))]),
+        ));
+        rows.push((
+            format!("gap{}-{}@example.com", i % 2, i / 4),
+            json!({"last": i}),
+        ));
+        if i % 10 == 0 {
+            let gone = if i == 20 { Value::Null } else { json!(i) };
+            rows.push((
+                "every10@example.com".to_owned(),
+                json!({"last": i, "gone": gone}),
+            ));
+        }
+        // The shared rows at different places in their batches.
+        let len = rows.len();
+        rows.rotate_left(i % len);
+        planned.push(rows);
+    }
+    let (expected, contacts) = model(&planned);
+    let sizes: Vec<usize> = planned.iter().map(Vec::len).collect();
+    let batches = planned
+        .iter()
+        .enumerate()
+        .map(|(i, rows)| {
+            let mode = if i == 0 { Upsert } else { Unspecified };
+            batch(mode, rows.iter().map(|(e, p)| row(e, p.clone())).collect())
+        })
+        .collect();
+    let responses = import(&mut client, batches).await.expect("import");
+    assert_eq!(outcomes(&responses), expected, "outcomes in row order");
+    assert_eq!(responses.len(), BATCHES, "a response per batch");
+    let (mut first, mut created, mut updated) = (0, 0, 0);
+    for (response, size) in responses.iter().zip(&sizes) {
+        let indexes: Vec<i64> = response.results.iter().map(|r| r.index).collect();
+        let want: Vec<i64> = (first..first + *size as i64).collect();
+        assert_eq!(indexes, want, "responses in batch order");
+        first += *size as i64;
+        created += outcomes(std::slice::from_ref(response))
+            .iter()
+            .filter(|o| **o == Created)
+            .count() as i64;
+        updated += outcomes(std::slice::from_ref(response))
+            .iter()
+            .filter(|o| **o == Updated)
+            .count() as i64;
+        assert_eq!((response.created, response.updated), (created, updated));
+    }
+
+    let listed = all_contacts(&mut client).await;
+    assert_eq!(listed.len(), contacts.len(), "one contact per address");
+    for contact in &listed {
+        let want = &contacts[&contact.email.to_lowercase()];
+        assert_eq!(&json_of(contact), want, "{}", contact.email);
+    }
+    let every10 = listed
+        .iter()
+        .find(|c| c.email == "every10@example.com")
+        .expect("every10");
+    let (_, entries) = contact_and_timeline(&mut client, &every10.id).await;
+    let types: Vec<&str> = entries.iter().map(|e| e.r#type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "contact.created",
+            "contact.updated",
+            "contact.updated",
+            "contact.updated"
+        ],
+        "an entry per written row, in order"
+    );
+}
+
+/// Create-only, each batch creating an address and naming the one the batch before
+/// it created: that row is a CONFLICT (the batch waits for the one before to
+/// commit, then finds the address), the others are created, once each.
+async fn create_only_conflicts_with_the_batch_before_it(backend: Backend) {
+    const BATCHES: usize = 30;
+    let app = pipelined(backend, |_| {}).await;
+    let mut client = app.client();
+    let mut batches = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..BATCHES {
+        let mut rows = rows(&format!("n{i}"), 5);
+        expected.extend([Created; 5]);
+        rows.push(row(&format!("chain{i}@example.com"), json!({"i": i})));
+        expected.push(Created);
+        if i > 0 {
+            rows.push(row(&format!("Chain{}@example.com", i - 1), json!({"i": i})));
+            expected.push(Failed);
+        }
+        batches.push(batch(if i == 0 { CreateOnly } else { Unspecified }, rows));
+    }
+    let responses = import(&mut client, batches).await.expect("import");
+    assert_eq!(outcomes(&responses), expected);
+    for result in responses.iter().flat_map(|r| &r.results) {
+        if let Some(error) = &result.error {
+            assert_eq!(error.code, Code::AlreadyExists as i32, "{error:?}");
+        }
+    }
+    let last = responses.last().expect("responses");
+    assert_eq!(
+        (last.created, last.failed),
+        (6 * BATCHES as i64, BATCHES as i64 - 1)
+    );
+    let listed = all_contacts(&mut client).await;
+    assert_eq!(listed.len(), 6 * BATCHES);
+    for contact in listed.iter().filter(|c| c.email.starts_with("chain")) {
+        let i: usize = contact.email["chain".len()..contact.email.find('@').expect("@")]
+            .parse()
+            .expect("n");
+        assert_eq!(
+            json_of(contact),
+            json!({"i": i}),
+            "created by its own row only"
+        );
+    }
+}
+
+/// Two batches in flight, the first held by a lock on one of its contacts: the
+/// second does its work but does not commit, and nothing is answered; once the lock
+/// goes, both commit and are answered in order.
+async fn a_batch_commits_only_after_the_batch_before_it(backend: Backend) {
+    let app = pipelined(backend, |_| {}).await;
+    let mut client = app.client();
+    let mut other = app.client();
+    let blocker = create(&mut client, "blocker@example.com", json!({"v": 0})).await;
+    let mut lock = hold(&app, &blocker.id).await;
+    let (requests, received) = mpsc::channel(4);
+    let mut responses = client
+        .import_contacts(ReceiverStream::new(received))
+        .await
+        .expect("import starts")
+        .into_inner();
+    let mut first = rows("one", 50);
+    first.push(row("blocker@example.com", json!({"v": 1})));
+    requests.send(batch(Upsert, first)).await.expect("send");
+    requests
+        .send(batch(Unspecified, rows("two", 50)))
+        .await
+        .expect("send");
+    wait_for_the_next_batch(&mut lock, &app).await;
+    silent(&mut responses).await;
+    let seen = other
+        .get_contact_by_email(pb::GetContactByEmailRequest {
+            email: "two-0@example.com".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .contact;
+    assert_eq!(seen, None, "the second batch has not committed");
+
+    lock.release().await;
+    let one = responses.message().await.expect("ok").expect("first");
+    assert_eq!((one.results[0].index, one.created, one.updated), (0, 50, 1));
+    let two = responses.message().await.expect("ok").expect("second");
+    assert_eq!(
+        (two.results[0].index, two.created, two.updated),
+        (51, 100, 1)
+    );
+    drop(requests);
+    assert!(responses.message().await.expect("ends OK").is_none());
+    assert_eq!(all_contacts(&mut other).await.len(), 101);
+}
+
+/// Waits until the app's import has ended: its tenant's one stream is free again.
+async fn import_ended(app: &TestApp) {
+    let other = app.client();
+    eventually(
+        PATIENCE,
+        "the import ends when its client goes away",
+        || {
+            let mut other = other.clone();
+            async move {
+                let listed = other
+                    .list_contacts(pb::ListContactsRequest {
+                        limit: 1,
+                        max_pages: 1,
+                        ..Default::default()
+                    })
+                    .await;
+                listed.is_ok().then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// The client goes away with two batches in flight, the first held by a lock and
+/// the second waiting for it to commit: neither leaves anything.
+async fn a_client_gone_with_batches_in_flight_leaves_none_of_them(backend: Backend) {
+    let app = pipelined(backend, |args| args.limits.max_streams_per_tenant = 1).await;
+    let mut client = app.client();
+    let blocker = create(&mut client, "blocker@example.com", json!({"v": 0})).await;
+    let (requests, received) = mpsc::channel(4);
+    let mut responses = client
+        .import_contacts(ReceiverStream::new(received))
+        .await
+        .expect("import starts")
+        .into_inner();
+    requests
+        .send(batch(Upsert, rows("zero", 30)))
+        .await
+        .expect("send");
+    let zero = responses.message().await.expect("ok").expect("an ack");
+    assert_eq!(zero.created, 30);
+    let mut lock = hold(&app, &blocker.id).await;
+    let mut first = rows("one", 30);
+    first.push(row("blocker@example.com", json!({"v": 1})));
+    requests
+        .send(batch(Unspecified, first))
+        .await
+        .expect("send");
+    requests
+        .send(batch(Unspecified, rows("two", 30)))
+        .await
+        .expect("send");
+    wait_for_the_next_batch(&mut lock, &app).await;
+    drop(responses);
+    drop(requests);
+    import_ended(&app).await;
+    lock.release().await;
+    pool_goes_idle(&app, Duration::from_secs(10), "after the cancelled batches").await;
+
+    let listed = all_contacts(&mut client).await;
+    let emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
+    assert_eq!(
+        emails.len(),
+        31,
+        "the acknowledged batch and the blocker: {emails:?}"
+    );
+    assert!(
+        emails
+            .iter()
+            .all(|e| e.starts_with("zero-") || *e == "blocker@example.com")
+    );
+    let blocker = listed.iter().find(|c| c.id == blocker.id).expect("blocker");
+    assert_eq!(
+        json_of(blocker),
+        json!({"v": 0}),
+        "the blocker was not updated"
+    );
+}
+
+/// Forty batches sent at once, each creating 20 contacts and updating one of its
+/// own; the client reads 10 answers and goes away. What stays is whole batches (20
+/// contacts, the update and their entries, or nothing), and a prefix of the import
+/// that holds every answered batch.
+async fn a_client_gone_after_answers_leaves_a_prefix_of_whole_batches(backend: Backend) {
+    const BATCHES: usize = 40;
+    const ROWS: usize = 20;
+    const READ: usize = 10;
+    let app = pipelined(backend, |args| args.limits.max_streams_per_tenant = 1).await;
+    let mut client = app.client();
+    let mut existing = Vec::new();
+    for b in 0..BATCHES {
+        existing.push(
+            create(
+                &mut client,
+                &format!("e{b}@example.com"),
+                json!({"batch": -1}),
+            )
+            .await,
+        );
+    }
+    let (requests, received) = mpsc::channel(BATCHES);
+    let mut responses = client
+        .import_contacts(ReceiverStream::new(received))
+        .await
+        .expect("import starts")
+        .into_inner();
+    for b in 0..BATCHES {
+        let mut rows: Vec<pb::ImportRow> = (0..ROWS)
+            .map(|j| row(&format!("n{b}-{j}@example.com"), json!({"batch": b})))
+            .collect();
+        rows.push(row(&format!("e{b}@example.com"), json!({"batch": b})));
+        let mode = if b == 0 { Upsert } else { Unspecified };
+        requests.send(batch(mode, rows)).await.expect("send");
+    }
+    for b in 0..READ {
+        let response = responses.message().await.expect("ok").expect("an answer");
+        assert_eq!(
+            response.results[0].index,
+            (b * (ROWS + 1)) as i64,
+            "in order"
+        );
+        assert_eq!(response.created, ((b + 1) * ROWS) as i64);
+    }
+    drop(responses);
+    drop(requests);
+    import_ended(&app).await;
+    pool_goes_idle(&app, Duration::from_secs(10), "after the import went away").await;
+
+    let listed = all_contacts(&mut client).await;
+    let mut created = vec![0; BATCHES];
+    for contact in listed.iter().filter(|c| c.email.starts_with('n')) {
+        let b = json_of(contact)["batch"].as_u64().expect("batch") as usize;
+        created[b] += 1;
+    }
+    let kept = created.iter().take_while(|n| **n == ROWS).count();
+    assert!(kept >= READ, "every answered batch stays: {created:?}");
+    assert!(
+        created[kept..].iter().all(|n| *n == 0),
+        "whole batches, and a prefix of the import: {created:?}"
+    );
+    for (b, contact) in existing.iter().enumerate() {
+        let (now, entries) = contact_and_timeline(&mut client, &contact.id).await;
+        let committed = b < kept;
+        let want = if committed { json!(b) } else { json!(-1) };
+        assert_eq!(json_of(&now)["batch"], want, "e{b}: its batch's update");
+        assert_eq!(
+            entries.len(),
+            if committed { 2 } else { 1 },
+            "e{b}'s entries"
+        );
+    }
+    if let Some(sample) = listed.iter().find(|c| c.email == "n0-0@example.com") {
+        let (_, entries) = contact_and_timeline(&mut client, &sample.id).await;
+        assert_eq!(entries.len(), 1, "a created contact's entry");
+    }
+}
+
+/// A contacts trigger that fails the insert of `email`: a store-level failure of
+/// the batch holding that row.
+async fn fail_inserts_of(app: &TestApp, email: &str) {
+    if app.database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&app.database_url)
+            .await
+            .expect("connect");
+        sqlx::raw_sql(&format!(
+            "CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER fail_insert BEFORE INSERT ON contacts FOR EACH ROW \
+             WHEN (NEW.email = '{email}') EXECUTE FUNCTION fail_insert();"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("create the trigger");
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+            .await
+            .expect("open");
+        sqlx::raw_sql(&format!(
+            "CREATE TRIGGER fail_insert BEFORE INSERT ON contacts \
+             WHEN NEW.email = '{email}' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("create the trigger");
+    }
+}
+
+/// A batch that fails in the database ends the import with its error, after the
+/// batches before it were answered; the batch after it, which had done its work,
+/// rolls back. (A database of its own on PostgreSQL, for the trigger.)
+async fn a_failed_batch_ends_the_import_and_leaves_no_later_batch(backend: Backend) {
+    let own = (backend == Backend::Postgres).then(crate::support::postgres::own_database);
+    let app = pipelined(backend, |args| {
+        if let Some(url) = own {
+            args.store.database_url = url;
+        }
+    })
+    .await;
+    fail_inserts_of(&app, "boom@example.com").await;
+    let mut client = app.client();
+    let blocker = create(&mut client, "blocker@example.com", json!({"v": 0})).await;
+    let (requests, received) = mpsc::channel(4);
+    let mut responses = client
+        .import_contacts(ReceiverStream::new(received))
+        .await
+        .expect("import starts")
+        .into_inner();
+    requests
+        .send(batch(Upsert, rows("zero", 20)))
+        .await
+        .expect("send");
+    assert_eq!(
+        responses.message().await.expect("ok").expect("ack").created,
+        20
+    );
+    let mut lock = hold(&app, &blocker.id).await;
+    let mut failing = rows("one", 20);
+    failing.push(row("blocker@example.com", json!({"v": 1})));
+    failing.push(row("boom@example.com", json!({})));
+    requests
+        .send(batch(Unspecified, failing))
+        .await
+        .expect("send");
+    requests
+        .send(batch(Unspecified, rows("two", 20)))
+        .await
+        .expect("send");
+    wait_for_the_next_batch(&mut lock, &app).await;
+    lock.release().await;
+    let ended = responses.message().await;
+    let status = ended.expect_err("the failed batch ends the import");
+    assert_ne!(status.code(), Code::Ok);
+    drop(requests);
+    pool_goes_idle(&app, Duration::from_secs(10), "after the failed import").await;
+
+    let listed = all_contacts(&mut client).await;
+    let emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
+    assert_eq!(
+        emails.len(),
+        21,
+        "the answered batch and the blocker: {emails:?}"
+    );
+    assert!(
+        emails
+            .iter()
+            .all(|e| e.starts_with("zero-") || *e == "blocker@example.com")
+    );
+    let blocker = listed.iter().find(|c| c.id == blocker.id).expect("blocker");
+    assert_eq!(json_of(blocker), json!({"v": 0}));
+}
+
+/// Two pipelined imports of the same addresses in batches of different sizes, so a
+/// batch of one spans two of the other's in flight: a row lock and a commit-order
+/// wait can form a cycle that only the database sees whole (`app::import`); both
+/// imports end, every address is one contact with both keys.
+async fn crossing_pipelined_imports_of_shared_addresses_both_finish(backend: Backend) {
+    const ADDRESSES: usize = 600;
+    let app = pipelined(backend, |_| {}).await;
+    let emails: Vec<String> = (0..ADDRESSES)
+        .map(|i| format!("cross{i:04}@example.com"))
+        .collect();
+    let batches = |key: &str, size: usize, reversed: bool| {
+        let mut rows: Vec<pb::ImportRow> = emails
+            .iter()
+            .enumerate()
+            .map(|(i, email)| row(email, object(&[(key, json!(i))])))
+            .collect();
+        if reversed {
+            rows.reverse();
+        }
+        rows.chunks(size)
+            .map(|chunk| batch(Upsert, chunk.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let mut a = app.client_on_own_connection().await;
+    let mut b = app.client_on_own_connection().await;
+    let (batches_a, batches_b) = (batches("a", 40, false), batches("b", 70, true));
+    let finished = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(import(&mut a, batches_a), import(&mut b, batches_b))
+    })
+    .await
+    .expect("both imports finish");
+    let (left, right) = (finished.0.expect("import a"), finished.1.expect("import b"));
+    let created = outcomes(&left)
+        .into_iter()
+        .chain(outcomes(&right))
+        .filter(|o| *o == Created)
+        .count();
+    assert_eq!(created, ADDRESSES, "each address created once");
+    let listed = all_contacts(&mut a).await;
+    assert_eq!(listed.len(), ADDRESSES);
+    for contact in &listed {
+        let i: usize = contact.email["cross".len().."cross".len() + 4]
+            .parse()
+            .expect("n");
+        assert_eq!(
+            json_of(contact),
+            json!({"a": i, "b": i}),
+            "{}",
+            contact.email
+        );
+    }
+}
+
+conformance!(
+    duplicates_across_overlapping_batches_merge_in_row_order,
+    create_only_conflicts_with_the_batch_before_it,
+    a_batch_commits_only_after_the_batch_before_it,
+    a_client_gone_with_batches_in_flight_leaves_none_of_them,
+    a_client_gone_after_answers_leaves_a_prefix_of_whole_batches,
+    a_failed_batch_ends_the_import_and_leaves_no_later_batch,
+    crossing_pipelined_imports_of_shared_addresses_both_finish,
+);
