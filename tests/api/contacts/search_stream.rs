@@ -53,7 +53,7 @@ async fn tenant_with_contacts(app: &TestApp) -> (Client, String) {
                 let new = NewContact {
                     email: Email::parse(&format!("s{i:03}@example.com"), "email").expect("email"),
                     properties: Properties::parse(
-                        json!({ "note": note })
+                        json!({ "note": note, "pad": pad })
                             .as_object()
                             .cloned()
                             .expect("object"),
