@@ -4,8 +4,8 @@
 //! tenant in the list's order that tests each row, so a stream of a term that one
 //! contact in eight matches reads every contact of the tenant, page after page. The
 //! same statement without its `LIMIT`, planned for all of its rows
-//! (`cursor_tuple_fraction = 1`), takes the trigram index and sorts what it finds,
-//! as `COPY` of the same rows reads them. So a full stream (no `max_pages`) of a
+//! (`cursor_tuple_fraction = 1`), may instead take the trigram index and sort what
+//! it finds, as `COPY` of the same rows reads them (the planner chooses). So a full stream (no `max_pages`) of a
 //! search fetches its queries after the first from a cursor of that statement; the
 //! first stays a page query, so a first page comes as fast as before.
 //!
