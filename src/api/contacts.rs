@@ -24,7 +24,7 @@ use crate::domain::{
     NewContact, PageSize, ScheduledSend, SendRecord, TimeKey, TimelineEntry, TimelineOrder,
     TimelineQuery, ValidationError, parse_max_pages,
 };
-use crate::store::{Access, DynStore, contact_bytes};
+use crate::store::{Access, DynStore, ListSession, contact_bytes};
 
 pub struct ContactsApi {
     store: DynStore,
@@ -151,25 +151,38 @@ impl ContactsService for ContactsApi {
                 let store = self.store.clone();
                 let fetch_tenant = tenant.clone();
                 let fetch_query = query.clone();
+                // A stream read to its end may have its store hold a statement open
+                // between its queries (`ContactStore::stream_contacts`); one of a few
+                // pages reads page queries, which hold nothing.
+                let session = max_pages.is_none().then(ListSession::default);
                 Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
                     fetch: move |after: Option<ContactKey>, limit| {
-                        let (store, tenant, query) =
-                            (store.clone(), fetch_tenant.clone(), fetch_query.clone());
+                        let (store, tenant, query, session) = (
+                            store.clone(),
+                            fetch_tenant.clone(),
+                            fetch_query.clone(),
+                            session.clone(),
+                        );
                         async move {
-                            store
-                                .list_contacts(
-                                    from,
-                                    &tenant,
-                                    &query,
-                                    after.as_ref(),
-                                    limit,
-                                    stream::QUERY_CUT_BYTES,
-                                )
-                                .await
-                                .map(Fetched::from_rows)
+                            let (after, max) = (after.as_ref(), stream::QUERY_CUT_BYTES);
+                            let rows = match &session {
+                                Some(session) => {
+                                    store
+                                        .stream_contacts(
+                                            session, from, &tenant, &query, after, limit, max,
+                                        )
+                                        .await
+                                }
+                                None => {
+                                    store
+                                        .list_contacts(from, &tenant, &query, after, limit, max)
+                                        .await
+                                }
+                            };
+                            rows.map(Fetched::from_rows)
                         }
                     },
                     key: move |contact: &ContactView| order.key_of(contact),

@@ -241,6 +241,21 @@ pub trait ContactStore: Send + Sync + 'static {
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ContactRows>;
+    /// `list_contacts` for one query of a stream that reads on past its first page,
+    /// `session` being the stream's (the same for each of its queries). A store may
+    /// serve a stream's later queries from one statement held open between them
+    /// (PostgreSQL's searches, `postgres/portal.rs`); dropping the session ends it.
+    #[allow(clippy::too_many_arguments)] // `list_contacts`' with the stream's session
+    async fn stream_contacts(
+        &self,
+        session: &ListSession,
+        from: ReadFrom,
+        tenant: &TenantId,
+        query: &ContactQuery,
+        after: Option<&ContactKey>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows>;
     /// The contact with its revision (a counter every write of the row advances), for
     /// an optimistic merge.
     async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact>;
@@ -289,6 +304,37 @@ pub trait ContactStore: Send + Sync + 'static {
         query: &ContactQuery,
         estimate: bool,
     ) -> StoreResult<ContactCount>;
+}
+
+/// What a streamed list keeps between its queries (`ContactStore::stream_contacts`):
+/// nothing, unless its store holds a statement open for it. Dropping the session (the
+/// stream ending, however it ends) ends that statement.
+#[derive(Clone, Default)]
+pub struct ListSession(Arc<tokio::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>>);
+
+impl ListSession {
+    /// What the store keeps, to read or change while no other query of the stream runs.
+    pub(crate) async fn lock(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, Option<Box<dyn std::any::Any + Send>>> {
+        self.0.lock().await
+    }
+
+    /// The session without keeping it alive (for a timer that ends what it holds).
+    pub(crate) fn downgrade(&self) -> WeakListSession {
+        WeakListSession(Arc::downgrade(&self.0))
+    }
+}
+
+/// A `ListSession` not kept alive.
+pub(crate) struct WeakListSession(
+    std::sync::Weak<tokio::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>>,
+);
+
+impl WeakListSession {
+    pub(crate) fn upgrade(&self) -> Option<ListSession> {
+        self.0.upgrade().map(ListSession)
+    }
 }
 
 /// The answer of `ContactStore::count_contacts`.

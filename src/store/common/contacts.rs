@@ -15,8 +15,8 @@ use crate::domain::{
     TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
 };
 use crate::store::{
-    Access, ContactCount, ContactRows, ContactStore, ListRows, ReadFrom, StoreError, StoreResult,
-    WriteTx, check_key, contact_bytes, timeline_entry_bytes,
+    Access, ContactCount, ContactRows, ContactStore, ListRows, ListSession, ReadFrom, StoreError,
+    StoreResult, WriteTx, check_key, contact_bytes, timeline_entry_bytes,
 };
 
 /// A page of a contact list, as `ContactStore::list_contacts` asks for it.
@@ -38,6 +38,17 @@ pub(crate) struct ContactPage<'a> {
 #[async_trait]
 pub(crate) trait BackendContacts: SqlStore + Sized {
     async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows>;
+
+    /// One query of a stream (`ContactStore::stream_contacts`): by default a page
+    /// query of its own, as `list_contacts`.
+    async fn stream_contacts(
+        &self,
+        session: &ListSession,
+        page: ContactPage<'_>,
+    ) -> StoreResult<ContactRows> {
+        let _ = session;
+        BackendContacts::list_contacts(self, page).await
+    }
 
     async fn insert_contact(
         &self,
@@ -264,6 +275,27 @@ impl<S: BackendContacts> ContactStore for S {
             max_bytes,
         };
         BackendContacts::list_contacts(self, page).await
+    }
+
+    async fn stream_contacts(
+        &self,
+        session: &ListSession,
+        from: ReadFrom,
+        tenant: &TenantId,
+        query: &ContactQuery,
+        after: Option<&ContactKey>,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows> {
+        let page = ContactPage {
+            from,
+            tenant,
+            query,
+            after,
+            limit,
+            max_bytes,
+        };
+        BackendContacts::stream_contacts(self, session, page).await
     }
 
     async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {

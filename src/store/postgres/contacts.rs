@@ -19,7 +19,9 @@ use crate::store::common::{
     Arg, BackendContacts, Clause, ContactPage, SqlStore, SqlText, bind_arg, contact_from_row,
     filter_condition, keyset, order_by,
 };
-use crate::store::{Access, ContactRows, StoreError, StoreResult, collect_within, contact_bytes};
+use crate::store::{
+    Access, ContactRows, ListSession, StoreError, StoreResult, collect_within, contact_bytes,
+};
 
 #[async_trait]
 impl BackendContacts for PgStore {
@@ -80,18 +82,9 @@ impl BackendContacts for PgStore {
             limit,
             max_bytes,
         } = page;
-        let pattern = query.search.as_ref().map(|term| term.like_pattern());
-        let probe = query
-            .search
-            .as_ref()
-            .and_then(|term| probe_pattern(term.as_str()));
-        let clause = list_clause(tenant, query, after, probe.as_deref(), pattern.as_deref());
+        let (clause, persistent) = list_statement(tenant, query, after);
         let sql = SqlText::new(&clause.sql).push(" LIMIT ?");
-        // With two patterns, the generic plan of a prepared statement (estimated from
-        // no terms at all) can look cheaper than the custom plans of rare terms, and
-        // PostgreSQL would then keep it for every term, common ones included (see
-        // BENCHMARKS.md). Such a query is planned for its own terms each time.
-        let (sql, clause, persistent) = (sql.as_str(), &clause, probe.is_none());
+        let (sql, clause) = (sql.as_str(), &clause);
         self.read_heavy(from, |conns| async move {
             let mut statement = sqlx::query(sql).persistent(persistent);
             for arg in &clause.args {
@@ -112,6 +105,14 @@ impl BackendContacts for PgStore {
             collected
         })
         .await
+    }
+
+    async fn stream_contacts(
+        &self,
+        session: &ListSession,
+        page: ContactPage<'_>,
+    ) -> StoreResult<ContactRows> {
+        super::portal::stream_contacts(self, session, page).await
     }
 
     async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {
@@ -210,6 +211,26 @@ fn probe_pattern(term: &str) -> Option<String> {
             }
         });
     (longest.chars().count() >= 3 && longest.len() < term.len()).then(|| format!("%{longest}%"))
+}
+
+/// A list page's statement up to its `LIMIT`, and whether it may be prepared once
+/// for every call.
+pub(super) fn list_statement(
+    tenant: &TenantId,
+    query: &ContactQuery,
+    after: Option<&ContactKey>,
+) -> (Clause, bool) {
+    let pattern = query.search.as_ref().map(|term| term.like_pattern());
+    let probe = query
+        .search
+        .as_ref()
+        .and_then(|term| probe_pattern(term.as_str()));
+    let clause = list_clause(tenant, query, after, probe.as_deref(), pattern.as_deref());
+    // With two patterns, the generic plan of a prepared statement (estimated from
+    // no terms at all) can look cheaper than the custom plans of rare terms, and
+    // PostgreSQL would then keep it for every term, common ones included (see
+    // BENCHMARKS.md). Such a query is planned for its own terms each time.
+    (clause, probe.is_none())
 }
 
 /// A list page's statement with only the filters present (a generic plan for

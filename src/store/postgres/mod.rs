@@ -7,6 +7,7 @@ mod contacts;
 mod filter;
 mod lookups;
 mod notify;
+mod portal;
 mod replicas;
 mod rows;
 pub(crate) mod sql;
@@ -35,6 +36,8 @@ pub struct PgStore {
     lookups: lookups::Lookups,
     writes: writes::Writes,
     bell: super::ChangeBell,
+    /// Cursors held open for search streams (`portal.rs`).
+    portals: portal::Portals,
 }
 
 impl PgStore {
@@ -73,6 +76,7 @@ impl PgStore {
             lookups,
             writes,
             bell,
+            portals: portal::Portals::new(options.max_connections),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Contacts on SQLite: the portable calls of `store::common`, but for the point
 //! reads, which check the caller's key in the same statement (`sql.rs`): one
 //! exchange with a connection's worker thread instead of two, and the list, which
-//! searches SQLite's own index.
+//! searches SQLite's own index and reads its rows past the worker (`rows.rs`).
 
 use async_trait::async_trait;
 use sqlx::Sqlite;
@@ -17,12 +17,10 @@ use crate::store::{Access, ContactRows, StoreError, StoreResult};
 impl BackendContacts for SqliteStore {
     async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
         let mut conn = self.reader.get().await?;
-        let rows = search::list_contacts(&mut conn, page).await?;
-        // A page cut short left rows unread: checked before reuse.
-        if !rows.cut_short {
-            conn.done();
-        }
-        Ok(rows)
+        let statement = search::list_statement(&mut conn, &page).await?;
+        self.pages
+            .fetch_contacts(conn, statement, page.limit, page.max_bytes)
+            .await
     }
 
     async fn get_contact(&self, access: &Access, id: &ContactId) -> StoreResult<ContactView> {

@@ -12,6 +12,7 @@
 mod conns;
 mod contacts;
 mod filter;
+mod rows;
 mod search;
 // Some statements are only the benchmark's baseline's and the tests' that pin them.
 #[allow(dead_code)]
@@ -39,6 +40,8 @@ pub use search::SEARCH_CANDIDATES;
 pub struct SqliteStore {
     reader: conns::Conns,
     writer: conns::Conns,
+    /// List pages, read past sqlx's worker threads (`rows.rs`).
+    pages: rows::PageReads,
     bell: super::ChangeBell,
 }
 
@@ -70,6 +73,7 @@ impl SqliteStore {
                 .map_err(StoreError::internal)?;
             conn.done();
         }
+        let pages = rows::PageReads::new(connect.get_filename().to_owned());
         let reader = conns::Conns::connect(
             connect.read_only(true),
             options.max_connections.clamp(1, 8),
@@ -79,6 +83,7 @@ impl SqliteStore {
         Ok(Self {
             reader,
             writer,
+            pages,
             bell: super::ChangeBell::local(),
         })
     }

@@ -4,11 +4,10 @@
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::classify;
+use crate::store::StoreResult;
 use crate::store::common::{
-    Arg, CONTACT_COLUMNS, Clause, ContactPage, bind_arg, filter_condition, keyset, order_by,
-    view_from_row,
+    Arg, CONTACT_COLUMNS, Clause, ContactPage, filter_condition, keyset, order_by,
 };
-use crate::store::{ContactRows, StoreResult, collect_within, contact_bytes};
 
 /// A search term with at most this many matches (in all tenants) is answered from the
 /// trigram index, whatever the page size; with more, the tenant's contacts are walked
@@ -41,19 +40,20 @@ fn probe(term: &str) -> Option<&str> {
     longest.or_else(|| (term.chars().count() >= 3).then_some(term))
 }
 
-/// One keyset page of the tenant's contacts in the query's order, filtered by it.
-pub(super) async fn list_contacts(
+/// The statement of one keyset page of the tenant's contacts in the query's order,
+/// filtered by it, up to its `LIMIT ?` (the page's limit, bound last). A search
+/// asks the trigram index on `conn` how many rows it matches, to pick the plan.
+pub(super) async fn list_statement(
     conn: &mut SqliteConnection,
-    page: ContactPage<'_>,
-) -> StoreResult<ContactRows> {
+    page: &ContactPage<'_>,
+) -> StoreResult<Clause> {
     let ContactPage {
-        from: _,
         tenant,
         query,
         after,
         limit,
-        max_bytes,
-    } = page;
+        ..
+    } = *page;
     let term = query.search.as_ref().map(|term| term.as_str());
     // The trigram index needs three characters; shorter terms scan the tenant's rows.
     // The index is probed with the term's longest run first (`probe`), then with the
@@ -121,19 +121,7 @@ pub(super) async fn list_contacts(
         " ORDER BY {} LIMIT ?",
         order_by::<Sqlite>(query.order)
     ));
-    let mut statement = sqlx::query(&sql.sql);
-    for arg in &sql.args {
-        statement = bind_arg(statement, arg);
-    }
-    let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
-    collect_within(
-        rows,
-        max_bytes,
-        view_from_row::<Sqlite>,
-        contact_bytes,
-        classify,
-    )
-    .await
+    Ok(sql)
 }
 
 #[cfg(test)]

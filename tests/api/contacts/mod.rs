@@ -25,6 +25,7 @@ mod lookups;
 mod reasons;
 mod request_ids;
 mod search_paths;
+mod search_stream;
 mod tenancy;
 mod timeline;
 mod upsert;

@@ -1,0 +1,249 @@
+//! A list page's rows, read by the calling side rather than through sqlx's worker.
+//!
+//! sqlx runs each SQLite statement on the connection's own thread and sends every row
+//! over a channel: a thread wake-up per row, in one direction or the other, a copy of
+//! each column (`sqlite3_value_dup`), and then a lookup by name and another copy to
+//! make a contact of it. A list reads up to a page of rows per statement, so here a
+//! page's statement is stepped on a blocking thread of the runtime by rusqlite (the
+//! thin driver over the same libsqlite3-sys, already the benchmark's), which reads
+//! each column by position straight into the contact: one hand-over per page.
+//!
+//! Its connections are read-only ones of its own to the store's file, opened when
+//! first needed and kept in a list. A page read holds a reader of the store's
+//! connection list (`conns.rs`) until its rows are in, so no more page reads run,
+//! and no more of these connections exist, than `--db-max-connections` readers.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use super::conns::Conn;
+use crate::domain::{ContactId, ContactView, Email, PropertiesJson};
+use crate::store::common::{Arg, Clause};
+use crate::store::{ContactRows, StoreError, StoreResult, contact_bytes};
+
+/// As the store's own connections wait for a writer's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connections that read list pages.
+#[derive(Clone)]
+pub(super) struct PageReads {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl PageReads {
+    /// Page reads of the database file at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The contacts of `clause` (a SELECT of `CONTACT_COLUMNS` up to its `LIMIT ?`,
+    /// bound to `limit`), no more than `max_bytes` of them (at least one) as
+    /// `collect_within` counts them. `place` is the reader this read holds until the
+    /// rows are in, whether or not its caller still waits for them.
+    pub async fn fetch_contacts(
+        &self,
+        place: Conn,
+        clause: Clause,
+        limit: u32,
+        max_bytes: usize,
+    ) -> StoreResult<ContactRows> {
+        let inner = self.inner.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let read = inner.read(&clause, limit, max_bytes);
+            place.done();
+            read
+        });
+        read.await.map_err(StoreError::internal)?
+    }
+}
+
+impl Inner {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn read(&self, clause: &Clause, limit: u32, max_bytes: usize) -> StoreResult<ContactRows> {
+        let idle = self.lock_idle().pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open().map_err(classify)?,
+        };
+        let read = read(&conn, clause, limit, max_bytes);
+        // A statement's error leaves its connection as it was (the statement reset);
+        // only an unusable file would fail the next one too.
+        self.lock_idle().push(conn);
+        read.map_err(classify)
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+}
+
+fn read(
+    conn: &Connection,
+    clause: &Clause,
+    limit: u32,
+    max_bytes: usize,
+) -> rusqlite::Result<ContactRows> {
+    let mut statement = conn.prepare_cached(&clause.sql)?;
+    for (i, arg) in clause.args.iter().enumerate() {
+        let at = i + 1;
+        match arg {
+            Arg::Text(text) | Arg::Json(text) => statement.raw_bind_parameter(at, text.as_str()),
+            Arg::Float(n) => statement.raw_bind_parameter(at, *n),
+            // As sqlx binds them (`common/types.rs`): booleans as integers, times as
+            // microseconds since the epoch.
+            Arg::Bool(b) => statement.raw_bind_parameter(at, i64::from(*b)),
+            Arg::Time(t) => statement.raw_bind_parameter(at, t.timestamp_micros()),
+        }?;
+    }
+    statement.raw_bind_parameter(clause.args.len() + 1, i64::from(limit))?;
+    let mut rows = statement.raw_query();
+    let mut collected = ContactRows {
+        items: Vec::new(),
+        cut_short: false,
+    };
+    let mut bytes = 0;
+    while let Some(row) = rows.next()? {
+        if bytes > max_bytes && !collected.items.is_empty() {
+            collected.cut_short = true;
+            break;
+        }
+        let view = view_of(row)?;
+        bytes += contact_bytes(&view);
+        collected.items.push(view);
+    }
+    Ok(collected)
+}
+
+/// A contact from a row of `CONTACT_COLUMNS`, by position.
+fn view_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContactView> {
+    Ok(ContactView {
+        id: ContactId::from_trusted(text(row, 0)?),
+        email: Email::from_trusted(text(row, 1)?),
+        properties: PropertiesJson::from_trusted(text(row, 2)?),
+        suppressed: row.get(3)?,
+        unsubscribed: row.get(4)?,
+        created_at: time(row, 5)?,
+        updated_at: time(row, 6)?,
+        revision: row.get(7)?,
+    })
+}
+
+/// A TEXT column, copied once out of SQLite's buffer.
+fn text(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<String> {
+    match row.get_ref(at)? {
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(rusqlite::Error::Utf8Error),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            at,
+            format!("column {at}"),
+            other.data_type(),
+        )),
+    }
+}
+
+/// A time column: INTEGER microseconds since the Unix epoch (`common/types.rs`).
+fn time(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let micros: i64 = row.get(at)?;
+    DateTime::from_timestamp_micros(micros)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(at, micros))
+}
+
+/// As `super::classify` does sqlx's errors: a busy or locked database, or one that
+/// cannot be opened, is UNAVAILABLE (retrying may help); anything else internal.
+fn classify(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked};
+    match err.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | CannotOpen) => {
+            StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(err)))
+        }
+        _ => StoreError::internal(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of argument binds as sqlx binds it, and a page stops at its byte
+    /// budget with the row after it unread.
+    #[test]
+    fn arguments_bind_as_sqlx_binds_them_and_pages_stop_at_their_budget() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rows.db");
+        let setup = Connection::open(&path).expect("create");
+        setup
+            .execute_batch(
+                "CREATE TABLE contacts (id TEXT, email TEXT, properties TEXT, \
+                 suppressed INTEGER, unsubscribed INTEGER, created_at INTEGER, \
+                 updated_at INTEGER, revision INTEGER, score REAL); \
+                 INSERT INTO contacts VALUES \
+                 ('c1', 'a@x', '{\"n\":1}', 1, 0, 1000000, 2000000, 3, 1.5), \
+                 ('c2', 'b@x', '{}', 0, 1, 1000000, 2000000, 1, 2.5), \
+                 ('c3', 'c@x', '{}', 1, 0, 5000000, 5000000, 1, 1.5);",
+            )
+            .expect("seed");
+        let reads = Inner {
+            path,
+            idle: Mutex::new(Vec::new()),
+        };
+        let at = DateTime::from_timestamp_micros(1_000_000).expect("a time");
+        let clause = Clause {
+            sql: "SELECT id, email, properties, suppressed, unsubscribed, created_at, \
+                  updated_at, revision FROM contacts WHERE suppressed = ? AND created_at = ? \
+                  AND score = ? AND properties <> ? AND id > ? ORDER BY id LIMIT ?"
+                .into(),
+            args: vec![
+                Arg::Bool(true),
+                Arg::Time(at),
+                Arg::Float(1.5),
+                Arg::Json("[]".into()),
+                Arg::Text("c0".into()),
+            ],
+        };
+        let rows = reads.read(&clause, 10, 1 << 20).expect("read");
+        assert!(!rows.cut_short);
+        let ids: Vec<&str> = rows.items.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c1"]);
+        let c1 = &rows.items[0];
+        assert_eq!(c1.properties.as_str(), "{\"n\":1}");
+        assert!(c1.suppressed && !c1.unsubscribed);
+        assert_eq!((c1.created_at, c1.revision), (at, 3));
+
+        let all = Clause {
+            sql: "SELECT id, email, properties, suppressed, unsubscribed, created_at, \
+                  updated_at, revision FROM contacts ORDER BY id LIMIT ?"
+                .into(),
+            args: Vec::new(),
+        };
+        // Past the budget after the first row: one row, and more follow.
+        let rows = reads.read(&all, 10, 1).expect("read");
+        assert_eq!((rows.items.len(), rows.cut_short), (1, true));
+        let rows = reads.read(&all, 2, 1 << 20).expect("read");
+        assert_eq!((rows.items.len(), rows.cut_short), (2, false));
+        assert_eq!(reads.lock_idle().len(), 1, "one connection, reused");
+    }
+}
