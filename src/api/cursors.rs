@@ -2,7 +2,7 @@
 //! key, the caller's tenant, the list, the query's filters) is fixed once per call,
 //! so resuming and issuing cannot disagree.
 
-use crate::domain::{CursorKey, CursorKind, PageCursor, TenantId, ValidationError};
+use crate::domain::{CursorKey, CursorKind, CursorSigner, PageCursor, TenantId, ValidationError};
 
 #[derive(Clone)]
 pub(super) struct ListCursors {
@@ -10,6 +10,7 @@ pub(super) struct ListCursors {
     tenant: TenantId,
     kind: CursorKind,
     query: Vec<String>,
+    signer: CursorSigner,
 }
 
 impl ListCursors {
@@ -19,6 +20,7 @@ impl ListCursors {
             tenant: tenant.clone(),
             kind,
             query: query.iter().map(|part| (*part).to_owned()).collect(),
+            signer: CursorSigner::new(signing, tenant, kind, query),
         }
     }
 
@@ -36,9 +38,6 @@ impl ListCursors {
 
     /// The cursor of the page that ends at `next`; empty on the last page.
     pub fn next(&self, next: Option<String>) -> String {
-        next.map(|key| {
-            PageCursor::new(self.kind, &self.parts(), key).encode(&self.tenant, &self.signing)
-        })
-        .unwrap_or_default()
+        next.map(|key| self.signer.sign(&key)).unwrap_or_default()
     }
 }

@@ -33,7 +33,7 @@ pub use change::{
 pub use contact::{
     Contact, ContactQuery, ContactUpdate, ContactUpsert, ContactView, NewContact, SearchTerm,
 };
-pub use cursor::{CursorKey, CursorKind, PageCursor};
+pub use cursor::{CursorKey, CursorKind, CursorSigner, PageCursor};
 pub use email::Email;
 pub use error::ValidationError;
 pub use etag::Etag;

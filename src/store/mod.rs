@@ -345,6 +345,15 @@ pub struct ContactCount {
     pub exact: bool,
 }
 
+/// What a change of the feed holds in memory, roughly: its strings and a fixed part.
+pub fn change_record_bytes(change: &ChangeRecord) -> usize {
+    let contact = change.contact.as_ref().map_or(0, |contact| {
+        contact.email.as_str().len() + contact.properties.as_str().len() + 96
+    });
+    let fields: usize = change.changed_fields.iter().map(|f| f.len() + 24).sum();
+    change.contact_id.as_str().len() + fields + contact + 96
+}
+
 /// What one read of the change feed found.
 #[derive(Debug, Default)]
 pub struct ChangeBatch {
@@ -355,6 +364,9 @@ pub struct ChangeBatch {
     /// Committed changes wait above the delivery horizon (a transaction with an
     /// older id is still running): read again shortly.
     pub held_back: bool,
+    /// The read stopped at its byte budget before its row limit: more changes may
+    /// follow at once, as after a batch that reached its limit.
+    pub cut_short: bool,
     /// The edge's messages of these changes, made by whoever read them: the watchers
     /// sharing one read (`bell::SharedReads`) then send the same bytes instead of
     /// each encoding and signing every change again. The store leaves it empty.
@@ -368,13 +380,16 @@ pub trait ChangeStore: Send + Sync + 'static {
     /// Up to `limit` changes of `tenant` after `after`, of `kinds` (all when empty),
     /// in position order: only changes no later commit can precede (see
     /// `common::changes`), with the tenant's purge watermark read in the same
-    /// statement.
+    /// statement. The rows stop once they pass `max_bytes` as `change_record_bytes`
+    /// counts them (at least one; `ChangeBatch::cut_short`), so a batch holds at most
+    /// `max_bytes` plus one change whatever `limit` is.
     async fn read_changes(
         &self,
         tenant: &TenantId,
         after: ChangePosition,
         kinds: &[ChangeKind],
         limit: u32,
+        max_bytes: usize,
     ) -> StoreResult<ChangeBatch>;
     /// The position a watch without a token starts after.
     async fn change_start(

@@ -3,7 +3,10 @@
 //! outbox in batches (`ChangeStore::read_changes`), wakes when the tenant's bell
 //! rings (a commit here, or a NOTIFY from another replica) and otherwise polls
 //! slowly, so a lost wake-up only delays a change. It only reads: a slow client
-//! holds a bounded channel of changes and one batch, and no writer waits for it.
+//! holds a bounded channel of changes and at most two batches (the one being sent
+//! and the one read ahead), each bounded in bytes (`READ_BYTES`), and no writer
+//! waits for it. A backlog is read in batches sized to those bytes, so a replay of
+//! small changes costs one statement per many of them.
 //!
 //! Each change is encoded as ListContacts' pages are (`api::wire`: the stored JSON
 //! transcoded straight into the `Struct`'s bytes), and the changes of a batch go
@@ -27,7 +30,7 @@ use crate::api::{ApiError, Credentials, convert, handle_stream, pb, wire};
 use crate::domain::{
     ChangeKind, ChangePosition, ChangeRecord, CursorKind, TenantId, ValidationError, WatchStart,
 };
-use crate::store::{ChangeBatch, DynStore, SharedBatch, StoreError};
+use crate::store::{ChangeBatch, DynStore, SharedBatch, StoreError, change_record_bytes};
 
 /// What the feed's task hands the stream: a chunk of changes, in order, or the
 /// status that ends the stream.
@@ -58,8 +61,21 @@ impl Stream for WatchStream {
     }
 }
 
-/// Changes one read of the outbox takes at most.
+/// Changes a watch's first read of the outbox takes at most, and a read after a
+/// batch that did not fill up (the reads that watchers waiting at one position
+/// share).
 const BATCH: u32 = 100;
+/// The row limit of a read-ahead, set from the bytes per change of the batch before
+/// it so the read comes near `READ_BYTES` (a backlog of small changes costs one
+/// statement per many), stays within these. The bytes, not this, bound what a read
+/// holds: the upper limit bounds the rows PostgreSQL sends past a read cut short.
+const MIN_BATCH: u32 = 4;
+const MAX_BATCH: u32 = 1000;
+/// Where one read of the outbox stops, in bytes as `change_record_bytes` counts
+/// them: a batch holds at most this plus one change, whatever its row limit. A
+/// watch holds the batch it sends and at most one read ahead (each with its
+/// encoding), plus `BUFFER` chunks.
+const READ_BYTES: usize = 512 << 10;
 /// A chunk is sent once its changes take this many bytes encoded (or at the end of
 /// its batch), so a chunk of large contacts holds this plus one change at most.
 const CHUNK_BYTES: usize = 64 << 10;
@@ -70,10 +86,6 @@ const BUFFER: usize = 2;
 const POLL: Duration = Duration::from_secs(1);
 /// How soon it reads again while committed changes wait above the horizon.
 const HELD_BACK_POLL: Duration = Duration::from_millis(50);
-/// A full batch whose contacts' text stays under this has the next one read while it
-/// is sent (a backlog's replay overlaps the database's work with the server's); a
-/// batch of large contacts does not, so a slow client still holds one batch.
-const READ_AHEAD_BYTES: usize = 1 << 20;
 
 pub(super) async fn watch_contacts(
     api: &ContactsApi,
@@ -115,7 +127,10 @@ pub(super) async fn watch_contacts(
             let from = match resume {
                 Some(position) => {
                     // Refused now, as the call's status, when it is already too old.
-                    let status = api.store.read_changes(&tenant, position, &[], 0).await?;
+                    let status = api
+                        .store
+                        .read_changes(&tenant, position, &[], 0, READ_BYTES)
+                        .await?;
                     check_retained(position, status.purged)?;
                     position
                 }
@@ -197,6 +212,7 @@ impl Feed {
         let mut rings = self.store.change_bell().subscribe(&self.tenant);
         let mut ahead: Option<ReadAhead> = None;
         loop {
+            let limit = ahead.as_ref().map_or(BATCH, |ahead| ahead.limit);
             let read = match ahead.take() {
                 Some(ahead) => ahead.batch().await.map(Arc::new),
                 None => {
@@ -208,7 +224,13 @@ impl Feed {
                         // Alone, for this watch's own error (or a success after all).
                         None => self
                             .store
-                            .read_changes(&self.tenant, self.position, &self.kinds, BATCH)
+                            .read_changes(
+                                &self.tenant,
+                                self.position,
+                                &self.kinds,
+                                BATCH,
+                                READ_BYTES,
+                            )
                             .await
                             .map(Arc::new),
                     }
@@ -225,13 +247,17 @@ impl Feed {
                 }
                 return fail(&tx, err.into()).await;
             }
-            let full = batch.changes.len() == BATCH as usize;
-            let more_wanted = self.left.is_none_or(|left| left > u64::from(BATCH));
-            if let (true, true, Some(last)) = (full, more_wanted, batch.changes.last())
-                && text_bytes(&batch.changes) <= READ_AHEAD_BYTES
+            // More may follow at once: the next batch is read while this one is sent
+            // (a backlog's replay overlaps the database's work with the server's).
+            let full = batch.cut_short || batch.changes.len() >= limit as usize;
+            let sent = batch.changes.len() as u64;
+            let wanted = self.left.map(|left| left.saturating_sub(sent));
+            if let (true, Some(last)) = (full, batch.changes.last())
+                && wanted != Some(0)
             {
                 rings.borrow_and_update();
-                ahead = Some(ReadAhead::start(&self, last.position));
+                let limit = next_limit(&batch.changes, wanted);
+                ahead = Some(ReadAhead::start(&self, last.position, limit));
             }
             let own;
             let encoded = match shared_messages(&batch) {
@@ -317,7 +343,9 @@ impl Feed {
         bell.shared_reads()
             .read(key, seen, now, move || {
                 Box::pin(async move {
-                    let batch = store.read_changes(&tenant, position, &kinds, BATCH).await?;
+                    let batch = store
+                        .read_changes(&tenant, position, &kinds, BATCH, READ_BYTES)
+                        .await?;
                     Ok(Encoded::attach(batch, &tokens))
                 })
             })
@@ -427,29 +455,49 @@ fn change_type(kind: ChangeKind) -> pb::ContactChangeType {
 
 /// The next batch, read while the current one is sent; aborted when the watch ends
 /// first.
-struct ReadAhead(tokio::task::JoinHandle<Result<ChangeBatch, StoreError>>);
+struct ReadAhead {
+    read: tokio::task::JoinHandle<Result<ChangeBatch, StoreError>>,
+    /// The read's row limit: a batch that reaches it is full.
+    limit: u32,
+}
 
 impl ReadAhead {
-    /// Reads and encodes the batch after `after` in a task of its own, beside the
-    /// sending of the current one.
-    fn start(feed: &Feed, after: ChangePosition) -> Self {
+    /// Reads and encodes up to `limit` changes after `after` in a task of its own,
+    /// beside the sending of the current batch.
+    fn start(feed: &Feed, after: ChangePosition, limit: u32) -> Self {
         let (store, tenant, kinds) = (feed.store.clone(), feed.tenant.clone(), feed.kinds.clone());
         let tokens = feed.tokens.clone();
-        Self(tokio::spawn(async move {
-            let batch = store.read_changes(&tenant, after, &kinds, BATCH).await?;
+        let read = tokio::spawn(async move {
+            let batch = store
+                .read_changes(&tenant, after, &kinds, limit, READ_BYTES)
+                .await?;
             Ok(Encoded::attach(batch, &tokens))
-        }))
+        });
+        Self { read, limit }
     }
 
     async fn batch(mut self) -> Result<ChangeBatch, StoreError> {
-        (&mut self.0).await.map_err(StoreError::internal)?
+        (&mut self.read).await.map_err(StoreError::internal)?
     }
 }
 
 impl Drop for ReadAhead {
     fn drop(&mut self) {
-        self.0.abort();
+        self.read.abort();
     }
+}
+
+/// The row limit of the read after `changes` (a full batch): as many changes of
+/// their average size as fit in `READ_BYTES`, within `MIN_BATCH..=MAX_BATCH`, and
+/// no more than the `wanted` still to send.
+fn next_limit(changes: &[ChangeRecord], wanted: Option<u64>) -> u32 {
+    let bytes: usize = changes.iter().map(change_record_bytes).sum();
+    let per_change = bytes.div_ceil(changes.len().max(1)).max(1);
+    let fit = (READ_BYTES / per_change).clamp(MIN_BATCH as usize, MAX_BATCH as usize);
+    let fit = u32::try_from(fit).unwrap_or(MAX_BATCH);
+    wanted.map_or(fit, |wanted| {
+        u32::try_from(wanted).map_or(fit, |wanted| fit.min(wanted))
+    })
 }
 
 /// The text the changes' contacts carry: what a batch holds in memory, roughly.
@@ -588,6 +636,33 @@ mod tests {
             &tokens,
         );
         assert_eq!(shared_messages(&batch).map(|e| e.0.len()), Some(3));
+    }
+
+    /// A read-ahead takes as many changes as fit in `READ_BYTES` at the size of the
+    /// batch before it, within its bounds, and no more than the watch still wants.
+    #[test]
+    fn a_read_aheads_limit_follows_the_bytes_of_the_batch_before() {
+        let small: Vec<ChangeRecord> = (0..BATCH)
+            .map(|_| change(ChangeKind::Created, Some(json!({"n": 1})), &["email"]))
+            .collect();
+        assert_eq!(next_limit(&small, None), MAX_BATCH);
+        assert_eq!(next_limit(&small, Some(250)), 250);
+        assert_eq!(next_limit(&small, Some(u64::MAX)), MAX_BATCH);
+        let deleted: Vec<ChangeRecord> = (0..BATCH)
+            .map(|_| change(ChangeKind::Deleted, None, &[]))
+            .collect();
+        assert_eq!(next_limit(&deleted, None), MAX_BATCH);
+        let filler = "x".repeat(20_000);
+        let large: Vec<ChangeRecord> = (0..BATCH)
+            .map(|_| change(ChangeKind::Updated, Some(json!({"f": filler})), &["f"]))
+            .collect();
+        let per_change = change_record_bytes(&large[0]);
+        assert_eq!(next_limit(&large, None) as usize, READ_BYTES / per_change);
+        let huge = "x".repeat(200_000);
+        let huge: Vec<ChangeRecord> = (0..3)
+            .map(|_| change(ChangeKind::Updated, Some(json!({"f": huge})), &["f"]))
+            .collect();
+        assert_eq!(next_limit(&huge, None), MIN_BATCH);
     }
 
     #[test]

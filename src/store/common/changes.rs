@@ -52,14 +52,16 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Database;
 
-use super::db::Get;
+use super::db::{Get, fetch_within};
 use super::types::{DbJson, DbTime, JsonText, TextList};
 use super::{ColumnKind, ConnSource, Dialect, JsonColumn, SqlDb, SqlStore, SqlText, Stmt, TxConn};
 use crate::domain::{
     ChangeKind, ChangePosition, ChangeRecord, ContactChange, ContactId, ContactView, Email,
     PropertiesJson, TenantId, WatchStart,
 };
-use crate::store::{ChangeBatch, ChangeBell, ChangeStore, StoreError, StoreResult};
+use crate::store::{
+    ChangeBatch, ChangeBell, ChangeStore, StoreError, StoreResult, change_record_bytes,
+};
 
 /// The statements of the feed that differ between the databases.
 pub(crate) struct ChangeSql {
@@ -410,6 +412,26 @@ pub(crate) async fn purge<S: SqlStore>(
     Ok(rows.len() as u64)
 }
 
+/// A row of `ChangeSql::after`: the tenant's watermark and horizon, and a change
+/// (none in the one row of a batch without changes).
+struct ChangeRow {
+    purged: Option<String>,
+    held: bool,
+    change: Option<ChangeRecord>,
+}
+
+fn change_row<DB: SqlDb>(row: &DB::Row) -> StoreResult<ChangeRow> {
+    Ok(ChangeRow {
+        purged: get::<DB, _>(row, "purged")?,
+        held: get::<DB, bool>(row, "held")?,
+        change: change_of_row::<DB>(row)?,
+    })
+}
+
+fn change_row_bytes(row: &ChangeRow) -> usize {
+    row.change.as_ref().map_or(0, change_record_bytes)
+}
+
 #[async_trait]
 impl<S: SqlStore> ChangeStore for S {
     async fn read_changes(
@@ -418,6 +440,7 @@ impl<S: SqlStore> ChangeStore for S {
         after: ChangePosition,
         kinds: &[ChangeKind],
         limit: u32,
+        max_bytes: usize,
     ) -> StoreResult<ChangeBatch> {
         let types: Vec<String> = kinds.iter().map(|k| k.as_str().to_owned()).collect();
         let xid = after.xid.to_string();
@@ -428,22 +451,30 @@ impl<S: SqlStore> ChangeStore for S {
             .bind(i64::from(limit))
             .bind(types.is_empty())
             .bind(TextList(&types));
-        let rows = self.reads().fetch_all(stmt).await?;
-        let mut batch = ChangeBatch::default();
-        for row in &rows {
-            if batch.purged.is_none() {
-                let purged: Option<String> = get::<S::Db, _>(row, "purged")?;
-                batch.purged = purged
-                    .as_deref()
-                    .map(ChangePosition::decode)
-                    .transpose()
-                    .map_err(StoreError::internal)?;
-                batch.held_back = get::<S::Db, bool>(row, "held")?;
-            }
-            if let Some(change) = change_of_row::<S::Db>(row)? {
-                batch.changes.push(change);
-            }
+        let rows = fetch_within(
+            self.reads(),
+            stmt,
+            max_bytes,
+            change_row::<S::Db>,
+            change_row_bytes,
+        )
+        .await?;
+        let mut batch = ChangeBatch {
+            cut_short: rows.cut_short,
+            ..ChangeBatch::default()
+        };
+        let mut rows = rows.items.into_iter();
+        if let Some(first) = rows.next() {
+            batch.purged = first
+                .purged
+                .as_deref()
+                .map(ChangePosition::decode)
+                .transpose()
+                .map_err(StoreError::internal)?;
+            batch.held_back = first.held;
+            batch.changes.extend(first.change);
         }
+        batch.changes.extend(rows.filter_map(|row| row.change));
         Ok(batch)
     }
 
