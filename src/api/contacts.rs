@@ -24,7 +24,7 @@ use crate::domain::{
     NewContact, PageSize, ScheduledSend, SendRecord, TimeKey, TimelineEntry, TimelineOrder,
     TimelineQuery, ValidationError, parse_max_pages,
 };
-use crate::store::{Access, DynStore, ListSession, contact_bytes};
+use crate::store::{Access, ContactPage, DynStore, ListSession, contact_bytes};
 
 pub struct ContactsApi {
     store: DynStore,
@@ -167,20 +167,17 @@ impl ContactsService for ContactsApi {
                             session.clone(),
                         );
                         async move {
-                            let (after, max) = (after.as_ref(), stream::QUERY_CUT_BYTES);
+                            let page = ContactPage {
+                                from,
+                                tenant: &tenant,
+                                query: &query,
+                                after: after.as_ref(),
+                                limit,
+                                max_bytes: stream::QUERY_CUT_BYTES,
+                            };
                             let rows = match &session {
-                                Some(session) => {
-                                    store
-                                        .stream_contacts(
-                                            session, from, &tenant, &query, after, limit, max,
-                                        )
-                                        .await
-                                }
-                                None => {
-                                    store
-                                        .list_contacts(from, &tenant, &query, after, limit, max)
-                                        .await
-                                }
+                                Some(session) => store.stream_contacts(session, page).await,
+                                None => store.list_contacts(page).await,
                             };
                             rows.map(Fetched::from_rows)
                         }

@@ -210,6 +210,20 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn cursor_secret(&self) -> StoreResult<[u8; 32]>;
 }
 
+/// A page of a contact list, as `ContactStore::list_contacts` asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ContactPage<'a> {
+    /// Where the page may be read (see `SqlStore::read_heavy`).
+    pub from: ReadFrom,
+    pub tenant: &'a TenantId,
+    pub query: &'a ContactQuery,
+    /// The position after the last contact of the page before.
+    pub after: Option<&'a ContactKey>,
+    pub limit: u32,
+    /// Most bytes of contacts the query returns (see `ContactStore::list_contacts`).
+    pub max_bytes: usize,
+}
+
 /// Contacts and their timeline. Every method reads and writes inside the caller's
 /// tenant only. The heavy reads (lists, counts) take a `ReadFrom`: they may run on a
 /// read replica; every other read runs on the primary.
@@ -232,29 +246,15 @@ pub trait ContactStore: Send + Sync + 'static {
     /// Up to `limit` contacts in the query's order, after `after` when given, and no
     /// more than `max_bytes` of them (at least one): the rows a query holds are
     /// bounded whatever the contacts weigh.
-    async fn list_contacts(
-        &self,
-        from: ReadFrom,
-        tenant: &TenantId,
-        query: &ContactQuery,
-        after: Option<&ContactKey>,
-        limit: u32,
-        max_bytes: usize,
-    ) -> StoreResult<ContactRows>;
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows>;
     /// `list_contacts` for one query of a stream that reads on past its first page,
     /// `session` being the stream's (the same for each of its queries). A store may
     /// serve a stream's later queries from one statement held open between them
     /// (PostgreSQL's searches, `postgres/portal.rs`); dropping the session ends it.
-    #[allow(clippy::too_many_arguments)] // `list_contacts`' with the stream's session
     async fn stream_contacts(
         &self,
         session: &ListSession,
-        from: ReadFrom,
-        tenant: &TenantId,
-        query: &ContactQuery,
-        after: Option<&ContactKey>,
-        limit: u32,
-        max_bytes: usize,
+        page: ContactPage<'_>,
     ) -> StoreResult<ContactRows>;
     /// The contact with its revision (a counter every write of the row advances), for
     /// an optimistic merge.

@@ -11,27 +11,13 @@ use super::rows::Record;
 use super::types::{DbTime, TextList};
 use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlDb, SqlStore, SqlText, SqlWriteTx, Stmt};
 use crate::domain::{
-    Contact, ContactChange, ContactId, ContactKey, ContactQuery, ContactView, Email, TenantId,
-    TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
+    Contact, ContactChange, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey,
+    TimelineEntry, TimelineOrder, TimelineQuery,
 };
 use crate::store::{
-    Access, ContactCount, ContactRows, ContactStore, ListRows, ListSession, ReadFrom, StoreError,
-    StoreResult, WriteTx, check_key, contact_bytes, timeline_entry_bytes,
+    Access, ContactCount, ContactPage, ContactRows, ContactStore, ListRows, ListSession, ReadFrom,
+    StoreError, StoreResult, WriteTx, check_key, contact_bytes, timeline_entry_bytes,
 };
-
-/// A page of a contact list, as `ContactStore::list_contacts` asks for it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ContactPage<'a> {
-    /// Where the page may be read (see `SqlStore::read_heavy`).
-    pub from: ReadFrom,
-    pub tenant: &'a TenantId,
-    pub query: &'a ContactQuery,
-    /// The position after the last contact of the page before.
-    pub after: Option<&'a ContactKey>,
-    pub limit: u32,
-    /// Most bytes of contacts the query returns (see `ContactStore::list_contacts`).
-    pub max_bytes: usize,
-}
 
 /// The calls of `ContactStore` a backend may make its own way; see `ContactStore`
 /// for what each does.
@@ -257,44 +243,15 @@ impl<S: BackendContacts> ContactStore for S {
         BackendContacts::get_contact_by_email(self, access, email).await
     }
 
-    async fn list_contacts(
-        &self,
-        from: ReadFrom,
-        tenant: &TenantId,
-        query: &ContactQuery,
-        after: Option<&ContactKey>,
-        limit: u32,
-        max_bytes: usize,
-    ) -> StoreResult<ContactRows> {
-        let page = ContactPage {
-            from,
-            tenant,
-            query,
-            after,
-            limit,
-            max_bytes,
-        };
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
         BackendContacts::list_contacts(self, page).await
     }
 
     async fn stream_contacts(
         &self,
         session: &ListSession,
-        from: ReadFrom,
-        tenant: &TenantId,
-        query: &ContactQuery,
-        after: Option<&ContactKey>,
-        limit: u32,
-        max_bytes: usize,
+        page: ContactPage<'_>,
     ) -> StoreResult<ContactRows> {
-        let page = ContactPage {
-            from,
-            tenant,
-            query,
-            after,
-            limit,
-            max_bytes,
-        };
         BackendContacts::stream_contacts(self, session, page).await
     }
 

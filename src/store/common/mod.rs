@@ -27,9 +27,10 @@ mod rows;
 mod types;
 mod write_tx;
 
+pub(crate) use crate::store::ContactPage;
 pub(crate) use batch::{ColumnKind, JsonColumn};
 pub(crate) use changes::{ChangeSql, POSTGRES as POSTGRES_CHANGES, SQLITE as SQLITE_CHANGES};
-pub(crate) use contacts::{BackendContacts, ContactPage};
+pub(crate) use contacts::BackendContacts;
 pub(crate) use db::{ConnSource, Get, Param, SqlDb, SqlText, Stmt};
 pub(crate) use filter::id_floor_condition;
 pub(crate) use filter::{
