@@ -377,24 +377,7 @@ async fn a_client_gone_with_batches_in_flight_leaves_none_of_them(backend: Backe
     lock.release().await;
     pool_goes_idle(&app, Duration::from_secs(10), "after the cancelled batches").await;
 
-    let listed = all_contacts(&mut client).await;
-    let emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
-    assert_eq!(
-        emails.len(),
-        31,
-        "the acknowledged batch and the blocker: {emails:?}"
-    );
-    assert!(
-        emails
-            .iter()
-            .all(|e| e.starts_with("zero-") || *e == "blocker@example.com")
-    );
-    let blocker = listed.iter().find(|c| c.id == blocker.id).expect("blocker");
-    assert_eq!(
-        json_of(blocker),
-        json!({"v": 0}),
-        "the blocker was not updated"
-    );
+    only_batch_zero_and_the_blocker(&mut client, 31, &blocker.id).await;
 }
 
 /// Forty batches sent at once, each creating 20 contacts and updating one of its
@@ -553,20 +536,7 @@ async fn a_failed_batch_ends_the_import_and_leaves_no_later_batch(backend: Backe
     drop(requests);
     pool_goes_idle(&app, Duration::from_secs(10), "after the failed import").await;
 
-    let listed = all_contacts(&mut client).await;
-    let emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
-    assert_eq!(
-        emails.len(),
-        21,
-        "the answered batch and the blocker: {emails:?}"
-    );
-    assert!(
-        emails
-            .iter()
-            .all(|e| e.starts_with("zero-") || *e == "blocker@example.com")
-    );
-    let blocker = listed.iter().find(|c| c.id == blocker.id).expect("blocker");
-    assert_eq!(json_of(blocker), json!({"v": 0}));
+    only_batch_zero_and_the_blocker(&mut client, 21, &blocker.id).await;
 }
 
 /// Two pipelined imports of the same addresses in batches of different sizes, so a
@@ -631,3 +601,27 @@ conformance!(
     a_failed_batch_ends_the_import_and_leaves_no_later_batch,
     crossing_pipelined_imports_of_shared_addresses_both_finish,
 );
+
+/// The tenant holds `count` contacts: the answered batch's (`zero-…`) and the
+/// blocker, which no later batch updated.
+async fn only_batch_zero_and_the_blocker(client: &mut Client, count: usize, blocker: &str) {
+    let listed = all_contacts(client).await;
+    let emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
+    assert_eq!(
+        emails.len(),
+        count,
+        "the answered batch and the blocker: {emails:?}"
+    );
+    assert!(
+        emails
+            .iter()
+            .all(|e| e.starts_with("zero-") || *e == "blocker@example.com"),
+        "only the answered batch and the blocker: {emails:?}"
+    );
+    let blocker = listed.iter().find(|c| c.id == blocker).expect("blocker");
+    assert_eq!(
+        json_of(blocker),
+        json!({"v": 0}),
+        "the blocker was not updated"
+    );
+}
