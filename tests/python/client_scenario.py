@@ -203,7 +203,10 @@ def resume_on_unavailable(client, address, key):
         err = expect_error("a cut without retries", "UNAVAILABLE", grpc.StatusCode.UNAVAILABLE,
                            lambda: partial.extend(c.id for c in through.contacts.list(search="resume", limit=5)))
     assert err.retryable
-    assert 0 < len(partial) < len(ids) and partial == ids[: len(partial)], len(partial)
+    # gRPC Python fails the call when the connection breaks and drops the pages it had
+    # received but the iterator had not read yet: a reader slowed by a busy host may see
+    # none. What it saw is the list's head, and not all of it.
+    assert len(partial) < len(ids) and partial == ids[: len(partial)], len(partial)
 
 
 def main(address, key):

@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{Connection, Executor, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgTransactionManager};
+use sqlx::{Connection, Executor, Row, TransactionManager};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::classify;
@@ -254,7 +254,8 @@ impl Inner {
     /// a deadline passed) stops its database work instead of running to the end.
     /// When pooled, the ping (a Sync) does not end the checkout's transaction, so the
     /// server process stays this connection's until the ROLLBACK after it: a cancel
-    /// reaches only its statement.
+    /// reaches only its statement. Otherwise a transaction the work left open without
+    /// sqlx knowing is ended (`end_stray_transaction`).
     async fn recover(&self, mut conn: PgConnection, pid: Option<i32>) {
         let alive = {
             let ping = conn.ping();
@@ -272,15 +273,54 @@ impl Inner {
             }
         };
         let alive = alive
-            && (!self.pooled
-                || tokio::time::timeout(RECOVER_TIMEOUT, conn.execute(POOLED_ROLLBACK))
+            && if self.pooled {
+                tokio::time::timeout(RECOVER_TIMEOUT, conn.execute(POOLED_ROLLBACK))
                     .await
-                    .is_ok_and(|ended| ended.is_ok()));
+                    .is_ok_and(|ended| ended.is_ok())
+            } else {
+                tokio::time::timeout(RECOVER_TIMEOUT, end_stray_transaction(&mut conn))
+                    .await
+                    .unwrap_or(false)
+            };
         if alive {
             self.return_idle(conn, if self.pooled { None } else { pid });
         } else {
             self.open.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Whether a server transaction is open on the connection while sqlx counts none.
+/// The question is one simple query, whose implicit transaction starts with it:
+/// only inside a block opened by an earlier statement did the transaction start
+/// before the statement.
+const IN_OPEN_BLOCK: &str = "SELECT transaction_timestamp() < statement_timestamp()";
+
+/// Leaves an interrupted connection outside any transaction, or says it cannot:
+/// then it is closed, not reused.
+///
+/// sqlx counts a transaction only once its `BEGIN` has been answered. A call that
+/// goes away in that round trip leaves the server inside a transaction that
+/// nothing will end (sqlx's rollback on drop sees none), and every later statement
+/// on the connection, single-statement writes included, would run inside it:
+/// answered as done and never committed, then lost when the connection closes. An
+/// interrupted `COMMIT` leaves the opposite (sqlx counting a transaction the server
+/// ended), which would turn the next `BEGIN` into a `SAVEPOINT`; such a connection
+/// is closed.
+async fn end_stray_transaction(conn: &mut PgConnection) -> bool {
+    if PgTransactionManager::get_transaction_depth(conn) != 0 {
+        return false;
+    }
+    let open = match conn.fetch_one(IN_OPEN_BLOCK).await {
+        Ok(row) => row.try_get::<bool, _>(0).ok(),
+        // A block whose statement failed refuses every statement but its end.
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("25P02") => Some(true),
+        Err(_) => None,
+    };
+    match open {
+        Some(false) => true,
+        Some(true) => conn.execute("ROLLBACK").await.is_ok(),
+        None => false,
     }
 }
 

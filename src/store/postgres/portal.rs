@@ -35,11 +35,6 @@ use crate::store::common::{BackendContacts, ContactPage, SqlStore, SqlText, TxCo
 use crate::store::{ContactRows, ListSession, StoreError, StoreResult, collect_within};
 use crate::store::{ListRows, contact_bytes};
 
-/// Off: a search stream resumed after its connection was cut lost rows under CPU
-/// load (the Python client's `resume_on_unavailable` scenario, 1 run in 4 with two
-/// busy loops beside it; 0 in 6 with this off), cause not yet found. Every query is a
-/// page query until it is.
-const CURSORS: bool = false;
 /// How long a cursor stays open while its stream fetches nothing.
 const IDLE: Duration = Duration::from_secs(2);
 /// The cursor's name: one per transaction, and so per connection.
@@ -98,7 +93,7 @@ pub(super) async fn stream_contacts(
     session: &ListSession,
     page: ContactPage<'_>,
 ) -> StoreResult<ContactRows> {
-    if !CURSORS || page.query.search.is_none() {
+    if page.query.search.is_none() {
         return BackendContacts::list_contacts(store, page).await;
     }
     let mut guard = session.lock().await;

@@ -4,11 +4,6 @@
 //! queries. Either way the pages and their cursors are the list's without the
 //! search, filtered by the term: across page boundaries, from any cursor, in
 //! another order, and after a client pauses for longer than a cursor stays open.
-//!
-//! While `portal::CURSORS` is off (a resumed search lost rows under load; see
-//! BENCHMARKS.md), every query is a page query on both backends: the pages, cursors
-//! and completeness are still checked, but the "no cursor left open" checks hold
-//! without a cursor ever being opened. Turning the cursor back on makes them bite.
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,11 @@
 //! A call that goes away stops its PostgreSQL work: the statement of an update whose
 //! deadline passed while it waited on a row lock is cancelled, not left waiting for
 //! the lock, and so is the query of a search stream whose client dropped it (the
-//! database would otherwise work on for a caller that is gone).
+//! database would otherwise work on for a caller that is gone). And a call that goes
+//! away at any point of its transaction leaves its connection outside any
+//! transaction, so the writes that reuse it are committed when answered.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use kraiter_contacts::api::pb;
@@ -10,7 +13,7 @@ use tonic::Code;
 
 use crate::support::locks::{self, WriteLock};
 use crate::support::storage::Storage;
-use crate::support::{Backend, pgbouncer, spawn_app};
+use crate::support::{Backend, pgbouncer, spawn_app, spawn_app_with};
 
 /// Polls the sessions `lock` blocks until they are `want` or `within` passes; returns
 /// the last count.
@@ -245,4 +248,104 @@ async fn dropped_search_cancelled() {
         found += page.contacts.len();
     }
     assert_eq!(found, 1, "the contact made first is found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_abandoned_mid_transaction_leave_no_transaction_open() {
+    abandoned_mid_transaction().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_abandoned_mid_transaction_leave_no_transaction_open_through_pgbouncer() {
+    pgbouncer::scope(abandoned_mid_transaction()).await
+}
+
+/// Polls `call` for `micros`, then drops it: the client resets the stream and the
+/// server drops the call wherever it stands.
+async fn abandon_after<F: Future>(micros: u64, call: F) {
+    let until = Instant::now() + Duration::from_micros(micros);
+    let spin = async {
+        while Instant::now() < until {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = call => {}
+        _ = spin => {}
+    }
+}
+
+/// Service connections of the app's database inside a transaction.
+async fn open_transactions(db: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(db)
+    .await
+    .expect("read pg_stat_activity")
+}
+
+/// Upserts (each one transaction) abandoned at times spread over their length: some
+/// go away while their `BEGIN` is in flight, which sqlx does not count as a
+/// transaction yet. Then every service connection must be outside any transaction,
+/// and creates (single statements, on those same few connections) must be
+/// committed when answered, seen from a connection of the test's own.
+async fn abandoned_mid_transaction() {
+    let app = spawn_app_with(Backend::Postgres, |args| args.store.db_max_connections = 2).await;
+    let mut client = app.client();
+    let email = format!("abandoned-{}@example.com", ulid::Ulid::new());
+    client
+        .upsert_contact(pb::UpsertContactRequest {
+            email: email.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("the first upsert");
+    let Storage::Postgres(mut db) = Storage::open(&app).await else {
+        unreachable!("the app runs on PostgreSQL");
+    };
+    // A connection the call left inside a transaction is healed by the next call
+    // that opens one on it (its COMMIT ends both), so each is looked for at once.
+    for n in 0..600u64 {
+        let mut caller = client.clone();
+        let request = pb::UpsertContactRequest {
+            email: email.clone(),
+            ..Default::default()
+        };
+        abandon_after((n * 13) % 2_500, caller.upsert_contact(request)).await;
+        let settled = Instant::now();
+        let open = loop {
+            let open = open_transactions(&mut db).await;
+            if open == 0 || settled.elapsed() > Duration::from_secs(2) {
+                break open;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(
+            open,
+            0,
+            "a connection left inside a transaction by the call abandoned after {} us",
+            (n * 13) % 2_500
+        );
+    }
+
+    for n in 0..20 {
+        let id = client
+            .create_contact(pb::CreateContactRequest {
+                email: format!("after-{n}-{}@example.com", ulid::Ulid::new()),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .id;
+        let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&mut db)
+            .await
+            .expect("count the contact");
+        assert_eq!(committed, 1, "create {n} was answered but is not committed");
+    }
 }
