@@ -13,7 +13,7 @@ use tonic::Code;
 
 use crate::support::locks::{self, WriteLock};
 use crate::support::storage::Storage;
-use crate::support::{Backend, pgbouncer, spawn_app, spawn_app_with};
+use crate::support::{Backend, pgbouncer, postgres, spawn_app, spawn_app_with};
 
 /// Polls the sessions `lock` blocks until they are `want` or `within` passes; returns
 /// the last count.
@@ -293,7 +293,12 @@ async fn open_transactions(db: &mut sqlx::PgConnection) -> i64 {
 /// and creates (single statements, on those same few connections) must be
 /// committed when answered, seen from a connection of the test's own.
 async fn abandoned_mid_transaction() {
-    let app = spawn_app_with(Backend::Postgres, |args| args.store.db_max_connections = 2).await;
+    // A database of its own: pg_stat_activity then shows only this server's sessions.
+    let app = spawn_app_with(Backend::Postgres, |args| {
+        args.store.database_url = postgres::own_database();
+        args.store.db_max_connections = 2;
+    })
+    .await;
     let mut client = app.client();
     let email = format!("abandoned-{}@example.com", ulid::Ulid::new());
     client
