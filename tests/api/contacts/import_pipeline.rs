@@ -1,8 +1,8 @@
 //! ImportContacts with batches written at once (`--import-depth`, here 4): on
 //! PostgreSQL they overlap; SQLite writes one at a time, and the same promises are
 //! checked there. Duplicates across overlapping batches merge in row order, commits
-//! go in batch order, and a client gone or a failed batch leaves no later batch and
-//! nothing half of one.
+//! go in batch order, new contacts' ids follow row order (at depth 2, the default),
+//! and a client gone or a failed batch leaves no later batch and nothing half of one.
 
 use std::collections::HashMap;
 use std::time::Duration;
