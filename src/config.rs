@@ -354,10 +354,9 @@ pub struct LimitArgs {
     /// Batches (request messages) of one ImportContacts written at once, each in its
     /// own transaction, committed in batch order (PostgreSQL; SQLite writes one at
     /// a time whatever this says). An import holds at most this many request
-    /// messages, and one more response. 1 by default: above it, the new contacts of
-    /// batches in flight together get ids in the order they are written, not always
-    /// in row order.
-    #[arg(long, env = "KRAITER_IMPORT_DEPTH", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    /// messages, and one more response. New contacts' ids follow row order at any
+    /// depth (a batch's are made when the import takes it, in order).
+    #[arg(long, env = "KRAITER_IMPORT_DEPTH", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub import_depth: u32,
 }
 
@@ -387,7 +386,7 @@ impl Default for LimitArgs {
             max_watchers_per_tenant: 16,
             stream_key_recheck: Duration::from_secs(30),
             response_compression: ResponseCompression::WhenCompressed,
-            import_depth: 1,
+            import_depth: 2,
         }
     }
 }

@@ -43,6 +43,13 @@
 //! earlier batch's attempt did not commit (it runs again), the later one rolls back
 //! too and runs again once the earlier one has committed.
 //!
+//! - *New contacts' ids in row order.* A batch's new contacts take ids made when the
+//!   batch is taken (`Batch::new`, which the import calls in batch order before the
+//!   batch is written), not when it is written: ids are time-ordered ULIDs from one
+//!   monotonic generator, so the contacts one import creates have ids that increase
+//!   with row index whatever the depth, and a list in id order shows them in row
+//!   order even when a later batch is written first.
+//!
 //! The change feed needs nothing more: its stamps are taken under each contact's
 //! row lock (`store::common::changes`), and two batches of an import that touch one
 //! contact never overlap (the later starts after the earlier's commit), so one
@@ -89,7 +96,39 @@ pub enum RowOutcome {
     Failed(StoreError),
 }
 
-/// Writes one batch of `rows` for `access`'s tenant in one transaction and returns
+/// An import's batch: its rows, and the ids its new contacts take, made in one go
+/// from the process's monotonic generator when the batch is taken (the import takes
+/// its batches in order), one per row: row `i`, if it creates a contact, creates it
+/// with `ids[i]`. A row that turns out to update an existing contact (or fails)
+/// leaves its id unused, as does a row that a retry finds created by another writer.
+/// Each id's time part is no earlier than `created_at`, which the new contacts take
+/// as theirs, so the id-floor rule (an id is never earlier than its contact's
+/// created_at, migrations/postgres/0009) holds however long the batch waits before
+/// it is written.
+#[derive(Debug)]
+pub struct Batch {
+    rows: Vec<ContactUpsert>,
+    ids: Vec<ContactId>,
+    created_at: DateTime<Utc>,
+}
+
+impl Batch {
+    pub fn new(rows: Vec<ContactUpsert>) -> Self {
+        let created_at = crate::domain::now();
+        let ids = ContactId::generate_many_not_before(created_at, rows.len());
+        Self {
+            rows,
+            ids,
+            created_at,
+        }
+    }
+
+    pub fn rows(&self) -> &[ContactUpsert] {
+        &self.rows
+    }
+}
+
+/// Writes `batch` for `access`'s tenant in one transaction and returns
 /// an outcome per row, in row order. Rows that share an address are merged in row
 /// order: the first may create the contact, the next ones update it. A row that
 /// fails leaves the others alone; only the store failing fails the batch, and then
@@ -99,13 +138,13 @@ pub async fn write_batch(
     store: &dyn Store,
     access: &Access,
     mode: ImportMode,
-    rows: &[ContactUpsert],
+    batch: &Batch,
     order: &BatchOrder,
 ) -> StoreResult<Vec<RowOutcome>> {
     let mut attempt = 1;
     loop {
         order.before_start(attempt).await?;
-        let err = match try_batch(store, access, mode, rows, order).await {
+        let err = match try_batch(store, access, mode, batch, order).await {
             Ok(Attempt::Committed(outcomes)) => {
                 order.record(Stage::Committed);
                 return Ok(outcomes);
@@ -302,9 +341,10 @@ async fn try_batch(
     store: &dyn Store,
     access: &Access,
     mode: ImportMode,
-    rows: &[ContactUpsert],
+    batch: &Batch,
     order: &BatchOrder,
 ) -> StoreResult<Attempt> {
+    let rows = batch.rows();
     let mut keys: Vec<String> = rows.iter().map(|row| row.email.key().to_owned()).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -323,11 +363,17 @@ async fn try_batch(
             (slot.contact.email.key().to_owned(), slot)
         })
         .collect();
-    let at = crate::domain::now();
     let mut entries = Vec::new();
     let outcomes = rows
         .iter()
-        .map(|row| apply_row(&mut slots, &mut entries, mode, row.clone(), at))
+        .zip(&batch.ids)
+        .map(|(row, id)| {
+            let new = NewContact {
+                id,
+                at: batch.created_at,
+            };
+            apply_row(&mut slots, &mut entries, mode, row.clone(), new)
+        })
         .collect();
 
     let mut new: Vec<&Contact> = Vec::new();
@@ -355,6 +401,12 @@ async fn try_batch(
     Ok(Attempt::Committed(outcomes))
 }
 
+/// The id and creation time of the contact a row creates, if it creates one.
+struct NewContact<'a> {
+    id: &'a ContactId,
+    at: DateTime<Utc>,
+}
+
 /// Applies one row to the batch's contacts, as a single upsert in `mode` would,
 /// recording its timeline entry.
 fn apply_row(
@@ -362,14 +414,14 @@ fn apply_row(
     entries: &mut Vec<(ContactId, TimelineEntry)>,
     mode: ImportMode,
     row: ContactUpsert,
-    at: DateTime<Utc>,
+    new: NewContact<'_>,
 ) -> RowOutcome {
     let slot = match slots.entry(row.email.key().to_owned()) {
         Entry::Vacant(vacant) => {
             if mode == ImportMode::UpdateOnly {
                 return RowOutcome::Failed(StoreError::NotFound("contact"));
             }
-            let contact = match row.new_contact(at) {
+            let contact = match row.new_contact_with_id(new.id.clone(), new.at) {
                 Ok(contact) => contact,
                 Err(invalid) => return RowOutcome::Failed(invalid.into()),
             };

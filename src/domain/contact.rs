@@ -23,8 +23,15 @@ impl Contact {
     /// A new contact with a fresh id, created (and last updated) at `at`; the id is
     /// never earlier than `at` (`ContactId::generate_not_before`).
     pub fn new(email: Email, properties: Properties, at: DateTime<Utc>) -> Self {
+        Self::with_id(ContactId::generate_not_before(at), email, properties, at)
+    }
+
+    /// A new contact with `id`, which must not be earlier than `at` (the id-floor
+    /// rule, migrations/postgres/0009): an id made by `ContactId::generate_*` for
+    /// `at` or an earlier time.
+    pub fn with_id(id: ContactId, email: Email, properties: Properties, at: DateTime<Utc>) -> Self {
         Self {
-            id: ContactId::generate_not_before(at),
+            id,
             email,
             properties,
             suppressed: false,
@@ -112,8 +119,17 @@ impl ContactUpsert {
     /// The contact to create when the address is new: the patch applied to no
     /// properties (a null removes nothing, so it is simply left out).
     pub fn new_contact(&self, at: DateTime<Utc>) -> Result<Contact, ValidationError> {
+        self.new_contact_with_id(ContactId::generate_not_before(at), at)
+    }
+
+    /// `new_contact` with an id made beforehand (see `Contact::with_id`).
+    pub fn new_contact_with_id(
+        &self,
+        id: ContactId,
+        at: DateTime<Utc>,
+    ) -> Result<Contact, ValidationError> {
         let (properties, _) = Properties::default().merge(&self.properties, "properties")?;
-        Ok(Contact::new(self.email.clone(), properties, at))
+        Ok(Contact::with_id(id, self.email.clone(), properties, at))
     }
 
     /// The update to apply when the address exists: the properties only (the stored

@@ -33,6 +33,24 @@ pub fn new_id_not_before(prefix: &str, at: SystemTime) -> String {
     format!("{prefix}_{ulid}")
 }
 
+/// `n` new ids, increasing, each with a time part no earlier than `at` (nor than
+/// now), taken from the generator in one go: ids made afterwards sort after all of
+/// them.
+pub fn new_ids_not_before(prefix: &str, at: SystemTime, n: usize) -> Vec<String> {
+    let at = at.max(SystemTime::now());
+    let mut generator = GENERATOR
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    (0..n)
+        .map(|_| {
+            let ulid = generator
+                .generate_from_datetime(at)
+                .unwrap_or_else(|_| Ulid::from_datetime(at));
+            format!("{prefix}_{ulid}")
+        })
+        .collect()
+}
+
 /// Checks that `raw` is `prefix_` followed by a ULID, naming `field` when it is not.
 pub fn parse_prefixed_id(raw: &str, prefix: &str, field: &str) -> Result<String, ValidationError> {
     if raw.is_empty() {
@@ -69,6 +87,17 @@ impl ContactId {
     /// A new id whose time part is no earlier than `created_at` (see `new_id_not_before`).
     pub fn generate_not_before(created_at: chrono::DateTime<chrono::Utc>) -> Self {
         Self(new_id_not_before(Self::PREFIX, created_at.into()))
+    }
+
+    /// `n` new ids in increasing order, each no earlier than `created_at`.
+    pub fn generate_many_not_before(
+        created_at: chrono::DateTime<chrono::Utc>,
+        n: usize,
+    ) -> Vec<Self> {
+        new_ids_not_before(Self::PREFIX, created_at.into(), n)
+            .into_iter()
+            .map(Self)
+            .collect()
     }
 
     pub fn parse(raw: &str, field: &str) -> Result<Self, ValidationError> {
@@ -120,6 +149,18 @@ mod tests {
         // Ids made afterwards still sort after it.
         assert!(ContactId::generate() > id);
         assert!(ContactId::generate_not_before(past) > id);
+    }
+
+    #[test]
+    fn ids_made_together_increase_and_precede_later_ones() {
+        let past = chrono::Utc::now() - chrono::Duration::days(3);
+        let ids = ContactId::generate_many_not_before(past, 500);
+        assert_eq!(ids.len(), 500);
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} !< {:?}", pair[0], pair[1]);
+        }
+        let later = ContactId::generate_not_before(past);
+        assert!(ids.last().is_some_and(|last| *last < later));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::ContactsApi;
 use crate::api::stream::Admitted;
 use crate::api::{ApiError, Credentials, convert, handle_stream, pb};
-use crate::app::import::{BatchOrder, BatchStage, ImportMode, RowOutcome, write_batch};
+use crate::app::import::{Batch, BatchOrder, BatchStage, ImportMode, RowOutcome, write_batch};
 use crate::domain::{ContactUpsert, ValidationError};
 use crate::store::DynStore;
 
@@ -199,12 +199,15 @@ impl Import {
                 (order, Some(stage))
             }
         };
+        // Its new contacts' ids are made here, in batch order, before it is written
+        // alongside the others: they follow row order whatever the depth.
+        let batch = Batch::new(parsed);
         let store = self.store.clone();
         let access = self.admitted.access().clone();
         let span = tracing::Span::current();
         let task = tokio::spawn(
             async move {
-                let outcomes = write_batch(store.as_ref(), &access, mode, &parsed, &order).await?;
+                let outcomes = write_batch(store.as_ref(), &access, mode, &batch, &order).await?;
                 fill(results, outcomes)
             }
             .instrument(span),

@@ -1,8 +1,8 @@
 //! ImportContacts with batches written at once (`--import-depth`, here 4): on
 //! PostgreSQL they overlap; SQLite writes one at a time, and the same promises are
 //! checked there. Duplicates across overlapping batches merge in row order, commits
-//! go in batch order, and a client gone or a failed batch leaves no later batch and
-//! nothing half of one.
+//! go in batch order, new contacts' ids follow row order (at depth 2, the default),
+//! and a client gone or a failed batch leaves no later batch and nothing half of one.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -592,7 +592,90 @@ async fn crossing_pipelined_imports_of_shared_addresses_both_finish(backend: Bac
     }
 }
 
+/// Rows with many properties, so that a batch of them takes its time between its
+/// start and its last row (each row's properties are merged and written).
+fn heavy_rows(prefix: &str, n: usize) -> Vec<pb::ImportRow> {
+    (0..n)
+        .map(|i| {
+            let properties: Map<String, Value> = (0..40)
+                .map(|k| {
+                    (
+                        format!("field_{k}"),
+                        json!(format!("{prefix} row {i} value {k}")),
+                    )
+                })
+                .collect();
+            row(
+                &format!("{prefix}-{i}@example.com"),
+                Value::Object(properties),
+            )
+        })
+        .collect()
+}
+
+/// The time part of a contact id, in milliseconds.
+fn id_time_ms(id: &str) -> i64 {
+    let ulid = id.strip_prefix("con_").expect("a contact id");
+    let ulid = ulid::Ulid::from_string(ulid).expect("a ulid");
+    ulid.timestamp_ms() as i64
+}
+
+/// At depth 2, a large batch of new rows with a one-row batch after it, again and
+/// again: the small batch is written while the large one still is, yet every
+/// contact the import creates has an id in row order, so the tenant listed in id
+/// order is the import's rows in order (a re-imported export keeps its order). And
+/// ids given ahead of the write keep the id-floor rule: no id is earlier than its
+/// contact's created_at.
+async fn new_contacts_ids_follow_row_order_at_depth_two(backend: Backend) {
+    const ROUNDS: usize = 6;
+    const LARGE: usize = 600;
+    let app = spawn_app_with(backend, |args| args.limits.import_depth = 2).await;
+    let mut client = app.client();
+    let mut batches = Vec::new();
+    for round in 0..ROUNDS {
+        batches.push(heavy_rows(&format!("large{round}"), LARGE));
+        batches.push(rows(&format!("small{round}"), 1));
+    }
+    let emails: Vec<String> = batches
+        .iter()
+        .flatten()
+        .map(|row| row.email.clone())
+        .collect();
+    let requests = batches
+        .into_iter()
+        .map(|rows| batch(Unspecified, rows))
+        .collect();
+    let responses = import(&mut client, requests).await.expect("import");
+    let outcomes = outcomes(&responses);
+    assert_eq!(outcomes.len(), emails.len(), "a result per row");
+    assert!(outcomes.iter().all(|o| *o == Created), "every row is new");
+    let ids: Vec<&str> = responses
+        .iter()
+        .flat_map(|r| &r.results)
+        .map(|r| r.contact_id.as_str())
+        .collect();
+    let out_of_order: Vec<usize> = (1..ids.len()).filter(|&i| ids[i - 1] >= ids[i]).collect();
+    assert!(
+        out_of_order.is_empty(),
+        "ids increase with row index; not at rows {out_of_order:?}"
+    );
+
+    let listed = all_contacts(&mut client).await;
+    let listed_emails: Vec<&str> = listed.iter().map(|c| c.email.as_str()).collect();
+    assert_eq!(listed_emails, emails, "listed in id order = import order");
+    for contact in &listed {
+        let created = contact.created_at.as_ref().expect("created_at");
+        let created_ms = created.seconds * 1000 + i64::from(created.nanos / 1_000_000);
+        assert!(
+            id_time_ms(&contact.id) >= created_ms,
+            "{}'s id is earlier than its created_at {created:?}",
+            contact.id
+        );
+    }
+}
+
 conformance!(
+    new_contacts_ids_follow_row_order_at_depth_two,
     duplicates_across_overlapping_batches_merge_in_row_order,
     create_only_conflicts_with_the_batch_before_it,
     a_batch_commits_only_after_the_batch_before_it,
