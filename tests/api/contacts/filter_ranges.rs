@@ -356,7 +356,101 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
     assert_eq!(count(&mut other, None).await, 1, "the other tenant's count");
 }
 
+/// The id-floor rule at its edges, on both backends' triggers (PostgreSQL's checks it
+/// through a function since migration 0012): an id equal to `con_` and its
+/// `created_at`'s time part, and longer, is not below its floor; one that sorts just
+/// before is, whether inserted or moved there by an update.
+async fn the_id_floor_trigger_fires_exactly_below_the_rule(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut client = app.client();
+    let mut storage = Storage::open(&app).await;
+    let model = create(&mut client, "model@example.com", json!({"a": 1})).await;
+    let ms = micros(&model.created_at).div_euclid(1000) as u64;
+    let time_part = |ms: u64| ulid::Ulid::from_parts(ms, 0).to_string()[..10].to_owned();
+    let insert = "INSERT INTO contacts \
+         (tenant_id, id, email, email_key, properties, search_text, created_at, updated_at) \
+         SELECT tenant_id, $1, $2, $2, properties, search_text, created_at, updated_at \
+         FROM contacts WHERE id = $3 RETURNING revision";
+    // At the rule: the time part itself, then with the lowest suffix.
+    for (id, email) in [
+        (format!("con_{}", time_part(ms)), "at@example.com"),
+        (
+            format!("con_{}0000000000000000", time_part(ms)),
+            "at0@example.com",
+        ),
+    ] {
+        storage.count(insert, &[&id, email, &model.id]).await;
+    }
+    assert_eq!(
+        floor_of(&mut storage, &model.id).await,
+        None,
+        "{backend:?}: an id at its created_at's time is not below the floor"
+    );
+    // An update that sets neither column records nothing; one that moves a row's
+    // created_at a day past its id's time records it.
+    let moved = create(&mut client, "moved@example.com", json!({})).await;
+    storage
+        .count(
+            "UPDATE contacts SET search_text = search_text || ' x' WHERE id = $1 \
+             RETURNING revision",
+            &[&moved.id],
+        )
+        .await;
+    assert_eq!(floor_of(&mut storage, &model.id).await, None);
+    let later = match backend {
+        Backend::Postgres => "created_at + interval '1 day'",
+        Backend::Sqlite => "created_at + 86400000000",
+    };
+    storage
+        .count(
+            &format!("UPDATE contacts SET created_at = {later} WHERE id = $1 RETURNING revision"),
+            &[&moved.id],
+        )
+        .await;
+    assert_eq!(
+        floor_of(&mut storage, &model.id).await.as_deref(),
+        Some(moved.id.as_str()),
+        "{backend:?}: an update that puts an id below its floor is recorded"
+    );
+    // One millisecond before the model's time, with the highest suffix: below, and
+    // below the floor recorded so far.
+    let below = format!("con_{}ZZZZZZZZZZZZZZZZ", time_part(ms - 1));
+    storage
+        .count(insert, &[&below, "below@example.com", &model.id])
+        .await;
+    assert_eq!(
+        floor_of(&mut storage, &model.id).await.as_deref(),
+        Some(below.as_str()),
+        "{backend:?}: an id a millisecond early is recorded"
+    );
+    if let Storage::Postgres(conn) = &mut storage {
+        // The function the trigger calls agrees with 0009's condition everywhere near
+        // the edges: around the epoch, today, the end of ULID time, for ids one
+        // character either side of the rule and of other shapes.
+        let disagree: i64 = sqlx::query_scalar(
+            "WITH t(at) AS (SELECT to_timestamp(s / 1000.0) FROM unnest(ARRAY[ \
+                 -86400000, -1, 0, 1, 31, 32, 1023, 1024, $1::bigint - 1, $1::bigint, \
+                 $1::bigint + 1, 281474976710655]) s), \
+             i(at, id) AS ( \
+                 SELECT at, 'con_' || kraiter_ulid_time(at) || suffix FROM t, \
+                     unnest(ARRAY['', '0', 'Z', '00000000000000000']) suffix \
+                 UNION ALL SELECT at, left('con_' || kraiter_ulid_time(at), -1) FROM t \
+                 UNION ALL SELECT at, left('con_' || kraiter_ulid_time(at), -1) || 'Z' FROM t \
+                 UNION ALL SELECT at, id FROM t, \
+                     unnest(ARRAY['', 'con', 'con_', 'con_0', 'cpn_', 'CON_', 'con_~', 'x']) id) \
+             SELECT count(*) FROM i WHERE kraiter_id_below_floor(id, at) \
+                 IS DISTINCT FROM (id < 'con_' || kraiter_ulid_time(at))",
+        )
+        .bind(ms as i64)
+        .fetch_one(conn)
+        .await
+        .expect("compare the conditions");
+        assert_eq!(disagree, 0, "the trigger's condition is 0009's");
+    }
+}
+
 conformance!(
     created_at_ranges_in_id_order_agree_with_the_reference,
+    the_id_floor_trigger_fires_exactly_below_the_rule,
     the_whole_tenant_count_stays_exact_under_racing_writes,
 );
