@@ -19,17 +19,7 @@ pub fn new_id(prefix: &str) -> String {
 /// range bound a walk in id order (`store/common/filter.rs`, `id_floor`).
 pub fn new_id_not_before(prefix: &str, at: SystemTime) -> String {
     let at = at.max(SystemTime::now());
-    let ulid = {
-        let mut generator = GENERATOR
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        // The generator never goes below its last id's time, so the id's time is at
-        // least `at`. Overflow needs 2^80 ids in one millisecond; fall back to a
-        // fresh random ULID of that time.
-        generator
-            .generate_from_datetime(at)
-            .unwrap_or_else(|_| Ulid::from_datetime(at))
-    };
+    let ulid = next_ulid(&mut lock_generator(), at);
     format!("{prefix}_{ulid}")
 }
 
@@ -38,17 +28,25 @@ pub fn new_id_not_before(prefix: &str, at: SystemTime) -> String {
 /// them.
 pub fn new_ids_not_before(prefix: &str, at: SystemTime, n: usize) -> Vec<String> {
     let at = at.max(SystemTime::now());
-    let mut generator = GENERATOR
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+    let mut generator = lock_generator();
     (0..n)
-        .map(|_| {
-            let ulid = generator
-                .generate_from_datetime(at)
-                .unwrap_or_else(|_| Ulid::from_datetime(at));
-            format!("{prefix}_{ulid}")
-        })
+        .map(|_| format!("{prefix}_{}", next_ulid(&mut generator, at)))
         .collect()
+}
+
+fn lock_generator() -> std::sync::MutexGuard<'static, Generator> {
+    GENERATOR
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The generator never goes below its last id's time, so the id's time is at least
+/// `at`. Overflow needs 2^80 ids in one millisecond; fall back to a fresh random
+/// ULID of that time.
+fn next_ulid(generator: &mut Generator, at: SystemTime) -> Ulid {
+    generator
+        .generate_from_datetime(at)
+        .unwrap_or_else(|_| Ulid::from_datetime(at))
 }
 
 /// Checks that `raw` is `prefix_` followed by a ULID, naming `field` when it is not.
