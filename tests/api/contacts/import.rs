@@ -44,6 +44,24 @@ pub async fn import(
     Ok(all)
 }
 
+/// An import whose batches the test sends one at a time (`capacity` may wait unread),
+/// and its response stream.
+pub async fn open_import(
+    client: &mut Client,
+    capacity: usize,
+) -> (
+    tokio::sync::mpsc::Sender<pb::ImportContactsRequest>,
+    tonic::Streaming<pb::ImportContactsResponse>,
+) {
+    let (requests, received) = tokio::sync::mpsc::channel(capacity);
+    let responses = client
+        .import_contacts(tokio_stream::wrappers::ReceiverStream::new(received))
+        .await
+        .expect("the import starts")
+        .into_inner();
+    (requests, responses)
+}
+
 pub fn outcomes(responses: &[pb::ImportContactsResponse]) -> Vec<pb::ImportOutcome> {
     responses
         .iter()

@@ -12,11 +12,9 @@ use pb::ImportMode::{CreateOnly, Unspecified, Upsert};
 use pb::ImportOutcome::{Created, Failed, Unchanged, Updated};
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
-use super::import::{batch, import, outcomes, row};
+use super::import::{batch, import, open_import, outcomes, row};
 use crate::conformance;
 use crate::support::locks::{WriteLock, hold, pool_goes_idle};
 use crate::support::wait::{PATIENCE, eventually};
@@ -280,12 +278,7 @@ async fn a_batch_commits_only_after_the_batch_before_it(backend: Backend) {
     let mut other = app.client();
     let blocker = create(&mut client, "blocker@example.com", json!({"v": 0})).await;
     let mut lock = hold(&app, &blocker.id).await;
-    let (requests, received) = mpsc::channel(4);
-    let mut responses = client
-        .import_contacts(ReceiverStream::new(received))
-        .await
-        .expect("import starts")
-        .into_inner();
+    let (requests, mut responses) = open_import(&mut client, 4).await;
     let mut first = rows("one", 50);
     first.push(row("blocker@example.com", json!({"v": 1})));
     requests.send(batch(Upsert, first)).await.expect("send");
@@ -347,12 +340,7 @@ async fn a_client_gone_with_batches_in_flight_leaves_none_of_them(backend: Backe
     let app = pipelined(backend, |args| args.limits.max_streams_per_tenant = 1).await;
     let mut client = app.client();
     let blocker = create(&mut client, "blocker@example.com", json!({"v": 0})).await;
-    let (requests, received) = mpsc::channel(4);
-    let mut responses = client
-        .import_contacts(ReceiverStream::new(received))
-        .await
-        .expect("import starts")
-        .into_inner();
+    let (requests, mut responses) = open_import(&mut client, 4).await;
     requests
         .send(batch(Upsert, rows("zero", 30)))
         .await
@@ -401,12 +389,7 @@ async fn a_client_gone_after_answers_leaves_a_prefix_of_whole_batches(backend: B
             .await,
         );
     }
-    let (requests, received) = mpsc::channel(BATCHES);
-    let mut responses = client
-        .import_contacts(ReceiverStream::new(received))
-        .await
-        .expect("import starts")
-        .into_inner();
+    let (requests, mut responses) = open_import(&mut client, BATCHES).await;
     for b in 0..BATCHES {
         let mut rows: Vec<pb::ImportRow> = (0..ROWS)
             .map(|j| row(&format!("n{b}-{j}@example.com"), json!({"batch": b})))
@@ -502,12 +485,7 @@ async fn a_failed_batch_ends_the_import_and_leaves_no_later_batch(backend: Backe
     fail_inserts_of(&app, "boom@example.com").await;
     let mut client = app.client();
     let blocker = create(&mut client, "blocker@example.com", json!({"v": 0})).await;
-    let (requests, received) = mpsc::channel(4);
-    let mut responses = client
-        .import_contacts(ReceiverStream::new(received))
-        .await
-        .expect("import starts")
-        .into_inner();
+    let (requests, mut responses) = open_import(&mut client, 4).await;
     requests
         .send(batch(Upsert, rows("zero", 20)))
         .await

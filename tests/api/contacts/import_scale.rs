@@ -7,10 +7,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kraiter_contacts::api::pb;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::import::{batch, import, outcomes, row};
+use super::import::{batch, import, open_import, outcomes, row};
 use crate::conformance;
 use crate::support::locks::{hold, pool_goes_idle};
 use crate::support::wait::{PATIENCE, eventually};
@@ -88,12 +86,7 @@ async fn a_cancelled_import_keeps_acknowledged_batches_and_nothing_of_the_next(b
     .await;
     let mut client = app.client();
     let blocker = create(&mut client, "blocker@example.com", json!({"v": 0})).await;
-    let (requests, received) = mpsc::channel(4);
-    let mut responses = client
-        .import_contacts(ReceiverStream::new(received))
-        .await
-        .expect("import starts")
-        .into_inner();
+    let (requests, mut responses) = open_import(&mut client, 4).await;
     for n in 0..2 {
         let rows = (0..100)
             .map(|i| row(&format!("b{n}-{i}@example.com"), json!({"n": n})))

@@ -4,10 +4,8 @@
 
 use kraiter_contacts::api::pb;
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use super::import::{batch, row};
+use super::import::{batch, open_import, row};
 use crate::conformance;
 use crate::support::{Backend, Client, pages, spawn_app};
 
@@ -32,12 +30,7 @@ async fn a_row_is_found_by_search_once_its_batch_is_acknowledged(backend: Backen
     let app = spawn_app(backend).await;
     let mut client = app.client();
     let mut searcher = app.client();
-    let (requests, rx) = mpsc::channel(1);
-    let mut responses = client
-        .import_contacts(ReceiverStream::new(rx))
-        .await
-        .expect("import opens")
-        .into_inner();
+    let (requests, mut responses) = open_import(&mut client, 1).await;
     // Batches large enough to pass PostgreSQL's pending-list limit several times.
     for k in 0..3 {
         let mut rows: Vec<pb::ImportRow> = (0..400)

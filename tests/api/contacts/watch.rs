@@ -13,12 +13,14 @@ use serde_json::json;
 use sqlx::Connection;
 use tonic::Code;
 
+use super::import::{batch, import, row};
 use crate::conformance;
 use crate::support::cluster::TestCluster;
 use crate::support::wait::PATIENCE;
 use crate::support::{
     Backend, Client, TestApp, assert_status, create, locks, props, spawn_app, spawn_app_with,
 };
+use kraiter_contacts::api::pb::ImportMode::Upsert;
 
 fn from_oldest(max_changes: i32) -> pb::WatchContactsRequest {
     pb::WatchContactsRequest {
@@ -60,6 +62,36 @@ async fn collect(client: &mut Client, request: pb::WatchContactsRequest) -> Vec<
         }
     }
     changes
+}
+
+/// Imports `n` new contacts `{prefix}{i}@example.com` (i zero-padded to the width of
+/// `n - 1`), each with `{"n": i}`, in one batch; how many it created.
+async fn import_numbered(client: &mut Client, prefix: &str, n: usize) -> i64 {
+    let width = (n - 1).to_string().len();
+    let rows = (0..n)
+        .map(|i| row(&format!("{prefix}{i:0width$}@example.com"), json!({"n": i})))
+        .collect();
+    let answers = import(client, vec![batch(Upsert, rows)])
+        .await
+        .expect("import");
+    answers.iter().map(|answer| answer.created).sum()
+}
+
+/// A watch resumed after each of `all[at]` for `at` in `ats` gives exactly the
+/// changes after it.
+async fn resumes_give_the_tail(
+    client: &mut Client,
+    all: &[pb::ContactChange],
+    ats: &[usize],
+    backend: Backend,
+) {
+    for &at in ats {
+        let want = all.len() - at - 1;
+        let tail = collect(client, resume(&all[at].token, want as i32)).await;
+        let got: Vec<&String> = tail.iter().map(|c| &c.token).collect();
+        let expected: Vec<&String> = all[at + 1..].iter().map(|c| &c.token).collect();
+        assert_eq!(got, expected, "{backend:?}: resumed after change {at}");
+    }
 }
 
 fn kinds(changes: &[pb::ContactChange]) -> Vec<Kind> {
@@ -922,23 +954,8 @@ async fn a_watch_resumes_after_a_postgres_restart_with_every_change_once_in_orde
 async fn a_long_backlog_arrives_whole_and_resumes_anywhere_in_it(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.client();
-    let rows: Vec<pb::ImportRow> = (0..1000)
-        .map(|n| pb::ImportRow {
-            email: format!("backlog{n:04}@example.com"),
-            properties: Some(props(json!({"n": n}))),
-        })
-        .collect();
-    let batch = pb::ImportContactsRequest {
-        rows,
-        mode: pb::ImportMode::Upsert as i32,
-    };
-    let mut answers = client
-        .import_contacts(tokio_stream::iter([batch]))
-        .await
-        .expect("import")
-        .into_inner();
-    let answer = answers.message().await.expect("answer").expect("a batch");
-    assert_eq!(answer.created, 1000, "{backend:?}");
+    let created = import_numbered(&mut client, "backlog", 1000).await;
+    assert_eq!(created, 1000, "{backend:?}");
     let all = collect(&mut client, from_oldest(1000)).await;
     let ids: std::collections::HashSet<&String> = all.iter().map(|c| &c.contact_id).collect();
     assert_eq!(
@@ -946,13 +963,7 @@ async fn a_long_backlog_arrives_whole_and_resumes_anywhere_in_it(backend: Backen
         (1000, 1000),
         "{backend:?}: once each"
     );
-    for at in [99, 100, 437] {
-        let want = 1000 - at - 1;
-        let tail = collect(&mut client, resume(&all[at].token, want as i32)).await;
-        let got: Vec<&String> = tail.iter().map(|c| &c.token).collect();
-        let expected: Vec<&String> = all[at + 1..].iter().map(|c| &c.token).collect();
-        assert_eq!(got, expected, "{backend:?}: resumed after change {at}");
-    }
+    resumes_give_the_tail(&mut client, &all, &[99, 100, 437], backend).await;
     let mut few = client
         .watch_contacts(from_oldest(150))
         .await
@@ -980,23 +991,8 @@ async fn a_long_backlog_arrives_whole_and_resumes_anywhere_in_it(backend: Backen
 async fn reads_cut_at_their_byte_budget_lose_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut client = app.client();
-    let rows: Vec<pb::ImportRow> = (0..400)
-        .map(|n| pb::ImportRow {
-            email: format!("small{n:03}@example.com"),
-            properties: Some(props(json!({"n": n}))),
-        })
-        .collect();
-    let batch = pb::ImportContactsRequest {
-        rows,
-        mode: pb::ImportMode::Upsert as i32,
-    };
-    let mut answers = client
-        .import_contacts(tokio_stream::iter([batch]))
-        .await
-        .expect("import")
-        .into_inner();
-    let answer = answers.message().await.expect("answer").expect("a batch");
-    assert_eq!(answer.created, 400, "{backend:?}");
+    let created = import_numbered(&mut client, "small", 400).await;
+    assert_eq!(created, 400, "{backend:?}");
     let filler = "y".repeat(30_000);
     for n in 0..60 {
         create(
@@ -1016,13 +1012,7 @@ async fn reads_cut_at_their_byte_budget_lose_nothing(backend: Backend) {
         .chain((0..60).map(|n| format!("large{n:02}@example.com")))
         .collect();
     assert_eq!(emails, expected, "{backend:?}: every change once, in order");
-    for at in [405, 431] {
-        let want = 460 - at - 1;
-        let tail = collect(&mut client, resume(&all[at].token, want as i32)).await;
-        let got: Vec<&String> = tail.iter().map(|c| &c.token).collect();
-        let expected: Vec<&String> = all[at + 1..].iter().map(|c| &c.token).collect();
-        assert_eq!(got, expected, "{backend:?}: resumed after change {at}");
-    }
+    resumes_give_the_tail(&mut client, &all, &[405, 431], backend).await;
 }
 
 /// Watchers of one tenant in one process share their reads of the feed when they
