@@ -71,14 +71,12 @@ impl PageCursor {
     }
 
     pub fn encode(&self, tenant: &TenantId, signing: &CursorKey) -> String {
-        let mut bytes = Vec::with_capacity(2 + FINGERPRINT_LEN + self.key.len() + CHECKSUM_LEN);
-        bytes.push(VERSION);
-        bytes.push(self.kind as u8);
-        bytes.extend_from_slice(&self.fingerprint);
-        bytes.extend_from_slice(self.key.as_bytes());
-        let sum = checksum(signing, tenant, &bytes);
-        bytes.extend_from_slice(&sum);
-        URL_SAFE_NO_PAD.encode(bytes)
+        signed(
+            self.kind,
+            &self.fingerprint,
+            &self.key,
+            keyed(signing, tenant),
+        )
     }
 
     /// Decodes a cursor for this tenant, list and query, or explains why it does not fit.
@@ -140,17 +138,27 @@ impl CursorSigner {
 
     /// The cursor of keyset key `key`.
     pub fn sign(&self, key: &str) -> String {
-        let mut bytes = Vec::with_capacity(2 + FINGERPRINT_LEN + key.len() + CHECKSUM_LEN);
-        bytes.push(VERSION);
-        bytes.push(self.kind as u8);
-        bytes.extend_from_slice(&self.fingerprint);
-        bytes.extend_from_slice(key.as_bytes());
-        let mut mac = self.mac.clone();
-        mac.update(&bytes);
-        let sum: [u8; CHECKSUM_LEN] = first_bytes(&mac.finalize().into_bytes());
-        bytes.extend_from_slice(&sum);
-        URL_SAFE_NO_PAD.encode(bytes)
+        signed(self.kind, &self.fingerprint, key, self.mac.clone())
     }
+}
+
+/// A cursor's bytes (version, list, query fingerprint, key) and their checksum by
+/// `mac`, a tenant's MAC before any bytes (`keyed`), in base64.
+fn signed(
+    kind: CursorKind,
+    fingerprint: &[u8; FINGERPRINT_LEN],
+    key: &str,
+    mut mac: Hmac<Sha256>,
+) -> String {
+    let mut bytes = Vec::with_capacity(2 + FINGERPRINT_LEN + key.len() + CHECKSUM_LEN);
+    bytes.push(VERSION);
+    bytes.push(kind as u8);
+    bytes.extend_from_slice(fingerprint);
+    bytes.extend_from_slice(key.as_bytes());
+    mac.update(&bytes);
+    let sum: [u8; CHECKSUM_LEN] = first_bytes(&mac.finalize().into_bytes());
+    bytes.extend_from_slice(&sum);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn fingerprint(query: &[&str]) -> [u8; FINGERPRINT_LEN] {
@@ -173,20 +181,10 @@ fn keyed(signing: &CursorKey, tenant: &TenantId) -> Hmac<Sha256> {
     mac
 }
 
-fn mac(signing: &CursorKey, tenant: &TenantId, body: &[u8]) -> Hmac<Sha256> {
+fn verifies(signing: &CursorKey, tenant: &TenantId, body: &[u8], sum: &[u8]) -> bool {
     let mut mac = keyed(signing, tenant);
     mac.update(body);
-    mac
-}
-
-fn checksum(signing: &CursorKey, tenant: &TenantId, body: &[u8]) -> [u8; CHECKSUM_LEN] {
-    first_bytes(&mac(signing, tenant, body).finalize().into_bytes())
-}
-
-fn verifies(signing: &CursorKey, tenant: &TenantId, body: &[u8], sum: &[u8]) -> bool {
-    mac(signing, tenant, body)
-        .verify_truncated_left(sum)
-        .is_ok()
+    mac.verify_truncated_left(sum).is_ok()
 }
 
 fn first_bytes<const N: usize>(digest: &[u8]) -> [u8; N] {
