@@ -236,10 +236,11 @@ pub struct StoreArgs {
     /// in one transaction, migrations are not run (only checked) and watchers poll.
     #[arg(long, env = "KRAITER_DATABASE_POOLER", value_enum, default_value_t = DatabasePooler::None)]
     pub database_pooler: DatabasePooler,
-    /// PostgreSQL: most statements in flight that carry queued CreateContact and
-    /// UpdateContact writes (`store/postgres/writes.rs`); 0 (the default: coalesced
-    /// writes measured slower, BENCHMARKS.md) sends each write as its own statement.
-    #[arg(long, env = "KRAITER_DB_WRITE_BATCHES", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=16))]
+    /// PostgreSQL: most statements in flight that carry queued CreateContact calls
+    /// (`store/postgres/writes.rs`; a create that finds one free goes alone), plus one
+    /// spare while they are slow; 0 sends each create as its own statement.
+    /// UpdateContact is always one statement.
+    #[arg(long, env = "KRAITER_DB_WRITE_BATCHES", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=16))]
     pub db_write_batches: u8,
 }
 

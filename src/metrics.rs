@@ -17,14 +17,14 @@
 //!   statements sent for point reads and the reads they answered; their ratio is the
 //!   mean batch size (see `store/postgres/lookups.rs`).
 //! - `kraiter_db_write_batches_total`, `kraiter_db_writes_total` (PostgreSQL):
-//!   statements sent for queued CreateContact/UpdateContact writes and the writes
-//!   they carried (see `store/postgres/writes.rs`).
+//!   statements sent for CreateContact calls and the creates they carried (see
+//!   `store/postgres/writes.rs`).
 //! - `kraiter_db_replica_usable{replica}`, `kraiter_db_replica_lag_seconds{replica}`
 //!   (PostgreSQL with `--database-read-url`): whether heavy reads go to each read
 //!   replica (1) or skip it (0), and its replay lag as of its last check.
 
 use std::convert::Infallible;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -225,6 +225,12 @@ pub fn record_stream_messages(method: &'static str, count: u64) {
 /// The exposition text, with the pool gauges and the store's counters read from
 /// `store` now (the store keeps its own counts, so it needs nothing from here).
 pub fn render(store: &DynStore) -> String {
+    // The registry is one per process but a test process runs many stores: without
+    // this, another render could store its counters between these and the encoding.
+    static RENDERING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = RENDERING
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
     let usage = store.pool_usage();
     let counters = store.counters();
     let metrics = &*METRICS;

@@ -305,9 +305,15 @@ fn create_contact_keyed(key: &'static str) -> Vec<String> {
 pub fn update_contact() -> Vec<String> {
     (0..WRITE_VARIANTS)
         .map(|i| {
+            // The merge's read is a point read (`lookups.rs`): alone, the
+            // coalesced lookup with one key, as `get_contact` runs it.
             let read = Statement {
-                sql: sql::READ_FOR_UPDATE_CHECKED,
-                params: vec![":tenant".into(), ID_SQL.into(), ":keyhash".into()],
+                sql: sql::GET_CONTACTS_CHECKED,
+                params: vec![
+                    ":tenant".into(),
+                    format!("ARRAY[{ID_SQL}]"),
+                    ":keyhash".into(),
+                ],
             };
             let write = WriteParams {
                 entry_key: NEW_KEY_SQL,

@@ -277,11 +277,6 @@ fn one(call: Call, shared: &Shared, reader: &Connection, r: u64) -> anyhow::Resu
             let properties = serde_json::to_string(after.properties.as_map())?;
             let writer = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
             transaction(&writer, |writer| {
-                query(
-                    writer,
-                    sql::EMAIL_TAKEN,
-                    &[&tenant, &after.email.key(), &id],
-                )?;
                 execute(
                     writer,
                     sql::UPDATE_CONTACT_IF_REVISION,
@@ -405,7 +400,7 @@ const CALLS: [(crate::scenarios::Scenario, Call, &str); 4] = [
     (
         crate::scenarios::Scenario::UpdateContact,
         Call::UpdateContact,
-        "GET_CONTACT_CHECKED; BEGIN IMMEDIATE; EMAIL_TAKEN; UPDATE_CONTACT_IF_REVISION; INSERT_CHANGE; INSERT_TIMELINE_ENTRY; COMMIT",
+        "GET_CONTACT_CHECKED; BEGIN IMMEDIATE; UPDATE_CONTACT_IF_REVISION; INSERT_CHANGE; INSERT_TIMELINE_ENTRY; COMMIT",
     ),
 ];
 
@@ -648,7 +643,6 @@ mod tests {
             super::sql::INSERT_CONTACT,
             super::sql::INSERT_CHANGE,
             super::sql::UPDATE_CONTACT_IF_REVISION,
-            super::sql::EMAIL_TAKEN,
         ] {
             let highest = (1..20).rev().find(|n| sql.contains(&format!("${n}")));
             let highest = highest.expect("parameters");

@@ -492,10 +492,10 @@ pub struct StoreCounters {
     pub lookup_batches: u64,
     /// Point reads those statements answered.
     pub lookups: u64,
-    /// Statements that carried queued writes (CreateContact, UpdateContact's
-    /// compare-and-set) on PostgreSQL.
+    /// Statements that carried CreateContact calls through the write queue on
+    /// PostgreSQL (a create that found a slot free is one statement of its own).
     pub write_batches: u64,
-    /// Writes those statements carried.
+    /// Creates those statements carried.
     pub writes: u64,
 }
 
@@ -512,7 +512,7 @@ pub struct ConnectOptions {
     pub transaction_pooler: bool,
     /// Read replicas for the heavy reads (PostgreSQL only).
     pub replicas: ReplicaOptions,
-    /// Most coalesced write statements in flight, 0 for none (PostgreSQL only;
+    /// Most coalesced create statements in flight, 0 for none (PostgreSQL only;
     /// `postgres/writes.rs`).
     pub write_batches: u8,
 }
@@ -525,7 +525,7 @@ impl Default for ConnectOptions {
             migrate: true,
             transaction_pooler: false,
             replicas: ReplicaOptions::default(),
-            write_batches: 0,
+            write_batches: 1,
         }
     }
 }

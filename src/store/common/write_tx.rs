@@ -43,14 +43,6 @@ pub(crate) trait TxConn: Send + Sized + 'static {
     async fn order_lock(&mut self, _key: u32, _wait_only: bool) -> StoreResult<()> {
         Ok(())
     }
-
-    /// `Conflict` on `email` when another contact of `tenant` has `contact`'s
-    /// address, checked before the contact is written, for a database whose
-    /// errors do not say which unique key a write broke. None by default: the
-    /// error of the write itself names the key.
-    async fn check_email_free(&mut self, _tenant: &str, _contact: &Contact) -> StoreResult<()> {
-        Ok(())
-    }
 }
 
 type Row<C> = <<C as TxConn>::Db as Database>::Row;
@@ -184,9 +176,8 @@ impl<C: TxConn> SqlWriteTx<C> {
         contact: &Contact,
         revision: Option<i64>,
     ) -> StoreResult<bool> {
-        self.conn
-            .check_email_free(self.tenant.as_str(), contact)
-            .await?;
+        // An address another contact has fails the write on the unique key, which
+        // both backends' errors name (`Conflict` on `email`).
         let sql = match revision {
             Some(_) => UPDATE_CONTACT_IF_REVISION,
             None => UPDATE_CONTACT,

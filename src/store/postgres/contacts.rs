@@ -6,7 +6,7 @@
 //! load, concurrent ones share statements (`lookups.rs`, `writes.rs`).
 
 use async_trait::async_trait;
-use sqlx::{Postgres, Row};
+use sqlx::Postgres;
 
 use super::lookups::By;
 use super::rows::view_from_row;
@@ -118,8 +118,10 @@ impl BackendContacts for PgStore {
     async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact> {
         let row = match &access.key_hash {
             // The read shares statements with point reads (`lookups.rs`); the revision
-            // is among a contact's columns.
-            Some(key_hash) if self.writes.coalesced() => {
+            // is among a contact's columns. The write after it is one per call
+            // (`writes.rs`). Measured against a read of its own: BENCHMARKS.md,
+            // "Coalesced creates on by default", run 2.
+            Some(key_hash) => {
                 let view = self
                     .lookups
                     .get(&access.tenant, key_hash, By::Id, id.as_str())
@@ -128,19 +130,6 @@ impl BackendContacts for PgStore {
                     .ok_or(StoreError::NotFound("contact"))?
                     .parse()
                     .map_err(StoreError::internal);
-            }
-            Some(key_hash) => {
-                let mut conn = self.conns.get().await?;
-                let row = sqlx::query(sql::READ_FOR_UPDATE_CHECKED)
-                    .bind(access.tenant.as_str())
-                    .bind(id.as_str())
-                    .bind(&key_hash[..])
-                    .fetch_optional(&mut *conn)
-                    .await;
-                // No row: the key was rejected; a row of NULLs: no such contact.
-                let row = conn.finish(row).await?.ok_or(StoreError::KeyRejected)?;
-                let found: Option<String> = row.try_get("id").map_err(classify)?;
-                found.map(|_| row)
             }
             None => {
                 let mut conn = self.conns.get().await?;

@@ -95,11 +95,6 @@ pub const GET_CONTACTS_CHECKED: &str = checked_contact!("", "c.id = ANY($2)");
 pub const GET_CONTACTS_BY_EMAIL_CHECKED: &str =
     checked_contact!(", c.email_key", "c.email_key = ANY($2)");
 
-/// The contact and its revision, read for an optimistic merge (with coalesced
-/// writes the store sends it as a point read, `GET_CONTACTS_CHECKED`, so it shares
-/// statements with them).
-pub const READ_FOR_UPDATE_CHECKED: &str = checked_contact!("", "c.id = $2");
-
 pub const READ_FOR_UPDATE: &str = GET_CONTACT;
 
 /// `CREATE_CONTACT` that inserts nothing unless `$11` is a live key of tenant `$1`.
@@ -236,35 +231,4 @@ pub const CREATE_CONTACTS_CHECKED: &str = concat!(
     created_change!(),
     " RETURNING contact_id) \
      SELECT NULL::text AS id FROM k UNION ALL SELECT contact_id FROM ch"
-);
-
-/// `UPDATE_CONTACT_IF_REVISION` for many contacts of one tenant (`$1`; `$2`... the
-/// columns, then `$11` the revisions), ids distinct. Returns the id of each contact
-/// written. Rows come in id order, so two such statements lock common rows in the
-/// same order.
-pub const UPDATE_CONTACTS_IF_REVISION: &str = concat!(
-    "WITH r AS (SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-        $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::int8[]) AS r(r_id, r_email, \
-        r_email_key, r_properties, r_search_text, r_at, r_entry_id, r_entry_type, r_entry_data, \
-        r_revision)), \
-     u AS ( \
-        UPDATE contacts SET email = r_email, email_key = r_email_key, \
-            properties = r_properties::jsonb, search_text = r_search_text, updated_at = r_at, \
-            revision = revision + 1 \
-        FROM r WHERE tenant_id = $1 AND id = r_id AND revision = r_revision ",
-    changed_contact!(),
-    ", r_entry_id, r_entry_type, r_entry_data), t AS ( \
-        INSERT INTO timeline_entries (tenant_id, contact_id, id, type, occurred_at, data) \
-        SELECT tenant_id, id, r_entry_id, r_entry_type, updated_at, r_entry_data::jsonb FROM u), \
-     ch AS ( \
-        INSERT INTO contact_changes (tenant_id, xid, type, contact_id, changed_fields, \
-        occurred_at, email, properties, suppressed, unsubscribed, created_at, updated_at, \
-        revision) SELECT tenant_id, ",
-    change_stamp!(),
-    ", 'UPDATED', id, (SELECT coalesce(jsonb_agg(f), '[]')::text FROM (SELECT 'email' AS f \
-        WHERE jsonb_exists(r_entry_data::jsonb, 'email') UNION ALL SELECT 'properties.' || k \
-        FROM jsonb_object_keys(coalesce(r_entry_data::jsonb -> 'properties', '{}')) k) s), \
-        updated_at, email, properties, suppressed, unsubscribed, created_at, updated_at, \
-        revision FROM u RETURNING contact_id) \
-     SELECT contact_id FROM ch"
 );

@@ -1,13 +1,17 @@
-//! CreateContact and the compare-and-set write of UpdateContact, coalesced across
-//! concurrent calls, as point reads are (`lookups.rs`), when `--db-write-batches` is
-//! above 0 (off by default: measured slower so far, BENCHMARKS.md).
+//! CreateContact, coalesced across concurrent calls as point reads are
+//! (`lookups.rs`): `--db-write-batches` statements in flight (1 by default, which
+//! makes the largest batches; 0 sends every create as its own statement), and one
+//! spare while those wait longer than `PATIENCE`. UpdateContact's compare-and-set
+//! write is one statement per call: coalesced, it measured slower than alone
+//! (BENCHMARKS.md, "Coalesced creates on by default"), and that path was removed.
 //!
-//! A write that finds no statement of its kind in flight goes at once, alone, as the
-//! one-call statement (`sql::CREATE_CONTACT_CHECKED`, `sql::UPDATE_CONTACT_IF_REVISION`):
-//! an idle server adds no latency. Writes that arrive while statements are in flight
-//! queue, one line per caller (creates: tenant and key; updates: tenant), and the
-//! next free slot sends a line's queue as one statement, so one commit, one round
-//! trip and one key check serve them all.
+//! A create that finds a slot free and nothing queued goes at once, alone, as the
+//! one-call statement (`sql::CREATE_CONTACT_CHECKED`) on its caller's task: an idle
+//! server adds no latency. Creates that arrive while the slots are taken queue, one
+//! line per caller (tenant and key), and the next free slot sends a line's queue as
+//! one statement (`sql::CREATE_CONTACTS_CHECKED`), so one commit, one round trip and
+//! one key check serve them all. A statement stuck on a lock holds its own callers
+//! only: past `PATIENCE` the spare slot carries the next line's.
 //!
 //! Every call still gets its own answer:
 //! - a create whose address is taken (in the table, or by a concurrent insert that
@@ -16,14 +20,9 @@
 //!   the statement and the other is a `Conflict` once the statement has succeeded
 //!   (either the first took the address or it was already taken);
 //! - a revoked key: the batch is that key's calls only, all rejected;
-//! - an update goes in the statement with the highest revision read of its contact;
-//!   the others of that contact cannot be at the row's revision after the statement
-//!   (revisions only grow, and the highest one read was either written or already
-//!   passed), so they are answered "not written" and merge again under the lock, as
-//!   a lost compare-and-set does;
-//! - any other failure of the statement (a value PostgreSQL refuses, an update that
-//!   takes another contact's address, a deadlock) sends every call alone, so one bad
-//!   write cannot fail the others. An unreachable database is everyone's answer.
+//! - any other failure of the statement (a value PostgreSQL refuses, a deadlock)
+//!   sends every call alone, so one bad write cannot fail the others. An unreachable
+//!   database is everyone's answer.
 //!
 //! Each contact's change is stamped in the statement by the one-call statements'
 //! expression, after its row is written (ARCHITECTURE.md, the change feed): one
@@ -32,11 +31,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo};
 use sqlx::{Postgres, Row};
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::conns::Conns;
 use super::{classify, sql};
@@ -45,6 +45,12 @@ use crate::store::{StoreError, StoreResult};
 
 /// Most writes in one statement.
 const MAX_BATCH: usize = 64;
+
+/// How long queued creates wait for a statement in flight before a spare slot
+/// carries them: a full batch takes PostgreSQL about 15 ms here, so a statement in
+/// flight this long is waiting (on a lock: another transaction's insert of the same
+/// address, or its tenant's row), and must not hold every tenant's creates behind it.
+const PATIENCE: Duration = Duration::from_millis(50);
 
 /// Most writes waiting at once, and most of one line's: past them a write is
 /// refused at once (`Overloaded`), so the queue's memory is bounded and one caller's
@@ -114,16 +120,11 @@ impl sqlx::Encode<'_, Postgres> for JsonText<'_> {
     }
 }
 
-/// Whose writes may share a statement.
+/// Whose creates may share a statement: one key's, which the statement checks once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Line {
-    /// Creates under one key: the statement checks it once.
-    Create {
-        tenant: TenantId,
-        key_hash: [u8; 32],
-    },
-    /// Compare-and-set updates of one tenant (the key was checked by their reads).
-    Update { tenant: TenantId },
+struct Line {
+    tenant: TenantId,
+    key_hash: [u8; 32],
 }
 
 /// A create: whether the contact was written (`false`: its address is taken); an
@@ -192,9 +193,13 @@ impl Waiting {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     waiting: Mutex<Waiting>,
+    /// The statements normally in flight: batches', and lone writes' run by their
+    /// callers.
+    slots: Arc<Semaphore>,
+    /// One more, for a batch whose wait for `slots` passed `PATIENCE`.
+    spare: Arc<Semaphore>,
     work: Notify,
     stopped: AtomicBool,
     batches: AtomicU64,
@@ -207,6 +212,17 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
+
+    /// A statement slot, for a write that finds one free and nothing waiting.
+    fn alone(&self) -> Option<OwnedSemaphorePermit> {
+        let waiting = self.waiting();
+        if waiting.len > 0 {
+            return None;
+        }
+        let slot = self.slots.clone().try_acquire_owned().ok();
+        drop(waiting);
+        slot
+    }
 }
 
 /// The queue of writes; its worker ends when the store is dropped.
@@ -218,23 +234,26 @@ pub(super) struct Writes {
 }
 
 impl Writes {
-    /// At most `slots` write statements in flight, each holding one connection; with
-    /// none, every write goes alone.
+    /// At most `slots` write statements in flight (and a spare one while they are
+    /// slow), each holding one connection; with none, every write goes alone.
     pub fn start(conns: Conns, slots: usize) -> Self {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            waiting: Mutex::default(),
+            slots: Arc::new(Semaphore::new(slots)),
+            spare: Arc::new(Semaphore::new(1)),
+            work: Notify::new(),
+            stopped: AtomicBool::new(false),
+            batches: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        });
         if slots > 0 {
-            tokio::spawn(run(conns.clone(), shared.clone(), slots));
+            tokio::spawn(run(conns.clone(), shared.clone()));
         }
         Self {
             shared,
             conns,
             direct: slots == 0,
         }
-    }
-
-    /// Whether writes (and so merges' reads) share statements.
-    pub fn coalesced(&self) -> bool {
-        !self.direct
     }
 
     /// Statements sent for queued writes, and the writes they carried, so far.
@@ -255,7 +274,7 @@ impl Writes {
     ) -> Written {
         match key_hash {
             Some(key_hash) => {
-                let line = Line::Create {
+                let line = Line {
                     tenant: tenant.clone(),
                     key_hash: *key_hash,
                 };
@@ -267,17 +286,24 @@ impl Writes {
     }
 
     /// Writes the merged contact, its `contact.updated` entry and its change if the
-    /// row is still at `row`'s revision; whether it was.
+    /// row is still at `row`'s revision; whether it was. Always its own statement.
     pub async fn update(&self, tenant: &TenantId, row: WriteRow) -> Written {
-        let line = Line::Update {
-            tenant: tenant.clone(),
-        };
-        self.queue(line, row).await
+        update_one(&self.conns, tenant, &row).await
     }
 
     async fn queue(&self, line: Line, row: WriteRow) -> Written {
         if self.direct {
-            return write_one(&self.conns, &line, &row).await;
+            return create_one(&self.conns, &line.tenant, Some(&line.key_hash), &row).await;
+        }
+        // Alone, it runs on its caller's task holding a slot: queueing it would cost
+        // hand-offs and wake-ups for nothing to share. Writes that arrive meanwhile
+        // queue behind that slot as they would behind a batch.
+        if let Some(slot) = self.shared.alone() {
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.shared.writes.fetch_add(1, Ordering::Relaxed);
+            let written = create_one(&self.conns, &line.tenant, Some(&line.key_hash), &row).await;
+            drop(slot);
+            return written;
         }
         let (reply, answer) = oneshot::channel();
         if !self.shared.waiting().push(line, Job { row, reply }) {
@@ -297,8 +323,8 @@ impl Drop for Writes {
     }
 }
 
-async fn run(conns: Conns, shared: Arc<Shared>, slots: usize) {
-    let slots = Arc::new(Semaphore::new(slots));
+async fn run(conns: Conns, shared: Arc<Shared>) {
+    let (slots, spare) = (shared.slots.clone(), shared.spare.clone());
     loop {
         while shared.waiting().len == 0 {
             if shared.stopped.load(Ordering::Relaxed) {
@@ -307,7 +333,15 @@ async fn run(conns: Conns, shared: Arc<Shared>, slots: usize) {
             shared.work.notified().await;
         }
         // Whatever queues while this waits for a slot joins the next batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let slot = tokio::select! {
+            biased;
+            slot = slots.clone().acquire_owned() => slot,
+            slot = async {
+                tokio::time::sleep(PATIENCE).await;
+                spare.clone().acquire_owned().await
+            } => slot,
+        };
+        let Ok(slot) = slot else {
             return;
         };
         let Some((line, batch)) = shared.waiting().next_batch() else {
@@ -326,14 +360,14 @@ async fn run(conns: Conns, shared: Arc<Shared>, slots: usize) {
 }
 
 async fn write_batch(conns: &Conns, line: &Line, jobs: Vec<Job>) {
-    let (sent, held) = split(line, jobs);
+    let (sent, held) = split(jobs);
     let (rows, mut replies): (Vec<WriteRow>, Vec<Reply>) =
         sent.into_iter().map(|job| (job.row, job.reply)).unzip();
     if rows.len() == 1 && held.is_empty() {
         // A caller that goes away takes its statement with it, as before the queue:
         // the dropped connection is cancelled by the pool (`conns.rs`).
         let written = tokio::select! {
-            written = write_one(conns, line, &rows[0]) => written,
+            written = create_one(conns, &line.tenant, Some(&line.key_hash), &rows[0]) => written,
             () = gone(&mut replies) => return,
         };
         let _ = replies.pop().map(|reply| reply.send(written));
@@ -367,7 +401,7 @@ async fn write_batch(conns: &Conns, line: &Line, jobs: Vec<Job>) {
                 .chain(held_rows.iter().zip(held_replies));
             for (row, mut reply) in all {
                 let written = tokio::select! {
-                    written = write_one(conns, line, row) => written,
+                    written = create_one(conns, &line.tenant, Some(&line.key_hash), row) => written,
                     () = reply.closed() => continue,
                 };
                 let _ = reply.send(written);
@@ -385,41 +419,20 @@ async fn gone(replies: &mut [Reply]) {
     }
 }
 
-/// The batch's rows in id order, at most one per address (creates) or contact
-/// (updates: the one with the highest revision), and the others, held back.
-fn split(line: &Line, mut jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
+/// The batch's rows in id order, at most one per address, and the others, held back.
+fn split(jobs: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
     let mut held = Vec::new();
-    match line {
-        Line::Create { .. } => {
-            let mut seen = HashSet::new();
-            let mut sent = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                if seen.insert(job.row.email_key.clone()) {
-                    sent.push(job);
-                } else {
-                    held.push(job);
-                }
-            }
-            jobs = sent;
-        }
-        Line::Update { .. } => {
-            // Highest revision first within a contact, so `dedup` keeps it.
-            jobs.sort_by(|a, b| {
-                (&a.row.id, std::cmp::Reverse(a.row.revision))
-                    .cmp(&(&b.row.id, std::cmp::Reverse(b.row.revision)))
-            });
-            let mut sent: Vec<Job> = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                match sent.last() {
-                    Some(last) if last.row.id == job.row.id => held.push(job),
-                    _ => sent.push(job),
-                }
-            }
-            jobs = sent;
+    let mut seen = HashSet::new();
+    let mut sent = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if seen.insert(job.row.email_key.clone()) {
+            sent.push(job);
+        } else {
+            held.push(job);
         }
     }
-    jobs.sort_by(|a, b| a.row.id.cmp(&b.row.id));
-    (jobs, held)
+    sent.sort_by(|a, b| a.row.id.cmp(&b.row.id));
+    (sent, held)
 }
 
 /// An error every write of the batch would get going alone.
@@ -432,13 +445,6 @@ fn everyones(err: &StoreError) -> bool {
         // A batch is one key's creates.
         StoreError::Unavailable(_) | StoreError::KeyRejected => true,
         _ => false,
-    }
-}
-
-async fn write_one(conns: &Conns, line: &Line, row: &WriteRow) -> Written {
-    match line {
-        Line::Create { tenant, key_hash } => create_one(conns, tenant, Some(key_hash), row).await,
-        Line::Update { tenant } => update_one(conns, tenant, row).await,
     }
 }
 
@@ -495,8 +501,8 @@ async fn update_one(conns: &Conns, tenant: &TenantId, row: &WriteRow) -> Written
     Ok(conn.finish(result).await?.rows_affected() == 1)
 }
 
-/// One statement for `rows` (ids distinct): the ids of the contacts it wrote, or
-/// `KeyRejected` for creates under a key that is not live.
+/// One statement for `rows` (addresses distinct): the ids of the contacts it wrote,
+/// or `KeyRejected` if the line's key is not live.
 async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResult<HashSet<String>> {
     fn column<'a, T: ?Sized>(
         rows: &'a [WriteRow],
@@ -504,16 +510,10 @@ async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResul
     ) -> Vec<&'a T> {
         rows.iter().map(f).collect()
     }
-    let (statement, tenant, key_hash) = match line {
-        Line::Create { tenant, key_hash } => (sql::CREATE_CONTACTS_CHECKED, tenant, Some(key_hash)),
-        Line::Update { tenant } => (sql::UPDATE_CONTACTS_IF_REVISION, tenant, None),
-    };
-    let mut query = sqlx::query(statement).bind(tenant.as_str());
-    if let Some(key_hash) = key_hash {
-        query = query.bind(&key_hash[..]);
-    }
     let ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.at).collect();
-    query = query
+    let query = sqlx::query(sql::CREATE_CONTACTS_CHECKED)
+        .bind(line.tenant.as_str())
+        .bind(&line.key_hash[..])
         .bind(column(rows, |r| r.id.as_str()))
         .bind(column(rows, |r| r.email.as_str()))
         .bind(column(rows, |r| r.email_key.as_str()))
@@ -523,15 +523,11 @@ async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResul
         .bind(column(rows, |r| r.entry_id.as_str()))
         .bind(column(rows, |r| r.entry_kind.as_str()))
         .bind(column(rows, |r| r.entry_data.as_str()));
-    if key_hash.is_none() {
-        let revisions: Vec<i64> = rows.iter().map(|row| row.revision).collect();
-        query = query.bind(revisions);
-    }
     let mut conn = conns.get().await?;
     let result = query.fetch_all(&mut *conn).await;
     let found = conn.finish(result).await?;
-    // Creates: no row at all means the key was rejected; the key's row is NULL.
-    if key_hash.is_some() && found.is_empty() {
+    // No row at all means the key was rejected; the key's row is NULL.
+    if found.is_empty() {
         return Err(StoreError::KeyRejected);
     }
     let mut written = HashSet::with_capacity(found.len());
@@ -546,7 +542,7 @@ async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResul
 mod tests {
     use super::*;
 
-    fn job(id: &str, email_key: &str, revision: i64) -> (Job, oneshot::Receiver<Written>) {
+    fn job(id: &str, email_key: &str) -> (Job, oneshot::Receiver<Written>) {
         let (reply, answer) = oneshot::channel();
         let row = WriteRow {
             id: id.to_owned(),
@@ -558,27 +554,22 @@ mod tests {
             entry_id: String::new(),
             entry_kind: String::new(),
             entry_data: "{}".into(),
-            revision,
+            revision: 0,
         };
         (Job { row, reply }, answer)
     }
 
-    fn tenant() -> TenantId {
-        TenantId::parse("t").expect("tenant")
+    fn line(tenant: &str) -> Line {
+        Line {
+            tenant: TenantId::parse(tenant).expect("tenant"),
+            key_hash: [0; 32],
+        }
     }
 
     #[test]
     fn a_create_batch_sends_each_address_once_in_id_order() {
-        let line = Line::Create {
-            tenant: tenant(),
-            key_hash: [0; 32],
-        };
-        let jobs = vec![
-            job("c3", "a", 0).0,
-            job("c1", "b", 0).0,
-            job("c2", "a", 0).0,
-        ];
-        let (sent, held) = split(&line, jobs);
+        let jobs = vec![job("c3", "a").0, job("c1", "b").0, job("c2", "a").0];
+        let (sent, held) = split(jobs);
         let sent: Vec<&str> = sent.iter().map(|j| j.row.id.as_str()).collect();
         let held: Vec<&str> = held.iter().map(|j| j.row.id.as_str()).collect();
         assert_eq!(sent, ["c1", "c3"], "the first create of `a` goes");
@@ -586,40 +577,18 @@ mod tests {
     }
 
     #[test]
-    fn an_update_batch_sends_each_contact_once_at_its_highest_revision() {
-        let line = Line::Update { tenant: tenant() };
-        let jobs = vec![
-            job("c2", "x", 4).0,
-            job("c1", "y", 7).0,
-            job("c2", "x", 5).0,
-            job("c2", "x", 3).0,
-        ];
-        let (sent, held) = split(&line, jobs);
-        let sent: Vec<(&str, i64)> = sent
-            .iter()
-            .map(|j| (j.row.id.as_str(), j.row.revision))
-            .collect();
-        let mut held: Vec<i64> = held.iter().map(|j| j.row.revision).collect();
-        held.sort_unstable();
-        assert_eq!(sent, [("c1", 7), ("c2", 5)]);
-        assert_eq!(held, [3, 4]);
-    }
-
-    #[test]
     fn lines_take_turns_and_full_lines_refuse() {
         let mut waiting = Waiting::default();
-        let flood = Line::Update { tenant: tenant() };
-        let quiet = Line::Update {
-            tenant: TenantId::parse("quiet").expect("tenant"),
-        };
+        let flood = line("t");
+        let quiet = line("quiet");
         let mut answers = Vec::new();
         for i in 0..MAX_WAITING_PER_LINE {
-            let (j, a) = job(&i.to_string(), "x", 0);
+            let (j, a) = job(&i.to_string(), &format!("{i}@x"));
             answers.push(a);
             assert!(waiting.push(flood.clone(), j));
         }
-        assert!(!waiting.push(flood.clone(), job("more", "x", 0).0));
-        let (j, a) = job("q", "x", 0);
+        assert!(!waiting.push(flood.clone(), job("more", "more@x").0));
+        let (j, a) = job("q", "q@x");
         answers.push(a);
         assert!(waiting.push(quiet.clone(), j));
         let (first, batch) = waiting.next_batch().expect("a batch");

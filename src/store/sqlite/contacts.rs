@@ -99,7 +99,10 @@ mod tests {
     fn the_checked_reads_and_the_export_read_what_the_store_reads() {
         use super::sql;
         use crate::store::postgres::sql as pg;
-        assert_eq!(sql::GET_CONTACT_CHECKED, pg::READ_FOR_UPDATE_CHECKED);
+        assert_eq!(
+            sql::GET_CONTACT_CHECKED,
+            pg::GET_CONTACTS_CHECKED.replace("c.id = ANY($2)", "c.id = $2")
+        );
         let columns = format!("SELECT {} FROM contacts", pg::CONTACT_COLUMNS);
         let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(words(sql::EXPORT).starts_with(&columns), "{}", sql::EXPORT);

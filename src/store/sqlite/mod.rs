@@ -230,10 +230,13 @@ fn classify(err: sqlx::Error) -> StoreError {
         // extended forms are BUSY/LOCKED; 18 TOOBIG.
         let code: i64 = db.code().and_then(|c| c.parse().ok()).unwrap_or(-1);
         match code {
-            // SQLite names no constraint. Contact writes never collide on the
-            // address: an update checks it inside its write-locked transaction
-            // first (`write_tx.rs`) and a create skips a taken one (ON CONFLICT),
-            // so a unique key that still collides is a record's id.
+            // SQLite names the columns of the unique key a write broke ("UNIQUE
+            // constraint failed: contacts.tenant_id, contacts.email_key"): there,
+            // an update took another contact's address (a create skips a taken one,
+            // ON CONFLICT). Any other unique key that collides is a record's id.
+            2067 if db.message().contains("contacts.email_key") => {
+                return StoreError::Conflict { field: "email" };
+            }
             2067 | 1555 => return StoreError::Conflict { field: "id" },
             // FOREIGN KEY: the referenced contact is gone.
             787 => return StoreError::NotFound("contact"),

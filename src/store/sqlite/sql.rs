@@ -17,7 +17,7 @@ macro_rules! checked_contact {
 
 /// A contact by id under a caller's key, in one statement: no row means the key was
 /// rejected, a row of NULLs that the key is live and there is no such contact.
-/// (PostgreSQL's `READ_FOR_UPDATE_CHECKED`, word for word.)
+/// (PostgreSQL's `GET_CONTACTS_CHECKED` for one id, word for word.)
 pub const GET_CONTACT_CHECKED: &str = checked_contact!("c.id = $2");
 
 /// As `GET_CONTACT_CHECKED`, by email key.
@@ -43,11 +43,9 @@ pub const INSERT_TIMELINE_ENTRY: &str = "INSERT INTO timeline_entries \
         (tenant_id, contact_id, id, type, occurred_at, data) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
-/// An UpdateContact's write, after its read (`GET_CONTACT_CHECKED`): the address
-/// check, the compare-and-set, its change and its timeline entry.
-pub const EMAIL_TAKEN: &str =
-    "SELECT 1 FROM contacts WHERE tenant_id = $1 AND email_key = $2 AND id <> $3";
-
+/// An UpdateContact's write, after its read (`GET_CONTACT_CHECKED`): the
+/// compare-and-set (an address another contact has fails it on the unique key),
+/// its change and its timeline entry.
 pub const UPDATE_CONTACT_IF_REVISION: &str = "UPDATE contacts SET email = $3, email_key = $4, \
         properties = $5, search_text = $6, updated_at = $7, revision = revision + 1 \
      WHERE tenant_id = $1 AND id = $2 AND revision = $8";

@@ -8,9 +8,8 @@ use sqlx::{Executor, Sqlite, SqliteConnection};
 
 use super::classify;
 use super::conns::{Conn, Conns};
-use crate::domain::Contact;
-use crate::store::common::{Stmt, TxConn};
-use crate::store::{StoreError, StoreResult};
+use crate::store::StoreResult;
+use crate::store::common::TxConn;
 
 /// A transaction on the single writer connection, begun and ended with plain
 /// statements (sqlx's `begin_with` costs another exchange with the connection's
@@ -43,20 +42,5 @@ impl TxConn for SqliteTx {
         (&mut *self.0).execute("COMMIT").await.map_err(classify)?;
         self.0.done();
         Ok(())
-    }
-
-    /// SQLite names no constraint in its errors, so a taken address is looked for
-    /// first; inside the write lock, the answer holds until the write that follows.
-    async fn check_email_free(&mut self, tenant: &str, contact: &Contact) -> StoreResult<()> {
-        let taken = Stmt::<Sqlite>::new(super::sql::EMAIL_TAKEN)
-            .bind(tenant)
-            .bind(contact.email.key())
-            .bind(contact.id.as_str())
-            .fetch_optional(&mut self.0)
-            .await?;
-        match taken {
-            Some(_) => Err(StoreError::Conflict { field: "email" }),
-            None => Ok(()),
-        }
     }
 }

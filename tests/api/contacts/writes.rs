@@ -15,9 +15,11 @@ use tonic::Code;
 
 use crate::conformance;
 use crate::support::metrics::try_sample;
+use crate::support::wait::{PATIENCE, eventually};
 use crate::support::{
-    Backend, Client, create, json_of, props, spawn_app_with, timeline, unique_tenant,
+    Backend, Client, create, json_of, props, spawn_app, spawn_app_with, timeline, unique_tenant,
 };
+use sqlx::Connection;
 
 fn writes(body: &str) -> (f64, f64) {
     let sample = |name| try_sample(body, name).unwrap_or(0.0);
@@ -91,7 +93,8 @@ async fn entries(client: &mut Client, id: &str, kind: &str) -> Vec<pb::TimelineE
 }
 
 async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(backend: Backend) {
-    // Off by default (BENCHMARKS.md, "Coalesced writes"): on here, two statements in flight.
+    // Two create statements in flight (the default is one, which every other test
+    // runs), so batches also run side by side.
     let app = spawn_app_with(backend, |args| args.store.db_write_batches = 2).await;
     let mut mine = app.client();
     let other_key = app.other_tenant_key().await;
@@ -406,3 +409,88 @@ fn per_contact_len(contact: &pb::Contact) -> i64 {
 }
 
 conformance!(concurrent_writes_each_get_their_own_answer_and_leave_everything_once);
+
+/// PostgreSQL carries creates in one statement at a time by default. One stuck on a
+/// lock (here its tenant's row, which the insert's foreign-key check must share) must
+/// not hold other tenants' creates behind it: after a short wait a spare statement
+/// carries them, and the stuck one is answered once the lock goes.
+async fn a_create_stuck_on_a_lock_holds_up_no_other_tenant() {
+    let app = spawn_app(Backend::Postgres).await;
+    let stuck_tenant = unique_tenant();
+    let (_, stuck_key) = kraiter_contacts::keys::create(app.store.as_ref(), &stuck_tenant)
+        .await
+        .expect("the stuck tenant's key");
+    let mut stuck_client = app.client_with_key(Some(&stuck_key));
+    // Its key known to the server, so the stuck call waits in its statement only.
+    create(&mut stuck_client, "first@example.com", json!({})).await;
+
+    let mut lock = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect to lock");
+    sqlx::query("BEGIN")
+        .execute(&mut lock)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+        .bind(stuck_tenant.as_str())
+        .fetch_one(&mut lock)
+        .await
+        .expect("lock the tenant's row");
+    let stuck = tokio::spawn(async move {
+        stuck_client
+            .create_contact(pb::CreateContactRequest {
+                email: "stuck@example.com".into(),
+                ..Default::default()
+            })
+            .await
+    });
+    let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut lock)
+        .await
+        .expect("the lock's session");
+    eventually(PATIENCE, "the stuck create waits on the lock", || {
+        let url = app.database_url.clone();
+        async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(holder)
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+
+    let mut mine = app.client();
+    for i in 0..5 {
+        let email = format!("unblocked{i}@example.com");
+        tokio::time::timeout(Duration::from_secs(5), create(&mut mine, &email, json!({})))
+            .await
+            .unwrap_or_else(|_| panic!("{email}: held up by another tenant's stuck create"));
+    }
+    assert!(!stuck.is_finished(), "the stuck create still waits");
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut lock)
+        .await
+        .expect("release");
+    let created = tokio::time::timeout(PATIENCE, stuck)
+        .await
+        .expect("answered once the lock goes")
+        .expect("task")
+        .expect("the stuck create succeeds");
+    assert_eq!(created.into_inner().email, "stuck@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stuck_on_a_lock_holds_up_no_other_tenant_on_postgres() {
+    a_create_stuck_on_a_lock_holds_up_no_other_tenant().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_stuck_on_a_lock_holds_up_no_other_tenant_through_pgbouncer() {
+    crate::support::pgbouncer::scope(a_create_stuck_on_a_lock_holds_up_no_other_tenant()).await;
+}

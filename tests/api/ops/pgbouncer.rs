@@ -156,7 +156,7 @@ async fn an_unmigrated_database_behind_pgbouncer_is_refused_with_what_to_do() {
             db_max_connections: 2,
             db_acquire_timeout: std::time::Duration::from_secs(5),
             database_pooler: DatabasePooler::Transaction,
-            db_write_batches: 0,
+            db_write_batches: 1,
         },
         log_format: kraiter_contacts::config::LogFormat::Text,
         metrics_listen: None,

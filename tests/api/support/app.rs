@@ -75,9 +75,8 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut ServeA
             db_max_connections: 8,
             db_acquire_timeout: std::time::Duration::from_secs(10),
             database_pooler: DatabasePooler::None,
-            // The default: every write its own statement (`contacts::writes` turns
-            // coalescing on for itself).
-            db_write_batches: 0,
+            // The default: creates coalesced, one statement in flight.
+            db_write_batches: 1,
         },
         log_format: LogFormat::Text,
         metrics_listen: None,
