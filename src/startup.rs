@@ -172,7 +172,7 @@ impl Application {
         tokio::select! {
             result = &mut server => {
                 drop(watcher);
-                return result.expect("the server task does not panic").map_err(Into::into);
+                return served(result);
             }
             () = shutdown => {}
         }
@@ -271,13 +271,26 @@ async fn drain(
     grace: Duration,
 ) -> Result<(), StartupError> {
     match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result.expect("the server task does not panic")?,
+        Ok(result) => served(result)?,
         Err(_) => {
             tracing::warn!("drain time exceeded; closing remaining calls");
             server.abort();
         }
     }
     Ok(())
+}
+
+/// The server task's outcome: its own error, or its panic carried on. A task
+/// cancelled because its runtime is shutting down (a test's that failed, say) has
+/// simply ended: a second panic there would only hide the first.
+fn served(
+    result: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>,
+) -> Result<(), StartupError> {
+    match result {
+        Ok(served) => Ok(served?),
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(_) => Ok(()),
+    }
 }
 
 const DESCRIPTORS_VALID: &str = "the embedded descriptor sets are valid";

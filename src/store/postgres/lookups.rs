@@ -242,15 +242,7 @@ async fn run(conns: Conns, shared: Arc<Shared>, spare: usize) {
         // statements, which costs PostgreSQL more per lookup (BENCHMARKS.md). A
         // spare slot opens only when the statement in flight is slow (a cold page, a
         // big batch), so that one slow read does not hold every lookup behind it.
-        let slot = tokio::select! {
-            biased;
-            slot = main.clone().acquire_owned() => slot,
-            slot = async {
-                tokio::time::sleep(PATIENCE).await;
-                spare.clone().acquire_owned().await
-            } => slot,
-        };
-        let Ok(slot) = slot else {
+        let Ok(slot) = super::slot_or_spare(&main, &spare, PATIENCE).await else {
             return;
         };
         let Some(((caller, by), batch)) = shared.waiting().next_batch() else {

@@ -348,3 +348,22 @@ fn classify(err: sqlx::Error) -> StoreError {
         other => StoreError::Internal(Box::new(other)),
     }
 }
+
+/// A slot of `main`, or, once `patience` has passed without one, of `spare`: queued
+/// point reads and creates wait their turn behind the statements in flight, which
+/// makes their batches large, but one statement that is slow (a cold page, a lock)
+/// holds back no more than its own callers.
+async fn slot_or_spare(
+    main: &std::sync::Arc<tokio::sync::Semaphore>,
+    spare: &std::sync::Arc<tokio::sync::Semaphore>,
+    patience: std::time::Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    tokio::select! {
+        biased;
+        slot = main.clone().acquire_owned() => slot,
+        slot = async {
+            tokio::time::sleep(patience).await;
+            spare.clone().acquire_owned().await
+        } => slot,
+    }
+}

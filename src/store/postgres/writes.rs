@@ -333,15 +333,7 @@ async fn run(conns: Conns, shared: Arc<Shared>) {
             shared.work.notified().await;
         }
         // Whatever queues while this waits for a slot joins the next batch.
-        let slot = tokio::select! {
-            biased;
-            slot = slots.clone().acquire_owned() => slot,
-            slot = async {
-                tokio::time::sleep(PATIENCE).await;
-                spare.clone().acquire_owned().await
-            } => slot,
-        };
-        let Ok(slot) = slot else {
+        let Ok(slot) = super::slot_or_spare(&slots, &spare, PATIENCE).await else {
             return;
         };
         let Some((line, batch)) = shared.waiting().next_batch() else {

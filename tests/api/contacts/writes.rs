@@ -14,12 +14,12 @@ use tokio::task::JoinSet;
 use tonic::Code;
 
 use crate::conformance;
+use crate::support::locks;
 use crate::support::metrics::try_sample;
-use crate::support::wait::{PATIENCE, eventually};
+use crate::support::wait::PATIENCE;
 use crate::support::{
     Backend, Client, create, json_of, props, spawn_app, spawn_app_with, timeline, unique_tenant,
 };
-use sqlx::Connection;
 
 fn writes(body: &str) -> (f64, f64) {
     let sample = |name| try_sample(body, name).unwrap_or(0.0);
@@ -424,18 +424,7 @@ async fn a_create_stuck_on_a_lock_holds_up_no_other_tenant() {
     // Its key known to the server, so the stuck call waits in its statement only.
     create(&mut stuck_client, "first@example.com", json!({})).await;
 
-    let mut lock = sqlx::PgConnection::connect(&app.database_url)
-        .await
-        .expect("connect to lock");
-    sqlx::query("BEGIN")
-        .execute(&mut lock)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
-        .bind(stuck_tenant.as_str())
-        .fetch_one(&mut lock)
-        .await
-        .expect("lock the tenant's row");
+    let mut lock = locks::hold_tenant(&app, stuck_tenant.as_str()).await;
     let stuck = tokio::spawn(async move {
         stuck_client
             .create_contact(pb::CreateContactRequest {
@@ -444,25 +433,7 @@ async fn a_create_stuck_on_a_lock_holds_up_no_other_tenant() {
             })
             .await
     });
-    let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut lock)
-        .await
-        .expect("the lock's session");
-    eventually(PATIENCE, "the stuck create waits on the lock", || {
-        let url = app.database_url.clone();
-        async move {
-            let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-            )
-            .bind(holder)
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-            (waiting > 0).then_some(())
-        }
-    })
-    .await;
+    lock.wait_for_waiter(&app, "the stuck create").await;
 
     let mut mine = app.client();
     for i in 0..5 {
@@ -473,10 +444,7 @@ async fn a_create_stuck_on_a_lock_holds_up_no_other_tenant() {
     }
     assert!(!stuck.is_finished(), "the stuck create still waits");
 
-    sqlx::query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .expect("release");
+    lock.release().await;
     let created = tokio::time::timeout(PATIENCE, stuck)
         .await
         .expect("answered once the lock goes")

@@ -15,19 +15,12 @@ pub enum WriteLock {
 /// Blocks updates of `contact` (and, on SQLite, every write) until released.
 pub async fn hold(app: &TestApp, contact: &str) -> WriteLock {
     if app.database_url.starts_with("postgres") {
-        let mut conn = sqlx::PgConnection::connect(&app.database_url)
-            .await
-            .expect("connect to lock");
-        sqlx::query("BEGIN")
-            .execute(&mut conn)
-            .await
-            .expect("begin");
-        sqlx::query("SELECT 1 FROM contacts WHERE id = $1 FOR UPDATE")
-            .bind(contact)
-            .fetch_one(&mut conn)
-            .await
-            .expect("lock the contact row");
-        WriteLock::Postgres(conn)
+        hold_row(
+            app,
+            "SELECT 1 FROM contacts WHERE id = $1 FOR UPDATE",
+            contact,
+        )
+        .await
     } else {
         let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
             .await
@@ -40,6 +33,34 @@ pub async fn hold(app: &TestApp, contact: &str) -> WriteLock {
     }
 }
 
+/// On PostgreSQL, blocks every create of `tenant`: an insert's foreign-key check
+/// must share the tenant's row, which this holds for update.
+pub async fn hold_tenant(app: &TestApp, tenant: &str) -> WriteLock {
+    hold_row(
+        app,
+        "SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE",
+        tenant,
+    )
+    .await
+}
+
+/// The row `select` finds by `key`, locked in a transaction of its own.
+async fn hold_row(app: &TestApp, select: &str, key: &str) -> WriteLock {
+    let mut conn = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect to lock");
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
+    sqlx::query(select)
+        .bind(key)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or_else(|err| panic!("lock the row of {key}: {err}"));
+    WriteLock::Postgres(conn)
+}
+
 impl WriteLock {
     /// On PostgreSQL, how many sessions wait on this lock (`pg_blocking_pids`); `None`
     /// on SQLite, whose file lock shows no waiters (a writer waiting on it holds the
@@ -48,6 +69,11 @@ impl WriteLock {
         let Self::Postgres(conn) = self else {
             return None;
         };
+        // This session's view of pg_stat_activity is kept for its transaction.
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await
+            .expect("a fresh view of the sessions");
         let waiting = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))",
         )
