@@ -127,6 +127,13 @@ struct Line {
     key_hash: [u8; 32],
 }
 
+impl Line {
+    /// One create of this line as its own statement.
+    async fn create_one(&self, conns: &Conns, row: &WriteRow) -> Written {
+        create_one(conns, &self.tenant, Some(&self.key_hash), row).await
+    }
+}
+
 /// A create: whether the contact was written (`false`: its address is taken); an
 /// update: whether the row was still at the revision.
 type Written = StoreResult<bool>;
@@ -293,7 +300,7 @@ impl Writes {
 
     async fn queue(&self, line: Line, row: WriteRow) -> Written {
         if self.direct {
-            return create_one(&self.conns, &line.tenant, Some(&line.key_hash), &row).await;
+            return line.create_one(&self.conns, &row).await;
         }
         // Alone, it runs on its caller's task holding a slot: queueing it would cost
         // hand-offs and wake-ups for nothing to share. Writes that arrive meanwhile
@@ -301,7 +308,7 @@ impl Writes {
         if let Some(slot) = self.shared.alone() {
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
             self.shared.writes.fetch_add(1, Ordering::Relaxed);
-            let written = create_one(&self.conns, &line.tenant, Some(&line.key_hash), &row).await;
+            let written = line.create_one(&self.conns, &row).await;
             drop(slot);
             return written;
         }
@@ -359,7 +366,7 @@ async fn write_batch(conns: &Conns, line: &Line, jobs: Vec<Job>) {
         // A caller that goes away takes its statement with it, as before the queue:
         // the dropped connection is cancelled by the pool (`conns.rs`).
         let written = tokio::select! {
-            written = create_one(conns, &line.tenant, Some(&line.key_hash), &rows[0]) => written,
+            written = line.create_one(conns, &rows[0]) => written,
             () = gone(&mut replies) => return,
         };
         let _ = replies.pop().map(|reply| reply.send(written));
@@ -393,7 +400,7 @@ async fn write_batch(conns: &Conns, line: &Line, jobs: Vec<Job>) {
                 .chain(held_rows.iter().zip(held_replies));
             for (row, mut reply) in all {
                 let written = tokio::select! {
-                    written = create_one(conns, &line.tenant, Some(&line.key_hash), row) => written,
+                    written = line.create_one(conns, row) => written,
                     () = reply.closed() => continue,
                 };
                 let _ = reply.send(written);
