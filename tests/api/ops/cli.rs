@@ -1,7 +1,8 @@
 //! The operator's command line against a running server: `contacts export` streams
 //! the tenant's contacts as JSON Lines (what `contacts import` reads back) or CSV.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -18,9 +19,37 @@ async fn contacts_cli(app: &TestApp, args: &[&str]) -> Output {
         .args(args)
         .args(["--addr", &format!("http://{}", app.addr)])
         .env("KRAITER_API_KEY", &app.key);
-    tokio::task::spawn_blocking(move || command.output().expect("run the cli"))
-        .await
-        .expect("the cli runs")
+    run(command).await
+}
+
+/// How long one CLI run may take (the 100k-row import takes seconds).
+const CLI_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs the CLI to its end, its output captured; one that has not ended within
+/// `CLI_LIMIT` is killed and fails the test by name, rather than stalling the suite
+/// (an import once hung in CI: the session-11 note).
+async fn run(mut command: Command) -> Output {
+    // Its program and arguments, not its environment (the key).
+    let what = format!(
+        "{:?} {:?}",
+        command.get_program(),
+        command.get_args().collect::<Vec<_>>()
+    );
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command.spawn().expect("start the cli");
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(CLI_LIMIT, waiting).await {
+        Ok(output) => output.expect("the cli's wait").expect("the cli runs"),
+        Err(_) => {
+            // Killed, the blocking wait ends, so the runtime can shut down.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{what}: no answer within {CLI_LIMIT:?}");
+        }
+    }
 }
 
 async fn export_streams_every_contact_as_json_lines_and_csv(backend: Backend) {
@@ -89,16 +118,16 @@ async fn export_streams_every_contact_as_json_lines_and_csv(backend: Backend) {
     let properties: Value = serde_json::from_str(&records[3][6]).expect("properties as JSON");
     assert_eq!(properties, json!({"n": 3, "plan": "free"}));
 
-    let output = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args([
             "contacts",
             "export",
             "--addr",
             &format!("http://{}", app.addr),
         ])
-        .env("KRAITER_API_KEY", "kr_wrong")
-        .output()
-        .expect("run the cli");
+        .env("KRAITER_API_KEY", "kr_wrong");
+    let output = run(command).await;
     assert!(!output.status.success(), "a wrong key fails the export");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("UNAUTHORISED"),
@@ -109,16 +138,16 @@ async fn export_streams_every_contact_as_json_lines_and_csv(backend: Backend) {
 
 /// Every contact's email and properties, read back through the CLI's own export.
 async fn exported(app: &TestApp, key: &str) -> Vec<(String, Value)> {
-    let output = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args([
             "contacts",
             "export",
             "--addr",
             &format!("http://{}", app.addr),
         ])
-        .env("KRAITER_API_KEY", key)
-        .output()
-        .expect("run the cli");
+        .env("KRAITER_API_KEY", key);
+    let output = run(command).await;
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout)
         .expect("utf-8")
@@ -153,7 +182,7 @@ async fn an_exported_file_imports_into_another_tenant_unchanged(backend: Backend
         .arg(&file)
         .args(["--batch", "50", "--addr", &format!("http://{}", app.addr)])
         .env("KRAITER_API_KEY", &other);
-    let output = command.output().expect("run the import");
+    let output = run(command).await;
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -206,9 +235,7 @@ async fn a_100k_row_csv_imports_with_its_bad_rows_reported() {
         .arg(&failed)
         .args(["--addr", &format!("http://{}", app.addr)])
         .env("KRAITER_API_KEY", &app.key);
-    let output = tokio::task::spawn_blocking(move || command.output().expect("run"))
-        .await
-        .expect("the import runs");
+    let output = run(command).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "rows failed: {stderr}");
     let good = 100_000 - bad.len();
