@@ -47,9 +47,10 @@ use crate::store::{StoreError, StoreResult};
 const MAX_BATCH: usize = 64;
 
 /// How long queued creates wait for a statement in flight before a spare slot
-/// carries them: a full batch takes PostgreSQL about 15 ms here, so a statement in
-/// flight this long is waiting (on a lock: another transaction's insert of the same
-/// address, or its tenant's row), and must not hold every tenant's creates behind it.
+/// carries them: several times what a full batch takes (BENCHMARKS.md, "Coalesced
+/// creates on by default"), so a statement in flight this long is waiting (on a
+/// lock: another transaction's insert of the same address, or its tenant's row),
+/// and must not hold every tenant's creates behind it.
 const PATIENCE: Duration = Duration::from_millis(50);
 
 /// Most writes waiting at once, and most of one line's: past them a write is
@@ -331,7 +332,6 @@ impl Drop for Writes {
 }
 
 async fn run(conns: Conns, shared: Arc<Shared>) {
-    let (slots, spare) = (shared.slots.clone(), shared.spare.clone());
     loop {
         while shared.waiting().len == 0 {
             if shared.stopped.load(Ordering::Relaxed) {
@@ -340,7 +340,7 @@ async fn run(conns: Conns, shared: Arc<Shared>) {
             shared.work.notified().await;
         }
         // Whatever queues while this waits for a slot joins the next batch.
-        let Ok(slot) = super::slot_or_spare(&slots, &spare, PATIENCE).await else {
+        let Ok(slot) = super::slot_or_spare(&shared.slots, &shared.spare, PATIENCE).await else {
             return;
         };
         let Some((line, batch)) = shared.waiting().next_batch() else {

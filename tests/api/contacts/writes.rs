@@ -392,7 +392,7 @@ async fn concurrent_writes_each_get_their_own_answer_and_leave_everything_once(b
     );
 
     if backend == Backend::Postgres {
-        // Other tests share these counters; they can only add, so more writes than
+        // The app's own store's counts since the calls began: more creates than
         // statements means some of these calls shared one.
         let (batches, carried) = writes(&kraiter_contacts::metrics::render(&app.store));
         let (batches, carried) = (batches - before.0, carried - before.1);

@@ -11,15 +11,24 @@ use crate::support::{Backend, TestApp, create, spawn_app};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kraiter-contacts");
 
-/// Runs `kraiter-contacts contacts ARGS` against `app`, the key in the environment.
+/// Runs `kraiter-contacts contacts ARGS` against `app`, its key in the environment.
 async fn contacts_cli(app: &TestApp, args: &[&str]) -> Output {
+    contacts_cli_as(app, &app.key, args).await
+}
+
+/// `contacts_cli` under another key.
+async fn contacts_cli_as(app: &TestApp, key: &str, args: &[&str]) -> Output {
     let mut command = Command::new(BIN);
     command
         .arg("contacts")
         .args(args)
         .args(["--addr", &format!("http://{}", app.addr)])
-        .env("KRAITER_API_KEY", &app.key);
+        .env("KRAITER_API_KEY", key);
     run(command).await
+}
+
+fn path(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
 }
 
 /// How long one CLI run may take (the 100k-row import takes seconds).
@@ -118,16 +127,7 @@ async fn export_streams_every_contact_as_json_lines_and_csv(backend: Backend) {
     let properties: Value = serde_json::from_str(&records[3][6]).expect("properties as JSON");
     assert_eq!(properties, json!({"n": 3, "plan": "free"}));
 
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "contacts",
-            "export",
-            "--addr",
-            &format!("http://{}", app.addr),
-        ])
-        .env("KRAITER_API_KEY", "kr_wrong");
-    let output = run(command).await;
+    let output = contacts_cli_as(&app, "kr_wrong", &["export"]).await;
     assert!(!output.status.success(), "a wrong key fails the export");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("UNAUTHORISED"),
@@ -138,16 +138,7 @@ async fn export_streams_every_contact_as_json_lines_and_csv(backend: Backend) {
 
 /// Every contact's email and properties, read back through the CLI's own export.
 async fn exported(app: &TestApp, key: &str) -> Vec<(String, Value)> {
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "contacts",
-            "export",
-            "--addr",
-            &format!("http://{}", app.addr),
-        ])
-        .env("KRAITER_API_KEY", key);
-    let output = run(command).await;
+    let output = contacts_cli_as(app, key, &["export"]).await;
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout)
         .expect("utf-8")
@@ -176,13 +167,8 @@ async fn an_exported_file_imports_into_another_tenant_unchanged(backend: Backend
     std::fs::write(&file, &output.stdout).expect("write the export");
 
     let other = app.other_tenant_key().await;
-    let mut command = Command::new(BIN);
-    command
-        .args(["contacts", "import"])
-        .arg(&file)
-        .args(["--batch", "50", "--addr", &format!("http://{}", app.addr)])
-        .env("KRAITER_API_KEY", &other);
-    let output = run(command).await;
+    let import = ["import", path(&file), "--batch", "50"];
+    let output = contacts_cli_as(&app, &other, &import).await;
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -227,15 +213,8 @@ async fn a_100k_row_csv_imports_with_its_bad_rows_reported() {
     }
     std::fs::write(&file, csv).expect("write the file");
     let failed = dir.path().join("failed.jsonl");
-    let mut command = Command::new(BIN);
-    command
-        .args(["contacts", "import"])
-        .arg(&file)
-        .arg("--failed")
-        .arg(&failed)
-        .args(["--addr", &format!("http://{}", app.addr)])
-        .env("KRAITER_API_KEY", &app.key);
-    let output = run(command).await;
+    let import = ["import", path(&file), "--failed", path(&failed)];
+    let output = contacts_cli(&app, &import).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "rows failed: {stderr}");
     let good = 100_000 - bad.len();
