@@ -13,7 +13,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kraiter_contacts::api::convert::to_struct;
-use kraiter_contacts::client::{Client, pb};
+use kraiter_contacts::client::{Client, ClientError, pb};
 use kraiter_contacts::config::{FileFormat, ImportArgs, ImportModeArg};
 use prost::Message;
 use serde_json::{Value, json};
@@ -61,42 +61,84 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to `{}`", args.remote.addr))?;
 
-    let (batches_tx, mut batches) = mpsc::channel::<Batch>(BATCHES_AHEAD);
+    let (batches_tx, batches) = mpsc::channel::<Batch>(BATCHES_AHEAD);
     let (requests_tx, requests) = mpsc::channel(1);
     let reader = {
         let (mode, size) = (mode(args.mode), usize::from(args.batch));
         tokio::task::spawn_blocking(move || read_batches(rows, mode, size, batches_tx))
     };
-    // The answers come in batch order: each batch's rows wait here for theirs.
-    let mut pending: VecDeque<Batch> = VecDeque::new();
-    let mut responses = client
+    let responses = client
         .contacts()
         .import_batches(tokio_stream::wrappers::ReceiverStream::new(requests));
+    let exchanged = exchange(batches, requests_tx, responses, &mut failed, &progress).await;
+    reader.await.context("the file reader")??;
+    let Exchanged { totals, unanswered } = exchanged?;
+    progress.finish_and_clear();
+    failed.finish()?;
+    anyhow::ensure!(unanswered == 0, "the server did not answer every batch");
+    eprintln!("imported {}: {}", args.file.display(), summary(&totals));
+    if totals.failed() > 0 {
+        eprintln!("failed rows, with their errors: {}", failed.path.display());
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// How an import's exchange with the server ended.
+struct Exchanged {
+    totals: Totals,
+    /// Batches sent without an answer.
+    unanswered: usize,
+}
+
+/// Sends the batches as requests and records the answers, until the server has
+/// answered the last batch or the call ends.
+///
+/// The response stream is polled while a request waits for room: polling it is
+/// what starts the call (`import_batches` is lazy), and until the call has started
+/// nothing takes the requests. Awaiting a send without polling the responses left
+/// an import waiting forever whenever two batches were read before the call's
+/// first poll (seen in CI).
+async fn exchange<R>(
+    mut batches: mpsc::Receiver<Batch>,
+    requests: mpsc::Sender<pb::ImportContactsRequest>,
+    mut responses: R,
+    failed: &mut FailedRows,
+    progress: &ProgressBar,
+) -> anyhow::Result<Exchanged>
+where
+    R: futures_core::Stream<Item = Result<pb::ImportContactsResponse, ClientError>> + Unpin,
+{
+    // The answers come in batch order: each batch's rows wait here for theirs.
+    let mut pending: VecDeque<Batch> = VecDeque::new();
     let mut totals = Totals::default();
-    let mut requests_tx = Some(requests_tx);
+    // Dropped once the file is read: the request stream then ends.
+    let mut requests = Some(requests);
+    let mut outgoing: Option<pb::ImportContactsRequest> = None;
     loop {
         tokio::select! {
-            batch = batches.recv(), if requests_tx.is_some() => match batch {
+            room = reserve(requests.clone()), if outgoing.is_some() => match room {
+                Some(room) => drop(room.send(outgoing.take().expect("a request waits"))),
+                // The call has ended: its last answer says why.
+                None => (requests, outgoing) = (None, None),
+            },
+            batch = batches.recv(), if outgoing.is_none() && requests.is_some() => match batch {
                 Some(mut batch) => {
                     for line in batch.unreadable.drain(..) {
                         failed.unreadable(&line)?;
                         totals.unreadable += 1;
                     }
-                    let request = std::mem::take(&mut batch.request);
+                    outgoing = Some(std::mem::take(&mut batch.request));
                     pending.push_back(batch);
-                    let sender = requests_tx.as_ref().expect("open while batches come");
-                    if sender.send(request).await.is_err() {
-                        break;
-                    }
                 }
                 // The file is read: the request stream ends, answers still come.
-                None => requests_tx = None,
+                None => requests = None,
             },
             response = responses.next() => {
                 let Some(response) = response else { break };
                 let response = response.context("the import stopped")?;
                 let batch = pending.pop_front().context("an answer to no batch")?;
-                record(&response, &batch, &mut failed)?;
+                record(&response, &batch, failed)?;
                 totals = Totals {
                     created: response.created,
                     updated: response.updated,
@@ -108,16 +150,18 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             }
         }
     }
-    reader.await.context("the file reader")??;
-    progress.finish_and_clear();
-    failed.finish()?;
-    anyhow::ensure!(pending.is_empty(), "the server did not answer every batch");
-    eprintln!("imported {}: {}", args.file.display(), summary(&totals));
-    if totals.failed() > 0 {
-        eprintln!("failed rows, with their errors: {}", failed.path.display());
-        std::process::exit(2);
+    Ok(Exchanged {
+        totals,
+        unanswered: pending.len(),
+    })
+}
+
+/// Room for one request in `requests`; `None` once the call stopped taking them.
+async fn reserve<T>(requests: Option<mpsc::Sender<T>>) -> Option<mpsc::OwnedPermit<T>> {
+    match requests {
+        Some(requests) => requests.reserve_owned().await.ok(),
+        None => std::future::pending().await,
     }
-    Ok(())
 }
 
 fn summary(totals: &Totals) -> String {
@@ -315,5 +359,77 @@ impl FailedRows {
             file.flush()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+
+    /// A batch of `rows` rows, numbered from `first`.
+    fn batch(first: u64, rows: u64) -> Batch {
+        let lines: Vec<(u64, String)> = (first..first + rows)
+            .map(|line| (line, format!("row{line}@example.com")))
+            .collect();
+        Batch {
+            request: pb::ImportContactsRequest {
+                rows: lines
+                    .iter()
+                    .map(|(_, email)| pb::ImportRow {
+                        email: email.clone(),
+                        properties: None,
+                    })
+                    .collect(),
+                mode: pb::ImportMode::Upsert as i32,
+            },
+            rows: lines,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// All the batches are read before the call is first polled, and the call takes a
+    /// request only while it is polled, as an unstarted gRPC call does: every batch
+    /// is still sent and answered.
+    #[tokio::test]
+    async fn batches_read_before_the_call_starts_are_all_answered() {
+        let (batches_tx, batches) = mpsc::channel(16);
+        for n in 0..16 {
+            batches_tx.try_send(batch(n * 3, 3)).expect("room");
+        }
+        drop(batches_tx);
+        let (requests_tx, requests) = mpsc::channel(1);
+        let mut created = 0;
+        // Answers a request only when polled.
+        let responses = ReceiverStream::new(requests).map(move |request| {
+            let request: pb::ImportContactsRequest = request;
+            created += request.rows.len() as i64;
+            Ok(pb::ImportContactsResponse {
+                results: vec![pb::ImportResult::default(); request.rows.len()],
+                created,
+                ..Default::default()
+            })
+        });
+        let path = std::env::temp_dir().join("kraiter-never-written.failed.jsonl");
+        let mut failed = FailedRows::new(path);
+        let progress = ProgressBar::hidden();
+        let exchange = exchange(
+            batches,
+            requests_tx,
+            Box::pin(responses),
+            &mut failed,
+            &progress,
+        );
+        let exchanged = tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("the exchange ends")
+            .expect("no error");
+        assert_eq!(exchanged.unanswered, 0);
+        assert_eq!(exchanged.totals.created, 48);
+        assert!(failed.file.is_none(), "no row failed");
     }
 }

@@ -195,8 +195,7 @@ async fn unavailable(backend: Backend) -> Seen {
 async fn resume_token_expired(backend: Backend) -> Seen {
     use futures::StreamExt;
     let app = spawn_app_with(backend, |args| {
-        // Long enough that the first change is still there when the watch below
-        // starts, on a loaded machine too.
+        // Short, so the resumed watch below expires within its deadline.
         args.limits.change_retention = Duration::from_secs(2);
         // The purge takes every tenant's old changes: not those of other tests.
         if backend == Backend::Postgres {
@@ -205,8 +204,20 @@ async fn resume_token_expired(backend: Backend) -> Seen {
     })
     .await;
     let contacts = app.sdk().contacts();
-    // Three, so a change follows the first one watched even if the purge took the
-    // oldest before the watch began.
+    let oldest = pb::WatchContactsRequest {
+        start: pb::WatchStart::OldestRetained as i32,
+        max_changes: 1,
+        ..Default::default()
+    };
+    // Opened before the creates: on a loaded machine the purge may take every change
+    // made before the watch begins, and a watch of nothing waits for the next change.
+    let mut watch = app
+        .client()
+        .watch_contacts(oldest)
+        .await
+        .expect("watch")
+        .into_inner();
+    // Three, so changes follow the first one watched.
     for email in ["one@example.com", "two@example.com", "three@example.com"] {
         contacts
             .create(pb::CreateContactRequest {
@@ -216,17 +227,7 @@ async fn resume_token_expired(backend: Backend) -> Seen {
             .await
             .expect("create");
     }
-    let oldest = pb::WatchContactsRequest {
-        start: pb::WatchStart::OldestRetained as i32,
-        max_changes: 1,
-        ..Default::default()
-    };
-    let first = app
-        .client()
-        .watch_contacts(oldest)
-        .await
-        .expect("watch")
-        .into_inner()
+    let first = watch
         .message()
         .await
         .expect("a change")
