@@ -236,10 +236,10 @@ pub struct StoreArgs {
     /// in one transaction, migrations are not run (only checked) and watchers poll.
     #[arg(long, env = "KRAITER_DATABASE_POOLER", value_enum, default_value_t = DatabasePooler::None)]
     pub database_pooler: DatabasePooler,
-    /// PostgreSQL: most statements in flight that carry queued CreateContact calls
-    /// (`store/postgres/writes.rs`; a create that finds one free goes alone), plus one
-    /// spare while they are slow; 0 sends each create as its own statement.
-    /// UpdateContact is always one statement.
+    /// Most batches in flight that carry queued CreateContact calls (`store/coalesce.rs`;
+    /// a create that finds one free goes alone): on PostgreSQL one statement each, plus
+    /// one spare while they are slow; on SQLite one transaction on the single writer, so
+    /// any value above 1 is 1. 0 sends each create alone. UpdateContact is never queued.
     #[arg(long, env = "KRAITER_DB_WRITE_BATCHES", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=16))]
     pub db_write_batches: u8,
 }

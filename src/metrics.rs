@@ -16,9 +16,9 @@
 //! - `kraiter_db_lookup_batches_total`, `kraiter_db_lookups_total` (PostgreSQL):
 //!   statements sent for point reads and the reads they answered; their ratio is the
 //!   mean batch size (see `store/postgres/lookups.rs`).
-//! - `kraiter_db_write_batches_total`, `kraiter_db_writes_total` (PostgreSQL):
-//!   statements sent for CreateContact calls and the creates they carried (see
-//!   `store/postgres/writes.rs`).
+//! - `kraiter_db_write_batches_total`, `kraiter_db_writes_total`: batches written
+//!   for CreateContact calls (statements on PostgreSQL, transactions on SQLite) and
+//!   the creates they carried (see `store/coalesce.rs`).
 //! - `kraiter_db_replica_usable{replica}`, `kraiter_db_replica_lag_seconds{replica}`
 //!   (PostgreSQL with `--database-read-url`): whether heavy reads go to each read
 //!   replica (1) or skip it (0), and its replay lag as of its last check.
@@ -141,15 +141,11 @@ impl Metrics {
         let write_batches = Counter::default();
         registry.register(
             "db_write_batches",
-            "Statements sent for queued writes (CreateContact, UpdateContact's compare-and-set)",
+            "Batches written for CreateContact calls (a statement on PostgreSQL, a transaction on SQLite)",
             write_batches.clone(),
         );
         let writes = Counter::default();
-        registry.register(
-            "db_writes",
-            "Writes those statements carried",
-            writes.clone(),
-        );
+        registry.register("db_writes", "Creates those batches carried", writes.clone());
         let key_lookups = Counter::default();
         registry.register(
             "auth_key_lookups",

@@ -6,6 +6,7 @@
 //! `crate::app`, over `WriteTx`.
 
 mod bell;
+mod coalesce;
 mod common;
 mod error;
 mod migrations;
@@ -447,8 +448,13 @@ pub(crate) async fn check_key(keys: &dyn KeyStore, access: &Access) -> StoreResu
     let Some(key_hash) = &access.key_hash else {
         return Ok(());
     };
-    match keys.tenant_for_key(key_hash).await? {
-        Some(tenant) if tenant == access.tenant => Ok(()),
+    key_is_tenants(keys.tenant_for_key(key_hash).await?, &access.tenant)
+}
+
+/// Whether a key whose tenant is `found` (`None`: no live key) is `tenant`'s.
+pub(crate) fn key_is_tenants(found: Option<TenantId>, tenant: &TenantId) -> StoreResult<()> {
+    match found {
+        Some(found) if found == *tenant => Ok(()),
         _ => Err(StoreError::KeyRejected),
     }
 }
@@ -512,8 +518,8 @@ pub struct ConnectOptions {
     pub transaction_pooler: bool,
     /// Read replicas for the heavy reads (PostgreSQL only).
     pub replicas: ReplicaOptions,
-    /// Most coalesced create statements in flight, 0 for none (PostgreSQL only;
-    /// `postgres/writes.rs`).
+    /// Most coalesced create batches in flight, 0 for none (`coalesce.rs`; at most 1
+    /// on SQLite).
     pub write_batches: u8,
 }
 

@@ -4,16 +4,21 @@
 //! that it can make faster (PostgreSQL does them in one statement each) and lists
 //! contacts its own way (each database has its own search index).
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 
 use super::db::{Get, fetch_within};
 use super::rows::Record;
 use super::types::{DbTime, TextList};
-use super::{CONTACT_COLUMNS, ConnSource, Dialect, SqlDb, SqlStore, SqlText, SqlWriteTx, Stmt};
+use super::{
+    CONTACT_COLUMNS, ConnSource, Dialect, SqlDb, SqlStore, SqlText, SqlWriteTx, Stmt, TxConn,
+};
 use crate::domain::{
     Contact, ContactChange, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey,
     TimelineEntry, TimelineOrder, TimelineQuery,
 };
+use crate::store::coalesce::CreateRow;
 use crate::store::{
     Access, ContactCount, ContactPage, ContactRows, ContactStore, ListRows, ListSession, ReadFrom,
     StoreError, StoreResult, WriteTx, check_key, contact_bytes, timeline_entry_bytes,
@@ -43,12 +48,11 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         created: &TimelineEntry,
     ) -> StoreResult<()> {
         check_key(self, access).await?;
-        let mut tx = SqlWriteTx::new(self.begin_tx().await?, &access.tenant).ringing(self.bell());
-        if !tx.insert_contact_if_new(contact).await? {
+        let tx = SqlWriteTx::new(self.begin_tx().await?, &access.tenant).ringing(self.bell());
+        if !create_contact(tx, contact, created).await? {
             return Err(StoreError::Conflict { field: "email" });
         }
-        tx.insert_timeline_entry(&contact.id, created).await?;
-        Box::new(tx).commit().await
+        Ok(())
     }
 
     async fn get_contact(&self, access: &Access, id: &ContactId) -> StoreResult<ContactView> {
@@ -207,6 +211,57 @@ fn checked_view<DB: SqlDb>(row: &DB::Row) -> StoreResult<Option<ContactView>> {
 }
 
 /// The tenant's contact whose `column` (`id` or `email_key`) is `key`.
+/// A create as `store::coalesce` queues it: the contact and its `contact.created`
+/// entry.
+pub(crate) struct NewContact {
+    pub contact: Contact,
+    pub created: TimelineEntry,
+}
+
+impl CreateRow for NewContact {
+    fn id(&self) -> &str {
+        self.contact.id.as_str()
+    }
+
+    fn email_key(&self) -> &str {
+        self.contact.email.key()
+    }
+}
+
+/// Writes the contact, its entry and its change in `tx` and commits; `false` (and
+/// nothing written) when its address is taken.
+pub(crate) async fn create_contact<C: TxConn>(
+    mut tx: SqlWriteTx<C>,
+    contact: &Contact,
+    created: &TimelineEntry,
+) -> StoreResult<bool> {
+    if !tx.insert_contact_if_new(contact).await? {
+        return Ok(false);
+    }
+    tx.insert_timeline_entry(&contact.id, created).await?;
+    Box::new(tx).commit().await?;
+    Ok(true)
+}
+
+/// Writes the creates (distinct addresses) with the batch statements in `tx` and
+/// commits: the ids of the contacts written, those whose address was free.
+pub(crate) async fn create_contacts<C: TxConn>(
+    mut tx: SqlWriteTx<C>,
+    creates: &[NewContact],
+) -> StoreResult<HashSet<String>> {
+    let contacts: Vec<&Contact> = creates.iter().map(|c| &c.contact).collect();
+    let inserted = tx.insert_contacts_if_new(&contacts).await?;
+    let written: HashSet<String> = inserted.into_iter().map(ContactId::into_string).collect();
+    let entries: Vec<(&ContactId, &TimelineEntry)> = creates
+        .iter()
+        .filter(|c| written.contains(c.contact.id.as_str()))
+        .map(|c| (&c.contact.id, &c.created))
+        .collect();
+    tx.insert_timeline_entries(&entries).await?;
+    Box::new(tx).commit().await?;
+    Ok(written)
+}
+
 async fn read_contact<S: SqlStore>(
     store: &S,
     column: &'static str,

@@ -44,11 +44,7 @@ impl<S: SqlStore> KeyStore for S {
     }
 
     async fn tenant_for_key(&self, key_hash: &[u8; 32]) -> StoreResult<Option<TenantId>> {
-        let stmt = Stmt::<S::Db>::new(TENANT_FOR_KEY).bind(&key_hash[..]);
-        let Some(row) = self.reads().fetch_optional(stmt).await? else {
-            return Ok(None);
-        };
-        column::<S::Db, String>(&row, "tenant_id").map(|id| Some(TenantId::from_trusted(id)))
+        tenant_for_key(self.reads(), key_hash).await
     }
 
     async fn cursor_secret(&self) -> StoreResult<[u8; 32]> {
@@ -86,6 +82,18 @@ impl<S: SqlStore> KeyStore for S {
         let stmt = Stmt::<S::Db>::new(sql.as_str()).bind_now().bind(key_id);
         Ok(self.writes().execute(stmt).await? == 1)
     }
+}
+
+/// `KeyStore::tenant_for_key`, read with `conns`.
+pub(crate) async fn tenant_for_key<C: ConnSource>(
+    conns: &C,
+    key_hash: &[u8; 32],
+) -> StoreResult<Option<TenantId>> {
+    let stmt = Stmt::<C::Db>::new(TENANT_FOR_KEY).bind(&key_hash[..]);
+    let Some(row) = conns.fetch_optional(stmt).await? else {
+        return Ok(None);
+    };
+    column::<C::Db, String>(&row, "tenant_id").map(|id| Some(TenantId::from_trusted(id)))
 }
 
 #[cfg(test)]

@@ -30,12 +30,13 @@ mod write_tx;
 pub(crate) use crate::store::ContactPage;
 pub(crate) use batch::{ColumnKind, JsonColumn};
 pub(crate) use changes::{ChangeSql, POSTGRES as POSTGRES_CHANGES, SQLITE as SQLITE_CHANGES};
-pub(crate) use contacts::BackendContacts;
+pub(crate) use contacts::{BackendContacts, NewContact, create_contact, create_contacts};
 pub(crate) use db::{ConnSource, Get, Param, SqlDb, SqlText, Stmt};
 pub(crate) use filter::id_floor_condition;
 pub(crate) use filter::{
     Arg, Clause, JsonKind, bind_arg, containment, filter_condition, keyset, literal_key, order_by,
 };
+pub(crate) use keys::tenant_for_key;
 pub(crate) use rows::{CONTACT_COLUMNS, contact_from_row, view_from_row};
 pub(crate) use write_tx::{SqlWriteTx, TxConn};
 

@@ -33,7 +33,7 @@ impl BackendContacts for PgStore {
     ) -> StoreResult<()> {
         let row = WriteRow::new(contact, contact.created_at, created, 0)?;
         let key_hash = access.key_hash.as_ref();
-        if !self.writes.create(&access.tenant, key_hash, row).await? {
+        if !self.creates.create(&access.tenant, key_hash, row).await? {
             return Err(StoreError::Conflict { field: "email" });
         }
         self.bell.ring(&access.tenant);
@@ -153,7 +153,7 @@ impl BackendContacts for PgStore {
         revision: i64,
     ) -> StoreResult<bool> {
         let row = WriteRow::new(after, after.updated_at, updated, revision)?;
-        let written = self.writes.update(tenant, row).await?;
+        let written = super::writes::update_one(&self.conns, tenant, &row).await?;
         if written {
             self.bell.ring(tenant);
         }

@@ -242,7 +242,7 @@ async fn run(conns: Conns, shared: Arc<Shared>, spare: usize) {
         // statements, which costs PostgreSQL more per lookup (BENCHMARKS.md). A
         // spare slot opens only when the statement in flight is slow (a cold page, a
         // big batch), so that one slow read does not hold every lookup behind it.
-        let Ok(slot) = super::slot_or_spare(&main, &spare, PATIENCE).await else {
+        let Ok(slot) = crate::store::coalesce::slot_or_spare(&main, &spare, PATIENCE).await else {
             return;
         };
         let Some(((caller, by), batch)) = shared.waiting().next_batch() else {

@@ -34,7 +34,7 @@ pub struct PgStore {
     /// Hot standbys for the heavy reads (`--database-read-url`), if any.
     replicas: Option<std::sync::Arc<replicas::Replicas>>,
     lookups: lookups::Lookups,
-    writes: writes::Writes,
+    creates: super::coalesce::Creates<writes::PgCreates>,
     bell: super::ChangeBell,
     /// Cursors held open for search streams (`portal.rs`).
     portals: portal::Portals,
@@ -59,7 +59,12 @@ impl PgStore {
         // Coalesced point reads take at most a quarter of the pool (1 to 4 statements).
         let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
         let lookups = lookups::Lookups::start(conns.clone(), spare);
-        let writes = writes::Writes::start(conns.clone(), usize::from(options.write_batches));
+        // One spare slot for creates queued behind a batch stuck on a lock.
+        let creates = super::coalesce::Creates::start(
+            writes::PgCreates(conns.clone()),
+            usize::from(options.write_batches),
+            1,
+        );
         // LISTEN needs a session of its own, which a pooler in transaction mode does
         // not give: there, watchers of other replicas' writes wait for their poll.
         let bell = if conns.pooled() {
@@ -74,7 +79,7 @@ impl PgStore {
             conns,
             replicas,
             lookups,
-            writes,
+            creates,
             bell,
             portals: portal::Portals::new(options.max_connections),
         })
@@ -116,7 +121,7 @@ impl Backend for PgStore {
     }
 
     fn counters(&self) -> StoreCounters {
-        let (write_batches, writes) = self.writes.counters();
+        let (write_batches, writes) = self.creates.counters();
         StoreCounters {
             write_batches,
             writes,
@@ -346,24 +351,5 @@ fn classify(err: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
         other => StoreError::Internal(Box::new(other)),
-    }
-}
-
-/// A slot of `main`, or, once `patience` has passed without one, of `spare`: queued
-/// point reads and creates wait their turn behind the statements in flight, which
-/// makes their batches large, but one statement that is slow (a cold page, a lock)
-/// holds back no more than its own callers.
-async fn slot_or_spare(
-    main: &std::sync::Arc<tokio::sync::Semaphore>,
-    spare: &std::sync::Arc<tokio::sync::Semaphore>,
-    patience: std::time::Duration,
-) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
-    tokio::select! {
-        biased;
-        slot = main.clone().acquire_owned() => slot,
-        slot = async {
-            tokio::time::sleep(patience).await;
-            spare.clone().acquire_owned().await
-        } => slot,
     }
 }

@@ -7,14 +7,35 @@ use async_trait::async_trait;
 use sqlx::Sqlite;
 
 use super::{SqliteStore, search, sql};
-use crate::domain::{Contact, ContactId, ContactView, Email};
+use crate::domain::{Contact, ContactId, ContactView, Email, TimelineEntry};
 use crate::store::common::{
-    BackendContacts, CONTACT_COLUMNS, ConnSource, ContactPage, Dialect, Get, Stmt,
+    BackendContacts, CONTACT_COLUMNS, ConnSource, ContactPage, Dialect, Get, NewContact, Stmt,
 };
 use crate::store::{Access, ContactRows, StoreError, StoreResult};
 
 #[async_trait]
 impl BackendContacts for SqliteStore {
+    async fn insert_contact(
+        &self,
+        access: &Access,
+        contact: &Contact,
+        created: &TimelineEntry,
+    ) -> StoreResult<()> {
+        let create = NewContact {
+            contact: contact.clone(),
+            created: created.clone(),
+        };
+        let key_hash = access.key_hash.as_ref();
+        if !self
+            .creates
+            .create(&access.tenant, key_hash, create)
+            .await?
+        {
+            return Err(StoreError::Conflict { field: "email" });
+        }
+        Ok(())
+    }
+
     async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
         let mut conn = self.reader.get().await?;
         let statement = search::list_statement(&mut conn, &page).await?;

@@ -11,6 +11,7 @@
 
 mod conns;
 mod contacts;
+mod creates;
 mod filter;
 mod rows;
 mod search;
@@ -42,6 +43,8 @@ pub struct SqliteStore {
     writer: conns::Conns,
     /// List pages, read past sqlx's worker threads (`rows.rs`).
     pages: rows::PageReads,
+    /// CreateContact, coalesced (`creates.rs`).
+    creates: super::coalesce::Creates<creates::SqliteCreates>,
     bell: super::ChangeBell,
 }
 
@@ -80,11 +83,24 @@ impl SqliteStore {
             options.acquire_timeout,
         )
         .await?;
+        let bell = super::ChangeBell::local();
+        // One writer: a second batch in flight would only wait for it, and a spare
+        // slot has no connection of its own to take.
+        let creates = super::coalesce::Creates::start(
+            creates::SqliteCreates {
+                reader: reader.clone(),
+                writer: writer.clone(),
+                bell: bell.clone(),
+            },
+            usize::from(options.write_batches).min(1),
+            0,
+        );
         Ok(Self {
             reader,
             writer,
             pages,
-            bell: super::ChangeBell::local(),
+            creates,
+            bell,
         })
     }
 }
@@ -104,6 +120,15 @@ impl Backend for SqliteStore {
         let pinged = (&mut *conn).execute("SELECT 1").await;
         conn.finish(pinged)?;
         Ok(())
+    }
+
+    fn counters(&self) -> super::StoreCounters {
+        let (write_batches, writes) = self.creates.counters();
+        super::StoreCounters {
+            write_batches,
+            writes,
+            ..Default::default()
+        }
     }
 
     fn pool_usage(&self) -> super::PoolUsage {
