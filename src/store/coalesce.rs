@@ -1,96 +1,101 @@
-//! CreateContact, coalesced across concurrent calls on either backend: at most
-//! `slots` batches in flight (`--db-write-batches`; 0 sends every create alone), and
-//! `spare` more while those wait longer than `PATIENCE`. How a batch is written is
-//! the backend's (`CreateWriter`): one statement on PostgreSQL
-//! (`postgres/writes.rs`), one transaction of the import's batch statements on
-//! SQLite (`sqlite/creates.rs`). What is here is the rule of who shares a batch and
-//! what each call is answered.
+//! Writes coalesced across concurrent calls: CreateContact on either backend, and
+//! UpdateContact's compare-and-set on SQLite. At most `slots` batches in flight
+//! (`--db-write-batches`; 0 sends every write alone), and `spare` more while those
+//! wait longer than `PATIENCE`. How a batch is written is the backend's
+//! (`BatchWriter`): one statement on PostgreSQL (`postgres/writes.rs`), one
+//! transaction of batch statements on SQLite (`sqlite/writes.rs`). What is here is
+//! the rule of who shares a batch and what each call is answered.
 //!
-//! A create that finds a slot free and nothing queued goes at once, alone, on its
-//! caller's task: an idle server adds no latency. Creates that arrive while the
-//! slots are taken queue, one line per caller (tenant and key), and the next free
-//! slot writes a line's queue as one batch, so one commit and one key check serve
-//! them all. A batch stuck on a lock holds its own callers only: past `PATIENCE` a
-//! spare slot, where the backend has one, carries the next line's.
+//! A write that finds a slot free and nothing queued goes at once, alone, on its
+//! caller's task: an idle server adds no latency. Writes that arrive while the slots
+//! are taken queue, one line per caller (tenant and key), and the next free slot
+//! writes a line's queue as one batch, so one commit and one key check serve them
+//! all. A batch stuck on a lock holds its own callers only: past `PATIENCE` a spare
+//! slot, where the backend has one, carries the next line's.
 //!
-//! Every call still gets its own answer:
-//! - a create whose address is taken (in the table, or by a concurrent insert that
-//!   commits) writes nothing for its row and is that call's `Conflict`; of two
-//!   creates of one address in a batch, the first goes in the batch and the other is
-//!   a `Conflict` once the batch has succeeded (either the first took the address or
-//!   it was already taken);
+//! Every call still gets its own answer, whether its write was made:
+//! - a write whose condition fails (a create's address is taken, in the table or by a
+//!   concurrent insert that commits; an update's row has moved past its revision)
+//!   writes nothing for its row and is answered `false`; of two writes of one batch
+//!   with the same claim (`QueuedRow::claim`: an address, a contact), the first goes
+//!   in the batch and the other is answered `false` once the batch has succeeded
+//!   (the first took the address or moved the revision, or its condition failed and
+//!   so does the other's);
 //! - a revoked key: the batch is that key's calls only, all rejected;
-//! - any other failure of the batch (a value the database refuses, a deadlock)
-//!   sends every call alone, so one bad write cannot fail the others. An unreachable
-//!   database is everyone's answer (`CreateWriter::everyones`).
+//! - any other failure of the batch (a value the database refuses, an address taken
+//!   by an update, a deadlock) sends every call alone, so one bad write cannot fail
+//!   the others. An unreachable database is everyone's answer
+//!   (`BatchWriter::everyones`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::{StoreError, StoreResult};
+use super::{Access, StoreError, StoreResult};
 use crate::domain::TenantId;
 
-/// Most creates in one batch.
+/// Most writes in one batch.
 const MAX_BATCH: usize = 64;
 
-/// How long queued creates wait for a batch in flight before a spare slot carries
+/// How long queued writes wait for a batch in flight before a spare slot carries
 /// them: several times what a full batch takes (BENCHMARKS.md, "Coalesced creates on
 /// by default"), so a batch in flight this long is waiting (on a lock: another
 /// transaction's insert of the same address, or its tenant's row), and must not
-/// hold every tenant's creates behind it.
+/// hold every tenant's writes behind it.
 const PATIENCE: Duration = Duration::from_millis(50);
 
-/// Most creates waiting at once, and most of one line's: past them a create is
+/// Most writes waiting at once, and most of one line's: past them a write is
 /// refused at once (`Overloaded`), so the queue's memory is bounded and one caller's
 /// flood cannot fill it for everyone.
 const MAX_WAITING: usize = 4096;
 const MAX_WAITING_PER_LINE: usize = 512;
 
-/// A create as a backend writes it.
-pub(crate) trait CreateRow: Send + Sync + 'static {
-    /// The new contact's id.
+/// A write as a backend makes it.
+pub(crate) trait QueuedRow: Send + Sync + 'static {
+    /// The contact's id.
     fn id(&self) -> &str;
-    /// Its address's key (unique per tenant).
-    fn email_key(&self) -> &str;
+    /// What two writes of one batch cannot share: a create's address key, an
+    /// update's contact id.
+    fn claim(&self) -> &str;
 }
 
-/// Whether the contact was written (`false`: its address is taken).
+/// Whether the write was made (`false`: its condition failed).
 pub(crate) type Written = StoreResult<bool>;
 
-/// How a backend writes creates.
+/// How a backend writes queued rows.
 #[async_trait]
-pub(crate) trait CreateWriter: Send + Sync + 'static {
-    type Row: CreateRow;
+pub(crate) trait BatchWriter: Send + Sync + 'static {
+    type Row: QueuedRow;
 
-    /// One create, with its entry and change, if `key_hash` (when given) is a live
+    /// One write, with its entry and change, if `key_hash` (when given) is a live
     /// key of `tenant` (else `KeyRejected`).
-    async fn create_one(
+    async fn write_one(
         &self,
         tenant: &TenantId,
         key_hash: Option<&[u8; 32]>,
         row: &Self::Row,
     ) -> Written;
 
-    /// `rows` (distinct addresses, in id order) in one batch for the line's key:
-    /// the ids of the contacts it wrote, or `KeyRejected`.
-    async fn create_many(&self, line: &Line, rows: &[Self::Row]) -> StoreResult<HashSet<String>>;
+    /// `rows` (distinct claims, in id order) in one batch for the line's key: the
+    /// ids of the contacts it wrote, or `KeyRejected`.
+    async fn write_many(&self, line: &Line, rows: &[Self::Row]) -> StoreResult<HashSet<String>>;
 
-    /// Whether every create of a failed batch would get `err` going alone.
+    /// Whether every write of a failed batch would get `err` going alone.
     fn everyones(&self, err: &StoreError) -> bool {
         matches!(err, StoreError::Unavailable(_) | StoreError::KeyRejected)
     }
 }
 
-/// Whose creates may share a batch: one key's, which the batch checks once.
+/// Whose writes may share a batch: one key's, which the batch checks once (none for
+/// writes whose key was checked already, as an update's by its read).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Line {
     pub tenant: TenantId,
-    pub key_hash: [u8; 32],
+    pub key_hash: Option<[u8; 32]>,
 }
 
 /// A slot of `main`, or, once `patience` has passed without one, of `spare`: queued
@@ -117,9 +122,23 @@ type Reply = oneshot::Sender<Written>;
 struct Job<R> {
     row: R,
     reply: Reply,
+    /// Set once, by whichever comes first: a batch taking the job (`TAKEN`), or its
+    /// caller giving up waiting (`WITHDRAWN`). So a caller answered UNAVAILABLE for
+    /// waiting too long wrote nothing.
+    state: Arc<AtomicU8>,
 }
 
-/// Creates waiting for a batch, one line per caller, served in turn.
+const WAITING: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+fn settle(state: &AtomicU8, to: u8) -> bool {
+    state
+        .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// Writes waiting for a batch, one line per caller, served in turn.
 struct Waiting<R> {
     lines: HashMap<Line, VecDeque<Job<R>>>,
     turns: VecDeque<Line>,
@@ -154,7 +173,7 @@ impl<R> Waiting<R> {
         true
     }
 
-    /// The next line's creates whose callers still wait, up to a batch's worth. A
+    /// The next line's writes whose callers still wait, up to a batch's worth. A
     /// caller that went away before its batch was sent wrote nothing, as a call
     /// cancelled before its statement would not have.
     fn next_batch(&mut self) -> Option<(Line, Vec<Job<R>>)> {
@@ -168,7 +187,7 @@ impl<R> Waiting<R> {
                     break;
                 };
                 self.len -= 1;
-                if !job.reply.is_closed() {
+                if !job.reply.is_closed() && settle(&job.state, TAKEN) {
                     batch.push(job);
                 }
             }
@@ -187,14 +206,14 @@ impl<R> Waiting<R> {
 
 struct Shared<R> {
     waiting: Mutex<Waiting<R>>,
-    /// The batches normally in flight, and lone creates run by their callers.
+    /// The batches normally in flight, and lone writes run by their callers.
     slots: Arc<Semaphore>,
     /// More, for a batch whose wait for `slots` passed `PATIENCE`.
     spare: Arc<Semaphore>,
     work: Notify,
     stopped: AtomicBool,
     batches: AtomicU64,
-    creates: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl<R> Shared<R> {
@@ -204,7 +223,7 @@ impl<R> Shared<R> {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// A slot, for a create that finds one free and nothing waiting.
+    /// A slot, for a write that finds one free and nothing waiting.
     fn alone(&self) -> Option<OwnedSemaphorePermit> {
         let waiting = self.waiting();
         if waiting.len > 0 {
@@ -216,18 +235,22 @@ impl<R> Shared<R> {
     }
 }
 
-/// The queue of creates; its worker ends when this is dropped.
-pub(crate) struct Creates<W: CreateWriter> {
+/// The queue of writes; its worker ends when this is dropped.
+pub(crate) struct Coalesced<W: BatchWriter> {
     shared: Arc<Shared<W::Row>>,
     writer: Arc<W>,
-    /// No queue: every create goes alone (`--db-write-batches 0`).
+    /// No queue: every write goes alone (`--db-write-batches 0`).
     direct: bool,
+    /// Longest a queued write waits for its batch to start (`--db-acquire-timeout`).
+    wait_limit: Duration,
 }
 
-impl<W: CreateWriter> Creates<W> {
+impl<W: BatchWriter> Coalesced<W> {
     /// At most `slots` batches in flight, and `spare` more while those are slow;
-    /// with no slots, every create goes alone.
-    pub fn start(writer: W, slots: usize, spare: usize) -> Self {
+    /// with no slots, every write goes alone. A queued write waits at most
+    /// `wait_limit` for its batch to start, then fails UNAVAILABLE, as a call that
+    /// finds no connection does.
+    pub fn start(writer: W, slots: usize, spare: usize, wait_limit: Duration) -> Self {
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Waiting::default()),
             slots: Arc::new(Semaphore::new(slots)),
@@ -235,7 +258,7 @@ impl<W: CreateWriter> Creates<W> {
             work: Notify::new(),
             stopped: AtomicBool::new(false),
             batches: AtomicU64::new(0),
-            creates: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
         });
         let writer = Arc::new(writer);
         if slots > 0 {
@@ -245,65 +268,88 @@ impl<W: CreateWriter> Creates<W> {
             shared,
             writer,
             direct: slots == 0,
+            wait_limit,
         }
     }
 
-    /// Batches written for queued creates, and the creates they carried, so far.
+    /// Batches written for queued writes, and the writes they carried, so far.
     pub fn counters(&self) -> (u64, u64) {
         (
             self.shared.batches.load(Ordering::Relaxed),
-            self.shared.creates.load(Ordering::Relaxed),
+            self.shared.writes.load(Ordering::Relaxed),
         )
     }
 
-    /// Writes the create if `key_hash` (when given) is a live key of `tenant` (else
-    /// `KeyRejected`); `false` if its address is taken.
-    pub async fn create(
+    /// `ContactStore::insert_contact` through the queue: `Conflict` on `email` when
+    /// the address is taken. Trusted callers (no key) are rare: they go alone.
+    pub async fn insert(&self, access: &Access, row: W::Row) -> StoreResult<()> {
+        let written = match &access.key_hash {
+            Some(key_hash) => self.write(&access.tenant, Some(key_hash), row).await?,
+            None => self.writer.write_one(&access.tenant, None, &row).await?,
+        };
+        if !written {
+            return Err(StoreError::Conflict { field: "email" });
+        }
+        Ok(())
+    }
+
+    /// Makes the write if `key_hash` (when given) is a live key of `tenant` (else
+    /// `KeyRejected`); whether its condition held.
+    pub async fn write(
         &self,
         tenant: &TenantId,
         key_hash: Option<&[u8; 32]>,
         row: W::Row,
     ) -> Written {
-        // Trusted callers (no key) are rare: they go alone.
-        let Some(key_hash) = key_hash else {
-            return self.writer.create_one(tenant, None, &row).await;
-        };
         if self.direct {
-            return self.writer.create_one(tenant, Some(key_hash), &row).await;
+            return self.writer.write_one(tenant, key_hash, &row).await;
         }
         // Alone, it runs on its caller's task holding a slot: queueing it would cost
-        // hand-offs and wake-ups for nothing to share. Creates that arrive meanwhile
+        // hand-offs and wake-ups for nothing to share. Writes that arrive meanwhile
         // queue behind that slot as they would behind a batch.
         if let Some(slot) = self.shared.alone() {
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
-            self.shared.creates.fetch_add(1, Ordering::Relaxed);
-            let written = self.writer.create_one(tenant, Some(key_hash), &row).await;
+            self.shared.writes.fetch_add(1, Ordering::Relaxed);
+            let written = self.writer.write_one(tenant, key_hash, &row).await;
             drop(slot);
             return written;
         }
         let line = Line {
             tenant: tenant.clone(),
-            key_hash: *key_hash,
+            key_hash: key_hash.copied(),
         };
-        let (reply, answer) = oneshot::channel();
-        if !self.shared.waiting().push(line, Job { row, reply }) {
+        let (reply, mut answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(WAITING));
+        let job = Job {
+            row,
+            reply,
+            state: state.clone(),
+        };
+        if !self.shared.waiting().push(line, job) {
             return Err(StoreError::Overloaded("writes"));
         }
         self.shared.work.notify_one();
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::internal("a write batch failed to answer")))
+        let failed = |_| Err(StoreError::internal("a write batch failed to answer"));
+        // Waiting for a batch to start is waiting for a connection: bounded alike.
+        match tokio::time::timeout(self.wait_limit, &mut answer).await {
+            Ok(answered) => answered.unwrap_or_else(failed),
+            Err(_) if settle(&state, WITHDRAWN) => {
+                Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+            }
+            // Taken just now: its batch answers.
+            Err(_) => answer.await.unwrap_or_else(failed),
+        }
     }
 }
 
-impl<W: CreateWriter> Drop for Creates<W> {
+impl<W: BatchWriter> Drop for Coalesced<W> {
     fn drop(&mut self) {
         self.shared.stopped.store(true, Ordering::Relaxed);
         self.shared.work.notify_one();
     }
 }
 
-async fn run<W: CreateWriter>(writer: Arc<W>, shared: Arc<Shared<W::Row>>) {
+async fn run<W: BatchWriter>(writer: Arc<W>, shared: Arc<Shared<W::Row>>) {
     loop {
         while shared.waiting().len == 0 {
             if shared.stopped.load(Ordering::Relaxed) {
@@ -320,7 +366,7 @@ async fn run<W: CreateWriter>(writer: Arc<W>, shared: Arc<Shared<W::Row>>) {
         };
         shared.batches.fetch_add(1, Ordering::Relaxed);
         shared
-            .creates
+            .writes
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let writer = writer.clone();
         tokio::spawn(async move {
@@ -330,11 +376,11 @@ async fn run<W: CreateWriter>(writer: Arc<W>, shared: Arc<Shared<W::Row>>) {
     }
 }
 
-async fn write_batch<W: CreateWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::Row>>) {
+async fn write_batch<W: BatchWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::Row>>) {
     let (sent, held) = split(jobs);
     let (rows, mut replies): (Vec<W::Row>, Vec<Reply>) =
         sent.into_iter().map(|job| (job.row, job.reply)).unzip();
-    let one = |row| writer.create_one(&line.tenant, Some(&line.key_hash), row);
+    let one = |row| writer.write_one(&line.tenant, line.key_hash.as_ref(), row);
     if rows.len() == 1 && held.is_empty() {
         // A caller that goes away takes its write with it, as before the queue.
         let written = tokio::select! {
@@ -347,7 +393,7 @@ async fn write_batch<W: CreateWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::
     let (held_rows, mut held_replies): (Vec<W::Row>, Vec<Reply>) =
         held.into_iter().map(|job| (job.row, job.reply)).unzip();
     let result = tokio::select! {
-        result = writer.create_many(line, &rows) => result,
+        result = writer.write_many(line, &rows) => result,
         () = async { gone(&mut replies).await; gone(&mut held_replies).await } => return,
     };
     match result {
@@ -388,13 +434,13 @@ async fn gone(replies: &mut [Reply]) {
     }
 }
 
-/// The batch's rows in id order, at most one per address, and the others, held back.
-fn split<R: CreateRow>(jobs: Vec<Job<R>>) -> (Vec<Job<R>>, Vec<Job<R>>) {
+/// The batch's rows in id order, at most one per claim, and the others, held back.
+fn split<R: QueuedRow>(jobs: Vec<Job<R>>) -> (Vec<Job<R>>, Vec<Job<R>>) {
     let mut held = Vec::new();
     let mut seen = HashSet::new();
     let mut sent = Vec::with_capacity(jobs.len());
     for job in jobs {
-        if seen.insert(job.row.email_key().to_owned()) {
+        if seen.insert(job.row.claim().to_owned()) {
             sent.push(job);
         } else {
             held.push(job);
@@ -410,11 +456,11 @@ mod tests {
 
     struct Row(&'static str, String);
 
-    impl CreateRow for Row {
+    impl QueuedRow for Row {
         fn id(&self) -> &str {
             self.0
         }
-        fn email_key(&self) -> &str {
+        fn claim(&self) -> &str {
             &self.1
         }
     }
@@ -422,24 +468,43 @@ mod tests {
     fn job(id: &'static str, email_key: &str) -> (Job<Row>, oneshot::Receiver<Written>) {
         let (reply, answer) = oneshot::channel();
         let row = Row(id, email_key.to_owned());
-        (Job { row, reply }, answer)
+        let state = Arc::new(AtomicU8::new(WAITING));
+        (Job { row, reply, state }, answer)
     }
 
     fn line(tenant: &str) -> Line {
         Line {
             tenant: TenantId::parse(tenant).expect("tenant"),
-            key_hash: [0; 32],
+            key_hash: Some([0; 32]),
         }
     }
 
     #[test]
-    fn a_create_batch_sends_each_address_once_in_id_order() {
+    fn a_batch_sends_each_claim_once_in_id_order() {
         let jobs = vec![job("c3", "a").0, job("c1", "b").0, job("c2", "a").0];
         let (sent, held) = split(jobs);
         let sent: Vec<&str> = sent.iter().map(|j| j.row.id()).collect();
         let held: Vec<&str> = held.iter().map(|j| j.row.id()).collect();
         assert_eq!(sent, ["c1", "c3"], "the first create of `a` goes");
         assert_eq!(held, ["c2"]);
+    }
+
+    /// A caller that gave up waiting wrote nothing; one whose write a batch took
+    /// cannot give up.
+    #[test]
+    fn a_withdrawn_write_is_never_taken_and_a_taken_one_never_withdrawn() {
+        let mut waiting = Waiting::default();
+        let (withdrawn, _a) = job("w", "w@x");
+        let (taken, _b) = job("t", "t@x");
+        let (withdrawn_state, taken_state) = (withdrawn.state.clone(), taken.state.clone());
+        assert!(waiting.push(line("t"), withdrawn));
+        assert!(waiting.push(line("t"), taken));
+        assert!(settle(&withdrawn_state, WITHDRAWN));
+        let (_, batch) = waiting.next_batch().expect("a batch");
+        let ids: Vec<&str> = batch.iter().map(|j| j.row.id()).collect();
+        assert_eq!(ids, ["t"]);
+        assert!(!settle(&taken_state, WITHDRAWN), "taken first");
+        assert!(waiting.next_batch().is_none());
     }
 
     #[test]

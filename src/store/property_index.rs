@@ -56,19 +56,26 @@ fn typed<DB: Dialect>(path: &PropertyPath, kind: JsonKind) -> String {
     out.sql
 }
 
-/// The statements that build the indexes of `tenant`'s `path`.
-fn create_statements(url: &str, tenant: &TenantId, path: &PropertyPath) -> Vec<String> {
+/// The statements that build the indexes of `tenant`'s `path`, each with the name
+/// of the index it builds on PostgreSQL.
+fn create_statements(
+    url: &str,
+    tenant: &TenantId,
+    path: &PropertyPath,
+) -> Vec<(Option<String>, String)> {
     if is_postgres(url) {
         let name = base_name(Some(tenant), path);
         let tenant = tenant.as_str();
         [("n", JsonKind::Number), ("s", JsonKind::Text)]
             .into_iter()
             .map(|(suffix, kind)| {
-                format!(
-                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name}_{suffix} ON contacts \
+                let index = format!("{name}_{suffix}");
+                let sql = format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {index} ON contacts \
                      (({}), id) WHERE tenant_id = '{tenant}'",
                     typed::<Postgres>(path, kind)
-                )
+                );
+                (Some(index), sql)
             })
             .collect()
     } else {
@@ -79,8 +86,9 @@ fn create_statements(url: &str, tenant: &TenantId, path: &PropertyPath) -> Vec<S
         // `json_typed` wraps `json_extract(...)` in a CASE; the index takes the call.
         let start = expr.find("json_extract").unwrap_or(0);
         let call = &expr[start..expr.rfind(" END)").unwrap_or(expr.len())];
-        vec![format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON contacts (tenant_id, {call}, id)"
+        vec![(
+            None,
+            format!("CREATE INDEX IF NOT EXISTS {name} ON contacts (tenant_id, {call}, id)"),
         )]
     }
 }
@@ -93,44 +101,100 @@ fn failed(err: sqlx::Error) -> StoreError {
     StoreError::Internal(Box::new(err))
 }
 
-async fn run(url: &str, statements: &[String]) -> StoreResult<()> {
-    if is_postgres(url) {
-        let mut conn = PgConnection::connect(url).await.map_err(failed)?;
-        for sql in statements {
+/// Attempts at a PostgreSQL statement that deadlocked: a concurrent build or drop of
+/// another index waits for this one's transaction as this one waits for its
+/// (`CONCURRENTLY` waits for every older transaction), and PostgreSQL aborts one
+/// of the two; run again, it waits for the other to finish.
+const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// An index that a failed or interrupted `CREATE INDEX CONCURRENTLY` left behind:
+/// present but invalid, maintained by every write and used by no query, and
+/// `IF NOT EXISTS` would leave it so.
+const INVALID_INDEX: &str = "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+     WHERE c.relname = $1 AND NOT i.indisvalid";
+
+/// Runs `statements` in order; on PostgreSQL each statement that builds the index
+/// named beside it first drops an invalid leftover of that name, and a deadlock is
+/// run again.
+async fn run(url: &str, statements: &[(Option<String>, String)]) -> StoreResult<()> {
+    if !is_postgres(url) {
+        let mut conn = SqliteConnection::connect(url).await.map_err(failed)?;
+        for (_, sql) in statements {
             sqlx::raw_sql(sql)
                 .execute(&mut conn)
                 .await
                 .map_err(failed)?;
         }
-    } else {
-        let mut conn = SqliteConnection::connect(url).await.map_err(failed)?;
-        for sql in statements {
-            sqlx::raw_sql(sql)
-                .execute(&mut conn)
-                .await
-                .map_err(failed)?;
+        return Ok(());
+    }
+    let mut conn = PgConnection::connect(url).await.map_err(failed)?;
+    for (builds, sql) in statements {
+        let mut attempt = 1;
+        loop {
+            let ran = async {
+                if let Some(name) = builds {
+                    drop_invalid(&mut conn, name).await?;
+                }
+                sqlx::raw_sql(sql).execute(&mut conn).await
+            }
+            .await;
+            match ran {
+                Ok(_) => break,
+                Err(err) if is_deadlock(&err) && attempt < DEADLOCK_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(failed(err)),
+            }
         }
     }
     Ok(())
 }
 
-/// Builds the indexes (PostgreSQL: without blocking writes); returns their statements.
+async fn drop_invalid(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    let invalid = sqlx::query(INVALID_INDEX)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if invalid.is_some() {
+        // The name is ours (`base_name`): no quoting needed.
+        let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {name}");
+        sqlx::raw_sql(&sql).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+}
+
+/// Builds the indexes (PostgreSQL: without blocking writes, and rebuilding one a
+/// failed build left invalid); returns their statements.
 pub async fn create(url: &str, tenant: &TenantId, path: &PropertyPath) -> StoreResult<Vec<String>> {
     let statements = create_statements(url, tenant, path);
     run(url, &statements).await?;
-    Ok(statements)
+    Ok(statements.into_iter().map(|(_, sql)| sql).collect())
 }
 
 /// Drops the indexes `create` made for `tenant` and `path`.
 pub async fn drop(url: &str, tenant: &TenantId, path: &PropertyPath) -> StoreResult<()> {
-    let statements: Vec<String> = if is_postgres(url) {
+    let statements: Vec<(Option<String>, String)> = if is_postgres(url) {
         let name = base_name(Some(tenant), path);
         ["n", "s"]
             .iter()
-            .map(|s| format!("DROP INDEX CONCURRENTLY IF EXISTS {name}_{s}"))
+            .map(|s| {
+                (
+                    None,
+                    format!("DROP INDEX CONCURRENTLY IF EXISTS {name}_{s}"),
+                )
+            })
             .collect()
     } else {
-        vec![format!("DROP INDEX IF EXISTS {}", base_name(None, path))]
+        vec![(
+            None,
+            format!("DROP INDEX IF EXISTS {}", base_name(None, path)),
+        )]
     };
     run(url, &statements).await
 }
@@ -176,17 +240,23 @@ mod tests {
         let tenant = TenantId::parse("acme").expect("valid");
         let path = parse_property("address.city").expect("plain keys");
         let pg = create_statements("postgres://x/y", &tenant, &path);
+        let (name, pg) = (&pg[1].0, &pg[1].1);
         assert!(
-            pg[1].contains(&typed::<Postgres>(&path, JsonKind::Text)),
-            "{}",
-            pg[1]
+            pg.contains(&typed::<Postgres>(&path, JsonKind::Text)),
+            "{pg}"
         );
-        assert!(pg[1].ends_with("WHERE tenant_id = 'acme'"), "{}", pg[1]);
+        assert!(pg.ends_with("WHERE tenant_id = 'acme'"), "{pg}");
+        assert!(pg.contains(&format!(
+            "IF NOT EXISTS {} ON",
+            name.as_deref().unwrap_or("?")
+        )));
         let lite = create_statements("sqlite://x.db", &tenant, &path);
         assert!(
-            lite[0].contains("(tenant_id, json_extract(properties, '$.\"address\".\"city\"'), id)"),
-            "{}",
             lite[0]
+                .1
+                .contains("(tenant_id, json_extract(properties, '$.\"address\".\"city\"'), id)"),
+            "{}",
+            lite[0].1
         );
         assert!(parse_property("a b").is_err());
         assert!(parse_property("a'b").is_err());

@@ -211,6 +211,47 @@ impl<C: TxConn> SqlWriteTx<C> {
         Ok(())
     }
 
+    /// Writes each contact (address, properties, `updated_at`, revision) whose row
+    /// is still at the revision before its own, with its change: the ids written.
+    /// An address another contact holds fails the statement (`Conflict`).
+    pub(super) async fn update_if_revisions(
+        &mut self,
+        rows: &[(&Contact, &TimelineEntry)],
+    ) -> StoreResult<HashSet<String>> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let sql = SqlText::new(
+            "UPDATE contacts SET email = r.email, email_key = r.email_key, \
+             properties = r.properties, search_text = r.search_text, \
+             updated_at = r.updated_at, revision = r.revision FROM ",
+        )
+        .push(&C::Db::json_rows(CONTACT_ROW))
+        .push(
+            " WHERE contacts.tenant_id = ? AND contacts.id = r.id \
+             AND contacts.revision = r.revision - 1 RETURNING contacts.id",
+        );
+        let contacts: Vec<&Contact> = rows.iter().map(|(contact, _)| *contact).collect();
+        let json = contacts_json(&contacts)?;
+        let (conn, tenant) = self.parts();
+        let found = Stmt::<C::Db>::new(sql.as_str())
+            .bind(JsonText(json.as_str()))
+            .bind(tenant)
+            .fetch_all(conn)
+            .await?;
+        let written: HashSet<String> = found
+            .iter()
+            .map(|row| super::rows::column::<C::Db, String>(row, "id"))
+            .collect::<StoreResult<_>>()?;
+        let writes: Vec<(ContactChange, &Contact)> = rows
+            .iter()
+            .filter(|(contact, _)| written.contains(contact.id.as_str()))
+            .map(|(contact, entry)| (ContactChange::updated_as_recorded(contact, entry), *contact))
+            .collect();
+        self.record_writes(&writes).await?;
+        Ok(written)
+    }
+
     /// See `WriteTx::insert_timeline_entries`.
     pub(super) async fn insert_entries(
         &mut self,

@@ -18,7 +18,7 @@ use crate::domain::{
     Contact, ContactChange, ContactId, ContactQuery, ContactView, Email, TenantId, TimeKey,
     TimelineEntry, TimelineOrder, TimelineQuery,
 };
-use crate::store::coalesce::CreateRow;
+use crate::store::coalesce::QueuedRow;
 use crate::store::{
     Access, ContactCount, ContactPage, ContactRows, ContactStore, ListRows, ListSession, ReadFrom,
     StoreError, StoreResult, WriteTx, check_key, contact_bytes, timeline_entry_bytes,
@@ -86,15 +86,8 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         updated: &TimelineEntry,
         revision: i64,
     ) -> StoreResult<bool> {
-        let mut tx = SqlWriteTx::new(self.begin_tx().await?, tenant).ringing(self.bell());
-        if !tx.update_contact_at(after, Some(revision)).await? {
-            return Ok(false);
-        }
-        tx.record_change(&ContactChange::updated_as_recorded(after, updated))
-            .await?;
-        tx.insert_timeline_entry(&after.id, updated).await?;
-        Box::new(tx).commit().await?;
-        Ok(true)
+        let tx = SqlWriteTx::new(self.begin_tx().await?, tenant).ringing(self.bell());
+        update_contact_if_revision(tx, after, updated, revision).await
     }
 
     /// One statement on either backend: the key is checked in it as PostgreSQL's
@@ -218,14 +211,69 @@ pub(crate) struct NewContact {
     pub created: TimelineEntry,
 }
 
-impl CreateRow for NewContact {
+impl QueuedRow for NewContact {
     fn id(&self) -> &str {
         self.contact.id.as_str()
     }
 
-    fn email_key(&self) -> &str {
+    fn claim(&self) -> &str {
         self.contact.email.key()
     }
+}
+
+/// An update's compare-and-set as `store::coalesce` queues it: the contact merged,
+/// its `contact.updated` entry, and the revision it was merged from.
+pub(crate) struct Revised {
+    pub after: Contact,
+    pub entry: TimelineEntry,
+    pub revision: i64,
+}
+
+impl QueuedRow for Revised {
+    fn id(&self) -> &str {
+        self.after.id.as_str()
+    }
+
+    fn claim(&self) -> &str {
+        self.after.id.as_str()
+    }
+}
+
+/// `ContactStore::update_if_revision` in `tx`: writes the contact, its entry and its
+/// change and commits if its row is still at `revision`; whether it was.
+pub(crate) async fn update_contact_if_revision<C: TxConn>(
+    mut tx: SqlWriteTx<C>,
+    after: &Contact,
+    updated: &TimelineEntry,
+    revision: i64,
+) -> StoreResult<bool> {
+    if !tx.update_contact_at(after, Some(revision)).await? {
+        return Ok(false);
+    }
+    tx.record_change(&ContactChange::updated_as_recorded(after, updated))
+        .await?;
+    tx.insert_timeline_entry(&after.id, updated).await?;
+    Box::new(tx).commit().await?;
+    Ok(true)
+}
+
+/// `update_contact_if_revision` for many contacts (distinct) with the batch
+/// statements, in one commit: the ids of the contacts written.
+pub(crate) async fn update_contacts_if_revision<C: TxConn>(
+    mut tx: SqlWriteTx<C>,
+    updates: &[Revised],
+) -> StoreResult<HashSet<String>> {
+    let rows: Vec<(&Contact, &TimelineEntry)> =
+        updates.iter().map(|u| (&u.after, &u.entry)).collect();
+    let written = tx.update_if_revisions(&rows).await?;
+    let entries: Vec<(&ContactId, &TimelineEntry)> = updates
+        .iter()
+        .filter(|u| written.contains(u.after.id.as_str()))
+        .map(|u| (&u.after.id, &u.entry))
+        .collect();
+    tx.insert_timeline_entries(&entries).await?;
+    Box::new(tx).commit().await?;
+    Ok(written)
 }
 
 /// Writes the contact, its entry and its change in `tx` and commits; `false` (and

@@ -30,7 +30,10 @@ mod write_tx;
 pub(crate) use crate::store::ContactPage;
 pub(crate) use batch::{ColumnKind, JsonColumn};
 pub(crate) use changes::{ChangeSql, POSTGRES as POSTGRES_CHANGES, SQLITE as SQLITE_CHANGES};
-pub(crate) use contacts::{BackendContacts, NewContact, create_contact, create_contacts};
+pub(crate) use contacts::{
+    BackendContacts, NewContact, Revised, create_contact, create_contacts,
+    update_contact_if_revision, update_contacts_if_revision,
+};
 pub(crate) use db::{ConnSource, Get, Param, SqlDb, SqlText, Stmt};
 pub(crate) use filter::id_floor_condition;
 pub(crate) use filter::{

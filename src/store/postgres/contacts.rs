@@ -32,10 +32,7 @@ impl BackendContacts for PgStore {
         created: &TimelineEntry,
     ) -> StoreResult<()> {
         let row = WriteRow::new(contact, contact.created_at, created, 0)?;
-        let key_hash = access.key_hash.as_ref();
-        if !self.creates.create(&access.tenant, key_hash, row).await? {
-            return Err(StoreError::Conflict { field: "email" });
-        }
+        self.creates.insert(access, row).await?;
         self.bell.ring(&access.tenant);
         Ok(())
     }

@@ -34,7 +34,7 @@ pub struct PgStore {
     /// Hot standbys for the heavy reads (`--database-read-url`), if any.
     replicas: Option<std::sync::Arc<replicas::Replicas>>,
     lookups: lookups::Lookups,
-    creates: super::coalesce::Creates<writes::PgCreates>,
+    creates: super::coalesce::Coalesced<writes::PgCreates>,
     bell: super::ChangeBell,
     /// Cursors held open for search streams (`portal.rs`).
     portals: portal::Portals,
@@ -60,10 +60,11 @@ impl PgStore {
         let spare = (options.max_connections / 4).clamp(1, 4) as usize - 1;
         let lookups = lookups::Lookups::start(conns.clone(), spare);
         // One spare slot for creates queued behind a batch stuck on a lock.
-        let creates = super::coalesce::Creates::start(
+        let creates = super::coalesce::Coalesced::start(
             writes::PgCreates(conns.clone()),
             usize::from(options.write_batches),
             1,
+            options.acquire_timeout,
         );
         // LISTEN needs a session of its own, which a pooler in transaction mode does
         // not give: there, watchers of other replicas' writes wait for their poll.

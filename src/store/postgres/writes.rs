@@ -20,7 +20,7 @@ use sqlx::{Postgres, Row};
 use super::conns::Conns;
 use super::{classify, sql};
 use crate::domain::{Contact, TenantId, TimelineEntry, search_text};
-use crate::store::coalesce::{CreateRow, CreateWriter, Line, Written};
+use crate::store::coalesce::{BatchWriter, Line, QueuedRow, Written};
 use crate::store::{StoreError, StoreResult};
 
 /// One contact's row as both statements bind it: the values of the contact, its
@@ -85,12 +85,12 @@ impl sqlx::Encode<'_, Postgres> for JsonText<'_> {
     }
 }
 
-impl CreateRow for WriteRow {
+impl QueuedRow for WriteRow {
     fn id(&self) -> &str {
         &self.id
     }
 
-    fn email_key(&self) -> &str {
+    fn claim(&self) -> &str {
         &self.email_key
     }
 }
@@ -99,10 +99,10 @@ impl CreateRow for WriteRow {
 pub(super) struct PgCreates(pub Conns);
 
 #[async_trait]
-impl CreateWriter for PgCreates {
+impl BatchWriter for PgCreates {
     type Row = WriteRow;
 
-    async fn create_one(
+    async fn write_one(
         &self,
         tenant: &TenantId,
         key_hash: Option<&[u8; 32]>,
@@ -111,8 +111,12 @@ impl CreateWriter for PgCreates {
         create_one(&self.0, tenant, key_hash, row).await
     }
 
-    async fn create_many(&self, line: &Line, rows: &[WriteRow]) -> StoreResult<HashSet<String>> {
-        write_many(&self.0, line, rows).await
+    async fn write_many(&self, line: &Line, rows: &[WriteRow]) -> StoreResult<HashSet<String>> {
+        // Creates queue only under a key (`Coalesced::insert`); the statement checks it.
+        let Some(key_hash) = &line.key_hash else {
+            return Err(StoreError::internal("a batch of creates without a key"));
+        };
+        create_many(&self.0, &line.tenant, key_hash, rows).await
     }
 
     fn everyones(&self, err: &StoreError) -> bool {
@@ -184,8 +188,13 @@ pub(super) async fn update_one(conns: &Conns, tenant: &TenantId, row: &WriteRow)
 }
 
 /// One statement for `rows` (addresses distinct): the ids of the contacts it wrote,
-/// or `KeyRejected` if the line's key is not live.
-async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResult<HashSet<String>> {
+/// or `KeyRejected` if the key is not live.
+async fn create_many(
+    conns: &Conns,
+    tenant: &TenantId,
+    key_hash: &[u8; 32],
+    rows: &[WriteRow],
+) -> StoreResult<HashSet<String>> {
     fn column<'a, T: ?Sized>(
         rows: &'a [WriteRow],
         f: impl Fn(&'a WriteRow) -> &'a T,
@@ -194,8 +203,8 @@ async fn write_many(conns: &Conns, line: &Line, rows: &[WriteRow]) -> StoreResul
     }
     let ats: Vec<DateTime<Utc>> = rows.iter().map(|row| row.at).collect();
     let query = sqlx::query(sql::CREATE_CONTACTS_CHECKED)
-        .bind(line.tenant.as_str())
-        .bind(&line.key_hash[..])
+        .bind(tenant.as_str())
+        .bind(&key_hash[..])
         .bind(column(rows, |r| r.id.as_str()))
         .bind(column(rows, |r| r.email.as_str()))
         .bind(column(rows, |r| r.email_key.as_str()))

@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use sqlx::Sqlite;
 
 use super::{SqliteStore, search, sql};
-use crate::domain::{Contact, ContactId, ContactView, Email, TimelineEntry};
+use crate::domain::{Contact, ContactId, ContactView, Email, TenantId, TimelineEntry};
 use crate::store::common::{
-    BackendContacts, CONTACT_COLUMNS, ConnSource, ContactPage, Dialect, Get, NewContact, Stmt,
+    BackendContacts, CONTACT_COLUMNS, ConnSource, ContactPage, Dialect, Get, NewContact, Revised,
+    Stmt,
 };
 use crate::store::{Access, ContactRows, StoreError, StoreResult};
 
@@ -25,15 +26,22 @@ impl BackendContacts for SqliteStore {
             contact: contact.clone(),
             created: created.clone(),
         };
-        let key_hash = access.key_hash.as_ref();
-        if !self
-            .creates
-            .create(&access.tenant, key_hash, create)
-            .await?
-        {
-            return Err(StoreError::Conflict { field: "email" });
-        }
-        Ok(())
+        self.creates.insert(access, create).await
+    }
+
+    async fn update_if_revision(
+        &self,
+        tenant: &TenantId,
+        after: &Contact,
+        updated: &TimelineEntry,
+        revision: i64,
+    ) -> StoreResult<bool> {
+        let update = Revised {
+            after: after.clone(),
+            entry: updated.clone(),
+            revision,
+        };
+        self.updates.write(tenant, None, update).await
     }
 
     async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {

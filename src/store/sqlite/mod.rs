@@ -11,7 +11,6 @@
 
 mod conns;
 mod contacts;
-mod creates;
 mod filter;
 mod rows;
 mod search;
@@ -19,6 +18,7 @@ mod search;
 #[allow(dead_code)]
 pub(crate) mod sql;
 mod write_tx;
+mod writes;
 
 use std::str::FromStr;
 
@@ -43,8 +43,9 @@ pub struct SqliteStore {
     writer: conns::Conns,
     /// List pages, read past sqlx's worker threads (`rows.rs`).
     pages: rows::PageReads,
-    /// CreateContact, coalesced (`creates.rs`).
-    creates: super::coalesce::Creates<creates::SqliteCreates>,
+    /// CreateContact and UpdateContact's compare-and-set, coalesced (`writes.rs`).
+    creates: super::coalesce::Coalesced<writes::Creates>,
+    updates: super::coalesce::Coalesced<writes::Updates>,
     bell: super::ChangeBell,
 }
 
@@ -84,22 +85,24 @@ impl SqliteStore {
         )
         .await?;
         let bell = super::ChangeBell::local();
+        let parts = writes::Writer {
+            reader: reader.clone(),
+            writer: writer.clone(),
+            bell: bell.clone(),
+        };
         // One writer: a second batch in flight would only wait for it, and a spare
         // slot has no connection of its own to take.
-        let creates = super::coalesce::Creates::start(
-            creates::SqliteCreates {
-                reader: reader.clone(),
-                writer: writer.clone(),
-                bell: bell.clone(),
-            },
-            usize::from(options.write_batches).min(1),
-            0,
-        );
+        let slots = usize::from(options.write_batches).min(1);
+        let wait = options.acquire_timeout;
+        let creates =
+            super::coalesce::Coalesced::start(writes::Creates(parts.clone()), slots, 0, wait);
+        let updates = super::coalesce::Coalesced::start(writes::Updates(parts), slots, 0, wait);
         Ok(Self {
             reader,
             writer,
             pages,
             creates,
+            updates,
             bell,
         })
     }
@@ -123,10 +126,11 @@ impl Backend for SqliteStore {
     }
 
     fn counters(&self) -> super::StoreCounters {
-        let (write_batches, writes) = self.creates.counters();
+        let (create_batches, creates) = self.creates.counters();
+        let (update_batches, updates) = self.updates.counters();
         super::StoreCounters {
-            write_batches,
-            writes,
+            write_batches: create_batches + update_batches,
+            writes: creates + updates,
             ..Default::default()
         }
     }
