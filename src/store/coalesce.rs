@@ -18,9 +18,9 @@
 //!   concurrent insert that commits; an update's row has moved past its revision)
 //!   writes nothing for its row and is answered `false`; of two writes of one batch
 //!   with the same claim (`QueuedRow::claim`: an address, a contact), the first goes
-//!   in the batch and the other is answered `false` once the batch has succeeded
-//!   (the first took the address or moved the revision, or its condition failed and
-//!   so does the other's);
+//!   in the batch and the other alone after it, so its condition is tested against
+//!   what the first left (an update behind one whose revision was stale may still
+//!   be current);
 //! - a revoked key: the batch is that key's calls only, all rejected;
 //! - any other failure of the batch (a value the database refuses, an address taken
 //!   by an update, a deadlock) sends every call alone, so one bad write cannot fail
@@ -380,11 +380,10 @@ async fn write_batch<W: BatchWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::R
     let (sent, held) = split(jobs);
     let (rows, mut replies): (Vec<W::Row>, Vec<Reply>) =
         sent.into_iter().map(|job| (job.row, job.reply)).unzip();
-    let one = |row| writer.write_one(&line.tenant, line.key_hash.as_ref(), row);
     if rows.len() == 1 && held.is_empty() {
         // A caller that goes away takes its write with it, as before the queue.
         let written = tokio::select! {
-            written = one(&rows[0]) => written,
+            written = writer.write_one(&line.tenant, line.key_hash.as_ref(), &rows[0]) => written,
             () = gone(&mut replies) => return,
         };
         let _ = replies.pop().map(|reply| reply.send(written));
@@ -401,10 +400,9 @@ async fn write_batch<W: BatchWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::R
             for (row, reply) in rows.iter().zip(replies) {
                 let _ = reply.send(Ok(written.contains(row.id())));
             }
-            // See the module's comment: after the batch, none of these can write.
-            for reply in held_replies {
-                let _ = reply.send(Ok(false));
-            }
+            // Whether a held write's condition holds is its own: an update whose
+            // revision was current still is if the one sent before it failed.
+            one_by_one(writer, line, held_rows.iter().zip(held_replies)).await;
         }
         Err(err) if writer.everyones(&err) => {
             for reply in replies.into_iter().chain(held_replies) {
@@ -416,14 +414,23 @@ async fn write_batch<W: BatchWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::R
                 .iter()
                 .zip(replies)
                 .chain(held_rows.iter().zip(held_replies));
-            for (row, mut reply) in all {
-                let written = tokio::select! {
-                    written = one(row) => written,
-                    () = reply.closed() => continue,
-                };
-                let _ = reply.send(written);
-            }
+            one_by_one(writer, line, all).await;
         }
+    }
+}
+
+/// Each write alone, in order; a caller that went away before its turn skipped.
+async fn one_by_one<'r, W: BatchWriter>(
+    writer: &W,
+    line: &Line,
+    writes: impl Iterator<Item = (&'r W::Row, Reply)>,
+) {
+    for (row, mut reply) in writes {
+        let written = tokio::select! {
+            written = writer.write_one(&line.tenant, line.key_hash.as_ref(), row) => written,
+            () = reply.closed() => continue,
+        };
+        let _ = reply.send(written);
     }
 }
 
@@ -477,6 +484,84 @@ mod tests {
             tenant: TenantId::parse(tenant).expect("tenant"),
             key_hash: Some([0; 32]),
         }
+    }
+
+    /// A compare-and-set of a revision per contact, kept in memory: the rule under
+    /// test is who goes in a batch and what each caller is told, not the database.
+    struct Revisions(Mutex<HashMap<String, i64>>);
+
+    struct Update {
+        contact: String,
+        expected: i64,
+    }
+
+    impl QueuedRow for Update {
+        fn id(&self) -> &str {
+            &self.contact
+        }
+        fn claim(&self) -> &str {
+            &self.contact
+        }
+    }
+
+    impl Revisions {
+        fn swap(&self, row: &Update) -> bool {
+            let mut revisions = self.0.lock().expect("not poisoned");
+            let revision = revisions.get_mut(&row.contact).expect("a contact");
+            let current = *revision == row.expected;
+            if current {
+                *revision += 1;
+            }
+            current
+        }
+    }
+
+    #[async_trait]
+    impl BatchWriter for Revisions {
+        type Row = Update;
+
+        async fn write_one(&self, _: &TenantId, _: Option<&[u8; 32]>, row: &Update) -> Written {
+            Ok(self.swap(row))
+        }
+
+        async fn write_many(&self, _: &Line, rows: &[Update]) -> StoreResult<HashSet<String>> {
+            Ok(rows
+                .iter()
+                .filter(|row| self.swap(row))
+                .map(|row| row.contact.clone())
+                .collect())
+        }
+    }
+
+    fn update(contact: &str, expected: i64) -> (Job<Update>, oneshot::Receiver<Written>) {
+        let (reply, answer) = oneshot::channel();
+        let row = Update {
+            contact: contact.to_owned(),
+            expected,
+        };
+        let state = Arc::new(AtomicU8::new(TAKEN));
+        (Job { row, reply, state }, answer)
+    }
+
+    /// Of two updates of one contact in a batch, the first is stale and the second
+    /// current: the second is written and told so (an etag'd update told otherwise
+    /// would be refused ETAG_MISMATCH with its etag current).
+    #[tokio::test]
+    async fn a_write_held_behind_one_of_its_claim_gets_its_own_answer() {
+        let revisions = HashMap::from([("c".to_owned(), 5), ("d".to_owned(), 1)]);
+        let writer = Revisions(Mutex::new(revisions));
+        let (stale, stale_answer) = update("c", 4);
+        let (current, current_answer) = update("c", 5);
+        let (again, again_answer) = update("c", 5);
+        let (other, other_answer) = update("d", 1);
+        write_batch(&writer, &line("t"), vec![stale, current, again, other]).await;
+        let answer =
+            |mut a: oneshot::Receiver<Written>| a.try_recv().expect("answered").expect("ok");
+        assert!(!answer(stale_answer), "stale: not written");
+        assert!(answer(current_answer), "current: written");
+        assert!(!answer(again_answer), "the revision it expected has moved");
+        assert!(answer(other_answer));
+        assert_eq!(writer.0.lock().expect("not poisoned")["c"], 6);
     }
 
     #[test]
