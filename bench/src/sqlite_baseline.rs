@@ -69,6 +69,16 @@ fn open(path: &Path, read_only: bool) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// Empties the WAL into the database file. SQLite's automatic checkpoint runs on
+/// whichever connection commits past 1,000 WAL pages, so without this one side of a
+/// round would pay for pages the side before it wrote (BENCHMARKS.md, "SQLite
+/// writes coalesced").
+fn checkpoint(path: &Path) -> anyhow::Result<()> {
+    let conn = open(path, false)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
 /// Binds `values` to `$1`, `$2`... by name: SQLite numbers parameters in the order
 /// they first appear, which is not `$n`'s order in every statement.
 fn bind(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> anyhow::Result<()> {
@@ -519,12 +529,17 @@ pub async fn rounds(
                 );
                 measured
             };
+            // Each side starts with an empty WAL (`checkpoint`).
             let (service, echo_result, base) = if forward {
                 let echo_result = echo.measure(scenario, plan).await;
+                checkpoint(path)?;
                 let service = service().await;
+                checkpoint(path)?;
                 (service, echo_result, baseline(plan)?)
             } else {
+                checkpoint(path)?;
                 let base = baseline(plan)?;
+                checkpoint(path)?;
                 let service = service().await;
                 (service, echo.measure(scenario, plan).await, base)
             };
