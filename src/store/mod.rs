@@ -498,10 +498,11 @@ pub struct StoreCounters {
     pub lookup_batches: u64,
     /// Point reads those statements answered.
     pub lookups: u64,
-    /// Statements that carried CreateContact calls through the write queue on
-    /// PostgreSQL (a create that found a slot free is one statement of its own).
+    /// Batches that carried queued writes (`coalesce.rs`: CreateContact, and on SQLite
+    /// UpdateContact's compare-and-set); a write that found a slot free is a batch of
+    /// its own.
     pub write_batches: u64,
-    /// Creates those statements carried.
+    /// Writes those batches carried.
     pub writes: u64,
 }
 
@@ -518,7 +519,7 @@ pub struct ConnectOptions {
     pub transaction_pooler: bool,
     /// Read replicas for the heavy reads (PostgreSQL only).
     pub replicas: ReplicaOptions,
-    /// Most coalesced create batches in flight, 0 for none (`coalesce.rs`; at most 1
+    /// Most coalesced write batches in flight, 0 for none (`coalesce.rs`; at most 1
     /// on SQLite).
     pub write_batches: u8,
 }
