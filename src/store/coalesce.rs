@@ -27,7 +27,7 @@
 //!   the others. An unreachable database is everyone's answer
 //!   (`BatchWriter::everyones`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +35,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 
+use super::lines::Lines;
 use super::{Access, StoreError, StoreResult};
 use crate::domain::TenantId;
 
@@ -138,70 +139,14 @@ fn settle(state: &AtomicU8, to: u8) -> bool {
         .is_ok()
 }
 
-/// Writes waiting for a batch, one line per caller, served in turn.
-struct Waiting<R> {
-    lines: HashMap<Line, VecDeque<Job<R>>>,
-    turns: VecDeque<Line>,
-    len: usize,
-}
+/// Writes waiting for a batch, one line per caller.
+type Waiting<R> = Lines<Line, Job<R>>;
 
-impl<R> Default for Waiting<R> {
-    fn default() -> Self {
-        Self {
-            lines: HashMap::new(),
-            turns: VecDeque::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<R> Waiting<R> {
-    /// Queues `job`; `false` (the job dropped) when the queue or its line is full.
-    fn push(&mut self, line: Line, job: Job<R>) -> bool {
-        if self.len >= MAX_WAITING {
-            return false;
-        }
-        let queue = self.lines.entry(line.clone()).or_default();
-        if queue.len() >= MAX_WAITING_PER_LINE {
-            return false;
-        }
-        if queue.is_empty() {
-            self.turns.push_back(line);
-        }
-        queue.push_back(job);
-        self.len += 1;
-        true
-    }
-
-    /// The next line's writes whose callers still wait, up to a batch's worth. A
-    /// caller that went away before its batch was sent wrote nothing, as a call
-    /// cancelled before its statement would not have.
-    fn next_batch(&mut self) -> Option<(Line, Vec<Job<R>>)> {
-        while let Some(line) = self.turns.pop_front() {
-            let Some(queue) = self.lines.get_mut(&line) else {
-                continue;
-            };
-            let mut batch = Vec::new();
-            while batch.len() < MAX_BATCH {
-                let Some(job) = queue.pop_front() else {
-                    break;
-                };
-                self.len -= 1;
-                if !job.reply.is_closed() && settle(&job.state, TAKEN) {
-                    batch.push(job);
-                }
-            }
-            if queue.is_empty() {
-                self.lines.remove(&line);
-            } else {
-                self.turns.push_back(line.clone());
-            }
-            if !batch.is_empty() {
-                return Some((line, batch));
-            }
-        }
-        None
-    }
+/// Whether a queued write's caller still waits, and if so, takes the job for a batch:
+/// a caller that went away before its batch was sent wrote nothing, as a call
+/// cancelled before its statement would not have.
+fn take<R>(job: &Job<R>) -> bool {
+    !job.reply.is_closed() && settle(&job.state, TAKEN)
 }
 
 struct Shared<R> {
@@ -226,7 +171,7 @@ impl<R> Shared<R> {
     /// A slot, for a write that finds one free and nothing waiting.
     fn alone(&self) -> Option<OwnedSemaphorePermit> {
         let waiting = self.waiting();
-        if waiting.len > 0 {
+        if waiting.len() > 0 {
             return None;
         }
         let slot = self.slots.clone().try_acquire_owned().ok();
@@ -252,7 +197,7 @@ impl<W: BatchWriter> Coalesced<W> {
     /// finds no connection does.
     pub fn start(writer: W, slots: usize, spare: usize, wait_limit: Duration) -> Self {
         let shared = Arc::new(Shared {
-            waiting: Mutex::new(Waiting::default()),
+            waiting: Mutex::new(Lines::new(MAX_WAITING, MAX_WAITING_PER_LINE, MAX_BATCH)),
             slots: Arc::new(Semaphore::new(slots)),
             spare: Arc::new(Semaphore::new(spare)),
             work: Notify::new(),
@@ -325,7 +270,7 @@ impl<W: BatchWriter> Coalesced<W> {
             reply,
             state: state.clone(),
         };
-        if !self.shared.waiting().push(line, job) {
+        if self.shared.waiting().push(line, job).is_err() {
             return Err(StoreError::Overloaded("writes"));
         }
         self.shared.work.notify_one();
@@ -351,7 +296,7 @@ impl<W: BatchWriter> Drop for Coalesced<W> {
 
 async fn run<W: BatchWriter>(writer: Arc<W>, shared: Arc<Shared<W::Row>>) {
     loop {
-        while shared.waiting().len == 0 {
+        while shared.waiting().len() == 0 {
             if shared.stopped.load(Ordering::Relaxed) {
                 return;
             }
@@ -361,7 +306,7 @@ async fn run<W: BatchWriter>(writer: Arc<W>, shared: Arc<Shared<W::Row>>) {
         let Ok(slot) = slot_or_spare(&shared.slots, &shared.spare, PATIENCE).await else {
             return;
         };
-        let Some((line, batch)) = shared.waiting().next_batch() else {
+        let Some((line, batch)) = shared.waiting().next_batch(take) else {
             continue;
         };
         shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -459,6 +404,8 @@ fn split<R: QueuedRow>(jobs: Vec<Job<R>>) -> (Vec<Job<R>>, Vec<Job<R>>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     struct Row(&'static str, String);
@@ -578,38 +525,42 @@ mod tests {
     /// cannot give up.
     #[test]
     fn a_withdrawn_write_is_never_taken_and_a_taken_one_never_withdrawn() {
-        let mut waiting = Waiting::default();
+        let mut waiting: Waiting<Row> = Lines::new(MAX_WAITING, MAX_WAITING_PER_LINE, MAX_BATCH);
         let (withdrawn, _a) = job("w", "w@x");
         let (taken, _b) = job("t", "t@x");
         let (withdrawn_state, taken_state) = (withdrawn.state.clone(), taken.state.clone());
-        assert!(waiting.push(line("t"), withdrawn));
-        assert!(waiting.push(line("t"), taken));
+        assert!(waiting.push(line("t"), withdrawn).is_ok());
+        assert!(waiting.push(line("t"), taken).is_ok());
         assert!(settle(&withdrawn_state, WITHDRAWN));
-        let (_, batch) = waiting.next_batch().expect("a batch");
+        let (_, batch) = waiting.next_batch(take).expect("a batch");
         let ids: Vec<&str> = batch.iter().map(|j| j.row.id()).collect();
         assert_eq!(ids, ["t"]);
         assert!(!settle(&taken_state, WITHDRAWN), "taken first");
-        assert!(waiting.next_batch().is_none());
+        assert!(waiting.next_batch(take).is_none());
     }
 
     #[test]
     fn lines_take_turns_and_full_lines_refuse() {
-        let mut waiting = Waiting::default();
+        let mut waiting: Waiting<Row> = Lines::new(MAX_WAITING, MAX_WAITING_PER_LINE, MAX_BATCH);
         let flood = line("t");
         let quiet = line("quiet");
         let mut answers = Vec::new();
         for i in 0..MAX_WAITING_PER_LINE {
             let (j, a) = job("f", &format!("{i}@x"));
             answers.push(a);
-            assert!(waiting.push(flood.clone(), j));
+            assert!(waiting.push(flood.clone(), j).is_ok());
         }
-        assert!(!waiting.push(flood.clone(), job("more", "more@x").0));
+        assert!(
+            waiting
+                .push(flood.clone(), job("more", "more@x").0)
+                .is_err()
+        );
         let (j, a) = job("q", "q@x");
         answers.push(a);
-        assert!(waiting.push(quiet.clone(), j));
-        let (first, batch) = waiting.next_batch().expect("a batch");
+        assert!(waiting.push(quiet.clone(), j).is_ok());
+        let (first, batch) = waiting.next_batch(take).expect("a batch");
         assert_eq!((first, batch.len()), (flood.clone(), MAX_BATCH));
-        let (second, batch) = waiting.next_batch().expect("a batch");
+        let (second, batch) = waiting.next_batch(take).expect("a batch");
         assert_eq!((second, batch.len()), (quiet, 1), "the quiet line is next");
     }
 }

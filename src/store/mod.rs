@@ -9,6 +9,7 @@ mod bell;
 mod coalesce;
 mod common;
 mod error;
+mod lines;
 mod migrations;
 pub(crate) mod postgres;
 pub mod property_index;

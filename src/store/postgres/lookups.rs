@@ -15,7 +15,7 @@
 //! would cost two task hand-offs, a spawn and their wake-ups for nothing to share.
 //! Lookups that arrive meanwhile queue behind that slot as they would behind a batch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +28,7 @@ use super::conns::Conns;
 use super::rows::view_from_row;
 use super::{classify, sql};
 use crate::domain::{ContactView, TenantId};
+use crate::store::lines::Lines;
 use crate::store::{StoreCounters, StoreError, StoreResult};
 
 /// Most lookups in one statement.
@@ -70,60 +71,19 @@ const MAX_WAITING_PER_CALLER: usize = 1024;
 
 /// Lookups waiting for a statement: one line per caller and kind, served in turn, so
 /// a caller with many lookups waiting gets one statement and then the others' turn.
-#[derive(Default)]
-struct Waiting {
-    lines: HashMap<(Caller, By), VecDeque<Lookup>>,
-    turns: VecDeque<(Caller, By)>,
-    len: usize,
+type Waiting = Lines<(Caller, By), Lookup>;
+
+fn waiting_room() -> Waiting {
+    Lines::new(MAX_WAITING, MAX_WAITING_PER_CALLER, MAX_BATCH)
 }
 
-impl Waiting {
-    /// Queues `lookup`, or gives it back when the queue or its caller's line is full.
-    fn push(&mut self, lookup: Lookup) -> Result<(), Lookup> {
-        if self.len >= MAX_WAITING {
-            return Err(lookup);
-        }
-        let line_key = (lookup.caller.clone(), lookup.by);
-        let line = self.lines.entry(line_key.clone()).or_default();
-        if line.len() >= MAX_WAITING_PER_CALLER {
-            return Err(lookup);
-        }
-        if line.is_empty() {
-            self.turns.push_back(line_key);
-        }
-        line.push_back(lookup);
-        self.len += 1;
-        Ok(())
-    }
+fn line_of(lookup: &Lookup) -> (Caller, By) {
+    (lookup.caller.clone(), lookup.by)
+}
 
-    /// The next line's lookups whose callers still wait, up to a statement's worth.
-    /// Lookups whose callers went away are dropped unanswered.
-    fn next_batch(&mut self) -> Option<((Caller, By), Vec<Lookup>)> {
-        while let Some(line_key) = self.turns.pop_front() {
-            let Some(line) = self.lines.get_mut(&line_key) else {
-                continue;
-            };
-            let mut batch = Vec::new();
-            while batch.len() < MAX_BATCH {
-                let Some(lookup) = line.pop_front() else {
-                    break;
-                };
-                self.len -= 1;
-                if !lookup.reply.is_closed() {
-                    batch.push(lookup);
-                }
-            }
-            if line.is_empty() {
-                self.lines.remove(&line_key);
-            } else {
-                self.turns.push_back(line_key.clone());
-            }
-            if !batch.is_empty() {
-                return Some((line_key, batch));
-            }
-        }
-        None
-    }
+/// Whether a lookup's caller still waits (one gone away is dropped unanswered).
+fn still_waiting(lookup: &Lookup) -> bool {
+    !lookup.reply.is_closed()
 }
 
 /// What the callers and the worker share.
@@ -142,7 +102,7 @@ impl Shared {
     /// The statement slot, for a lookup that finds it free and nothing waiting.
     fn alone(&self) -> Option<OwnedSemaphorePermit> {
         let waiting = self.waiting();
-        if waiting.len > 0 {
+        if waiting.len() > 0 {
             return None;
         }
         let slot = self.main.clone().try_acquire_owned().ok();
@@ -169,7 +129,7 @@ impl Lookups {
     /// calls.
     pub fn start(conns: Conns, spare: usize) -> Self {
         let shared = Arc::new(Shared {
-            waiting: Mutex::default(),
+            waiting: Mutex::new(waiting_room()),
             main: Arc::new(Semaphore::new(1)),
             work: Notify::new(),
             stopped: AtomicBool::new(false),
@@ -210,7 +170,12 @@ impl Lookups {
             key: key.to_owned(),
             reply,
         };
-        if self.shared.waiting().push(lookup).is_err() {
+        if self
+            .shared
+            .waiting()
+            .push(line_of(&lookup), lookup)
+            .is_err()
+        {
             return Err(StoreError::Overloaded("point reads"));
         }
         self.shared.work.notify_one();
@@ -231,7 +196,7 @@ async fn run(conns: Conns, shared: Arc<Shared>, spare: usize) {
     let main = shared.main.clone();
     let spare = Arc::new(Semaphore::new(spare));
     loop {
-        while shared.waiting().len == 0 {
+        while shared.waiting().len() == 0 {
             if shared.stopped.load(Ordering::Relaxed) {
                 return;
             }
@@ -245,7 +210,7 @@ async fn run(conns: Conns, shared: Arc<Shared>, spare: usize) {
         let Ok(slot) = crate::store::coalesce::slot_or_spare(&main, &spare, PATIENCE).await else {
             return;
         };
-        let Some(((caller, by), batch)) = shared.waiting().next_batch() else {
+        let Some(((caller, by), batch)) = shared.waiting().next_batch(still_waiting) else {
             continue;
         };
         shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -399,59 +364,65 @@ mod tests {
 
     #[test]
     fn callers_take_turns_whatever_one_of_them_queued() {
-        let mut waiting = Waiting::default();
+        let mut waiting = waiting_room();
         let mut answers = Vec::new();
         for i in 0..100 {
             let (l, a) = lookup("flood", &i.to_string());
             answers.push(a);
-            assert!(waiting.push(l).is_ok());
+            assert!(waiting.push(line_of(&l), l).is_ok());
         }
         let (l, a) = lookup("quiet", "1");
         answers.push(a);
-        assert!(waiting.push(l).is_ok());
-        let first = waiting.next_batch().expect("a batch");
+        assert!(waiting.push(line_of(&l), l).is_ok());
+        let first = waiting.next_batch(still_waiting).expect("a batch");
         assert_eq!(
             (tenant_of(&first).as_str(), first.1.len()),
             ("flood", MAX_BATCH)
         );
-        let second = waiting.next_batch().expect("a batch");
+        let second = waiting.next_batch(still_waiting).expect("a batch");
         assert_eq!(
             (tenant_of(&second).as_str(), second.1.len()),
             ("quiet", 1),
             "the quiet caller is next, not after the flood"
         );
-        let third = waiting.next_batch().expect("a batch");
+        let third = waiting.next_batch(still_waiting).expect("a batch");
         assert_eq!((tenant_of(&third).as_str(), third.1.len()), ("flood", 36));
-        assert!(waiting.next_batch().is_none());
-        assert_eq!(waiting.len, 0);
+        assert!(waiting.next_batch(still_waiting).is_none());
+        assert_eq!(waiting.len(), 0);
     }
 
     #[test]
     fn a_full_line_refuses_more_and_others_still_queue() {
-        let mut waiting = Waiting::default();
+        let mut waiting = waiting_room();
         let mut answers = Vec::new();
         for i in 0..MAX_WAITING_PER_CALLER {
             let (l, a) = lookup("flood", &i.to_string());
             answers.push(a);
-            assert!(waiting.push(l).is_ok(), "lookup {i} fits");
+            assert!(waiting.push(line_of(&l), l).is_ok(), "lookup {i} fits");
         }
         let (l, _a) = lookup("flood", "one more");
-        assert!(waiting.push(l).is_err(), "the caller's line is full");
+        assert!(
+            waiting.push(line_of(&l), l).is_err(),
+            "the caller's line is full"
+        );
         let (l, _b) = lookup("quiet", "1");
-        assert!(waiting.push(l).is_ok(), "another caller still queues");
+        assert!(
+            waiting.push(line_of(&l), l).is_ok(),
+            "another caller still queues"
+        );
     }
 
     #[test]
     fn lookups_whose_callers_left_are_dropped() {
-        let mut waiting = Waiting::default();
+        let mut waiting = waiting_room();
         let (gone, answer) = lookup("t", "gone");
         drop(answer);
-        assert!(waiting.push(gone).is_ok());
+        assert!(waiting.push(line_of(&gone), gone).is_ok());
         let (kept, _answer) = lookup("t", "kept");
-        assert!(waiting.push(kept).is_ok());
-        let (_, batch) = waiting.next_batch().expect("a batch");
+        assert!(waiting.push(line_of(&kept), kept).is_ok());
+        let (_, batch) = waiting.next_batch(still_waiting).expect("a batch");
         let keys: Vec<&str> = batch.iter().map(|l| l.key.as_str()).collect();
         assert_eq!(keys, ["kept"]);
-        assert_eq!(waiting.len, 0);
+        assert_eq!(waiting.len(), 0);
     }
 }
