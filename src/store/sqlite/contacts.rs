@@ -5,12 +5,13 @@
 
 use async_trait::async_trait;
 use sqlx::Sqlite;
+use sqlx::sqlite::SqliteRow;
 
+use super::point::Found;
 use super::{SqliteStore, search, sql};
 use crate::domain::{Contact, ContactId, ContactView, Email, TenantId, TimelineEntry};
 use crate::store::common::{
-    BackendContacts, CONTACT_COLUMNS, ConnSource, ContactPage, Dialect, Get, NewContact, Revised,
-    Stmt,
+    BackendContacts, ConnSource, ContactPage, Dialect, Get, NewContact, Revised, Stmt,
 };
 use crate::store::{Access, ContactRows, StoreError, StoreResult};
 
@@ -85,45 +86,71 @@ use Lookup::{ByEmail, ById};
 
 /// The tenant's contact at `key`, the caller's key checked in the same statement;
 /// without a key (the service's own calls, which have none to check), a plain read.
+/// Stepped in place (`point.rs`) unless that hands it back; then on a reader.
 async fn read_checked(
     store: &SqliteStore,
     access: &Access,
     lookup: Lookup,
     key: &str,
 ) -> StoreResult<Option<ContactView>> {
-    let (checked, column) = match lookup {
-        ById => (sql::GET_CONTACT_CHECKED, "id"),
-        ByEmail => (sql::GET_CONTACT_BY_EMAIL_CHECKED, "email_key"),
+    let (checked, plain) = match lookup {
+        ById => (sql::GET_CONTACT_CHECKED, sql::GET_CONTACT),
+        ByEmail => (sql::GET_CONTACT_BY_EMAIL_CHECKED, sql::GET_CONTACT_BY_EMAIL),
     };
+    let tenant = access.tenant.as_str();
     let Some(key_hash) = &access.key_hash else {
-        let sql = format!(
-            "SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = $1 AND {column} = $2"
-        );
-        let stmt = Stmt::<Sqlite>::new(&sql)
-            .bind(access.tenant.as_str())
-            .bind(key);
-        let row = store.reader.fetch_optional(stmt).await?;
-        return row.as_ref().map(Sqlite::contact_view).transpose();
+        let in_place = store.points.contact(plain, &[&tenant, &key]);
+        let found = match in_place {
+            Some(found) => found?,
+            None => {
+                let stmt = Stmt::<Sqlite>::new(plain).bind(tenant).bind(key);
+                let row = store.reader.fetch_optional(stmt).await?;
+                found_in(row.as_ref())?
+            }
+        };
+        return Ok(match found {
+            Found::Contact(contact) => Some(contact),
+            Found::NoRow | Found::Nulls => None,
+        });
     };
-    let stmt = Stmt::<Sqlite>::new(checked)
-        .bind(access.tenant.as_str())
-        .bind(key)
-        .bind(&key_hash[..]);
-    let Some(row) = store.reader.fetch_optional(stmt).await? else {
-        return Err(StoreError::KeyRejected);
+    let in_place = store
+        .points
+        .contact(checked, &[&tenant, &key, &&key_hash[..]]);
+    let found = match in_place {
+        Some(found) => found?,
+        None => {
+            let stmt = Stmt::<Sqlite>::new(checked)
+                .bind(tenant)
+                .bind(key)
+                .bind(&key_hash[..]);
+            let row = store.reader.fetch_optional(stmt).await?;
+            found_in(row.as_ref())?
+        }
+    };
+    match found {
+        Found::NoRow => Err(StoreError::KeyRejected),
+        Found::Nulls => Ok(None),
+        Found::Contact(contact) => Ok(Some(contact)),
+    }
+}
+
+/// What a point read's row from a reader says, as `point.rs` reads its own.
+fn found_in(row: Option<&SqliteRow>) -> StoreResult<Found> {
+    let Some(row) = row else {
+        return Ok(Found::NoRow);
     };
     let id: Option<String> =
-        <Sqlite as Get<Option<String>>>::get(&row, "id").map_err(Sqlite::classify)?;
+        <Sqlite as Get<Option<String>>>::get(row, "id").map_err(Sqlite::classify)?;
     match id {
-        Some(_) => Sqlite::contact_view(&row).map(Some),
-        None => Ok(None),
+        Some(_) => Sqlite::contact_view(row).map(Found::Contact),
+        None => Ok(Found::Nulls),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// The checked point read is PostgreSQL's, and the export baseline reads a
-    /// contact's columns (`sql.rs` is the benchmark's too, so its tests live here).
+    /// The checked point read is PostgreSQL's, and the plain point reads and the
+    /// export baseline read a contact's columns (`sql.rs` is the benchmark's too, so its tests live here).
     #[test]
     fn the_checked_reads_and_the_export_read_what_the_store_reads() {
         use super::sql;
@@ -134,6 +161,8 @@ mod tests {
         );
         let columns = format!("SELECT {} FROM contacts", pg::CONTACT_COLUMNS);
         let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert!(words(sql::EXPORT).starts_with(&columns), "{}", sql::EXPORT);
+        for read in [sql::EXPORT, sql::GET_CONTACT, sql::GET_CONTACT_BY_EMAIL] {
+            assert!(words(read).starts_with(&columns), "{read}");
+        }
     }
 }

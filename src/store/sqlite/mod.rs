@@ -12,6 +12,7 @@
 mod conns;
 mod contacts;
 mod filter;
+mod point;
 mod rows;
 mod search;
 // Some statements are only the benchmark's baseline's and the tests' that pin them.
@@ -43,6 +44,8 @@ pub struct SqliteStore {
     writer: conns::Conns,
     /// List pages, read past sqlx's worker threads (`rows.rs`).
     pages: rows::PageReads,
+    /// Point reads, stepped in place (`point.rs`).
+    points: point::PointReads,
     /// CreateContact and UpdateContact's compare-and-set, coalesced (`writes.rs`).
     creates: super::coalesce::Coalesced<writes::Creates>,
     updates: super::coalesce::Coalesced<writes::Updates>,
@@ -77,13 +80,12 @@ impl SqliteStore {
                 .map_err(StoreError::internal)?;
             conn.done();
         }
+        let readers = options.max_connections.clamp(1, 8);
         let pages = rows::PageReads::new(connect.get_filename().to_owned());
-        let reader = conns::Conns::connect(
-            connect.read_only(true),
-            options.max_connections.clamp(1, 8),
-            options.acquire_timeout,
-        )
-        .await?;
+        let points = point::PointReads::new(connect.get_filename().to_owned(), readers);
+        let reader =
+            conns::Conns::connect(connect.read_only(true), readers, options.acquire_timeout)
+                .await?;
         let bell = super::ChangeBell::local();
         let parts = writes::Writer {
             reader: reader.clone(),
@@ -101,6 +103,7 @@ impl SqliteStore {
             reader,
             writer,
             pages,
+            points,
             creates,
             updates,
             bell,

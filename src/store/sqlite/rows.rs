@@ -138,7 +138,7 @@ fn read(
 }
 
 /// A contact from a row of `CONTACT_COLUMNS`, by position.
-fn view_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContactView> {
+pub(super) fn view_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContactView> {
     Ok(ContactView {
         id: ContactId::from_trusted(text(row, 0)?),
         email: Email::from_trusted(text(row, 1)?),
@@ -174,7 +174,7 @@ fn time(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<DateTime<Utc>> {
 
 /// As `super::classify` does sqlx's errors: a busy or locked database, or one that
 /// cannot be opened, is UNAVAILABLE (retrying may help); anything else internal.
-fn classify(err: rusqlite::Error) -> StoreError {
+pub(super) fn classify(err: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked};
     match err.sqlite_error_code() {
         Some(DatabaseBusy | DatabaseLocked | CannotOpen) => {

@@ -23,6 +23,15 @@ pub const GET_CONTACT_CHECKED: &str = checked_contact!("c.id = $2");
 /// As `GET_CONTACT_CHECKED`, by email key.
 pub const GET_CONTACT_BY_EMAIL_CHECKED: &str = checked_contact!("c.email_key = $2");
 
+/// A contact by id, without a key to check (the service's own reads).
+pub const GET_CONTACT: &str = "SELECT id, email, properties, suppressed, unsubscribed, \
+     created_at, updated_at, revision FROM contacts WHERE tenant_id = $1 AND id = $2";
+
+/// As `GET_CONTACT`, by email key.
+pub const GET_CONTACT_BY_EMAIL: &str = "SELECT id, email, properties, suppressed, \
+     unsubscribed, created_at, updated_at, revision FROM contacts \
+     WHERE tenant_id = $1 AND email_key = $2";
+
 /// The tenant of a live key (`store::common::keys`), a write's key check.
 pub const TENANT_FOR_KEY: &str =
     "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
