@@ -218,7 +218,7 @@ impl Report {
             Some((
                 baseline,
                 shown,
-                format!("≥ {target}: {}", verdict(ratio >= target)),
+                format!("≥ {target:?}: {}", verdict(ratio >= target)),
             ))
         };
         match row.scenario {
@@ -483,10 +483,12 @@ impl Report {
     }
 }
 
-/// The throughput target of a unary call, in L (issue 20 raised the point reads').
+/// The throughput target of a unary call, in L (issue 20 raised the point reads' and
+/// the writes'; UpsertContact and BatchGetContacts keep issue 15's).
 fn unary_target(scenario: Scenario) -> f64 {
     match scenario {
         Scenario::GetContact | Scenario::GetContactByEmail => 1.5,
+        Scenario::CreateContact | Scenario::UpdateContact => 1.0,
         _ => 0.8,
     }
 }
