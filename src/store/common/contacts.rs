@@ -126,16 +126,23 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
             |found: &Option<ContactView>| found.as_ref().map_or(0, contact_bytes),
         )
         .await?;
-        // Under a key, no row at all means the key was rejected; a row of NULLs
-        // means it is live and nothing matched.
-        if access.key_hash.is_some() && rows.items.is_empty() {
-            return Err(StoreError::KeyRejected);
-        }
-        Ok(ContactRows {
-            items: rows.items.into_iter().flatten().collect(),
-            cut_short: rows.cut_short,
-        })
+        batch_got(access, rows)
     }
+}
+
+/// The contacts of `batch_get_sql`'s rows. Under a key, no row at all means the key
+/// was rejected; a row of NULLs that it is live and nothing matched.
+pub(crate) fn batch_got(
+    access: &Access,
+    rows: ListRows<Option<ContactView>>,
+) -> StoreResult<ContactRows> {
+    if access.key_hash.is_some() && rows.items.is_empty() {
+        return Err(StoreError::KeyRejected);
+    }
+    Ok(ContactRows {
+        items: rows.items.into_iter().flatten().collect(),
+        cut_short: rows.cut_short,
+    })
 }
 
 /// `batch_get_contacts`' statement: tenant `$1`, then the key's hash when `checked`,

@@ -18,9 +18,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::rows::{classify, view_of};
+use super::rows::{bind_numbered, classify, view_of};
 use crate::domain::ContactView;
 use crate::store::StoreResult;
 
@@ -61,15 +62,15 @@ impl PointReads {
         let read = conn
             .prepare_cached(sql)
             .and_then(|mut statement| {
+                bind_numbered(&mut statement, params)?;
                 statement
-                    .query_row(params, |row| {
-                        let id: Option<String> = row.get(0)?;
-                        match id {
-                            Some(_) => view_of(row).map(Found::Contact),
-                            None => Ok(Found::Nulls),
-                        }
+                    .raw_query()
+                    .next()?
+                    .map(|row| match row.get_ref(0)? {
+                        ValueRef::Null => Ok(Found::Nulls),
+                        _ => view_of(row).map(Found::Contact),
                     })
-                    .optional()
+                    .transpose()
             })
             .map(|row| row.unwrap_or(Found::NoRow));
         // A statement's error leaves its connection as it was (the statement reset).

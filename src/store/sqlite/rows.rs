@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::conns::Conn;
 use crate::domain::{ContactId, ContactView, Email, PropertiesJson};
 use crate::store::common::{Arg, Clause};
-use crate::store::{ContactRows, StoreError, StoreResult, contact_bytes};
+use crate::store::{ContactRows, ListRows, StoreError, StoreResult, contact_bytes};
 
 /// As the store's own connections wait for a writer's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,6 +72,37 @@ impl PageReads {
     }
 }
 
+impl PageReads {
+    /// The rows of `sql`, a statement of contact columns whose rows may be NULLs (a
+    /// checked statement's row for a live key that matched nothing: `None`), bound to
+    /// `params` in order, no more than `max_bytes` of contacts (at least one row), as
+    /// `fetch_contacts` reads a page.
+    pub async fn fetch_checked(
+        &self,
+        place: Conn,
+        sql: String,
+        params: Vec<Value>,
+        max_bytes: usize,
+    ) -> StoreResult<ListRows<Option<ContactView>>> {
+        let inner = self.inner.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let read = inner.with_conn(|conn| {
+                let mut statement = conn.prepare_cached(&sql)?;
+                bind_numbered(&mut statement, &params)?;
+                let read = |row: &rusqlite::Row<'_>| match row.get_ref(0)? {
+                    ValueRef::Null => Ok(None),
+                    _ => view_of(row).map(Some),
+                };
+                let size = |found: &Option<ContactView>| found.as_ref().map_or(0, contact_bytes);
+                collect(statement.raw_query(), max_bytes, read, size)
+            });
+            place.done();
+            read
+        });
+        read.await.map_err(StoreError::internal)?
+    }
+}
+
 impl Inner {
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         self.idle
@@ -80,12 +111,20 @@ impl Inner {
     }
 
     fn read(&self, clause: &Clause, limit: u32, max_bytes: usize) -> StoreResult<ContactRows> {
+        self.with_conn(|conn| read(conn, clause, limit, max_bytes))
+    }
+
+    /// `read` on an idle connection, or a new one.
+    fn with_conn<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let idle = self.lock_idle().pop();
         let conn = match idle {
             Some(conn) => conn,
             None => self.open().map_err(classify)?,
         };
-        let read = read(&conn, clause, limit, max_bytes);
+        let read = read(&conn);
         // A statement's error leaves its connection as it was (the statement reset);
         // only an unusable file would fail the next one too.
         self.lock_idle().push(conn);
@@ -119,8 +158,18 @@ fn read(
         }?;
     }
     statement.raw_bind_parameter(clause.args.len() + 1, i64::from(limit))?;
-    let mut rows = statement.raw_query();
-    let mut collected = ContactRows {
+    collect(statement.raw_query(), max_bytes, view_of, contact_bytes)
+}
+
+/// Rows read by `read` until they hold more than `max_bytes` (at least one row), as
+/// `store::collect_within` collects sqlx's.
+fn collect<T>(
+    mut rows: rusqlite::Rows<'_>,
+    max_bytes: usize,
+    read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    size: fn(&T) -> usize,
+) -> rusqlite::Result<ListRows<T>> {
+    let mut collected = ListRows {
         items: Vec::new(),
         cut_short: false,
     };
@@ -130,11 +179,28 @@ fn read(
             collected.cut_short = true;
             break;
         }
-        let view = view_of(row)?;
-        bytes += contact_bytes(&view);
-        collected.items.push(view);
+        let item = read(row)?;
+        bytes += size(&item);
+        collected.items.push(item);
     }
     Ok(collected)
+}
+
+/// Binds `params[n - 1]` to `$n`. SQLite numbers `$n` parameters in the order they
+/// first appear in the text, not by their digits, and a statement may name `$3`
+/// before `$2` (`batch_get_sql`), so each is bound by its name.
+pub(super) fn bind_numbered(
+    statement: &mut rusqlite::Statement<'_>,
+    params: &[impl rusqlite::ToSql],
+) -> rusqlite::Result<()> {
+    for (i, param) in params.iter().enumerate() {
+        let name = format!("${}", i + 1);
+        let at = statement
+            .parameter_index(&name)?
+            .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+        statement.raw_bind_parameter(at, param)?;
+    }
+    Ok(())
 }
 
 /// A contact from a row of `CONTACT_COLUMNS`, by position.
@@ -187,6 +253,21 @@ pub(super) fn classify(err: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `$n` is bound to the n-th parameter wherever it first appears in the text
+    /// (SQLite's own index is the order of appearance: `$2` here is index 1).
+    #[test]
+    fn numbered_parameters_bind_by_their_number() {
+        let conn = Connection::open_in_memory().expect("open");
+        let mut statement = conn.prepare("SELECT $2 || $1 || $2").expect("prepare");
+        bind_numbered(&mut statement, &["a", "b"]).expect("bind");
+        let mut rows = statement.raw_query();
+        let row = rows.next().expect("step").expect("a row");
+        assert_eq!(row.get::<_, String>(0).expect("text"), "bab");
+        drop(rows);
+        let missing = bind_numbered(&mut statement, &["a", "b", "c"]);
+        assert!(missing.is_err(), "a $3 the text does not have: {missing:?}");
+    }
 
     /// Every kind of argument binds as sqlx binds it, and a page stops at its byte
     /// budget with the row after it unread.
