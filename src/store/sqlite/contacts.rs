@@ -49,10 +49,10 @@ impl BackendContacts for SqliteStore {
     }
 
     async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
-        let mut conn = self.reader.get().await?;
-        let statement = search::list_statement(&mut conn, &page).await?;
+        let plan = search::list_plan(&page);
+        let place = self.reader.get().await?;
         self.pages
-            .fetch_contacts(conn, statement, page.limit, page.max_bytes)
+            .fetch_contacts(place, plan, page.limit, page.max_bytes)
             .await
     }
 

@@ -6,7 +6,8 @@
 //! make a contact of it. A list reads up to a page of rows per statement, so here a
 //! page's statement is stepped on a blocking thread of the runtime by rusqlite (the
 //! thin driver over the same libsqlite3-sys, already the benchmark's), which reads
-//! each column by position straight into the contact: one hand-over per page.
+//! each column by position straight into the contact: one hand-over per page. A
+//! search's count of index matches, which picks its statement, runs there too.
 //!
 //! Its connections are read-only ones of its own to the store's file, opened when
 //! first needed and kept in a list. A page read holds a reader of the store's
@@ -22,6 +23,7 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use super::conns::Conn;
+use super::search::ListPlan;
 use crate::domain::{ContactId, ContactView, Email, PropertiesJson};
 use crate::store::common::{Arg, Clause};
 use crate::store::{ContactRows, ListRows, StoreError, StoreResult, contact_bytes};
@@ -51,22 +53,26 @@ impl PageReads {
         }
     }
 
-    /// The contacts of `clause` (a SELECT of `CONTACT_COLUMNS` up to its `LIMIT ?`,
-    /// bound to `limit`), no more than `max_bytes` of them (at least one) as
-    /// `collect_within` counts them. `place` is the reader this read holds until the
-    /// rows are in, whether or not its caller still waits for them.
+    /// The contacts of the statement `plan` chooses on the page's connection (a
+    /// SELECT of `CONTACT_COLUMNS` up to its `LIMIT ?`, bound to `limit`), no more
+    /// than `max_bytes` of them (at least one) as `collect_within` counts them.
+    /// `place` is the reader this read holds until the rows are in, whether or not
+    /// its caller still waits for them.
     pub async fn fetch_contacts(
         &self,
         place: Conn,
-        clause: Clause,
+        plan: ListPlan,
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ContactRows> {
         let inner = self.inner.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let read = inner.read(&clause, limit, max_bytes);
+            let rows = inner.with_conn(|conn| {
+                let clause = plan.choose(conn)?;
+                read(conn, &clause, limit, max_bytes)
+            });
             place.done();
-            read
+            rows
         });
         read.await.map_err(StoreError::internal)?
     }
@@ -108,10 +114,6 @@ impl Inner {
         self.idle
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn read(&self, clause: &Clause, limit: u32, max_bytes: usize) -> StoreResult<ContactRows> {
-        self.with_conn(|conn| read(conn, clause, limit, max_bytes))
     }
 
     /// `read` on an idle connection, or a new one.
@@ -305,7 +307,9 @@ mod tests {
                 Arg::Text("c0".into()),
             ],
         };
-        let rows = reads.read(&clause, 10, 1 << 20).expect("read");
+        let rows = reads
+            .with_conn(|conn| read(conn, &clause, 10, 1 << 20))
+            .expect("read");
         assert!(!rows.cut_short);
         let ids: Vec<&str> = rows.items.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["c1"]);
@@ -321,9 +325,13 @@ mod tests {
             args: Vec::new(),
         };
         // Past the budget after the first row: one row, and more follow.
-        let rows = reads.read(&all, 10, 1).expect("read");
+        let rows = reads
+            .with_conn(|conn| read(conn, &all, 10, 1))
+            .expect("read");
         assert_eq!((rows.items.len(), rows.cut_short), (1, true));
-        let rows = reads.read(&all, 2, 1 << 20).expect("read");
+        let rows = reads
+            .with_conn(|conn| read(conn, &all, 2, 1 << 20))
+            .expect("read");
         assert_eq!((rows.items.len(), rows.cut_short), (2, false));
         assert_eq!(reads.lock_idle().len(), 1, "one connection, reused");
     }

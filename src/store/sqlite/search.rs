@@ -1,10 +1,8 @@
 //! Contact lists and search on SQLite: an FTS5 trigram index for terms it
 //! answers well, a walk of the tenant in id order for the rest.
 
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::Sqlite;
 
-use super::classify;
-use crate::store::StoreResult;
 use crate::store::common::{
     Arg, CONTACT_COLUMNS, Clause, ContactPage, filter_condition, keyset, order_by,
 };
@@ -40,21 +38,40 @@ fn probe(term: &str) -> Option<&str> {
     longest.or_else(|| (term.chars().count() >= 3).then_some(term))
 }
 
-/// The statement of one keyset page of the tenant's contacts in the query's order,
-/// filtered by it, up to its `LIMIT ?` (the page's limit, bound last). A search
-/// asks the trigram index on `conn` how many rows it matches, to pick the plan.
-pub(super) async fn list_statement(
-    conn: &mut SqliteConnection,
-    page: &ContactPage<'_>,
-) -> StoreResult<Clause> {
-    let ContactPage {
-        tenant,
-        query,
-        after,
-        limit,
-        ..
-    } = *page;
-    let term = query.search.as_ref().map(|term| term.as_str());
+/// Counts a phrase's trigram-index matches, in all tenants, up to `?2`.
+const COUNT_MATCHES: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM contacts_fts WHERE contacts_fts MATCH ?1 LIMIT ?2)";
+
+/// The statements one keyset page may run, and how one is chosen: each statement
+/// that reads the trigram index, in the order they are tried, with the phrase whose
+/// match count admits it, then the walk of the tenant. Built on the caller's task,
+/// chosen where the page is read (`rows.rs`), so a search is one hand-over.
+pub(super) struct ListPlan {
+    indexed: Vec<(String, Clause)>,
+    walk: Clause,
+    cap: u32,
+}
+
+impl ListPlan {
+    /// The first indexed statement whose phrase has at most `cap` matches, counted
+    /// on `conn`; else the walk.
+    pub fn choose(self, conn: &rusqlite::Connection) -> rusqlite::Result<Clause> {
+        for (phrase, statement) in self.indexed {
+            let mut count = conn.prepare_cached(COUNT_MATCHES)?;
+            let candidates: i64 =
+                count.query_row((phrase.as_str(), i64::from(self.cap) + 1), |row| row.get(0))?;
+            if candidates <= i64::from(self.cap) {
+                return Ok(statement);
+            }
+        }
+        Ok(self.walk)
+    }
+}
+
+/// The plan of one keyset page of the tenant's contacts in the query's order,
+/// filtered by it, each statement up to its `LIMIT ?` (the page's limit, bound last).
+pub(super) fn list_plan(page: &ContactPage<'_>) -> ListPlan {
+    let term = page.query.search.as_ref().map(|term| term.as_str());
     // The trigram index needs three characters; shorter terms scan the tenant's rows.
     // The index is probed with the term's longest run first (`probe`), then with the
     // whole term when the run alone has too many matches.
@@ -68,24 +85,30 @@ pub(super) async fn list_statement(
     // tenant in id order costs to find a page of them (`search_candidate_cap`). The
     // count covers all tenants (the index is global), so it only picks the plan: both
     // apply the same filters.
-    let mut fts = None;
-    for probe in phrases {
-        let phrase = format!("\"{}\"", probe.replace('"', "\"\""));
-        let cap = search_candidate_cap(limit);
-        let candidates: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM \
-                 (SELECT 1 FROM contacts_fts WHERE contacts_fts MATCH ?1 LIMIT ?2)",
-        )
-        .bind(&phrase)
-        .bind(i64::from(cap) + 1)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(classify)?;
-        if candidates <= i64::from(cap) {
-            fts = Some(phrase);
-            break;
-        }
+    let indexed = phrases
+        .into_iter()
+        .map(|probe| {
+            let phrase = format!("\"{}\"", probe.replace('"', "\"\""));
+            let statement = statement(page, Some(&phrase));
+            (phrase, statement)
+        })
+        .collect();
+    ListPlan {
+        indexed,
+        walk: statement(page, None),
+        cap: search_candidate_cap(page.limit),
     }
+}
+
+/// The page's statement, through the trigram index for `fts` or walking the tenant.
+fn statement(page: &ContactPage<'_>, fts: Option<&str>) -> Clause {
+    let ContactPage {
+        tenant,
+        query,
+        after,
+        ..
+    } = *page;
+    let term = query.search.as_ref().map(|term| term.as_str());
     // Only the filters present appear in the SQL, so no MATCH runs on a NULL.
     // CROSS JOIN keeps the index the outer loop whatever ANALYZE has recorded.
     let mut sql = Clause::default();
@@ -95,7 +118,7 @@ pub(super) async fn list_statement(
             "contacts_fts CROSS JOIN contacts ON contacts.rid = contacts_fts.rowid \
                  WHERE contacts_fts MATCH ",
         )
-        .arg(Arg::Text(fts))
+        .arg(Arg::Text(fts.to_owned()))
         .push(" AND ");
     } else {
         sql.push("contacts WHERE ");
@@ -121,7 +144,7 @@ pub(super) async fn list_statement(
         " ORDER BY {} LIMIT ?",
         order_by::<Sqlite>(query.order)
     ));
-    Ok(sql)
+    sql
 }
 
 #[cfg(test)]
