@@ -8,8 +8,8 @@
 //!
 //! The runtime's thread must never sleep in SQLite: these connections have no busy
 //! timeout, so a read that would wait (SQLITE_BUSY, which a WAL reader meets only
-//! while another connection recovers the WAL) is handed back to the caller as
-//! `Elsewhere` and runs on the store's readers, which may wait. So is a read when
+//! while another connection recovers the WAL) is handed back to the caller (`None`)
+//! and runs on the store's readers, which may wait. So is a read when
 //! all of these connections are in use (at most one per thread stepping one, and
 //! never more than the store's readers) or one cannot be opened.
 
