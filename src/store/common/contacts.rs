@@ -202,7 +202,7 @@ pub(crate) fn batch_get_sql<DB: Dialect>(checked: bool, ids: bool, emails: bool)
 }
 
 /// A contact of a checked statement's rows, or `None` for its row of NULLs.
-fn checked_view<DB: SqlDb>(row: &DB::Row) -> StoreResult<Option<ContactView>> {
+pub(crate) fn checked_view<DB: SqlDb>(row: &DB::Row) -> StoreResult<Option<ContactView>> {
     let id: Option<String> = <DB as Get<Option<String>>>::get(row, "id").map_err(DB::classify)?;
     match id {
         Some(_) => DB::contact_view(row).map(Some),

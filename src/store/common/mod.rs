@@ -31,7 +31,7 @@ pub(crate) use crate::store::ContactPage;
 pub(crate) use batch::{ColumnKind, JsonColumn};
 pub(crate) use changes::{ChangeSql, POSTGRES as POSTGRES_CHANGES, SQLITE as SQLITE_CHANGES};
 pub(crate) use contacts::{
-    BackendContacts, NewContact, Revised, batch_get_sql, batch_got, create_contact,
+    BackendContacts, NewContact, Revised, batch_get_sql, batch_got, checked_view, create_contact,
     create_contacts, update_contact_if_revision, update_contacts_if_revision,
 };
 pub(crate) use db::{ConnSource, Get, Param, SqlDb, SqlText, Stmt};

@@ -4,19 +4,17 @@
 //! searches SQLite's own index and reads its rows past the worker (`rows.rs`).
 
 use async_trait::async_trait;
+use rusqlite::types::Value;
 use sqlx::Sqlite;
-use sqlx::sqlite::SqliteRow;
 
 use super::point::Found;
 use super::{SqliteStore, search, sql};
 use crate::domain::{Contact, ContactId, ContactView, Email, TenantId, TimelineEntry};
-use rusqlite::types::Value;
-
 use crate::store::common::{
-    BackendContacts, ConnSource, ContactPage, Dialect, Get, NewContact, Revised, Stmt,
-    batch_get_sql, batch_got,
+    BackendContacts, ConnSource, ContactPage, NewContact, Revised, Stmt, batch_get_sql, batch_got,
+    checked_view,
 };
-use crate::store::{Access, ContactRows, ListRows, StoreError, StoreResult};
+use crate::store::{Access, ContactRows, StoreError, StoreResult};
 
 #[async_trait]
 impl BackendContacts for SqliteStore {
@@ -82,13 +80,10 @@ impl BackendContacts for SqliteStore {
         let checked = access.key_hash.is_some();
         let Some(sql) = batch_get_sql::<Sqlite>(checked, !ids.is_empty(), !email_keys.is_empty())
         else {
-            return batch_got(
-                access,
-                ListRows {
-                    items: Vec::new(),
-                    cut_short: false,
-                },
-            );
+            return Ok(ContactRows {
+                items: Vec::new(),
+                cut_short: false,
+            });
         };
         // In `batch_get_sql`'s order; each list as JSON, as `TextList` binds it.
         let mut params = vec![Value::Text(access.tenant.as_str().to_owned())];
@@ -126,7 +121,6 @@ use Lookup::{ByEmail, ById};
 
 /// The tenant's contact at `key`, the caller's key checked in the same statement;
 /// without a key (the service's own calls, which have none to check), a plain read.
-/// Stepped in place (`point.rs`) unless that hands it back; then on a reader.
 async fn read_checked(
     store: &SqliteStore,
     access: &Access,
@@ -137,60 +131,48 @@ async fn read_checked(
         ById => (sql::GET_CONTACT_CHECKED, sql::GET_CONTACT),
         ByEmail => (sql::GET_CONTACT_BY_EMAIL_CHECKED, sql::GET_CONTACT_BY_EMAIL),
     };
-    let tenant = access.tenant.as_str();
-    let Some(key_hash) = &access.key_hash else {
-        let in_place = store.points.contact(plain, &[&tenant, &key]);
-        let found = match in_place {
-            Some(found) => found?,
-            None => {
-                let stmt = Stmt::<Sqlite>::new(plain).bind(tenant).bind(key);
-                let row = store.reader.fetch_optional(stmt).await?;
-                found_in(row.as_ref())?
-            }
-        };
-        return Ok(match found {
-            Found::Contact(contact) => Some(contact),
-            Found::NoRow | Found::Nulls => None,
-        });
-    };
-    let in_place = store
-        .points
-        .contact(checked, &[&tenant, &key, &&key_hash[..]]);
-    let found = match in_place {
-        Some(found) => found?,
-        None => {
-            let stmt = Stmt::<Sqlite>::new(checked)
-                .bind(tenant)
-                .bind(key)
-                .bind(&key_hash[..]);
-            let row = store.reader.fetch_optional(stmt).await?;
-            found_in(row.as_ref())?
-        }
-    };
-    match found {
-        Found::NoRow => Err(StoreError::KeyRejected),
-        Found::Nulls => Ok(None),
+    let key_hash = access.key_hash.as_ref().map(|hash| &hash[..]);
+    let sql = if key_hash.is_some() { checked } else { plain };
+    match point_read(store, sql, access.tenant.as_str(), key, key_hash).await? {
         Found::Contact(contact) => Ok(Some(contact)),
+        // A checked read's answer for a rejected key; a plain read's for no contact.
+        Found::NoRow if key_hash.is_some() => Err(StoreError::KeyRejected),
+        Found::NoRow | Found::Nulls => Ok(None),
     }
 }
 
-/// What a point read's row from a reader says, as `point.rs` reads its own.
-fn found_in(row: Option<&SqliteRow>) -> StoreResult<Found> {
-    let Some(row) = row else {
-        return Ok(Found::NoRow);
+/// What `sql` (bound to the tenant, the key, and the key's hash if any) finds:
+/// stepped in place (`point.rs`) unless that hands it back, then on a reader.
+async fn point_read(
+    store: &SqliteStore,
+    sql: &str,
+    tenant: &str,
+    key: &str,
+    key_hash: Option<&[u8]>,
+) -> StoreResult<Found> {
+    let in_place = match key_hash {
+        Some(hash) => store.points.contact(sql, &[&tenant, &key, &hash]),
+        None => store.points.contact(sql, &[&tenant, &key]),
     };
-    let id: Option<String> =
-        <Sqlite as Get<Option<String>>>::get(row, "id").map_err(Sqlite::classify)?;
-    match id {
-        Some(_) => Sqlite::contact_view(row).map(Found::Contact),
-        None => Ok(Found::Nulls),
+    if let Some(found) = in_place {
+        return found;
     }
+    let mut stmt = Stmt::<Sqlite>::new(sql).bind(tenant).bind(key);
+    if let Some(hash) = key_hash {
+        stmt = stmt.bind(hash);
+    }
+    let found = match store.reader.fetch_optional(stmt).await? {
+        Some(row) => checked_view::<Sqlite>(&row)?.map_or(Found::Nulls, Found::Contact),
+        None => Found::NoRow,
+    };
+    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
     /// The checked point read is PostgreSQL's, and the plain point reads and the
-    /// export baseline read a contact's columns (`sql.rs` is the benchmark's too, so its tests live here).
+    /// export baseline read a contact's columns (`sql.rs` is the benchmark's too, so
+    /// its tests live here).
     #[test]
     fn the_checked_reads_and_the_export_read_what_the_store_reads() {
         use super::sql;

@@ -18,10 +18,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, ToSql};
 
-use super::rows::{bind_numbered, classify, view_of};
+use super::rows::{bind_numbered, checked_view_of, classify};
 use crate::domain::ContactView;
 use crate::store::StoreResult;
 
@@ -66,10 +65,7 @@ impl PointReads {
                 statement
                     .raw_query()
                     .next()?
-                    .map(|row| match row.get_ref(0)? {
-                        ValueRef::Null => Ok(Found::Nulls),
-                        _ => view_of(row).map(Found::Contact),
-                    })
+                    .map(|row| Ok(checked_view_of(row)?.map_or(Found::Nulls, Found::Contact)))
                     .transpose()
             })
             .map(|row| row.unwrap_or(Found::NoRow));

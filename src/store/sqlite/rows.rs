@@ -65,24 +65,16 @@ impl PageReads {
         limit: u32,
         max_bytes: usize,
     ) -> StoreResult<ContactRows> {
-        let inner = self.inner.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let rows = inner.with_conn(|conn| {
-                let clause = plan.choose(conn)?;
-                read(conn, &clause, limit, max_bytes)
-            });
-            place.done();
-            rows
-        });
-        read.await.map_err(StoreError::internal)?
+        self.blocking(place, move |conn| {
+            let clause = plan.choose(conn)?;
+            read(conn, &clause, limit, max_bytes)
+        })
+        .await
     }
-}
 
-impl PageReads {
-    /// The rows of `sql`, a statement of contact columns whose rows may be NULLs (a
-    /// checked statement's row for a live key that matched nothing: `None`), bound to
-    /// `params` in order, no more than `max_bytes` of contacts (at least one row), as
-    /// `fetch_contacts` reads a page.
+    /// The rows of `sql`, a checked statement of contact columns (a row of NULLs,
+    /// `None`, for a live key that matched nothing), bound to `params` as `$1`,
+    /// `$2`..., as `fetch_contacts` reads a page.
     pub async fn fetch_checked(
         &self,
         place: Conn,
@@ -90,18 +82,24 @@ impl PageReads {
         params: Vec<Value>,
         max_bytes: usize,
     ) -> StoreResult<ListRows<Option<ContactView>>> {
+        self.blocking(place, move |conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            bind_numbered(&mut statement, &params)?;
+            let size = |found: &Option<ContactView>| found.as_ref().map_or(0, contact_bytes);
+            collect(statement.raw_query(), max_bytes, checked_view_of, size)
+        })
+        .await
+    }
+
+    /// `read` on a page connection, on a blocking thread, holding `place` until done.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        place: Conn,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
         let inner = self.inner.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let read = inner.with_conn(|conn| {
-                let mut statement = conn.prepare_cached(&sql)?;
-                bind_numbered(&mut statement, &params)?;
-                let read = |row: &rusqlite::Row<'_>| match row.get_ref(0)? {
-                    ValueRef::Null => Ok(None),
-                    _ => view_of(row).map(Some),
-                };
-                let size = |found: &Option<ContactView>| found.as_ref().map_or(0, contact_bytes);
-                collect(statement.raw_query(), max_bytes, read, size)
-            });
+            let read = inner.with_conn(read);
             place.done();
             read
         });
@@ -205,8 +203,17 @@ pub(super) fn bind_numbered(
     Ok(())
 }
 
+/// A contact from a checked statement's row, `None` for its row of NULLs (as
+/// `common::checked_view` reads sqlx's rows).
+pub(super) fn checked_view_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ContactView>> {
+    match row.get_ref(0)? {
+        ValueRef::Null => Ok(None),
+        _ => view_of(row).map(Some),
+    }
+}
+
 /// A contact from a row of `CONTACT_COLUMNS`, by position.
-pub(super) fn view_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContactView> {
+fn view_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<ContactView> {
     Ok(ContactView {
         id: ContactId::from_trusted(text(row, 0)?),
         email: Email::from_trusted(text(row, 1)?),
