@@ -55,7 +55,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             key.tenant, key.secret, key.secret, addr
         );
     }
-    tracing::info!(%addr, "listening");
+    // Both addresses, so `--listen` and `--metrics-listen` may ask for port 0.
+    match app.metrics_addr() {
+        Some(metrics) => tracing::info!(%addr, %metrics, "listening"),
+        None => tracing::info!(%addr, "listening"),
+    }
     let result = app.run_until(shutdown).await.context("server failed");
     // After the drain: the last calls' spans are queued by now.
     telemetry.shutdown().await;

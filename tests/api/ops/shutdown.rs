@@ -25,7 +25,6 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::conformance;
 use crate::support::locks::{self, WriteLock};
 use crate::support::metrics::{sample, scrape};
-use crate::support::postgres::free_port;
 use crate::support::replica::announced;
 use crate::support::wait::{PATIENCE, eventually};
 use crate::support::{Backend, props, spawn_app};
@@ -47,22 +46,21 @@ struct Server {
 impl Server {
     fn start(database_url: &str) -> Self {
         // Health probes once, at start, so the pool's usage shows only the calls.
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--shutdown-grace", "3s", "--health-interval", "60m"])
-            .args(["--metrics-listen", &metrics.to_string()])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let (addr, logs) = announced(&mut child, Duration::from_secs(30));
+        let (listening, logs) = announced(&mut child, Duration::from_secs(30));
         Server {
             child,
-            addr,
-            metrics,
+            addr: listening.addr,
+            metrics: listening.metrics.expect("the metrics address"),
             logs: Some(logs),
         }
     }

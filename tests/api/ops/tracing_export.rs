@@ -140,8 +140,8 @@ async fn traceparent_parents_the_exported_call_span(backend: Backend) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the server");
-    let (addr, logs) = announced(&mut child, Duration::from_secs(30));
-    let channel = Channel::from_shared(format!("http://{addr}"))
+    let (listening, logs) = announced(&mut child, Duration::from_secs(30));
+    let channel = Channel::from_shared(format!("http://{}", listening.addr))
         .expect("uri")
         .connect()
         .await

@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::postgres::free_port;
-
 const BIN: &str = env!("CARGO_BIN_EXE_kraiter-contacts");
 
 pub struct Replica {
@@ -22,21 +20,20 @@ pub struct Replica {
 impl Replica {
     /// Starts `serve` on a free port with `extra` flags; returns once it listens.
     pub fn start(database_url: &str, extra: &[&str]) -> Self {
-        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--metrics-listen", &metrics.to_string()])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra)
             .env("DATABASE_URL", database_url)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
-        let (addr, logs) = announced(&mut child, Duration::from_secs(60));
+        let (listening, logs) = announced(&mut child, Duration::from_secs(60));
         Self {
             child,
-            addr,
-            metrics,
+            addr: listening.addr,
+            metrics: listening.metrics.expect("the metrics address"),
             _logs: logs,
         }
     }
@@ -82,13 +79,21 @@ impl Drop for Replica {
     }
 }
 
-/// A server started with `--log-format json` and its stderr piped: the address its
+/// Where a server's `listening` line says it serves.
+pub struct Listening {
+    pub addr: SocketAddr,
+    /// `/metrics`, when `--metrics-listen` was given.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A server started with `--log-format json` and its stderr piped: the addresses its
 /// `listening` line announces (waiting at most `wait`), and its log lines, read until
-/// the process closes stderr (so it never blocks on a full pipe).
+/// the process closes stderr (so it never blocks on a full pipe). A server that exits
+/// first fails the test with its log.
 pub fn announced(
     child: &mut Child,
     wait: Duration,
-) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+) -> (Listening, std::thread::JoinHandle<Vec<String>>) {
     let stderr = child.stderr.take().expect("stderr piped");
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let logs = std::thread::spawn(move || {
@@ -96,20 +101,29 @@ pub fn announced(
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("\"listening\"") {
                 let value: serde_json::Value = serde_json::from_str(&line).expect("json log");
-                let _ = addr_tx.send(value["addr"].as_str().expect("addr").to_owned());
+                let address = |field: &str| {
+                    value[field]
+                        .as_str()
+                        .map(|addr| addr.parse::<SocketAddr>().expect("a socket address"))
+                };
+                let _ = addr_tx.send(Listening {
+                    addr: address("addr").expect("addr"),
+                    metrics: address("metrics"),
+                });
             }
             lines.push(line);
         }
         lines
     });
-    let addr = addr_rx
-        .recv_timeout(wait)
-        .unwrap_or_else(|err| {
+    let listening = match addr_rx.recv_timeout(wait) {
+        Ok(listening) => listening,
+        Err(err) => {
             let exit = child.try_wait();
             let _ = child.kill();
-            panic!("the server announces its address ({err}); exit {exit:?}")
-        })
-        .parse()
-        .expect("a socket address");
-    (addr, logs)
+            // The process is gone, so its stderr is closed and the log complete.
+            let log = logs.join().unwrap_or_default().join("\n");
+            panic!("the server announces its address ({err}); exit {exit:?}; its log:\n{log}")
+        }
+    };
+    (listening, logs)
 }
