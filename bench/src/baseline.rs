@@ -600,18 +600,18 @@ pub async fn copy_to_where(
     Ok((rows, started.elapsed()))
 }
 
-/// COPY FROM of `count` new contacts into a fresh tenant, every index in place:
-/// what an import has to beat.
-pub async fn copy_from(pool: &PgPool, data: &Dataset, count: u64) -> anyhow::Result<Duration> {
-    let tenant = format!("{}-import", data.tenant.as_str());
-    sqlx::query("INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(&tenant)
-        .execute(pool)
-        .await?;
+/// `contacts` of `tenant` in COPY text format, built before a window opens.
+pub fn copy_rows(tenant: &str, contacts: impl Iterator<Item = Contact>) -> CopyRows {
     let mut rows = CopyRows::default();
-    for n in 0..count {
-        rows.contact(&tenant, &data.contact(n));
+    for contact in contacts {
+        rows.contact(tenant, &contact);
     }
+    rows
+}
+
+/// `COPY contacts FROM STDIN` of `rows`, every index in place: what an import has to
+/// beat.
+pub async fn copy_from(pool: &PgPool, rows: &CopyRows) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut copy = pool.copy_in_raw(COPY_CONTACTS).await?;
     for chunk in rows.buf.chunks(1 << 20) {

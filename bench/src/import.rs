@@ -1,21 +1,32 @@
 //! ImportContacts through the Rust client (`contacts().import`: batches of 1,000 rows
 //! and at most 1 MiB), one import at a time into the seeded tenant: all new rows, and
 //! half existing addresses (a property patch) and half new. Rows are generated as the
-//! client pulls them, like a reader of a file. Figures are printed; COPY FROM with
-//! every index in place (`baseline::copy_from`, same row count) is the baseline.
+//! client pulls them, like a reader of a file.
+//!
+//! On PostgreSQL the baseline is `COPY contacts FROM STDIN` of as many rows of the same
+//! shape into the same tenant, every index in place, run before, between and after the
+//! imports: each import is judged against the mean of the two around it, as both
+//! rates fall while the table and its indexes grow. Before every step the tables are
+//! vacuumed and a checkpoint is taken (outside the windows), so no step inherits
+//! another's autovacuum or dirty buffers.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use kraiter_contacts::client::{Client, pb, properties};
-use serde_json::json;
+use kraiter_contacts::domain::{Contact, Email, Properties};
+use serde_json::{Map, Value, json};
+use sqlx::postgres::PgPool;
 use tokio_stream::StreamExt;
 
 use crate::Setup;
+use crate::baseline;
 use crate::data::Dataset;
 use crate::load::Watch;
 use crate::process::{self, Server};
 
-/// One measured import.
+/// One measured step: an import or a COPY FROM baseline.
 #[derive(Debug, Clone)]
 pub struct ImportFigure {
     pub name: &'static str,
@@ -25,6 +36,61 @@ pub struct ImportFigure {
     pub server_peak_rss_kib: u64,
     pub server_cpu: Duration,
     pub postgres_cpu: Duration,
+    /// PostgreSQL's page traffic in the step, when it is the store.
+    pub pages: Option<Pages>,
+}
+
+/// Shared-buffer traffic of the database in one step (`pg_stat_database`,
+/// `pg_stat_bgwriter`), and the size of `contacts` (with indexes) before it: whether a
+/// step's pages still fit in shared buffers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pages {
+    pub read: i64,
+    pub hit: i64,
+    /// Dirty pages a backend had to write itself to free a buffer.
+    pub written_by_backends: i64,
+    pub contacts_mib_before: i64,
+}
+
+impl Pages {
+    async fn now(pool: &PgPool) -> anyhow::Result<Self> {
+        let (read, hit, written_by_backends, bytes): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT d.blks_read, d.blks_hit, b.buffers_backend, \
+                    pg_total_relation_size('contacts') \
+             FROM pg_stat_database d, pg_stat_bgwriter b WHERE d.datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Self {
+            read,
+            hit,
+            written_by_backends,
+            contacts_mib_before: bytes >> 20,
+        })
+    }
+
+    /// What happened between `self` (before) and `after`.
+    fn since(self, after: Self) -> Self {
+        Self {
+            read: after.read - self.read,
+            hit: after.hit - self.hit,
+            written_by_backends: after.written_by_backends - self.written_by_backends,
+            contacts_mib_before: self.contacts_mib_before,
+        }
+    }
+}
+
+/// A step's page traffic: `pool`'s counters before it, and after once the backends
+/// have reported (they flush their counters at most once a second).
+async fn pages_after(
+    pool: Option<&PgPool>,
+    before: Option<Pages>,
+) -> anyhow::Result<Option<Pages>> {
+    let (Some(pool), Some(before)) = (pool, before) else {
+        return Ok(None);
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(Some(before.since(Pages::now(pool).await?)))
 }
 
 impl ImportFigure {
@@ -42,8 +108,8 @@ pub fn wanted(setup: &Setup) -> bool {
             .any(|name| "ImportContacts".contains(name.as_str()))
 }
 
-/// Rows per import: the COPY FROM baseline's count unless KRAITER_BENCH_IMPORT_ROWS
-/// says otherwise (the issue's 1,000,000).
+/// Rows per import and per COPY FROM: KRAITER_BENCH_IMPORT_ROWS (the issue's
+/// 1,000,000) or a tenth of the seeded contacts, 1,000 to 100,000.
 pub fn rows(setup: &Setup) -> u64 {
     std::env::var("KRAITER_BENCH_IMPORT_ROWS")
         .ok()
@@ -62,33 +128,169 @@ pub fn depths() -> Option<Vec<u32>> {
     (!depths.is_empty()).then_some(depths)
 }
 
-/// Both imports against `server`, printed as they finish.
+/// Both imports against `server`, each between two COPY FROM baselines when `pool`
+/// (PostgreSQL) is given. Printed as they finish; returns the Markdown table.
 pub async fn run(
     setup: &Setup,
     server: &Server,
     key: &str,
     data: &Dataset,
     watch: Watch,
-) -> anyhow::Result<Vec<ImportFigure>> {
+    pool: Option<&PgPool>,
+) -> anyhow::Result<String> {
     let count = rows(setup);
     let client = Client::connect(&server.addr(), key).await?;
-    let mut figures = Vec::new();
-    for mixed in [false, true] {
-        let figure = import_once(&client, data, count, mixed, watch).await?;
-        eprintln!(
-            "   {:<50} {:>10.0} rows/s ({} rows in {:.1} s), errors {}, server peak RSS {:.1} MiB, CPU s: server {:.1}, PostgreSQL {:.1}",
-            figure.name,
-            figure.rows_per_sec(),
-            figure.rows,
-            figure.took.as_secs_f64(),
-            figure.errors,
-            figure.server_peak_rss_kib as f64 / 1024.0,
-            figure.server_cpu.as_secs_f64(),
-            figure.postgres_cpu.as_secs_f64(),
-        );
-        figures.push(figure);
+    let mut steps: Vec<ImportFigure> = Vec::new();
+    let mut copies: Vec<f64> = Vec::new();
+    let mut ratios: Vec<Option<f64>> = Vec::new();
+    if let Some(pool) = pool {
+        steps.push(copy_step(pool, data, count, watch).await?);
+        copies.push(steps[0].rows_per_sec());
     }
-    Ok(figures)
+    for mixed in [false, true] {
+        if let Some(pool) = pool {
+            settle(pool).await?;
+        }
+        let figure = import_once(&client, data, count, mixed, watch, pool).await?;
+        print(&figure, "");
+        let rate = figure.rows_per_sec();
+        steps.push(figure);
+        let Some(pool) = pool else {
+            ratios.push(None);
+            continue;
+        };
+        let copy = copy_step(pool, data, count, watch).await?;
+        copies.push(copy.rows_per_sec());
+        let around = (copies[copies.len() - 2] + copies[copies.len() - 1]) / 2.0;
+        eprintln!(
+            "   -> {:.2} x the mean of the COPY FROM before and after it ({around:.0} rows/s)",
+            rate / around
+        );
+        ratios.push(Some(rate / around));
+        steps.push(copy);
+    }
+    Ok(markdown(&steps, &ratios))
+}
+
+fn print(figure: &ImportFigure, indent: &str) {
+    if let Some(pages) = figure.pages {
+        eprintln!(
+            "   {indent}(contacts {} MiB before; pages read {}, hit {}, written by backends {})",
+            pages.contacts_mib_before, pages.read, pages.hit, pages.written_by_backends
+        );
+    }
+    eprintln!(
+        "   {indent}{:<50} {:>10.0} rows/s ({} rows in {:.1} s), errors {}, server peak RSS {:.1} MiB, CPU s: server {:.1}, PostgreSQL {:.1}",
+        figure.name,
+        figure.rows_per_sec(),
+        figure.rows,
+        figure.took.as_secs_f64(),
+        figure.errors,
+        figure.server_peak_rss_kib as f64 / 1024.0,
+        figure.server_cpu.as_secs_f64(),
+        figure.postgres_cpu.as_secs_f64(),
+    );
+}
+
+fn markdown(steps: &[ImportFigure], ratios: &[Option<f64>]) -> String {
+    let mut out = String::from(
+        "| step, in order | rows | rows/s | x COPY FROM around it | server peak RSS | server CPU | PostgreSQL CPU | contacts before | pages read / hit / written by backends |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut ratios = ratios.iter();
+    for step in steps {
+        let ratio = if step.name.starts_with("ImportContacts") {
+            match ratios.next() {
+                Some(Some(ratio)) => format!("{ratio:.2}"),
+                _ => "-".into(),
+            }
+        } else {
+            String::new()
+        };
+        let pages = step.pages.map_or(" | ".into(), |p| {
+            format!(
+                "{} MiB | {} / {} / {}",
+                p.contacts_mib_before, p.read, p.hit, p.written_by_backends
+            )
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {ratio} | {:.1} MiB | {:.1} s | {:.1} s | {pages} |",
+            step.name,
+            step.rows,
+            step.rows_per_sec(),
+            step.server_peak_rss_kib as f64 / 1024.0,
+            step.server_cpu.as_secs_f64(),
+            step.postgres_cpu.as_secs_f64(),
+        );
+    }
+    out
+}
+
+/// Vacuums what an import writes and takes a checkpoint, so the next step starts
+/// with no dead rows, no pending autovacuum and no dirty buffers of the last one.
+async fn settle(pool: &PgPool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    for table in ["contacts", "timeline_entries"] {
+        sqlx::query(&format!("VACUUM (ANALYZE) {table}"))
+            .execute(pool)
+            .await?;
+    }
+    // Needs superuser (or pg_checkpoint) on a cluster the bench did not make.
+    if let Err(err) = sqlx::query("CHECKPOINT").execute(pool).await {
+        eprintln!("   (no checkpoint between steps: {err})");
+    }
+    eprintln!(
+        "   (vacuumed and checkpointed in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// COPY FROM of `count` rows shaped like an all-new import's, into the same tenant.
+async fn copy_step(
+    pool: &PgPool,
+    data: &Dataset,
+    count: u64,
+    watch: Watch,
+) -> anyhow::Result<ImportFigure> {
+    settle(pool).await?;
+    let tag = Dataset::new_email_tag();
+    let now = Utc::now();
+    let contacts = (0..count).map(|i| {
+        let (email, props) = new_row(data.contacts.max(1), i, &tag);
+        Contact::new(
+            Email::parse(&email, "email").expect("generated emails are valid"),
+            Properties::parse(props, "properties").expect("generated properties are valid"),
+            now,
+        )
+    });
+    let rows = baseline::copy_rows(data.tenant.as_str(), contacts);
+    let pages = Pages::now(pool).await?;
+    let (server_before, postgres_before) = cpu(watch);
+    let took = baseline::copy_from(pool, &rows).await?;
+    let (server_after, postgres_after) = cpu(watch);
+    let pages = pages_after(Some(pool), Some(pages)).await?;
+    let figure = ImportFigure {
+        name: "COPY contacts FROM STDIN, same tenant, all indexes",
+        rows: count,
+        took,
+        errors: 0,
+        server_peak_rss_kib: 0,
+        server_cpu: ticks(server_before, server_after),
+        postgres_cpu: ticks(postgres_before, postgres_after),
+        pages,
+    };
+    print(&figure, "");
+    Ok(figure)
+}
+
+/// The `i`th new row of an import run tagged `tag`: its email and properties.
+/// `seeded` is the dataset's contact count, so properties continue its numbering.
+fn new_row(seeded: u64, i: u64, tag: &str) -> (String, Map<String, Value>) {
+    (
+        Dataset::new_email(&i.to_string(), tag),
+        Dataset::properties(seeded + i),
+    )
 }
 
 async fn import_once(
@@ -97,6 +299,7 @@ async fn import_once(
     count: u64,
     mixed: bool,
     watch: Watch,
+    pool: Option<&PgPool>,
 ) -> anyhow::Result<ImportFigure> {
     let tag = Dataset::new_email_tag();
     // Each mixed import of a run patches other scores, so a repeated one (the
@@ -118,17 +321,19 @@ async fn import_once(
                 properties: Some(properties(patch)),
             };
         }
-        let n = seeded + i;
+        let (email, props) = new_row(seeded, i, &tag);
         pb::ImportRow {
-            email: Dataset::new_email(&i.to_string(), &tag),
-            properties: Some(properties(serde_json::Value::Object(Dataset::properties(
-                n,
-            )))),
+            email,
+            properties: Some(properties(Value::Object(props))),
         }
     };
     let rows = tokio_stream::iter(0..count).map(row);
     let server_pid = watch.server.unwrap_or(0);
     process::reset_peak_rss(server_pid);
+    let pages = match pool {
+        Some(pool) => Some(Pages::now(pool).await?),
+        None => None,
+    };
     let (server_before, postgres_before) = cpu(watch);
     let started = Instant::now();
     let mut results = client.contacts().import(pb::ImportMode::Upsert, rows);
@@ -147,9 +352,7 @@ async fn import_once(
     }
     let took = started.elapsed();
     let (server_after, postgres_after) = cpu(watch);
-    let ticks = |before: u64, after: u64| {
-        Duration::from_secs_f64(after.saturating_sub(before) as f64 / process::clock_ticks())
-    };
+    let pages = pages_after(pool, pages).await?;
     Ok(ImportFigure {
         name: if mixed {
             "ImportContacts, 50 % existing emails"
@@ -162,7 +365,12 @@ async fn import_once(
         server_peak_rss_kib: process::status_kib(server_pid, "VmHWM"),
         server_cpu: ticks(server_before, server_after),
         postgres_cpu: ticks(postgres_before, postgres_after),
+        pages,
     })
+}
+
+fn ticks(before: u64, after: u64) -> Duration {
+    Duration::from_secs_f64(after.saturating_sub(before) as f64 / process::clock_ticks())
 }
 
 /// With the backends that exited counted too: a server stopped before the import

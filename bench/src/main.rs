@@ -217,6 +217,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cancel: None,
         sqlite: None,
         watch: None,
+        imports: Vec::new(),
     };
 
     if args.nginx {

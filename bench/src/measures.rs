@@ -174,7 +174,6 @@ pub struct Baselines {
     pub keyset: Option<Pgbench>,
     /// CreateContact's pgbench with keys in per-client ranges instead of time order.
     pub create_per_client: Option<Pgbench>,
-    pub copy_from: Option<(u64, Duration)>,
 }
 
 impl Baselines {

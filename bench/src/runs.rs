@@ -284,7 +284,10 @@ pub(crate) async fn postgres_run(
             };
             limit("SET (gin_pending_list_limit = 64)")?;
             eprintln!("   the indexes' own 64 kB limit (before migration 0010):");
-            import::run(setup, &server, &key, &data, watch).await?;
+            let section = import::run(setup, &server, &key, &data, watch, Some(&pool)).await?;
+            report
+                .imports
+                .push(("the indexes' own 64 kB pending-list limit".into(), section));
             limit("RESET (gin_pending_list_limit)")?;
             eprintln!("   a batch's own 16 MB limit, merged before its commit (0010):");
         }
@@ -301,10 +304,15 @@ pub(crate) async fn postgres_run(
                     postgres: pg.postmaster_pid(),
                 };
                 eprintln!("   --import-depth {depth}:");
-                import::run(setup, &server, &key, &data, watched).await?;
+                let section =
+                    import::run(setup, &server, &key, &data, watched, Some(&pool)).await?;
+                report
+                    .imports
+                    .push((format!("--import-depth {depth}"), section));
             }
         } else {
-            import::run(setup, &server, &key, &data, watch).await?;
+            let section = import::run(setup, &server, &key, &data, watch, Some(&pool)).await?;
+            report.imports.push((String::new(), section));
         }
     }
     drop(server);
@@ -389,15 +397,6 @@ pub(crate) async fn postgres_run(
     eprintln!("   keyset pages of 1000: {:.0} rows/s", keyset.tps * 1001.0);
     report.baselines.keyset = Some(keyset);
 
-    // As many rows as each import writes (KRAITER_BENCH_IMPORT_ROWS included), into
-    // the same table: the rate of either changes as the indexes grow.
-    let rows = import::rows(setup);
-    let took = baseline::copy_from(&pool, &data, rows).await?;
-    eprintln!(
-        "   COPY FROM: {:.0} rows/s",
-        rows as f64 / took.as_secs_f64()
-    );
-    report.baselines.copy_from = Some((rows, took));
     pool.close().await;
     Ok(())
 }
@@ -501,7 +500,8 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
             server: Some(server.pid()),
             postgres: None,
         };
-        import::run(setup, &server, &key, &data, watch).await?;
+        let section = import::run(setup, &server, &key, &data, watch, None).await?;
+        println!("{section}");
     }
     if wanted_name(setup, "filters") {
         eprintln!("== filters, orders and counts (issue 16)");
