@@ -38,6 +38,64 @@ pub struct ImportFigure {
     pub postgres_cpu: Duration,
     /// PostgreSQL's page traffic in the step, when it is the store.
     pub pages: Option<Pages>,
+    /// What PostgreSQL's busy backends were doing, sampled (`Waits`).
+    pub waits: Option<String>,
+}
+
+/// Samples `pg_stat_activity` every 50 ms while a step runs: for each backend of the
+/// database in a transaction or a statement, its wait event, or "CPU" for none. What
+/// a step's backends wait on when PostgreSQL's CPU is not the bound.
+pub struct Waits {
+    stop: tokio::sync::oneshot::Sender<()>,
+    samples:
+        tokio::task::JoinHandle<anyhow::Result<(u64, std::collections::BTreeMap<String, u64>)>>,
+}
+
+impl Waits {
+    async fn start(pool: &PgPool) -> anyhow::Result<Self> {
+        let mut conn = pool.acquire().await?.detach();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let samples = tokio::spawn(async move {
+            let mut counts = std::collections::BTreeMap::new();
+            let mut rounds = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {}
+                }
+                let events: Vec<(String,)> = sqlx::query_as(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') \
+                     FROM pg_stat_activity WHERE datname = current_database() \
+                     AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+                     AND state IN ('active', 'idle in transaction')",
+                )
+                .fetch_all(&mut conn)
+                .await?;
+                rounds += 1;
+                for (event,) in events {
+                    *counts.entry(event).or_insert(0) += 1;
+                }
+            }
+            anyhow::Ok((rounds, counts))
+        });
+        Ok(Self { stop, samples })
+    }
+
+    /// The events by share of samples, largest first: "CPU 0.83, Client:ClientRead
+    /// 0.40, ..." in backends busy on average.
+    async fn finish(self) -> anyhow::Result<String> {
+        let _ = self.stop.send(());
+        let (rounds, counts) = self.samples.await??;
+        let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+        counts.sort_by_key(|count| std::cmp::Reverse(count.1));
+        Ok(counts
+            .iter()
+            .take(6)
+            .map(|(event, n)| format!("{event} {:.2}", *n as f64 / rounds.max(1) as f64))
+            .collect::<Vec<_>>()
+            .join(", "))
+    }
 }
 
 /// Shared-buffer traffic of the database in one step (`pg_stat_database`,
@@ -173,6 +231,9 @@ pub async fn run(
 }
 
 fn print(figure: &ImportFigure, indent: &str) {
+    if let Some(waits) = &figure.waits {
+        eprintln!("   {indent}(backends, on average: {waits})");
+    }
     if let Some(pages) = figure.pages {
         eprintln!(
             "   {indent}(contacts {} MiB before; pages read {}, hit {}, written by backends {})",
@@ -194,7 +255,7 @@ fn print(figure: &ImportFigure, indent: &str) {
 
 fn markdown(steps: &[ImportFigure], ratios: &[Option<f64>]) -> String {
     let mut out = String::from(
-        "| step, in order | rows | rows/s | x COPY FROM around it | server peak RSS | server CPU | PostgreSQL CPU | contacts before | pages read / hit / written by backends |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| step, in order | rows | rows/s | x COPY FROM around it | server peak RSS | server CPU | PostgreSQL CPU | contacts before | pages read / hit / written by backends | backends, on average |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut ratios = ratios.iter();
     for step in steps {
@@ -214,13 +275,14 @@ fn markdown(steps: &[ImportFigure], ratios: &[Option<f64>]) -> String {
         });
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {ratio} | {:.1} MiB | {:.1} s | {:.1} s | {pages} |",
+            "| {} | {} | {:.0} | {ratio} | {:.1} MiB | {:.1} s | {:.1} s | {pages} | {} |",
             step.name,
             step.rows,
             step.rows_per_sec(),
             step.server_peak_rss_kib as f64 / 1024.0,
             step.server_cpu.as_secs_f64(),
             step.postgres_cpu.as_secs_f64(),
+            step.waits.as_deref().unwrap_or(""),
         );
     }
     out
@@ -266,9 +328,11 @@ async fn copy_step(
     });
     let rows = baseline::copy_rows(data.tenant.as_str(), contacts);
     let pages = Pages::now(pool).await?;
+    let waits = Waits::start(pool).await?;
     let (server_before, postgres_before) = cpu(watch);
     let took = baseline::copy_from(pool, &rows).await?;
     let (server_after, postgres_after) = cpu(watch);
+    let waits = Some(waits.finish().await?);
     let pages = pages_after(Some(pool), Some(pages)).await?;
     let figure = ImportFigure {
         name: "COPY contacts FROM STDIN, same tenant, all indexes",
@@ -279,6 +343,7 @@ async fn copy_step(
         server_cpu: ticks(server_before, server_after),
         postgres_cpu: ticks(postgres_before, postgres_after),
         pages,
+        waits,
     };
     print(&figure, "");
     Ok(figure)
@@ -330,14 +395,20 @@ async fn import_once(
     let rows = tokio_stream::iter(0..count).map(row);
     let server_pid = watch.server.unwrap_or(0);
     process::reset_peak_rss(server_pid);
-    let pages = match pool {
-        Some(pool) => Some(Pages::now(pool).await?),
-        None => None,
+    let (pages, waits) = match pool {
+        Some(pool) => (
+            Some(Pages::now(pool).await?),
+            Some(Waits::start(pool).await?),
+        ),
+        None => (None, None),
     };
     let (server_before, postgres_before) = cpu(watch);
     let started = Instant::now();
     let mut results = client.contacts().import(pb::ImportMode::Upsert, rows);
     let (mut seen, mut errors) = (0, 0);
+    // When each tenth of the rows was answered: whether a row costs more late in an
+    // import than early.
+    let mut tenths = Vec::with_capacity(10);
     while let Some(result) = results.next().await {
         let result = result?;
         let expected = if mixed && result.index % 2 == 1 {
@@ -349,9 +420,26 @@ async fn import_once(
             errors += 1;
         }
         seen += 1;
+        if seen % (count / 10).max(1) == 0 {
+            tenths.push(started.elapsed());
+        }
     }
     let took = started.elapsed();
+    let tenth = (count / 10).max(1) as f64;
+    let rates: Vec<String> = tenths
+        .iter()
+        .scan(Duration::ZERO, |last, &at| {
+            let rate = tenth / (at - *last).as_secs_f64();
+            *last = at;
+            Some(format!("{rate:.0}"))
+        })
+        .collect();
+    eprintln!("   (rows/s by tenth of the import: {})", rates.join(", "));
     let (server_after, postgres_after) = cpu(watch);
+    let waits = match waits {
+        Some(waits) => Some(waits.finish().await?),
+        None => None,
+    };
     let pages = pages_after(pool, pages).await?;
     Ok(ImportFigure {
         name: if mixed {
@@ -366,6 +454,7 @@ async fn import_once(
         server_cpu: ticks(server_before, server_after),
         postgres_cpu: ticks(postgres_before, postgres_after),
         pages,
+        waits,
     })
 }
 
