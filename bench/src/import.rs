@@ -8,7 +8,9 @@
 //! imports: each import is judged against the mean of the two around it, as both
 //! rates fall while the table and its indexes grow. Before every step the tables are
 //! vacuumed and a checkpoint is taken (outside the windows), so no step inherits
-//! another's autovacuum or dirty buffers.
+//! another's autovacuum or dirty buffers. Each step also reports PostgreSQL's page
+//! traffic and what its busy backends waited on, and each import its rate by tenth:
+//! what bounds it.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -30,6 +32,8 @@ use crate::process::{self, Server};
 #[derive(Debug, Clone)]
 pub struct ImportFigure {
     pub name: &'static str,
+    /// An import's rate against the mean of the COPY FROM just before and after it.
+    pub vs_copy: Option<f64>,
     pub rows: u64,
     pub took: Duration,
     pub errors: u64,
@@ -200,7 +204,6 @@ pub async fn run(
     let client = Client::connect(&server.addr(), key).await?;
     let mut steps: Vec<ImportFigure> = Vec::new();
     let mut copies: Vec<f64> = Vec::new();
-    let mut ratios: Vec<Option<f64>> = Vec::new();
     if let Some(pool) = pool {
         steps.push(copy_step(pool, data, count, watch).await?);
         copies.push(steps[0].rows_per_sec());
@@ -209,39 +212,37 @@ pub async fn run(
         if let Some(pool) = pool {
             settle(pool).await?;
         }
-        let figure = import_once(&client, data, count, mixed, watch, pool).await?;
-        print(&figure, "");
-        let rate = figure.rows_per_sec();
-        steps.push(figure);
+        let mut figure = import_once(&client, data, count, mixed, watch, pool).await?;
+        print(&figure);
         let Some(pool) = pool else {
-            ratios.push(None);
+            steps.push(figure);
             continue;
         };
         let copy = copy_step(pool, data, count, watch).await?;
         copies.push(copy.rows_per_sec());
         let around = (copies[copies.len() - 2] + copies[copies.len() - 1]) / 2.0;
+        let ratio = figure.rows_per_sec() / around;
         eprintln!(
-            "   -> {:.2} x the mean of the COPY FROM before and after it ({around:.0} rows/s)",
-            rate / around
+            "   -> {ratio:.2} x the mean of the COPY FROM before and after it ({around:.0} rows/s)"
         );
-        ratios.push(Some(rate / around));
-        steps.push(copy);
+        figure.vs_copy = Some(ratio);
+        steps.extend([figure, copy]);
     }
-    Ok(markdown(&steps, &ratios))
+    Ok(markdown(&steps))
 }
 
-fn print(figure: &ImportFigure, indent: &str) {
+fn print(figure: &ImportFigure) {
     if let Some(waits) = &figure.waits {
-        eprintln!("   {indent}(backends, on average: {waits})");
+        eprintln!("   (backends, on average: {waits})");
     }
     if let Some(pages) = figure.pages {
         eprintln!(
-            "   {indent}(contacts {} MiB before; pages read {}, hit {}, written by backends {})",
+            "   (contacts {} MiB before; pages read {}, hit {}, written by backends {})",
             pages.contacts_mib_before, pages.read, pages.hit, pages.written_by_backends
         );
     }
     eprintln!(
-        "   {indent}{:<50} {:>10.0} rows/s ({} rows in {:.1} s), errors {}, server peak RSS {:.1} MiB, CPU s: server {:.1}, PostgreSQL {:.1}",
+        "   {:<50} {:>10.0} rows/s ({} rows in {:.1} s), errors {}, server peak RSS {:.1} MiB, CPU s: server {:.1}, PostgreSQL {:.1}",
         figure.name,
         figure.rows_per_sec(),
         figure.rows,
@@ -253,19 +254,16 @@ fn print(figure: &ImportFigure, indent: &str) {
     );
 }
 
-fn markdown(steps: &[ImportFigure], ratios: &[Option<f64>]) -> String {
+fn markdown(steps: &[ImportFigure]) -> String {
     let mut out = String::from(
         "| step, in order | rows | rows/s | x COPY FROM around it | server peak RSS | server CPU | PostgreSQL CPU | contacts before | pages read / hit / written by backends | backends, on average |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut ratios = ratios.iter();
     for step in steps {
-        let ratio = if step.name.starts_with("ImportContacts") {
-            match ratios.next() {
-                Some(Some(ratio)) => format!("{ratio:.2}"),
-                _ => "-".into(),
-            }
-        } else {
-            String::new()
+        let ratio = step.vs_copy.map_or(String::new(), |r| format!("{r:.2}"));
+        // Not measured for a COPY (the server is idle).
+        let rss = match step.server_peak_rss_kib {
+            0 => "-".to_owned(),
+            kib => format!("{:.1} MiB", kib as f64 / 1024.0),
         };
         let pages = step.pages.map_or(" | ".into(), |p| {
             format!(
@@ -275,11 +273,10 @@ fn markdown(steps: &[ImportFigure], ratios: &[Option<f64>]) -> String {
         });
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {ratio} | {:.1} MiB | {:.1} s | {:.1} s | {pages} | {} |",
+            "| {} | {} | {:.0} | {ratio} | {rss} | {:.1} s | {:.1} s | {pages} | {} |",
             step.name,
             step.rows,
             step.rows_per_sec(),
-            step.server_peak_rss_kib as f64 / 1024.0,
             step.server_cpu.as_secs_f64(),
             step.postgres_cpu.as_secs_f64(),
             step.waits.as_deref().unwrap_or(""),
@@ -336,6 +333,7 @@ async fn copy_step(
     let pages = pages_after(Some(pool), Some(pages)).await?;
     let figure = ImportFigure {
         name: "COPY contacts FROM STDIN, same tenant, all indexes",
+        vs_copy: None,
         rows: count,
         took,
         errors: 0,
@@ -345,7 +343,7 @@ async fn copy_step(
         pages,
         waits,
     };
-    print(&figure, "");
+    print(&figure);
     Ok(figure)
 }
 
@@ -442,6 +440,7 @@ async fn import_once(
     };
     let pages = pages_after(pool, pages).await?;
     Ok(ImportFigure {
+        vs_copy: None,
         name: if mixed {
             "ImportContacts, 50 % existing emails"
         } else {
