@@ -57,6 +57,15 @@ async fn floor_of(storage: &mut Storage, any_id: &str) -> Option<String> {
         .await
 }
 
+/// `select` (a count or a sum) over `table`'s rows of the tenant of `any_id`.
+async fn of_tenant(storage: &mut Storage, select: &str, table: &str, any_id: &str) -> i64 {
+    let sql = format!(
+        "SELECT {select} FROM {table} \
+         WHERE tenant_id = (SELECT tenant_id FROM contacts WHERE id = $1)"
+    );
+    storage.count(&sql, &[any_id]).await
+}
+
 async fn created_at_ranges_in_id_order_agree_with_the_reference(backend: Backend) {
     let app = spawn_app(backend).await;
     let (mut client, mut activity) = (app.client(), app.activity());
@@ -304,23 +313,12 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
     let some_id = list(&mut client, None, ContactOrder::Unspecified, 1).await[0]
         .id
         .clone();
-    let rows = storage
-        .count(
-            "SELECT count(*) FROM contacts \
-             WHERE tenant_id = (SELECT tenant_id FROM contacts WHERE id = $1)",
-            &[&some_id],
-        )
-        .await;
+    let rows = of_tenant(&mut storage, "count(*)", "contacts", &some_id).await;
     assert_eq!(rows, expected);
     assert_eq!(count(&mut client, None).await, expected);
     if backend == Backend::Postgres {
-        let kept = storage
-            .count(
-                "SELECT CAST(sum(n) AS bigint) FROM contact_counts \
-                 WHERE tenant_id = (SELECT tenant_id FROM contacts WHERE id = $1)",
-                &[&some_id],
-            )
-            .await;
+        let sum = "CAST(sum(n) AS bigint)";
+        let kept = of_tenant(&mut storage, sum, "contact_counts", &some_id).await;
         assert_eq!(kept, expected, "the counters hold what count(*) finds");
         // Folded to the end, a tenant's counter is one row, whatever wrote it. Another
         // test server's minutely fold may hold the fold's lock, and ours then folds
@@ -328,13 +326,7 @@ async fn the_whole_tenant_count_stays_exact_under_racing_writes(backend: Backend
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let rows = loop {
             app.store.fold_counts(10_000).await.expect("fold");
-            let rows = storage
-                .count(
-                    "SELECT count(*) FROM contact_counts \
-                     WHERE tenant_id = (SELECT tenant_id FROM contacts WHERE id = $1)",
-                    &[&some_id],
-                )
-                .await;
+            let rows = of_tenant(&mut storage, "count(*)", "contact_counts", &some_id).await;
             if rows == 1 || std::time::Instant::now() > deadline {
                 break rows;
             }
