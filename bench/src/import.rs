@@ -9,14 +9,14 @@
 //! rates fall while the table and its indexes grow. Before every step the tables are
 //! vacuumed and a checkpoint is taken (outside the windows), so no step inherits
 //! another's autovacuum or dirty buffers. Each step also reports PostgreSQL's page
-//! traffic and what its busy backends waited on, and each import its rate by tenth:
-//! what bounds it.
+//! traffic and what its busy backends waited on, and each import of 100,000 rows or
+//! more its rate by tenth: what bounds it.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kraiter_contacts::client::{Client, pb, properties};
+use kraiter_contacts::client::{Client, MAX_BATCH_ROWS, pb, properties};
 use kraiter_contacts::domain::{Contact, Email, Properties};
 use serde_json::{Map, Value, json};
 use sqlx::postgres::PgPool;
@@ -37,13 +37,75 @@ pub struct ImportFigure {
     pub rows: u64,
     pub took: Duration,
     pub errors: u64,
-    pub server_peak_rss_kib: u64,
+    /// An import's (a COPY leaves the server idle).
+    pub server_peak_rss_kib: Option<u64>,
+    pub probed: Probed,
+}
+
+/// What a `Probe` saw during a step.
+#[derive(Debug, Clone)]
+pub struct Probed {
     pub server_cpu: Duration,
     pub postgres_cpu: Duration,
-    /// PostgreSQL's page traffic in the step, when it is the store.
+    /// PostgreSQL's page traffic, when it is the store.
     pub pages: Option<Pages>,
     /// What PostgreSQL's busy backends were doing, sampled (`Waits`).
     pub waits: Option<String>,
+}
+
+/// Measures one step the same way whatever it is: the server's and PostgreSQL's CPU
+/// and, given the database (`pool`), its page traffic and its backends' waits.
+/// Starting one first settles the database, so every step starts alike.
+struct Probe<'a> {
+    watch: Watch,
+    pool: Option<&'a PgPool>,
+    cpu: (u64, u64),
+    pages: Option<Pages>,
+    waits: Option<Waits>,
+}
+
+impl<'a> Probe<'a> {
+    async fn start(watch: Watch, pool: Option<&'a PgPool>) -> anyhow::Result<Self> {
+        let (pages, waits) = match pool {
+            Some(pool) => {
+                settle(pool).await?;
+                (
+                    Some(Pages::now(pool).await?),
+                    Some(Waits::start(pool).await?),
+                )
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            watch,
+            pool,
+            cpu: cpu(watch),
+            pages,
+            waits,
+        })
+    }
+
+    async fn finish(self) -> anyhow::Result<Probed> {
+        let (server, postgres) = cpu(self.watch);
+        let waits = match self.waits {
+            Some(waits) => Some(waits.finish().await?),
+            None => None,
+        };
+        let pages = match (self.pool, self.pages) {
+            (Some(pool), Some(before)) => {
+                // Backends flush their counters at most once a second.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Some(before.since(Pages::now(pool).await?))
+            }
+            _ => None,
+        };
+        Ok(Probed {
+            server_cpu: ticks(self.cpu.0, server),
+            postgres_cpu: ticks(self.cpu.1, postgres),
+            pages,
+            waits,
+        })
+    }
 }
 
 /// Samples `pg_stat_activity` every 50 ms while a step runs: for each backend of the
@@ -142,19 +204,6 @@ impl Pages {
     }
 }
 
-/// A step's page traffic: `pool`'s counters before it, and after once the backends
-/// have reported (they flush their counters at most once a second).
-async fn pages_after(
-    pool: Option<&PgPool>,
-    before: Option<Pages>,
-) -> anyhow::Result<Option<Pages>> {
-    let (Some(pool), Some(before)) = (pool, before) else {
-        return Ok(None);
-    };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    Ok(Some(before.since(Pages::now(pool).await?)))
-}
-
 impl ImportFigure {
     pub fn rows_per_sec(&self) -> f64 {
         self.rows as f64 / self.took.as_secs_f64()
@@ -203,54 +252,65 @@ pub async fn run(
     let count = rows(setup);
     let client = Client::connect(&server.addr(), key).await?;
     let mut steps: Vec<ImportFigure> = Vec::new();
-    let mut copies: Vec<f64> = Vec::new();
-    if let Some(pool) = pool {
-        steps.push(copy_step(pool, data, count, watch).await?);
-        copies.push(steps[0].rows_per_sec());
-    }
-    for mixed in [false, true] {
-        if let Some(pool) = pool {
-            settle(pool).await?;
+    // The rate of the COPY FROM before the next import.
+    let mut copied = match pool {
+        Some(pool) => {
+            let copy = copy_step(pool, data, count, watch).await?;
+            let rate = copy.rows_per_sec();
+            steps.push(copy);
+            Some(rate)
         }
+        None => None,
+    };
+    for mixed in [false, true] {
         let mut figure = import_once(&client, data, count, mixed, watch, pool).await?;
         print(&figure);
-        let Some(pool) = pool else {
+        let (Some(pool), Some(before)) = (pool, copied) else {
             steps.push(figure);
             continue;
         };
         let copy = copy_step(pool, data, count, watch).await?;
-        copies.push(copy.rows_per_sec());
-        let around = (copies[copies.len() - 2] + copies[copies.len() - 1]) / 2.0;
+        let after = copy.rows_per_sec();
+        let around = (before + after) / 2.0;
         let ratio = figure.rows_per_sec() / around;
         eprintln!(
             "   -> {ratio:.2} x the mean of the COPY FROM before and after it ({around:.0} rows/s)"
         );
         figure.vs_copy = Some(ratio);
+        copied = Some(after);
         steps.extend([figure, copy]);
     }
     Ok(markdown(&steps))
 }
 
+/// Not measured: `-`.
+fn peak_rss(figure: &ImportFigure) -> String {
+    figure
+        .server_peak_rss_kib
+        .map_or("-".into(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0))
+}
+
 fn print(figure: &ImportFigure) {
-    if let Some(waits) = &figure.waits {
+    let probed = &figure.probed;
+    if let Some(waits) = &probed.waits {
         eprintln!("   (backends, on average: {waits})");
     }
-    if let Some(pages) = figure.pages {
+    if let Some(pages) = probed.pages {
         eprintln!(
             "   (contacts {} MiB before; pages read {}, hit {}, written by backends {})",
             pages.contacts_mib_before, pages.read, pages.hit, pages.written_by_backends
         );
     }
     eprintln!(
-        "   {:<50} {:>10.0} rows/s ({} rows in {:.1} s), errors {}, server peak RSS {:.1} MiB, CPU s: server {:.1}, PostgreSQL {:.1}",
+        "   {:<50} {:>10.0} rows/s ({} rows in {:.1} s), errors {}, server peak RSS {}, CPU s: server {:.1}, PostgreSQL {:.1}",
         figure.name,
         figure.rows_per_sec(),
         figure.rows,
         figure.took.as_secs_f64(),
         figure.errors,
-        figure.server_peak_rss_kib as f64 / 1024.0,
-        figure.server_cpu.as_secs_f64(),
-        figure.postgres_cpu.as_secs_f64(),
+        peak_rss(figure),
+        probed.server_cpu.as_secs_f64(),
+        probed.postgres_cpu.as_secs_f64(),
     );
 }
 
@@ -260,12 +320,8 @@ fn markdown(steps: &[ImportFigure]) -> String {
     );
     for step in steps {
         let ratio = step.vs_copy.map_or(String::new(), |r| format!("{r:.2}"));
-        // Not measured for a COPY (the server is idle).
-        let rss = match step.server_peak_rss_kib {
-            0 => "-".to_owned(),
-            kib => format!("{:.1} MiB", kib as f64 / 1024.0),
-        };
-        let pages = step.pages.map_or(" | ".into(), |p| {
+        let probed = &step.probed;
+        let pages = probed.pages.map_or(" | ".into(), |p| {
             format!(
                 "{} MiB | {} / {} / {}",
                 p.contacts_mib_before, p.read, p.hit, p.written_by_backends
@@ -273,13 +329,14 @@ fn markdown(steps: &[ImportFigure]) -> String {
         });
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {ratio} | {rss} | {:.1} s | {:.1} s | {pages} | {} |",
+            "| {} | {} | {:.0} | {ratio} | {} | {:.1} s | {:.1} s | {pages} | {} |",
             step.name,
             step.rows,
             step.rows_per_sec(),
-            step.server_cpu.as_secs_f64(),
-            step.postgres_cpu.as_secs_f64(),
-            step.waits.as_deref().unwrap_or(""),
+            peak_rss(step),
+            probed.server_cpu.as_secs_f64(),
+            probed.postgres_cpu.as_secs_f64(),
+            probed.waits.as_deref().unwrap_or(""),
         );
     }
     out
@@ -312,7 +369,6 @@ async fn copy_step(
     count: u64,
     watch: Watch,
 ) -> anyhow::Result<ImportFigure> {
-    settle(pool).await?;
     let tag = Dataset::new_email_tag();
     let now = Utc::now();
     let contacts = (0..count).map(|i| {
@@ -324,24 +380,16 @@ async fn copy_step(
         )
     });
     let rows = baseline::copy_rows(data.tenant.as_str(), contacts);
-    let pages = Pages::now(pool).await?;
-    let waits = Waits::start(pool).await?;
-    let (server_before, postgres_before) = cpu(watch);
+    let probe = Probe::start(watch, Some(pool)).await?;
     let took = baseline::copy_from(pool, &rows).await?;
-    let (server_after, postgres_after) = cpu(watch);
-    let waits = Some(waits.finish().await?);
-    let pages = pages_after(Some(pool), Some(pages)).await?;
     let figure = ImportFigure {
         name: "COPY contacts FROM STDIN, same tenant, all indexes",
         vs_copy: None,
         rows: count,
         took,
         errors: 0,
-        server_peak_rss_kib: 0,
-        server_cpu: ticks(server_before, server_after),
-        postgres_cpu: ticks(postgres_before, postgres_after),
-        pages,
-        waits,
+        server_peak_rss_kib: None,
+        probed: probe.finish().await?,
     };
     print(&figure);
     Ok(figure)
@@ -391,21 +439,17 @@ async fn import_once(
         }
     };
     let rows = tokio_stream::iter(0..count).map(row);
+    let probe = Probe::start(watch, pool).await?;
     let server_pid = watch.server.unwrap_or(0);
     process::reset_peak_rss(server_pid);
-    let (pages, waits) = match pool {
-        Some(pool) => (
-            Some(Pages::now(pool).await?),
-            Some(Waits::start(pool).await?),
-        ),
-        None => (None, None),
-    };
-    let (server_before, postgres_before) = cpu(watch);
     let started = Instant::now();
     let mut results = client.contacts().import(pb::ImportMode::Upsert, rows);
     let (mut seen, mut errors) = (0, 0);
     // When each tenth of the rows was answered: whether a row costs more late in an
-    // import than early.
+    // import than early. Answers come a batch at a time, so only a tenth of at least
+    // ten batches says anything.
+    let tenth = count / 10;
+    let by_tenth = tenth >= 10 * MAX_BATCH_ROWS as u64;
     let mut tenths = Vec::with_capacity(10);
     while let Some(result) = results.next().await {
         let result = result?;
@@ -418,27 +462,23 @@ async fn import_once(
             errors += 1;
         }
         seen += 1;
-        if seen % (count / 10).max(1) == 0 {
+        if by_tenth && seen % tenth == 0 {
             tenths.push(started.elapsed());
         }
     }
     let took = started.elapsed();
-    let tenth = (count / 10).max(1) as f64;
-    let rates: Vec<String> = tenths
-        .iter()
-        .scan(Duration::ZERO, |last, &at| {
-            let rate = tenth / (at - *last).as_secs_f64();
-            *last = at;
-            Some(format!("{rate:.0}"))
-        })
-        .collect();
-    eprintln!("   (rows/s by tenth of the import: {})", rates.join(", "));
-    let (server_after, postgres_after) = cpu(watch);
-    let waits = match waits {
-        Some(waits) => Some(waits.finish().await?),
-        None => None,
-    };
-    let pages = pages_after(pool, pages).await?;
+    if by_tenth {
+        let rates: Vec<String> = tenths
+            .iter()
+            .scan(Duration::ZERO, |last, &at| {
+                let rate = tenth as f64 / (at - *last).as_secs_f64();
+                *last = at;
+                Some(format!("{rate:.0}"))
+            })
+            .collect();
+        eprintln!("   (rows/s by tenth of the import: {})", rates.join(", "));
+    }
+    let probed = probe.finish().await?;
     Ok(ImportFigure {
         vs_copy: None,
         name: if mixed {
@@ -449,11 +489,8 @@ async fn import_once(
         rows: seen,
         took,
         errors: errors + count.saturating_sub(seen),
-        server_peak_rss_kib: process::status_kib(server_pid, "VmHWM"),
-        server_cpu: ticks(server_before, server_after),
-        postgres_cpu: ticks(postgres_before, postgres_after),
-        pages,
-        waits,
+        server_peak_rss_kib: Some(process::status_kib(server_pid, "VmHWM")),
+        probed,
     })
 }
 

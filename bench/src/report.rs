@@ -118,7 +118,12 @@ impl Report {
             let _ = writeln!(out, "#### WatchContacts (issue 17)\n\n{watch}");
         }
         for (label, table) in &self.imports {
-            let _ = writeln!(out, "#### ImportContacts (issue 15) {label}\n\n{table}");
+            let label = if label.is_empty() {
+                String::new()
+            } else {
+                format!(": {label}")
+            };
+            let _ = writeln!(out, "#### ImportContacts (issue 15){label}\n\n{table}");
         }
         self.baseline_table(&mut out);
         if let Some(startup) = &self.startup {

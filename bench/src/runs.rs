@@ -275,7 +275,8 @@ pub(crate) async fn postgres_run(
         // Investigation only (KRAITER_BENCH_IMPORT_AB=1): the same imports first with
         // the GIN indexes' own 64 kB pending-list limit, as before migration 0010 (it
         // overrides a batch's raised limit), as a same-run baseline of the change.
-        if std::env::var_os("KRAITER_BENCH_IMPORT_AB").is_some() {
+        let ab = std::env::var_os("KRAITER_BENCH_IMPORT_AB").is_some();
+        if ab {
             let limit = |option: &str| {
                 for index in ["contacts_search_tenant", "contacts_properties_tenant"] {
                     cluster::psql(&pg.bin, &pg.url, &format!("ALTER INDEX {index} {option}"))?;
@@ -283,13 +284,11 @@ pub(crate) async fn postgres_run(
                 anyhow::Ok(())
             };
             limit("SET (gin_pending_list_limit = 64)")?;
-            eprintln!("   the indexes' own 64 kB limit (before migration 0010):");
+            let label = "the indexes' own 64 kB limit (before migration 0010)";
+            eprintln!("   {label}:");
             let section = import::run(setup, &server, &key, &data, watch, Some(&pool)).await?;
-            report
-                .imports
-                .push(("the indexes' own 64 kB pending-list limit".into(), section));
+            report.imports.push((label.into(), section));
             limit("RESET (gin_pending_list_limit)")?;
-            eprintln!("   a batch's own 16 MB limit, merged before its commit (0010):");
         }
         // Investigation (KRAITER_BENCH_IMPORT_DEPTHS=1,2,...): the imports on a server
         // of their own per `--import-depth`, in the order given, same cluster.
@@ -303,16 +302,20 @@ pub(crate) async fn postgres_run(
                     server: Some(server.pid()),
                     postgres: pg.postmaster_pid(),
                 };
-                eprintln!("   --import-depth {depth}:");
+                let label = format!("--import-depth {depth}");
+                eprintln!("   {label}:");
                 let section =
                     import::run(setup, &server, &key, &data, watched, Some(&pool)).await?;
-                report
-                    .imports
-                    .push((format!("--import-depth {depth}"), section));
+                report.imports.push((label, section));
             }
         } else {
+            let mut label = "";
+            if ab {
+                label = "a batch's own 16 MB limit, merged before its commit (0010)";
+                eprintln!("   {label}:");
+            }
             let section = import::run(setup, &server, &key, &data, watch, Some(&pool)).await?;
-            report.imports.push((String::new(), section));
+            report.imports.push((label.into(), section));
         }
     }
     drop(server);
