@@ -80,13 +80,21 @@ impl Keys {
                 format!("names {count} keys with `emails`; at most {MAX_KEYS} in all"),
             ));
         }
+        // The field's name with its index is written only for a key that fails: a
+        // format per key was a tenth of a good batch's allocations.
+        fn at(list: &'static str, i: usize) -> impl FnOnce(ValidationError) -> ValidationError {
+            move |mut err| {
+                err.field = format!("{list}[{i}]");
+                err
+            }
+        }
         let mut ids = Vec::with_capacity(message.ids.len());
         for (i, raw) in message.ids.iter().enumerate() {
-            ids.push(ContactId::parse(raw, &format!("ids[{i}]"))?);
+            ids.push(ContactId::parse(raw, "ids").map_err(at("ids", i))?);
         }
         let mut emails = Vec::with_capacity(message.emails.len());
         for (i, raw) in message.emails.iter().enumerate() {
-            emails.push(Email::parse(raw, &format!("emails[{i}]"))?);
+            emails.push(Email::parse(raw, "emails").map_err(at("emails", i))?);
         }
         Ok(Self { ids, emails })
     }
@@ -120,24 +128,29 @@ fn answer(
     keys: &Keys,
     found: Vec<ContactView>,
 ) -> Result<wire::BatchGetContactsResponse, ApiError> {
-    let mut by_email: HashMap<String, usize> = HashMap::with_capacity(found.len());
-    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(found.len());
-    let mut contacts = Vec::with_capacity(found.len());
-    for (index, view) in found.into_iter().enumerate() {
-        by_email.insert(view.email.key().to_owned(), index);
-        by_id.insert(view.id.as_str().to_owned(), index);
-        contacts.push(convert::contact_view(view)?);
-    }
-    let matches: Vec<Option<usize>> = keys
-        .ids
-        .iter()
-        .map(|id| by_id.get(id.as_str()).copied())
-        .chain(
-            keys.emails
-                .iter()
-                .map(|email| by_email.get(email.key()).copied()),
-        )
-        .collect();
+    // The maps borrow the found contacts' keys, and are gone before the contacts are
+    // converted.
+    let matches: Vec<Option<usize>> = {
+        let mut by_email: HashMap<&str, usize> = HashMap::with_capacity(found.len());
+        let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(found.len());
+        for (index, view) in found.iter().enumerate() {
+            by_email.insert(view.email.key(), index);
+            by_id.insert(view.id.as_str(), index);
+        }
+        keys.ids
+            .iter()
+            .map(|id| by_id.get(id.as_str()).copied())
+            .chain(
+                keys.emails
+                    .iter()
+                    .map(|email| by_email.get(email.key()).copied()),
+            )
+            .collect()
+    };
+    let contacts = found
+        .into_iter()
+        .map(convert::contact_view)
+        .collect::<Result<Vec<_>, _>>()?;
     // How often each contact is answered: the last use moves it, earlier ones clone.
     let mut uses = vec![0u32; contacts.len()];
     for index in matches.iter().flatten() {
