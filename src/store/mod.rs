@@ -70,6 +70,16 @@ pub struct ListRows<T> {
     pub cut_short: bool,
 }
 
+/// No rows, and none left unread (what a statement with nothing to look up answers).
+impl<T> Default for ListRows<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            cut_short: false,
+        }
+    }
+}
+
 pub type ContactRows = ListRows<ContactView>;
 
 /// What a timeline entry holds in memory, roughly: its data's strings and a fixed

@@ -103,10 +103,7 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         let checked = access.key_hash.is_some();
         let Some(sql) = batch_get_sql::<Self::Db>(checked, !ids.is_empty(), !email_keys.is_empty())
         else {
-            return Ok(ContactRows {
-                items: Vec::new(),
-                cut_short: false,
-            });
+            return Ok(ContactRows::default());
         };
         let mut stmt = Stmt::<Self::Db>::new(&sql).bind(access.tenant.as_str());
         if let Some(key_hash) = &access.key_hash {

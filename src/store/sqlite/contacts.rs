@@ -80,10 +80,7 @@ impl BackendContacts for SqliteStore {
         let checked = access.key_hash.is_some();
         let Some(sql) = batch_get_sql::<Sqlite>(checked, !ids.is_empty(), !email_keys.is_empty())
         else {
-            return Ok(ContactRows {
-                items: Vec::new(),
-                cut_short: false,
-            });
+            return Ok(ContactRows::default());
         };
         // In `batch_get_sql`'s order; each list as JSON, as `TextList` binds it.
         let mut params = vec![Value::Text(access.tenant.as_str().to_owned())];
