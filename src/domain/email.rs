@@ -10,7 +10,9 @@ const MAX_LEN: usize = 254;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
     address: String,
-    key: String,
+    /// `None` when the address is its own key, as most are: every contact read builds
+    /// an `Email`, and lowercasing each into a second string was an allocation a row.
+    key: Option<String>,
 }
 
 impl Email {
@@ -44,18 +46,20 @@ impl Email {
                 format!("is not a valid email address ({err})"),
             ));
         }
-        Ok(Self {
-            key: address.to_lowercase(),
-            address: address.to_owned(),
-        })
+        Ok(Self::from_trusted(address.to_owned()))
     }
 
     /// Rebuilds an address that a store validated when it was written.
     pub fn from_trusted(address: String) -> Self {
-        Self {
-            key: address.to_lowercase(),
-            address,
-        }
+        let key = if address.is_ascii() {
+            address
+                .bytes()
+                .any(|b| b.is_ascii_uppercase())
+                .then(|| address.to_ascii_lowercase())
+        } else {
+            Some(address.to_lowercase()).filter(|key| *key != address)
+        };
+        Self { address, key }
     }
 
     pub fn as_str(&self) -> &str {
@@ -64,7 +68,7 @@ impl Email {
 
     /// Case-folded form: `Alice@Example.com` and `alice@example.com` are one contact.
     pub fn key(&self) -> &str {
-        &self.key
+        self.key.as_deref().unwrap_or(&self.address)
     }
 
     pub fn into_string(self) -> String {
@@ -112,6 +116,24 @@ mod tests {
             let email = Email::parse(raw, "email").unwrap_or_else(|e| panic!("{raw}: {e}"));
             assert_eq!(email.as_str(), raw.trim(), "{raw}");
             assert_eq!(email.key(), raw.trim().to_lowercase(), "{raw}");
+        }
+    }
+
+    /// An address read back keys as a parsed one does, whether or not it is already
+    /// its own key, and equal addresses are equal `Email`s either way.
+    #[test]
+    fn trusted_addresses_key_as_parsed_ones() {
+        for address in [
+            "alice@example.com",
+            "Alice@Example.com",
+            "ünïcode@例子.广告",
+            "ÜNÏCODE@EXAMPLE.COM",
+            "ΣΊΣΥΦΟΣ@example.com",
+        ] {
+            let trusted = Email::from_trusted(address.to_owned());
+            assert_eq!(trusted.key(), address.to_lowercase(), "{address}");
+            assert_eq!(trusted.as_str(), address, "{address}");
+            assert_eq!(Email::parse(address, "email").as_ref(), Ok(&trusted));
         }
     }
 
