@@ -80,8 +80,8 @@ impl Keys {
                 format!("names {count} keys with `emails`; at most {MAX_KEYS} in all"),
             ));
         }
-        // The field's name with its index is written only for a key that fails: a
-        // format per key was a tenth of a good batch's allocations.
+        // The field's name with its index is written only for a key that fails, not
+        // formatted (an allocation) for every good one.
         fn at(list: &'static str, i: usize) -> impl FnOnce(ValidationError) -> ValidationError {
             move |mut err| {
                 err.field = format!("{list}[{i}]");
