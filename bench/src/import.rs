@@ -58,46 +58,37 @@ pub struct Probed {
 /// Starting one first settles the database, so every step starts alike.
 struct Probe<'a> {
     watch: Watch,
-    pool: Option<&'a PgPool>,
     cpu: (u64, u64),
-    pages: Option<Pages>,
-    waits: Option<Waits>,
+    /// The database, its page counters before the step, and its waits' sampler.
+    database: Option<(&'a PgPool, Pages, Waits)>,
 }
 
 impl<'a> Probe<'a> {
     async fn start(watch: Watch, pool: Option<&'a PgPool>) -> anyhow::Result<Self> {
-        let (pages, waits) = match pool {
+        let database = match pool {
             Some(pool) => {
                 settle(pool).await?;
-                (
-                    Some(Pages::now(pool).await?),
-                    Some(Waits::start(pool).await?),
-                )
+                Some((pool, Pages::now(pool).await?, Waits::start(pool).await?))
             }
-            None => (None, None),
+            None => None,
         };
         Ok(Self {
             watch,
-            pool,
             cpu: cpu(watch),
-            pages,
-            waits,
+            database,
         })
     }
 
     async fn finish(self) -> anyhow::Result<Probed> {
         let (server, postgres) = cpu(self.watch);
-        let waits = match self.waits {
-            Some(waits) => Some(waits.finish().await?),
-            None => None,
-        };
-        let pages = match (self.pool, self.pages) {
-            (Some(pool), Some(before)) => {
+        let (pages, waits) = match self.database {
+            Some((pool, before, waits)) => {
+                let waits = waits.finish().await?;
                 // Backends flush their counters at most once a second.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                Some(before.since(Pages::now(pool).await?))
+                (Some(before.since(Pages::now(pool).await?)), Some(waits))
             }
-            _ => None,
+            None => (None, None),
         };
         Ok(Probed {
             server_cpu: ticks(self.cpu.0, server),
