@@ -26,6 +26,7 @@ mod reasons;
 mod request_ids;
 mod search_paths;
 mod search_stream;
+mod search_updates;
 mod tenancy;
 mod timeline;
 mod upsert;
