@@ -366,9 +366,7 @@ impl Report {
         for rounds in &b.rounds {
             let label = match rounds.scenario {
                 Scenario::ListAll => "COPY (SELECT ...) TO STDOUT",
-                Scenario::ListSearch => {
-                    "COPY (SELECT ... WHERE <the store's search condition>) TO STDOUT"
-                }
+                Scenario::ListSearch => "COPY (SELECT ... WHERE search_text LIKE ...) TO STDOUT",
                 Scenario::WatchReplay => "COPY (SELECT ... FROM contact_changes ...) TO STDOUT",
                 _ => "L = 1/(1/echo + 1/pgbench)",
             };

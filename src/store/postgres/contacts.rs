@@ -237,10 +237,9 @@ fn list_clause(
     if let Some(after) = after {
         keyset::<Postgres>(&mut out, query.order, after);
     }
-    let patterns: Vec<&str> = [probe, pattern].into_iter().flatten().collect();
-    if !patterns.is_empty() {
-        out.push(" AND ");
-        super::filter::search_patterns(&mut out, &patterns);
+    for like in [probe, pattern].into_iter().flatten() {
+        out.push(" AND search_text LIKE ")
+            .arg(Arg::Text(like.to_owned()));
     }
     if let Some(suppressed) = query.suppressed {
         out.push(" AND suppressed = ").arg(Arg::Bool(suppressed));

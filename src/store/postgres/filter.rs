@@ -21,35 +21,8 @@ fn value_at(out: &mut Clause, path: &PropertyPath) {
 }
 
 pub(super) fn search_condition(out: &mut Clause, term: &SearchTerm) {
-    let pattern = term.like_pattern();
-    search_patterns(out, &[pattern.as_str()]);
-}
-
-/// ` search_text LIKE p1 AND ... AND (tenant_id, id) IN (<search rows matching them>)`:
-/// the trigram index is on the search rows (migrations/postgres/0013), which find
-/// candidates; the contact's current `search_text` decides. The tenant reaches the
-/// rows' index through the join (the caller's `tenant_id = $1`), as the plan shows.
-pub(super) fn search_patterns(out: &mut Clause, patterns: &[&str]) {
-    for (i, pattern) in patterns.iter().enumerate() {
-        out.push(if i == 0 {
-            "search_text LIKE "
-        } else {
-            " AND search_text LIKE "
-        })
-        .arg(Arg::Text((*pattern).to_owned()));
-    }
-    out.push(
-        " AND (tenant_id, id) IN (SELECT tenant_id, contact_id FROM contact_search_rows WHERE ",
-    );
-    for (i, pattern) in patterns.iter().enumerate() {
-        out.push(if i == 0 {
-            "text LIKE "
-        } else {
-            " AND text LIKE "
-        })
-        .arg(Arg::Text((*pattern).to_owned()));
-    }
-    out.push(")");
+    out.push("search_text LIKE ")
+        .arg(Arg::Text(term.like_pattern()));
 }
 
 pub(super) fn json_exists(out: &mut Clause, path: &PropertyPath, present: bool) {
