@@ -70,7 +70,7 @@ pub struct ListRows<T> {
     pub cut_short: bool,
 }
 
-/// No rows, and none left unread (what a statement with nothing to look up answers).
+/// No rows, and none left unread: an empty answer, or a collection about to start.
 impl<T> Default for ListRows<T> {
     fn default() -> Self {
         Self {
@@ -126,10 +126,7 @@ where
     S: futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
 {
     use futures_util::TryStreamExt;
-    let mut collected = ListRows {
-        items: Vec::new(),
-        cut_short: false,
-    };
+    let mut collected = ListRows::default();
     let mut bytes = 0;
     while let Some(row) = rows.try_next().await.map_err(classify)? {
         if bytes > max_bytes && !collected.items.is_empty() {

@@ -118,10 +118,7 @@ pub(super) async fn stream_contacts(
     let carried_bytes = carried.as_ref().map_or(0, contact_bytes);
     let ask = page.limit - u32::from(carried.is_some());
     let fetched = if ask == 0 {
-        Ok(ListRows {
-            items: Vec::new(),
-            cut_short: false,
-        })
+        Ok(ListRows::default())
     } else {
         fetch(
             &mut cursor.tx,

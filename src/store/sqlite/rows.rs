@@ -169,10 +169,7 @@ fn collect<T>(
     read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     size: fn(&T) -> usize,
 ) -> rusqlite::Result<ListRows<T>> {
-    let mut collected = ListRows {
-        items: Vec::new(),
-        cut_short: false,
-    };
+    let mut collected = ListRows::default();
     let mut bytes = 0;
     while let Some(row) = rows.next()? {
         if bytes > max_bytes && !collected.items.is_empty() {

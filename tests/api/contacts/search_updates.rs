@@ -105,7 +105,7 @@ async fn a_value_that_comes_back_is_found_again_and_once(backend: Backend) {
     update(&mut client, &carol.id, None, json!({"tier": "Goldtier"})).await;
     assert_finds(&mut client, "goldtier", &[&carol.id]).await;
     assert_finds(&mut client, "silvertier", &[]).await;
-    // Every row of hers matches `tier`; she is one contact.
+    // All three of her values held `tier`; she is one contact.
     assert_finds(&mut client, "tier", &[&carol.id]).await;
 }
 
