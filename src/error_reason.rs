@@ -50,8 +50,8 @@ reasons! {
     NotFound = "NOT_FOUND", NotFound;
     /// `UNAUTHENTICATED`: a missing, unknown or revoked API key.
     Unauthorised = "UNAUTHORISED", Unauthenticated;
-    /// `UNAVAILABLE`: the database cannot be reached; `google.rpc.RetryInfo` says when
-    /// to try again.
+    /// `UNAVAILABLE`: the database cannot be reached, or no connection to it came free
+    /// in time; `google.rpc.RetryInfo` says when to try again.
     Unavailable = "UNAVAILABLE", Unavailable;
     /// `FAILED_PRECONDITION`: the record's state does not allow the change (ingestion).
     FailedPrecondition = "FAILED_PRECONDITION", FailedPrecondition;

@@ -238,7 +238,7 @@ pub async fn postgres(
     data: &Arc<Dataset>,
     vars: &[(String, String)],
 ) -> anyhow::Result<String> {
-    let mut out = String::from("### PostgreSQL\n\n");
+    let mut out = String::from("#### Filters, orders and counts (issue 16)\n\n");
     service_rows(&mut out, clients, plan, watch, data).await;
     let (p50, rate) = scan_rate(clients, plan, watch, data).await;
     let count_all = "SELECT count(*) AS n FROM contacts WHERE tenant_id = :tenant;\n".to_owned();
@@ -422,7 +422,7 @@ pub async fn sqlite(clients: &Clients, plan: Plan, data: &Arc<Dataset>, server: 
         server: Some(server),
         postgres: None,
     };
-    let mut out = String::from("### SQLite\n\n");
+    let mut out = String::from("#### Filters, orders and counts (issue 16)\n\n");
     service_rows(&mut out, clients, plan, watch, data).await;
     let (p50, rate) = scan_rate(clients, plan, watch, data).await;
     let _ = writeln!(

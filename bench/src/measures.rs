@@ -66,6 +66,8 @@ pub struct BackendRun {
     pub rows: Vec<Row>,
     /// The unary calls at light load (issue 20).
     pub light: Option<crate::light::LightRun>,
+    /// The backend's other sections, in the order they ran, each with its heading.
+    pub sections: Vec<String>,
 }
 
 /// What one round of a scenario is judged against, measured right next to it.

@@ -107,6 +107,9 @@ impl Report {
             if let Some(light) = &pg.light {
                 light.markdown(&mut out);
             }
+            for section in &pg.sections {
+                let _ = writeln!(out, "{}\n", section.trim_end());
+            }
         }
         if let Some(flood) = &self.flood {
             flood.markdown(&mut out);
@@ -133,6 +136,9 @@ impl Report {
             self.backend_table(&mut out, sqlite, false);
             if let Some(light) = &sqlite.light {
                 light.markdown(&mut out);
+            }
+            for section in &sqlite.sections {
+                let _ = writeln!(out, "{}\n", section.trim_end());
             }
         }
         out

@@ -80,18 +80,21 @@ pub(crate) async fn postgres_run(
         report.cancel = Some(cancel::run(&pool, &clients, &data, runs, after_others).await?);
     }
 
+    let mut sections = Vec::new();
     if wanted_name(setup, "filters") {
         eprintln!("== filters, orders and counts (issue 16)");
         let vars = baseline::variables(&data, &key);
         let section =
             filters::postgres(pg, &pool, &clients, setup.plan, watch, &data, &vars).await?;
         eprintln!("{section}");
+        sections.push(section);
     }
 
     if compression::wanted(setup) {
         eprintln!("== response compression (issue 19): gzip always vs never, in rounds");
         let section = compression::run(setup, &pg.url, &key, pg.postmaster_pid(), &data).await?;
         eprintln!("{section}");
+        sections.push(format!("#### Response compression (issue 19)\n\n{section}"));
     }
 
     eprintln!("== unary calls in rounds: echo, service, pgbench (and back)");
@@ -370,6 +373,7 @@ pub(crate) async fn postgres_run(
         seed,
         rows,
         light,
+        sections,
     });
 
     eprintln!("== other baselines");
@@ -479,6 +483,15 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
     let seed = seed_sqlite(&dir.join("contacts.db"), &data).await?;
     eprintln!("   seeded: {seed:?}");
     let server = start_server(setup, &url, "server-sqlite").await?;
+    let mut sections = Vec::new();
+    // On the seeded tenant, before any write, as on PostgreSQL.
+    if wanted_name(setup, "filters") {
+        eprintln!("== filters, orders and counts (issue 16)");
+        let clients = load::connect(&server.addr(), &key, setup.connections).await?;
+        let section = filters::sqlite(&clients, setup.plan, &data, server.pid()).await;
+        eprintln!("{section}");
+        sections.push(section);
+    }
     // Issue 20: the paired scenarios against SQLite's own baseline, in rounds.
     let paired = Scenario::PAIRED.iter().any(|s| wanted(setup, *s));
     if paired {
@@ -486,7 +499,7 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
         let path = dir.join("contacts.db");
         let section = sqlite_baseline::rounds(setup, &server, &key, &path, &data).await?;
         eprintln!("{section}");
-        println!("{section}");
+        sections.push(section);
     }
     let rows = run_scenarios(setup, &server, &key, None, &data, false).await?;
     let light = {
@@ -504,21 +517,14 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
             postgres: None,
         };
         let section = import::run(setup, &server, &key, &data, watch, None).await?;
-        println!("{section}");
-    }
-    if wanted_name(setup, "filters") {
-        eprintln!("== filters, orders and counts (issue 16)");
-        let clients = load::connect(&server.addr(), &key, setup.connections).await?;
-        eprintln!(
-            "{}",
-            filters::sqlite(&clients, setup.plan, &data, server.pid()).await
-        );
+        sections.push(format!("#### ImportContacts (issue 15)\n\n{section}"));
     }
     Ok(BackendRun {
-        name: "SQLite (no targets yet)",
+        name: "SQLite",
         seed,
         rows,
         light,
+        sections,
     })
 }
 

@@ -575,7 +575,7 @@ fn markdown(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### SQLite against its own baseline (issue 20)\n\n\
+        "#### SQLite against its own baseline (issue 20)\n\n\
          {} contacts, C = {}, {} rounds per scenario; baseline: the store's statements \
          (`src/store/sqlite/sql.rs`) run by rusqlite from {} threads on the same file \
          (reads: a connection each; writes: one shared writer, as the store's); \

@@ -94,6 +94,14 @@ impl From<ApiError> for Status {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
                 "the server is overloaded; retry later".to_owned()
             }
+            // The acquire timeout passed: usually every connection busy (long counts or
+            // streams holding them all), rarely a database too slow to accept a new
+            // one. Not "unavailable", so an operator looks at load first.
+            ApiError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut)) => {
+                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+                "no database connection came free within the acquire timeout; retry later"
+                    .to_owned()
+            }
             ApiError::Store(StoreError::Unavailable(_)) => {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
                 "the database is unavailable; retry later".to_owned()
@@ -257,5 +265,22 @@ mod tests {
                 .and_then(|r| r.retry_delay),
             Some(Duration::from_secs(1))
         );
+        assert_eq!(
+            unavailable.message(),
+            "the database is unavailable; retry later"
+        );
+    }
+
+    #[test]
+    fn a_connection_wait_past_the_acquire_timeout_is_not_called_a_database_outage() {
+        let busy = Status::from(ApiError::from(StoreError::Unavailable(
+            sqlx::Error::PoolTimedOut,
+        )));
+        assert_eq!(busy.code(), Code::Unavailable);
+        assert_eq!(
+            busy.message(),
+            "no database connection came free within the acquire timeout; retry later"
+        );
+        assert!(busy.get_details_retry_info().is_some(), "{busy:?}");
     }
 }

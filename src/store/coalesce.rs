@@ -354,7 +354,10 @@ async fn write_batch<W: BatchWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::R
                 let _ = reply.send(Err(err.duplicate()));
             }
         }
-        Err(_) => {
+        Err(err) => {
+            // Logged, so that a batch statement that keeps failing (and so doubles the
+            // work of its writes) can be told from one that is merely slow.
+            tracing::debug!(error = %err, rows = rows.len(), "a write batch failed; writing its rows one at a time");
             let all = rows
                 .iter()
                 .zip(replies)
