@@ -103,13 +103,7 @@ impl Report {
             }
         );
         if let Some(pg) = &self.postgres {
-            self.backend_table(&mut out, pg, true);
-            if let Some(light) = &pg.light {
-                light.markdown(&mut out);
-            }
-            for section in &pg.sections {
-                let _ = writeln!(out, "{}\n", section.trim_end());
-            }
+            self.backend(&mut out, pg, true);
         }
         if let Some(flood) = &self.flood {
             flood.markdown(&mut out);
@@ -133,15 +127,20 @@ impl Report {
             self.startup_table(&mut out, startup);
         }
         if let Some(sqlite) = &self.sqlite {
-            self.backend_table(&mut out, sqlite, false);
-            if let Some(light) = &sqlite.light {
-                light.markdown(&mut out);
-            }
-            for section in &sqlite.sections {
-                let _ = writeln!(out, "{}\n", section.trim_end());
-            }
+            self.backend(&mut out, sqlite, false);
         }
         out
+    }
+
+    /// A backend's table, its light-load rows and its other sections.
+    fn backend(&self, out: &mut String, run: &BackendRun, targets: bool) {
+        self.backend_table(out, run, targets);
+        if let Some(light) = &run.light {
+            light.markdown(out);
+        }
+        for section in &run.sections {
+            let _ = writeln!(out, "{}\n", section.trim_end());
+        }
     }
 
     fn backend_table(&self, out: &mut String, run: &BackendRun, targets: bool) {

@@ -94,17 +94,18 @@ impl From<ApiError> for Status {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
                 "the server is overloaded; retry later".to_owned()
             }
-            // The acquire timeout passed: usually every connection busy (long counts or
-            // streams holding them all), rarely a database too slow to accept a new
-            // one. Not "unavailable", so an operator looks at load first.
-            ApiError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut)) => {
+            ApiError::Store(StoreError::Unavailable(cause)) => {
                 details.set_retry_info(Some(std::time::Duration::from_secs(1)));
-                "no database connection came free within the acquire timeout; retry later"
-                    .to_owned()
-            }
-            ApiError::Store(StoreError::Unavailable(_)) => {
-                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
-                "the database is unavailable; retry later".to_owned()
+                match cause {
+                    // Usually every connection busy (long counts or streams holding them
+                    // all), rarely a database too slow to accept a new one: said so, so
+                    // that an operator looks at load before the database.
+                    sqlx::Error::PoolTimedOut => {
+                        "no database connection came free within the acquire timeout; retry later"
+                    }
+                    _ => "the database is unavailable; retry later",
+                }
+                .to_owned()
             }
             ApiError::Store(StoreError::Config(_) | StoreError::Internal(_)) => {
                 "internal error".to_owned()

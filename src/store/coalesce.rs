@@ -357,7 +357,11 @@ async fn write_batch<W: BatchWriter>(writer: &W, line: &Line, jobs: Vec<Job<W::R
         Err(err) => {
             // Logged, so that a batch statement that keeps failing (and so doubles the
             // work of its writes) can be told from one that is merely slow.
-            tracing::debug!(error = %err, rows = rows.len(), "a write batch failed; writing its rows one at a time");
+            tracing::debug!(
+                error = %err,
+                rows = rows.len(),
+                "a write batch failed; writing its rows one at a time"
+            );
             let all = rows
                 .iter()
                 .zip(replies)
