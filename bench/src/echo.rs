@@ -1,15 +1,18 @@
 //! The framework's ceiling: the real server's generated ContactsService server, built
 //! from the contract as the service builds it (build.rs) and with its codec settings,
 //! answering the unary calls with a prebuilt Contact and doing nothing else (no auth, no
-//! database). Runs as its own process (`kraiter-bench echo-server --port N`), like the
+//! database), and ListContacts with a stream of pages of prebuilt contacts (the
+//! transport's ceiling for an export: the client, HTTP/2 and encoding, no store). Runs
+//! as its own process (`kraiter-bench echo-server --port N --stream-rows R`), like the
 //! real server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use kraiter_contacts::api::{convert, pb};
 use kraiter_contacts::domain::{Contact as DomainContact, Etag};
 use prost::Message;
-use tokio_stream::Empty;
+use tokio_stream::{Empty, Stream};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
@@ -73,7 +76,7 @@ pub struct BatchGetContactsResponse {
     pub missing: Vec<String>,
 }
 
-/// `kraiter.contacts.v1.ListContactsResponse` (the echo server does not stream).
+/// `kraiter.contacts.v1.ListContactsResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ListContactsResponse {
     #[prost(message, repeated, tag = "1")]
@@ -100,6 +103,37 @@ impl From<DomainContact> for Contact {
 
 struct Echo {
     contact: Contact,
+    /// The contacts of a page, cloned into every page the stream sends with ids that
+    /// ascend across the stream, as the export's reader checks.
+    page: Arc<Vec<Contact>>,
+    /// How many rows a ListContacts stream carries in all.
+    stream_rows: u64,
+}
+
+/// Most contacts in one streamed page (the service's own page limit).
+const MAX_PAGE: u64 = 1000;
+
+/// The pages of a stream of `rows` contacts, `limit` a page, built as they are sent.
+fn pages(
+    page: Arc<Vec<Contact>>,
+    rows: u64,
+    limit: u64,
+) -> impl Stream<Item = Result<ListContactsResponse, Status>> + Send + 'static {
+    let limit = limit.clamp(1, page.len() as u64);
+    tokio_stream::iter((0..rows.div_ceil(limit)).map(move |n| {
+        let first = n * limit;
+        let contacts = (first..rows.min(first + limit))
+            .zip(page.iter())
+            .map(|(row, template)| Contact {
+                id: format!("con_{row:026}"),
+                ..template.clone()
+            })
+            .collect();
+        Ok(ListContactsResponse {
+            contacts,
+            next_cursor: String::new(),
+        })
+    }))
 }
 
 type Nothing<T> = Empty<Result<T, Status>>;
@@ -135,13 +169,22 @@ impl ContactsService for Echo {
         }))
     }
 
-    type ListContactsStream = Nothing<ListContactsResponse>;
+    type ListContactsStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<ListContactsResponse, Status>> + Send>>;
 
     async fn list_contacts(
         &self,
-        _: Request<pb::ListContactsRequest>,
+        request: Request<pb::ListContactsRequest>,
     ) -> Result<Response<Self::ListContactsStream>, Status> {
-        unsupported()
+        let limit = u64::try_from(request.get_ref().limit)
+            .ok()
+            .filter(|limit| *limit > 0)
+            .unwrap_or(MAX_PAGE);
+        Ok(Response::new(Box::pin(pages(
+            self.page.clone(),
+            self.stream_rows,
+            limit,
+        ))))
     }
 
     async fn update_contact(
@@ -246,11 +289,13 @@ impl ContactsService for Echo {
     }
 }
 
-/// Serves until killed.
-pub async fn serve(port: u16) -> anyhow::Result<()> {
-    let data = Dataset::new(kraiter_contacts::domain::TenantId::parse("echo")?, 1);
+/// Serves until killed; a ListContacts stream carries `stream_rows` contacts.
+pub async fn serve(port: u16, stream_rows: u64) -> anyhow::Result<()> {
+    let data = Dataset::new(kraiter_contacts::domain::TenantId::parse("echo")?, MAX_PAGE);
     let echo = Echo {
         contact: data.contact(0).into(),
+        page: Arc::new((0..MAX_PAGE).map(|n| data.contact(n).into()).collect()),
+        stream_rows,
     };
     let service = ContactsServiceServer::new(echo)
         .accept_compressed(CompressionEncoding::Gzip)
@@ -272,6 +317,28 @@ mod tests {
     use kraiter_contacts::domain::TenantId;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_export_has_every_row_once_in_ascending_ids() {
+        use tokio_stream::StreamExt;
+
+        let data = Dataset::new(TenantId::parse("echo").expect("a valid tenant"), 3);
+        let page: Vec<Contact> = (0..3).map(|n| data.contact(n).into()).collect();
+        let stream = pages(Arc::new(page), 7, 1000);
+        let pages: Vec<_> = stream.collect().await;
+        let mut ids = Vec::new();
+        for page in pages {
+            let bytes = page.expect("a page").encode_to_vec();
+            let read = pb::ListContactsResponse::decode(bytes.as_slice()).expect("decodes");
+            assert!(
+                read.contacts.len() <= 3,
+                "a page holds at most the template's rows"
+            );
+            ids.extend(read.contacts.into_iter().map(|c| c.id));
+        }
+        assert_eq!(ids.len(), 7);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
 
     #[test]
     fn the_echo_contact_reads_back_as_the_generated_contact() {

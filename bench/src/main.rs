@@ -130,6 +130,9 @@ enum Internal {
     EchoServer {
         #[arg(long)]
         port: u16,
+        /// Contacts in every ListContacts stream.
+        #[arg(long, default_value_t = 0)]
+        stream_rows: u64,
     },
 }
 
@@ -139,7 +142,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match args.command {
-        Some(Internal::EchoServer { port }) => runtime.block_on(echo::serve(port)),
+        Some(Internal::EchoServer { port, stream_rows }) => {
+            runtime.block_on(echo::serve(port, stream_rows))
+        }
         None => runtime.block_on(run(args)),
     }
 }
@@ -376,6 +381,8 @@ impl Echo {
             "echo-server".to_owned(),
             "--port".to_owned(),
             port.to_string(),
+            "--stream-rows".to_owned(),
+            setup.contacts.to_string(),
         ];
         let log = setup.work_dir.join("echo.log");
         let server =

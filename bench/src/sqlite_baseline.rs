@@ -445,6 +445,7 @@ pub async fn rounds(
         ..first_plan
     };
     let mut all = Vec::new();
+    let mut echo_streams = Vec::new();
     // The export first, as on PostgreSQL: the writes below add rows.
     if crate::wanted(setup, Scenario::ListAll) {
         export(path, data)?;
@@ -466,11 +467,31 @@ pub async fn rounds(
                 Some(done) => done,
                 None => export(path, data)?,
             };
+            // The transport's ceiling: echo's stream of as many prebuilt contacts.
+            let echo_watch = Watch {
+                server: Some(echo.server.pid()),
+                postgres: None,
+            };
+            let echoed = scenarios::run(
+                Scenario::ListAll,
+                &echo.clients,
+                one_stream,
+                echo_watch,
+                &echo.data,
+            )
+            .await;
+            let per_row = |m: &crate::load::Measured| {
+                m.server_cpu.as_secs_f64() * 1e6 / m.items.max(1) as f64
+            };
+            echo_streams.push((echoed.items_per_sec(), per_row(&echoed)));
             eprintln!(
-                "   round {}: stream {:>8.0} rows/s, bare SELECT {:>8.0} rows/s",
+                "   round {}: stream {:>8.0} rows/s ({:.2} µs of server CPU a row), bare SELECT {:>8.0} rows/s, echo's stream {:>8.0} rows/s ({:.2} µs a row)",
                 round + 1,
                 service.items_per_sec(),
-                rows as f64 / took.as_secs_f64()
+                per_row(&service),
+                rows as f64 / took.as_secs_f64(),
+                echoed.items_per_sec(),
+                per_row(&echoed)
             );
             rounds.push(Round {
                 order: if forward {
@@ -558,12 +579,13 @@ pub async fn rounds(
         }
         all.push(Rounds { scenario, rounds });
     }
-    Ok(markdown(setup, &all, spread))
+    Ok(markdown(setup, &all, &echo_streams, spread))
 }
 
 fn markdown(
     setup: &crate::Setup,
     all: &[crate::measures::Rounds],
+    echo_streams: &[(f64, f64)],
     spread: fn(&[f64]) -> (f64, f64, f64),
 ) -> String {
     use std::fmt::Write as _;
@@ -644,6 +666,22 @@ fn markdown(
         );
     }
     out.push('\n');
+    if !echo_streams.is_empty() {
+        let rates: Vec<f64> = echo_streams.iter().map(|(rate, _)| *rate).collect();
+        let cpus: Vec<f64> = echo_streams.iter().map(|(_, cpu)| *cpu).collect();
+        let (echo, low, high) = spread(&rates);
+        let _ = writeln!(
+            out,
+            "The transport's ceiling for the export: the echo server's stream of as many \
+             prebuilt contacts (pages of 1,000 cloned and encoded as the service encodes, no \
+             store, no transcoding), read by the same reader, in the same rounds: {} rows/s \
+             ({}–{}), at {:.2} µs of the echo server's CPU a row.\n",
+            rate(echo),
+            rate(low),
+            rate(high),
+            spread(&cpus).0
+        );
+    }
     out
 }
 
