@@ -333,11 +333,12 @@ fn markdown(steps: &[ImportFigure]) -> String {
     out
 }
 
-/// Vacuums what an import writes and takes a checkpoint, so the next step starts
-/// with no dead rows, no pending autovacuum and no dirty buffers of the last one.
-async fn settle(pool: &PgPool) -> anyhow::Result<()> {
+/// Vacuums what an import (or a write scenario) writes and takes a checkpoint, so
+/// the next step starts with no dead rows, no pending autovacuum and no dirty buffers
+/// of the last one.
+pub(crate) async fn settle(pool: &PgPool) -> anyhow::Result<()> {
     let started = Instant::now();
-    for table in ["contacts", "timeline_entries"] {
+    for table in ["contacts", "timeline_entries", "contact_changes"] {
         sqlx::query(&format!("VACUUM (ANALYZE) {table}"))
             .execute(pool)
             .await?;

@@ -248,6 +248,9 @@ pub(crate) async fn postgres_run(
         );
     }
     rows.extend(others);
+    // The writes above leave autovacuum work behind: the light rows start on a
+    // settled database, so no vacuum shares their windows.
+    import::settle(&pool).await?;
     let light = light::run(
         setup,
         "PostgreSQL",
