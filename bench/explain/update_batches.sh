@@ -6,8 +6,9 @@
 # and search text in SQL (the same for every K), and writes them as the store's
 # statement does (the row by revision, its timeline entry, its change), so only the
 # number of rows per statement differs between runs. Against a cluster held by
-# `kraiter-bench --skip-sqlite --only <none> --hold` (1,000,000 contacts of tenant
-# `bench`; CONTACTS=n for another seed size):
+# `kraiter-bench --skip-sqlite --only nothing --hold` (a name no scenario has: it
+# seeds 1,000,000 contacts of tenant `bench` and holds; CONTACTS=n for another seed
+# size):
 #
 #   bench/explain/update_batches.sh "$URL" 10 "1 16" "16 2" "16 1"
 #

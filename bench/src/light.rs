@@ -97,10 +97,7 @@ pub(crate) async fn run(
     eprintln!("== light load (issue 20): C = 1, C = 4 on one connection, 32 connections × 1");
     let rounds = if setup.quick { 1 } else { 2 };
     let window = setup.plan.duration / setup.rounds as u32;
-    let echo_watch = Watch {
-        server: Some(echo.server.pid()),
-        postgres: None,
-    };
+    let echo_watch = echo.watch();
     let mut rows = Vec::new();
     for load in Load::ALL {
         let service_clients = load::connect(addr, key, load.connections).await?;

@@ -124,6 +124,11 @@ impl Measured {
             .unwrap_or_default()
     }
 
+    /// `cpu` over the items (a stream's rows), in µs.
+    pub fn micros_per_item(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.items.max(1) as f64
+    }
+
     /// Windows measured apart, as one: counts and times add up, latencies pool, the
     /// peak is the highest.
     pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Measured>) -> Measured {

@@ -396,12 +396,17 @@ impl Echo {
         })
     }
 
-    async fn measure(&self, scenario: Scenario, plan: Plan) -> load::Measured {
-        let watch = Watch {
+    /// What a measurement of the echo server reads: its own process.
+    fn watch(&self) -> Watch {
+        Watch {
             server: Some(self.server.pid()),
             postgres: None,
-        };
-        let measured = scenarios::run(scenario, &self.clients, plan, watch, &self.data).await;
+        }
+    }
+
+    async fn measure(&self, scenario: Scenario, plan: Plan) -> load::Measured {
+        let measured =
+            scenarios::run(scenario, &self.clients, plan, self.watch(), &self.data).await;
         eprintln!(
             "   {:<50} echo  {:>10.0} calls/s",
             scenario.name(),

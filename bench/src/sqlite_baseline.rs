@@ -468,21 +468,15 @@ pub async fn rounds(
                 None => export(path, data)?,
             };
             // The transport's ceiling: echo's stream of as many prebuilt contacts.
-            let echo_watch = Watch {
-                server: Some(echo.server.pid()),
-                postgres: None,
-            };
             let echoed = scenarios::run(
                 Scenario::ListAll,
                 &echo.clients,
                 one_stream,
-                echo_watch,
+                echo.watch(),
                 &echo.data,
             )
             .await;
-            let per_row = |m: &crate::load::Measured| {
-                m.server_cpu.as_secs_f64() * 1e6 / m.items.max(1) as f64
-            };
+            let per_row = |m: &crate::load::Measured| m.micros_per_item(m.server_cpu);
             echo_streams.push((echoed.items_per_sec(), per_row(&echoed)));
             eprintln!(
                 "   round {}: stream {:>8.0} rows/s ({:.2} µs of server CPU a row), bare SELECT {:>8.0} rows/s, echo's stream {:>8.0} rows/s ({:.2} µs a row)",

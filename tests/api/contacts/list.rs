@@ -404,26 +404,7 @@ async fn suppressed_filter_applies(backend: Backend) {
     create(&mut client, "n1@example.com", json!({})).await;
     let bounced = create(&mut client, "b@example.com", json!({})).await;
     create(&mut client, "n2@example.com", json!({})).await;
-    let send = activity
-        .record_send(pb::RecordSendRequest {
-            recipient: Some(pb::record_send_request::Recipient::ContactId(
-                bounced.id.clone(),
-            )),
-            template_id: "t".into(),
-            source: pb::SendSource::Transactional as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("record a send")
-        .into_inner();
-    activity
-        .update_send_status(pb::UpdateSendStatusRequest {
-            send_id: send.id,
-            status: pb::SendStatus::Bounced as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("the send bounces");
+    super::filter_calls::suppress(&mut activity, &bounced.id).await;
     let cases = [
         ("suppressed only", Some(true), vec!["b@example.com"]),
         (

@@ -70,28 +70,7 @@ async fn seed(app: &TestApp, tenant: &TenantId, contacts: Vec<(String, String)>)
 /// Suppresses a contact the way production does: a bounced send.
 async fn suppress(app: &TestApp, key: &str, contact: &mut Seeded) {
     let mut activity = app.activity_with_key(key);
-    let send = activity
-        .record_send(pb::RecordSendRequest {
-            recipient: Some(pb::record_send_request::Recipient::ContactId(
-                contact.id.clone(),
-            )),
-            template_id: "t".into(),
-            template_name: "t".into(),
-            subject: "Hello".into(),
-            source: pb::SendSource::Transactional as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("record send")
-        .into_inner();
-    activity
-        .update_send_status(pb::UpdateSendStatusRequest {
-            send_id: send.id,
-            status: pb::SendStatus::Bounced as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("bounce");
+    super::filter_calls::suppress(&mut activity, &contact.id).await;
     contact.suppressed = true;
 }
 
