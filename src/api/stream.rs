@@ -1,6 +1,6 @@
-//! Streams a keyset-paginated list one page per message. The next page's query runs
-//! while the current page is converted and sent, so the database and the server work
-//! at the same time; a channel of one slot holds at most one page ahead of the client.
+//! Streams a keyset-paginated list one page per message. The next query runs while
+//! the rows of the one before are converted and sent, so the database and the server
+//! work at the same time; a channel of one slot holds at most one page ahead of the client.
 //! Everything stops as soon as the client goes away, even in the middle of a query.
 //!
 //! A page holds at most `limit` items and, unless it holds one, at most
@@ -191,8 +191,8 @@ impl Admitted {
         Msg: Send + 'static,
         Fetch: Fn(Option<K>, u32) -> Fut + Send + 'static,
         Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
-        Key: Fn(&Item) -> K + Send + 'static,
-        Convert: Fn(Item) -> Result<Elem, ApiError> + Send + 'static,
+        Key: Fn(&Item) -> K + Send + Sync + 'static,
+        Convert: Fn(Item) -> Result<Elem, ApiError> + Send + Sync + 'static,
         Message: Fn(Vec<Elem>, Option<K>) -> Msg + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(1);
@@ -260,8 +260,9 @@ pub struct Pager<K, Item, Fetch, Key, Convert, Message> {
     /// pages per query (see `reader::QUERY_BYTES`); without, one page per query.
     pub size: Option<fn(&Item) -> usize>,
     /// Converts an item into its element of the page message (field 1 of every page
-    /// message). Each item is converted as it is put in a page, so that the page ends
-    /// before the element that would take it past its byte budget.
+    /// message). A query's items are converted by its task as soon as they are in,
+    /// while the pages before them are sent; a page ends before the element that
+    /// would take it past its byte budget.
     pub convert: Convert,
     /// Builds the page message from its elements and the key to resume after it
     /// (`None` on the last page).
@@ -277,12 +278,13 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
     tx: mpsc::Sender<Result<Msg, Status>>,
     method: &'static str,
 ) where
+    K: Clone + Send + 'static,
     Item: Send + 'static,
-    Elem: prost::Message,
+    Elem: prost::Message + 'static,
     Fetch: Fn(Option<K>, u32) -> Fut,
     Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
-    Key: Fn(&Item) -> K,
-    Convert: Fn(Item) -> Result<Elem, ApiError>,
+    Key: Fn(&Item) -> K + Send + Sync + 'static,
+    Convert: Fn(Item) -> Result<Elem, ApiError> + Send + Sync + 'static,
     Message: Fn(Vec<Elem>, Option<K>) -> Msg,
 {
     let Admitted {
@@ -312,13 +314,13 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
             break;
         }
     }
-    // Where the stream's time went: waiting for the database, converting rows and
-    // building messages, waiting for the client.
+    // Where the stream's time went: waiting for the database and the rows'
+    // conversion, cutting pages and building messages, waiting for the client.
     tracing::debug!(
         pages = sender.pages,
         items = sender.items,
         waited_db = ?reader.waited_db,
-        building = ?(reader.converting + sender.building),
+        building = ?(reader.cutting + sender.building),
         waited_client = ?sender.waited_client,
         "stream finished"
     );
@@ -333,12 +335,13 @@ impl<K, Item, Fetch, Key, Convert, Message> Pager<K, Item, Fetch, Key, Convert, 
         max_page_bytes: usize,
     ) -> (PageReader<K, Item, Elem, Fetch, Key, Convert>, Message)
     where
+        K: Clone + Send + 'static,
         Item: Send + 'static,
-        Elem: prost::Message,
+        Elem: prost::Message + 'static,
         Fetch: Fn(Option<K>, u32) -> Fut,
         Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
-        Key: Fn(&Item) -> K,
-        Convert: Fn(Item) -> Result<Elem, ApiError>,
+        Key: Fn(&Item) -> K + Send + Sync + 'static,
+        Convert: Fn(Item) -> Result<Elem, ApiError> + Send + Sync + 'static,
     {
         let mut reader = PageReader::new(
             self.fetch,

@@ -1,10 +1,14 @@
 //! Reads a list page by page, one query ahead, and cuts the pages: at `limit` items,
-//! or before the item that would take a page past its byte budget.
+//! or before the item that would take a page past its byte budget. Each query's task
+//! converts its own rows once the next query is started, so reading, converting and
+//! sending run at once on a stream that reads to its end.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -18,7 +22,8 @@ const MAX_PAGES_PER_QUERY: u32 = 8;
 /// A query grows (doubling from one page) while its rows stay under about this many
 /// bytes, and a store stops a query of large rows at it (`ContactStore::list_contacts`),
 /// so a stream holds a few MB at most whatever the rows weigh: one query's rows being
-/// sent, the next query's arriving, a page in the channel.
+/// sent, the next query's arriving or being converted (its rows and their elements),
+/// a page in the channel.
 pub const QUERY_BYTES: usize = 2 << 20;
 /// Where a store stops a query of rows larger than the growth above expected: twice
 /// its target, so a query sized by the rows before it is never cut (a cut leaves the
@@ -36,18 +41,32 @@ pub(super) struct Page<Elem, K> {
     pub resume: Option<K>,
 }
 
-/// Aborts the query it holds when dropped: a client that goes away must not leave a
-/// prefetch running.
-struct Prefetch<T> {
-    query: JoinHandle<T>,
+/// A query in flight, in its own task: the task fetches the rows, says on `fetched`
+/// what came (so the next query can start at once), then converts them. Aborts the
+/// task when dropped: a client that goes away must not leave a prefetch running.
+struct Prefetch<Elem, K> {
+    fetched: oneshot::Receiver<StoreResult<Arrived<K>>>,
+    task: JoinHandle<Batch<Elem, K>>,
     /// How many pages the query asked for.
     pages: u32,
 }
 
-impl<T> Drop for Prefetch<T> {
+impl<Elem, K> Drop for Prefetch<Elem, K> {
     fn drop(&mut self) {
-        self.query.abort();
+        self.task.abort();
     }
+}
+
+/// What a query returned, known before its rows are converted.
+struct Arrived<K> {
+    /// Rows asked for and returned.
+    taken: usize,
+    /// More rows follow them.
+    has_more: bool,
+    /// What the rows hold, by `size` (0 without it).
+    bytes: usize,
+    /// The key of the last of them.
+    last: Option<K>,
 }
 
 /// An item converted for a page, with its key and its encoded length in the page.
@@ -55,6 +74,46 @@ struct Converted<Elem, K> {
     elem: Elem,
     key: K,
     len: usize,
+}
+
+/// A query's rows, converted by the query's task: one query's rows are converted
+/// while the next query reads and the pages before them go out, on the runtime's
+/// other threads, instead of on the stream's after them.
+struct Batch<Elem, K> {
+    rows: Vec<Converted<Elem, K>>,
+    /// The conversion that failed after `rows`: the stream ends there.
+    failed: Option<ApiError>,
+}
+
+impl<Elem: prost::Message, K> Batch<Elem, K> {
+    /// `rows` converted in order until one fails.
+    fn convert<Item>(
+        rows: Vec<Item>,
+        key: &impl Fn(&Item) -> K,
+        convert: &impl Fn(Item) -> Result<Elem, ApiError>,
+    ) -> Self {
+        let mut converted = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = key(&row);
+            match convert(row) {
+                Ok(elem) => {
+                    // As the page's `encoded_len` counts it: field 1 of the page message.
+                    let len = prost::encoding::message::encoded_len(1, &elem);
+                    converted.push(Converted { elem, key, len });
+                }
+                Err(err) => {
+                    return Self {
+                        rows: converted,
+                        failed: Some(err),
+                    };
+                }
+            }
+        }
+        Self {
+            rows: converted,
+            failed: None,
+        }
+    }
 }
 
 /// Reads a list page by page, one query ahead: the next query starts as soon as a
@@ -65,39 +124,42 @@ struct Converted<Elem, K> {
 /// page.
 pub(super) struct PageReader<K, Item, Elem, Fetch, Key, Convert> {
     fetch: Fetch,
-    key: Key,
-    convert: Convert,
+    key: Arc<Key>,
+    convert: Arc<Convert>,
     size: Option<fn(&Item) -> usize>,
     limit: u32,
     /// Most bytes the items of a page of more than one take.
     budget: usize,
     max_pages: Option<u32>,
     /// The query whose rows come after `rows`.
-    next: Option<Prefetch<StoreResult<Fetched<Item>>>>,
+    next: Option<Prefetch<Elem, K>>,
     /// Set instead of `next` when rows follow `rows` but their query is not started:
     /// the pages fetched were expected to reach `max_pages`, and pages cut short by
     /// the budget need more.
     unread_after: Option<K>,
     /// Rows of the last query not yet put in a page.
-    rows: std::vec::IntoIter<Item>,
+    rows: std::vec::IntoIter<Converted<Elem, K>>,
+    /// The conversion that failed after `rows`.
+    failed: Option<ApiError>,
     /// The item that ended the last page by not fitting in it: the next one's first.
     carried: Option<Converted<Elem, K>>,
     /// Whether the last page has been handed out.
     done: bool,
-    /// Time spent waiting for the database and cutting pages (converting rows), for
-    /// the debug line at the stream's end.
+    /// Time spent waiting for the database (and the conversion of its rows) and
+    /// cutting pages, for the debug line at the stream's end.
     pub waited_db: Duration,
-    pub converting: Duration,
+    pub cutting: Duration,
 }
 
 impl<K, Item, Elem, Fetch, Fut, Key, Convert> PageReader<K, Item, Elem, Fetch, Key, Convert>
 where
+    K: Clone + Send + 'static,
     Item: Send + 'static,
-    Elem: prost::Message,
+    Elem: prost::Message + 'static,
     Fetch: Fn(Option<K>, u32) -> Fut,
     Fut: Future<Output = StoreResult<Fetched<Item>>> + Send + 'static,
-    Key: Fn(&Item) -> K,
-    Convert: Fn(Item) -> Result<Elem, ApiError>,
+    Key: Fn(&Item) -> K + Send + Sync + 'static,
+    Convert: Fn(Item) -> Result<Elem, ApiError> + Send + Sync + 'static,
 {
     /// A reader with no query started (see `start`). `budget` is the most bytes a
     /// page of more than one item takes encoded, its cursor included.
@@ -112,8 +174,8 @@ where
     ) -> Self {
         Self {
             fetch,
-            key,
-            convert,
+            key: Arc::new(key),
+            convert: Arc::new(convert),
             size,
             limit: page_size.get(),
             budget: budget.saturating_sub(CURSOR_ROOM),
@@ -121,10 +183,11 @@ where
             next: None,
             unread_after: None,
             rows: Vec::new().into_iter(),
+            failed: None,
             carried: None,
             done: false,
             waited_db: Duration::ZERO,
-            converting: Duration::ZERO,
+            cutting: Duration::ZERO,
         }
     }
 
@@ -132,9 +195,41 @@ where
     /// follow, so the last page carries an empty cursor instead of forcing an empty final
     /// page.
     pub fn start(&mut self, after: Option<K>, pages: u32) {
+        let take = (self.limit * pages) as usize;
         let query = (self.fetch)(after, self.limit * pages + 1);
+        let (key, convert, size) = (self.key.clone(), self.convert.clone(), self.size);
+        let (tell, fetched) = oneshot::channel();
+        let batch = async move {
+            let Fetched {
+                mut rows,
+                cut_short,
+            } = match query.await {
+                Ok(fetched) => fetched,
+                Err(err) => {
+                    let _ = tell.send(Err(err));
+                    return Batch {
+                        rows: Vec::new(),
+                        failed: None,
+                    };
+                }
+            };
+            let has_more = cut_short || rows.len() > take;
+            rows.truncate(take);
+            let _ = tell.send(Ok(Arrived {
+                taken: rows.len(),
+                has_more,
+                bytes: size.map_or(0, |size| rows.iter().map(size).sum()),
+                last: rows.last().map(&*key),
+            }));
+            // Let the stream's task, just woken, start the next query before these
+            // rows are converted: a task woken from this worker waits for it, and the
+            // conversion does not yield.
+            tokio::task::yield_now().await;
+            Batch::convert(rows, &*key, &*convert)
+        };
         self.next = Some(Prefetch {
-            query: tokio::spawn(query.instrument(tracing::Span::current())),
+            fetched,
+            task: tokio::spawn(batch.instrument(tracing::Span::current())),
             pages,
         });
     }
@@ -151,8 +246,8 @@ where
             return None;
         }
         let mut closed = pin!(closed);
-        // Converting is timed per page: a clock read per row was a visible part of
-        // the export's server CPU in `perf`.
+        // Cutting is timed per page: a clock read per row was a visible part of the
+        // export's server CPU in `perf`.
         let (began, waited_before) = (Instant::now(), self.waited_db);
         let (mut items, mut bytes, mut last) = (Vec::new(), 0, None);
         while items.len() < self.limit as usize {
@@ -170,7 +265,7 @@ where
             last = Some(item.key);
         }
         let waited = self.waited_db.saturating_sub(waited_before);
-        self.converting += began.elapsed().saturating_sub(waited);
+        self.cutting += began.elapsed().saturating_sub(waited);
         let more = self.carried.is_some()
             || !self.rows.as_slice().is_empty()
             || self.next.is_some()
@@ -191,7 +286,10 @@ where
         }
         loop {
             if let Some(row) = self.rows.next() {
-                return Some(self.convert(row).map(Some));
+                return Some(Ok(Some(row)));
+            }
+            if let Some(err) = self.failed.take() {
+                return Some(Err(err));
             }
             if let Some(after) = self.unread_after.take() {
                 self.start(Some(after), 1);
@@ -205,61 +303,68 @@ where
         }
     }
 
-    fn convert(&mut self, row: Item) -> Result<Converted<Elem, K>, ApiError> {
-        let key = (self.key)(&row);
-        let elem = (self.convert)(row)?;
-        // As the page's `encoded_len` counts it: field 1 of the page message.
-        let len = prost::encoding::message::encoded_len(1, &elem);
-        Ok(Converted { elem, key, len })
-    }
-
-    /// Takes in the rows of the query in flight, once they are in; starts the query
-    /// after them when more pages are due.
+    /// Takes in the rows of the query in flight, once they are in and converted;
+    /// starts the query after them, when more pages are due, as soon as they are
+    /// fetched.
     async fn next_batch(
         &mut self,
         pages_sent: u32,
-        closed: Pin<&mut impl Future<Output = ()>>,
+        mut closed: Pin<&mut impl Future<Output = ()>>,
     ) -> Option<StoreResult<()>> {
         let mut pending = self.next.take()?;
         let began = Instant::now();
         let fetched = tokio::select! {
-            _ = closed => return None,
-            joined = &mut pending.query => joined,
+            _ = closed.as_mut() => return None,
+            fetched = &mut pending.fetched => fetched,
         };
-        self.waited_db += began.elapsed();
-        // A join error is the query's task panicking (it is never aborted here).
-        let Fetched {
-            mut rows,
-            cut_short,
-        } = match fetched.unwrap_or_else(|join| Err(StoreError::internal(join))) {
-            Ok(fetched) => fetched,
-            Err(err) => return Some(Err(err)),
+        let fetch = match fetched {
+            Ok(Ok(fetch)) => fetch,
+            Ok(Err(err)) => return Some(Err(err)),
+            // The task ended without a word: it panicked (it is never aborted here).
+            Err(_) => {
+                let joined = (&mut pending.task).await;
+                return Some(Err(StoreError::internal(match joined {
+                    Err(join) => join.to_string(),
+                    Ok(_) => "a list query ended without its rows".to_owned(),
+                })));
+            }
         };
         let asked = pending.pages;
-        let has_more = cut_short || rows.len() > (self.limit * asked) as usize;
-        rows.truncate((self.limit * asked) as usize);
-        let pages = rows.len().div_ceil(self.limit as usize) as u32;
+        let pages = fetch.taken.div_ceil(self.limit as usize) as u32;
         let left = self
             .max_pages
             .map_or(u32::MAX, |max| max.saturating_sub(pages_sent + pages));
-        if has_more && left > 0 {
-            self.start_after(&rows, asked, left);
-        } else if has_more {
-            self.unread_after = rows.last().map(&self.key);
+        if fetch.has_more && left > 0 {
+            self.start_after(fetch.last, fetch.bytes, asked, left);
+        } else if fetch.has_more {
+            self.unread_after = fetch.last;
         }
-        self.rows = rows.into_iter();
+        let joined = tokio::select! {
+            _ = closed => return None,
+            joined = &mut pending.task => joined,
+        };
+        self.waited_db += began.elapsed();
+        let batch = match joined {
+            Ok(batch) => batch,
+            Err(join) => return Some(Err(StoreError::internal(join))),
+        };
+        if batch.failed.is_some() {
+            // The stream ends at the row that failed: nothing after it is read.
+            self.next = None;
+            self.unread_after = None;
+        }
+        self.rows = batch.rows.into_iter();
+        self.failed = batch.failed;
         Some(Ok(()))
     }
 
-    /// Starts the query after `rows`, at most `left` pages. A long stream fetches more
-    /// pages per query (doubling up to MAX_PAGES_PER_QUERY while a query's rows stay
-    /// under QUERY_BYTES), so the database is not idle between queries while the last
+    /// Starts the query after `resume`, at most `left` pages. A long stream fetches more
+    /// pages per query (doubling up to MAX_PAGES_PER_QUERY while a query's rows, `bytes`
+    /// by `size`, stay under QUERY_BYTES), so the database is not idle between queries while the last
     /// rows of one are read and the next is sent. Without `size`, one page per query.
-    fn start_after(&mut self, rows: &[Item], asked: u32, left: u32) {
-        let bytes: usize = self.size.map_or(0, |size| rows.iter().map(size).sum());
+    fn start_after(&mut self, resume: Option<K>, bytes: usize, asked: u32, left: u32) {
         let grow = self.size.is_some() && bytes * 2 <= QUERY_BYTES;
         let ask = if grow { asked * 2 } else { asked };
-        let resume = rows.last().map(&self.key);
         self.start(resume, ask.min(MAX_PAGES_PER_QUERY).min(left));
     }
 }
@@ -359,6 +464,58 @@ mod tests {
         // A cut that ends exactly at the list's end leaves no empty last page.
         let pages = pages_cut(&[10; 4], 5, 10_000, 2).await;
         assert_eq!(pages, [(vec![10; 4], None)]);
+    }
+
+    /// A row that fails to convert ends the stream with its error after the pages
+    /// before it, and no query after it is started: the next query starts once a
+    /// query's rows are fetched, before they are converted, so it is aborted.
+    #[tokio::test]
+    async fn a_row_that_fails_to_convert_ends_the_stream_after_the_pages_before_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let counted = fetches.clone();
+        // Rows 0..40, one page of 5 per query; row 12 fails.
+        let fetch = move |after: Option<usize>, limit: u32| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let from = after.map_or(0, |after| after + 1);
+                Ok(Fetched::from(
+                    (from..40).take(limit as usize).collect::<Vec<_>>(),
+                ))
+            }
+        };
+        let convert = |row: usize| match row {
+            12 => Err(ApiError::from(StoreError::internal("row 12 is not JSON"))),
+            _ => Ok(row.to_string()),
+        };
+        let page_size = PageSize::parse(5).expect("a valid limit");
+        let mut reader = PageReader::new(
+            fetch,
+            |row: &usize| *row,
+            convert,
+            None,
+            page_size,
+            1 << 20,
+            None,
+        );
+        reader.start(None, 1);
+        let mut pages = Vec::new();
+        let failed = loop {
+            match reader.next_page(0, std::future::pending()).await {
+                Some(Ok(page)) => pages.push(page.items),
+                Some(Err(err)) => break err,
+                None => panic!("the stream ended without the row's error"),
+            }
+        };
+        assert_eq!(
+            pages,
+            [["0", "1", "2", "3", "4"], ["5", "6", "7", "8", "9"]]
+        );
+        assert!(matches!(failed, ApiError::Store(_)), "{failed:?}");
+        assert!(reader.next.is_none() && reader.unread_after.is_none());
+        // Rows 0-4, 5-9, 10-14 (the failing one) and 15-19, started as 10-14 came
+        // in and aborted at the failure.
+        assert_eq!(fetches.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
