@@ -86,14 +86,20 @@ struct Batch<Elem, K> {
 }
 
 impl<Elem: prost::Message, K> Batch<Elem, K> {
-    /// `rows` converted in order until one fails.
-    fn convert<Item>(
+    /// `rows` converted in order until one fails, yielding to the runtime after every
+    /// `every` rows: a query of several pages would otherwise hold its worker, and the
+    /// calls queued behind it, for as long as all of them take.
+    async fn convert<Item>(
         rows: Vec<Item>,
+        every: usize,
         key: &impl Fn(&Item) -> K,
         convert: &impl Fn(Item) -> Result<Elem, ApiError>,
     ) -> Self {
         let mut converted = Vec::with_capacity(rows.len());
-        for row in rows {
+        for (i, row) in rows.into_iter().enumerate() {
+            if i > 0 && i % every == 0 {
+                tokio::task::yield_now().await;
+            }
             let key = key(&row);
             match convert(row) {
                 Ok(elem) => {
@@ -117,9 +123,9 @@ impl<Elem: prost::Message, K> Batch<Elem, K> {
 }
 
 /// Reads a list page by page, one query ahead: the next query starts as soon as a
-/// query's rows are in, so it runs while they are converted and sent. The query's
-/// task ends, and its connection goes back to the pool, as soon as its rows are in;
-/// the reader holds rows, never a connection. A page ends at `limit` items, or before
+/// query's rows are in, so it runs while they are converted and sent. A query's
+/// connection goes back to the pool as soon as its rows are in, before its task
+/// converts them; the reader holds rows, never a connection. A page ends at `limit` items, or before
 /// the item that would take it past `budget` bytes; the rows it leaves begin the next
 /// page.
 pub(super) struct PageReader<K, Item, Elem, Fetch, Key, Convert> {
@@ -195,7 +201,7 @@ where
     /// follow, so the last page carries an empty cursor instead of forcing an empty final
     /// page.
     pub fn start(&mut self, after: Option<K>, pages: u32) {
-        let take = (self.limit * pages) as usize;
+        let (take, limit) = ((self.limit * pages) as usize, self.limit as usize);
         let query = (self.fetch)(after, self.limit * pages + 1);
         let (key, convert, size) = (self.key.clone(), self.convert.clone(), self.size);
         let (tell, fetched) = oneshot::channel();
@@ -225,7 +231,7 @@ where
             // rows are converted: a task woken from this worker waits for it, and the
             // conversion does not yield.
             tokio::task::yield_now().await;
-            Batch::convert(rows, &*key, &*convert)
+            Batch::convert(rows, limit, &*key, &*convert).await
         };
         self.next = Some(Prefetch {
             fetched,
