@@ -125,9 +125,9 @@ impl<Elem: prost::Message, K> Batch<Elem, K> {
 /// Reads a list page by page, one query ahead: the next query starts as soon as a
 /// query's rows are in, so it runs while they are converted and sent. A query's
 /// connection goes back to the pool as soon as its rows are in, before its task
-/// converts them; the reader holds rows, never a connection. A page ends at `limit` items, or before
-/// the item that would take it past `budget` bytes; the rows it leaves begin the next
-/// page.
+/// converts them; the reader holds rows, never a connection. A page ends at `limit`
+/// items, or before the item that would take it past `budget` bytes; the rows it
+/// leaves begin the next page.
 pub(super) struct PageReader<K, Item, Elem, Fetch, Key, Convert> {
     fetch: Fetch,
     key: Arc<Key>,
@@ -228,8 +228,8 @@ where
                 last: rows.last().map(&*key),
             }));
             // Let the stream's task, just woken, start the next query before these
-            // rows are converted: a task woken from this worker waits for it, and the
-            // conversion does not yield.
+            // rows are converted: a task woken from this worker waits in its LIFO
+            // slot, which no other worker takes from, until this task yields.
             tokio::task::yield_now().await;
             Batch::convert(rows, limit, &*key, &*convert).await
         };
