@@ -87,6 +87,12 @@ struct Args {
     /// The server binary (default: `kraiter-contacts` next to this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// A second server binary, for an A/B within one run on a host whose speed
+    /// drifts: SQLite's export rounds stream from both servers (on the same file,
+    /// alternating which goes first) and print each one's rate and CPU a row.
+    /// Nothing else uses it, and the report is `--server-bin`'s.
+    #[arg(long)]
+    compare_bin: Option<PathBuf>,
     /// Skip the SQLite backend.
     #[arg(long)]
     skip_sqlite: bool,
@@ -154,6 +160,7 @@ struct Setup {
     only: Vec<String>,
     hold: bool,
     server_bin: PathBuf,
+    compare_bin: Option<PathBuf>,
     work_dir: PathBuf,
     plan: Plan,
     connections: usize,
@@ -171,6 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(path) => path.clone(),
             None => sibling("kraiter-contacts")?,
         },
+        compare_bin: args.compare_bin.clone(),
         work_dir: std::env::temp_dir().join(format!(
             "kraiter-bench-{}",
             ulid::Ulid::new().to_string().to_lowercase()
@@ -343,7 +351,11 @@ async fn start_server_with(
     .map(|s| s.to_string())
     .collect();
     let log = setup.work_dir.join(format!("{name}.log"));
-    process::spawn_serving(&setup.server_bin, &args, &[], port, &log).await
+    let bin = match name.strip_suffix("-compare") {
+        Some(_) => setup.compare_bin.as_ref().unwrap_or(&setup.server_bin),
+        None => &setup.server_bin,
+    };
+    process::spawn_serving(bin, &args, &[], port, &log).await
 }
 
 async fn startup(setup: &Setup, runs: usize) -> anyhow::Result<Startup> {

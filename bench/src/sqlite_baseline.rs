@@ -421,6 +421,7 @@ const CALLS: [(crate::scenarios::Scenario, Call, &str); 4] = [
 pub async fn rounds(
     setup: &crate::Setup,
     server: &crate::process::Server,
+    compare: Option<&crate::process::Server>,
     key: &str,
     path: &Path,
     data: &Arc<Dataset>,
@@ -454,6 +455,17 @@ pub async fn rounds(
             ..setup.plan
         };
         let mut rounds = Vec::new();
+        let compared = match compare {
+            Some(other) => Some((
+                crate::load::connect(&other.addr(), key, setup.connections).await?,
+                Watch {
+                    server: Some(other.pid()),
+                    postgres: None,
+                },
+            )),
+            None => None,
+        };
+        let mut pairs = Vec::new();
         for round in 0..setup.rounds {
             let forward = round % 2 == 0;
             let early = if forward {
@@ -461,8 +473,30 @@ pub async fn rounds(
             } else {
                 None
             };
+            let stream_b = || async {
+                let (clients, watch) = compared.as_ref()?;
+                Some(scenarios::run(Scenario::ListAll, clients, one_stream, *watch, data).await)
+            };
+            let b_first = if forward { stream_b().await } else { None };
             let service =
                 scenarios::run(Scenario::ListAll, &clients, one_stream, watch, data).await;
+            let b = match b_first {
+                Some(b) => Some(b),
+                None => stream_b().await,
+            };
+            if let Some(b) = &b {
+                let per_row = |m: &crate::load::Measured| m.micros_per_item(m.server_cpu);
+                pairs.push((service.items_per_sec(), b.items_per_sec()));
+                eprintln!(
+                    "   round {}: A {:>8.0} rows/s ({:.2} µs a row), B {:>8.0} rows/s ({:.2} µs a row), B/A {:.2}",
+                    round + 1,
+                    service.items_per_sec(),
+                    per_row(&service),
+                    b.items_per_sec(),
+                    per_row(b),
+                    b.items_per_sec() / service.items_per_sec()
+                );
+            }
             let (rows, took) = match early {
                 Some(done) => done,
                 None => export(path, data)?,
@@ -496,6 +530,17 @@ pub async fn rounds(
                 service,
                 baseline: Baseline::CopyTo { rows, took },
             });
+        }
+        if !pairs.is_empty() {
+            let mut ratios: Vec<f64> = pairs.iter().map(|(a, b)| b / a).collect();
+            ratios.sort_by(f64::total_cmp);
+            eprintln!(
+                "   the export, B against A: median B/A {:.2} over {} rounds (range {:.2}-{:.2})",
+                ratios[ratios.len() / 2],
+                ratios.len(),
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
         }
         all.push(Rounds {
             scenario: Scenario::ListAll,

@@ -7,6 +7,8 @@ mod import;
 mod upsert;
 mod watch;
 
+use std::sync::Arc;
+
 use tonic::{Request, Response, Status};
 
 use super::convert_activity::idempotency;
@@ -20,11 +22,11 @@ use super::{
 };
 use crate::app;
 use crate::domain::{
-    ContactId, ContactKey, ContactUpdate, ContactView, CursorKey, CursorKind, Email, Etag,
-    NewContact, PageSize, ScheduledSend, SendRecord, TimeKey, TimelineEntry, TimelineOrder,
-    TimelineQuery, ValidationError, parse_max_pages,
+    ContactId, ContactKey, ContactUpdate, CursorKey, CursorKind, Email, Etag, NewContact, PageSize,
+    ScheduledSend, SendRecord, TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
+    ValidationError, parse_max_pages,
 };
-use crate::store::{Access, ContactPage, DynStore, ListSession, contact_bytes};
+use crate::store::{Access, ContactEncoder, ContactPage, DynStore, EncodedContact, ListSession};
 
 pub struct ContactsApi {
     store: DynStore,
@@ -155,16 +157,18 @@ impl ContactsService for ContactsApi {
                 // between its queries (`ContactStore::stream_contacts`); one of a few
                 // pages reads page queries, which hold nothing.
                 let session = max_pages.is_none().then(ListSession::default);
+                let encoder: Arc<dyn ContactEncoder> = Arc::new(wire::ListedContacts);
                 Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
                     fetch: move |after: Option<ContactKey>, limit| {
-                        let (store, tenant, query, session) = (
+                        let (store, tenant, query, session, encoder) = (
                             store.clone(),
                             fetch_tenant.clone(),
                             fetch_query.clone(),
                             session.clone(),
+                            encoder.clone(),
                         );
                         async move {
                             let page = ContactPage {
@@ -174,6 +178,7 @@ impl ContactsService for ContactsApi {
                                 after: after.as_ref(),
                                 limit,
                                 max_bytes: stream::QUERY_CUT_BYTES,
+                                encoder: &encoder,
                             };
                             let rows = match &session {
                                 Some(session) => store.stream_contacts(session, page).await,
@@ -182,10 +187,13 @@ impl ContactsService for ContactsApi {
                             rows.map(Fetched::from_rows)
                         }
                     },
-                    key: move |contact: &ContactView| order.key_of(contact),
-                    size: self.store.multi_page_queries().then_some(contact_bytes),
-                    convert: |view: ContactView| Ok(convert::contact_view(view)?),
-                    message: move |contacts: Vec<wire::Contact>, next: Option<ContactKey>| {
+                    key: |row: &EncodedContact| row.key.clone(),
+                    size: self
+                        .store
+                        .multi_page_queries()
+                        .then_some(EncodedContact::size),
+                    convert: |row: EncodedContact| Ok(wire::ContactBytes::from_bytes(row.bytes)),
+                    message: move |contacts: Vec<wire::ContactBytes>, next: Option<ContactKey>| {
                         wire::ListContactsResponse {
                             contacts,
                             next_cursor: cursors.next(next.map(|key| order.encode_key(&key))),

@@ -66,11 +66,12 @@ pub struct BatchGetContactsResponse {
     pub missing: Vec<String>,
 }
 
-/// `kraiter.contacts.v1.ListContactsResponse`.
+/// `kraiter.contacts.v1.ListContactsResponse`, its contacts encoded as the store read
+/// them (`listed.rs`).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ListContactsResponse {
     #[prost(message, repeated, tag = "1")]
-    pub contacts: Vec<Contact>,
+    pub contacts: Vec<ContactBytes>,
     #[prost(string, tag = "2")]
     pub next_cursor: String,
 }
@@ -92,16 +93,54 @@ pub struct ContactChangeFields {
     pub occurred_at: Option<prost_types::Timestamp>,
 }
 
-/// `kraiter.contacts.v1.ContactChange` (WatchContacts' stream message), already
-/// encoded: the watchers that share a read of the feed send the same bytes, and a
-/// clone only counts a reference.
+/// A message of type `M` already encoded: the messages that share a buffer (a
+/// query's contacts, a read of the feed that several watchers send) are slices of
+/// it, and a clone only counts a reference.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ContactChange(bytes::Bytes);
+pub struct Encoded<M>(bytes::Bytes, std::marker::PhantomData<M>);
+
+impl<M> Encoded<M> {
+    /// `bytes`, which hold an encoded `M`.
+    pub fn from_bytes(bytes: bytes::Bytes) -> Self {
+        Self(bytes, std::marker::PhantomData)
+    }
+}
+
+impl<M: prost::Message + Default> prost::Message for Encoded<M> {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    /// Never on the server's path (it only sends these): decodes through `M`.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        let mut message = M::decode(self.0.clone())?;
+        message.merge_field(tag, wire_type, buf, ctx)?;
+        *self = Self::from_bytes(message.encode_to_vec().into());
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = bytes::Bytes::new();
+    }
+}
+
+/// `kraiter.contacts.v1.ContactChange` (WatchContacts' stream message), encoded.
+pub type ContactChange = Encoded<ContactChangeFields>;
 
 impl ContactChange {
     /// The message of these fields.
     pub fn new(fields: &ContactChangeFields) -> Self {
-        Self(prost::Message::encode_to_vec(fields).into())
+        Self::from_bytes(prost::Message::encode_to_vec(fields).into())
     }
 
     /// The messages of `fields`, encoded into one buffer (`capacity` bytes to start
@@ -121,39 +160,11 @@ impl ContactChange {
         let mut start = 0;
         ends.into_iter()
             .map(|end| {
-                let message = Self(buf.slice(start..end));
+                let message = Self::from_bytes(buf.slice(start..end));
                 start = end;
                 message
             })
             .collect()
-    }
-}
-
-impl prost::Message for ContactChange {
-    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    /// Never on the server's path (it only sends these): decodes through the fields.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        let mut fields = <ContactChangeFields as prost::Message>::decode(self.0.clone())?;
-        prost::Message::merge_field(&mut fields, tag, wire_type, buf, ctx)?;
-        *self = Self::new(&fields);
-        Ok(())
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0 = bytes::Bytes::new();
     }
 }
 
@@ -172,10 +183,16 @@ const LIST_VALUES: u32 = 1;
 /// The `Struct` encoding of a JSON object's text.
 pub fn struct_from_json(json: &str) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(json.len() + json.len() / 4);
-    let mut de = serde_json::Deserializer::from_str(json);
-    de.deserialize_map(StructFields(&mut out))?;
-    de.end()?;
+    struct_into(json, &mut out)?;
     Ok(out)
+}
+
+/// Appends the `Struct` encoding of a JSON object's text to `out`; on an error, part
+/// of it may have been appended.
+fn struct_into(json: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.deserialize_map(StructFields(out))?;
+    de.end()
 }
 
 /// The `Struct` encoding of a JSON object.
@@ -411,6 +428,9 @@ impl<'de> Visitor<'de> for ValueKind<'_> {
 
 #[cfg(test)]
 mod drift;
+mod listed;
+
+pub use listed::{ContactBytes, ListedContacts};
 
 #[cfg(test)]
 mod tests {

@@ -77,7 +77,52 @@ pub struct ContactView {
     pub revision: i64,
 }
 
+/// A contact read by a list, borrowed from the row the store read it from: a list
+/// hands each row to the caller's encoding before (or instead of) owning its text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContactRow<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    /// The stored JSON text of the properties.
+    pub properties: &'a str,
+    pub suppressed: bool,
+    pub unsubscribed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub revision: i64,
+}
+
+impl ContactRow<'_> {
+    /// The contact, owned.
+    pub fn to_view(&self) -> ContactView {
+        ContactView {
+            id: ContactId::from_trusted(self.id.to_owned()),
+            email: Email::from_trusted(self.email.to_owned()),
+            properties: PropertiesJson::from_trusted(self.properties.to_owned()),
+            suppressed: self.suppressed,
+            unsubscribed: self.unsubscribed,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            revision: self.revision,
+        }
+    }
+}
+
 impl ContactView {
+    /// The contact, borrowed.
+    pub fn borrowed(&self) -> ContactRow<'_> {
+        ContactRow {
+            id: self.id.as_str(),
+            email: self.email.as_str(),
+            properties: self.properties.as_str(),
+            suppressed: self.suppressed,
+            unsubscribed: self.unsubscribed,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            revision: self.revision,
+        }
+    }
+
     /// The contact with its properties parsed, for a change that merges them.
     pub fn parse(self) -> Result<Contact, serde_json::Error> {
         Ok(Contact {

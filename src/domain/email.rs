@@ -51,15 +51,13 @@ impl Email {
 
     /// Rebuilds an address that a store validated when it was written.
     pub fn from_trusted(address: String) -> Self {
-        let key = if address.is_ascii() {
-            address
-                .bytes()
-                .any(|b| b.is_ascii_uppercase())
-                .then(|| address.to_ascii_lowercase())
-        } else {
-            Some(address.to_lowercase()).filter(|key| *key != address)
-        };
+        let key = folded(&address);
         Self { address, key }
+    }
+
+    /// The key (`key`) of a stored address, without owning the address.
+    pub fn key_of(address: &str) -> std::borrow::Cow<'_, str> {
+        folded(address).map_or(std::borrow::Cow::Borrowed(address), std::borrow::Cow::Owned)
     }
 
     pub fn as_str(&self) -> &str {
@@ -73,6 +71,18 @@ impl Email {
 
     pub fn into_string(self) -> String {
         self.address
+    }
+}
+
+/// The case-folded form of `address`, when it differs from it.
+fn folded(address: &str) -> Option<String> {
+    if address.is_ascii() {
+        address
+            .bytes()
+            .any(|b| b.is_ascii_uppercase())
+            .then(|| address.to_ascii_lowercase())
+    } else {
+        Some(address.to_lowercase()).filter(|key| *key != address)
     }
 }
 

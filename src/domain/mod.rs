@@ -31,7 +31,8 @@ pub use change::{
     ChangeKind, ChangePosition, ChangeRecord, ContactChange, WatchStart, changed_fields,
 };
 pub use contact::{
-    Contact, ContactQuery, ContactUpdate, ContactUpsert, ContactView, NewContact, SearchTerm,
+    Contact, ContactQuery, ContactRow, ContactUpdate, ContactUpsert, ContactView, NewContact,
+    SearchTerm,
 };
 pub use cursor::{CursorKey, CursorKind, CursorSigner, PageCursor};
 pub use email::Email;

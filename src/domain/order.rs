@@ -1,7 +1,7 @@
 //! The orders of a contact list and their keyset keys: the sort key with the id as
 //! tie-breaker, so a page resumes exactly after the last contact it delivered.
 
-use super::{ContactView, TimeKey, ValidationError};
+use super::{ContactRow, Email, TimeKey, ValidationError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
@@ -48,20 +48,20 @@ impl ContactOrder {
     }
 
     /// The position after `contact`.
-    pub fn key_of(self, contact: &ContactView) -> ContactKey {
-        let id = contact.id.as_str().to_owned();
-        let time = |at: chrono::DateTime<chrono::Utc>| {
+    pub fn key_of(self, contact: &ContactRow<'_>) -> ContactKey {
+        let id = contact.id.to_owned();
+        let time = |at: chrono::DateTime<chrono::Utc>, id| {
             ContactKey::Time(TimeKey {
                 timestamp_micros: at.timestamp_micros(),
-                id: id.clone(),
+                id,
             })
         };
         match self {
             Self::Id => ContactKey::Id(id),
-            Self::CreatedAt(_) => time(contact.created_at),
-            Self::UpdatedAt(_) => time(contact.updated_at),
+            Self::CreatedAt(_) => time(contact.created_at, id),
+            Self::UpdatedAt(_) => time(contact.updated_at, id),
             Self::Email(_) => ContactKey::Email {
-                key: contact.email.key().to_owned(),
+                key: Email::key_of(contact.email).into_owned(),
                 id,
             },
         }

@@ -8,6 +8,7 @@
 mod bell;
 mod coalesce;
 mod common;
+mod encoded;
 mod error;
 mod lines;
 mod migrations;
@@ -23,11 +24,13 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     ChangeKind, ChangePosition, ChangeRecord, Contact, ContactId, ContactKey, ContactQuery,
-    ContactView, Email, Enrolment, Membership, ScheduledSend, SendRecord, TenantId, TimeKey,
-    TimelineEntry, TimelineQuery, WatchStart,
+    ContactRow, ContactView, Email, Enrolment, Membership, ScheduledSend, SendRecord, TenantId,
+    TimeKey, TimelineEntry, TimelineQuery, WatchStart,
 };
 
 pub use bell::{ChangeBell, SharedBatch, SharedReads};
+pub(crate) use encoded::EncodedCollector;
+pub use encoded::{ContactEncoder, EncodedContact, EncodedRows};
 pub use error::StoreError;
 pub use write::{ContactFlag, ContactRecord, RememberedRequest, WriteTx};
 
@@ -140,6 +143,27 @@ where
     Ok(collected)
 }
 
+/// `collect_within` for a list's contacts: each row read by `read`, borrowed, goes
+/// straight to `collector`'s encoding.
+pub(crate) async fn collect_encoded<R, S>(
+    mut rows: S,
+    mut collector: EncodedCollector<'_>,
+    read: for<'r> fn(&'r R) -> StoreResult<ContactRow<'r>>,
+    classify: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<EncodedRows>
+where
+    S: futures_util::Stream<Item = Result<R, sqlx::Error>> + Unpin,
+{
+    use futures_util::TryStreamExt;
+    while let Some(row) = rows.try_next().await.map_err(classify)? {
+        if collector.full() {
+            break;
+        }
+        collector.push(&read(&row)?)?;
+    }
+    Ok(collector.finish())
+}
+
 /// An API key as stored: only the SHA-256 of the secret is kept.
 #[derive(Debug, Clone)]
 pub struct ApiKeyRecord {
@@ -229,8 +253,11 @@ pub struct ContactPage<'a> {
     /// The position after the last contact of the page before.
     pub after: Option<&'a ContactKey>,
     pub limit: u32,
-    /// Most bytes of contacts the query returns (see `ContactStore::list_contacts`).
+    /// Most bytes of contacts the query returns, as `encoder` writes them (see
+    /// `ContactStore::list_contacts`).
     pub max_bytes: usize,
+    /// Writes each row as the caller sends it.
+    pub encoder: &'a Arc<dyn ContactEncoder>,
 }
 
 /// Contacts and their timeline. Every method reads and writes inside the caller's
@@ -252,10 +279,11 @@ pub trait ContactStore: Send + Sync + 'static {
         access: &Access,
         email: &Email,
     ) -> StoreResult<Option<ContactView>>;
-    /// Up to `limit` contacts in the query's order, after `after` when given, and no
-    /// more than `max_bytes` of them (at least one): the rows a query holds are
-    /// bounded whatever the contacts weigh.
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows>;
+    /// Up to `limit` contacts in the query's order, after `after` when given, each
+    /// written by the page's encoder as it is read, and no more than `max_bytes` of
+    /// them (at least one): the rows a query holds are bounded whatever the contacts
+    /// weigh.
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<EncodedRows>;
     /// `list_contacts` for one query of a stream that reads on past its first page,
     /// `session` being the stream's (the same for each of its queries). A store may
     /// serve a stream's later queries from one statement held open between them
@@ -264,7 +292,7 @@ pub trait ContactStore: Send + Sync + 'static {
         &self,
         session: &ListSession,
         page: ContactPage<'_>,
-    ) -> StoreResult<ContactRows>;
+    ) -> StoreResult<EncodedRows>;
     /// The contact with its revision (a counter every write of the row advances), for
     /// an optimistic merge.
     async fn read_for_update(&self, access: &Access, id: &ContactId) -> StoreResult<Contact>;

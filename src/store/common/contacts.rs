@@ -20,15 +20,16 @@ use crate::domain::{
 };
 use crate::store::coalesce::QueuedRow;
 use crate::store::{
-    Access, ContactCount, ContactPage, ContactRows, ContactStore, ListRows, ListSession, ReadFrom,
-    StoreError, StoreResult, WriteTx, check_key, contact_bytes, timeline_entry_bytes,
+    Access, ContactCount, ContactPage, ContactRows, ContactStore, EncodedRows, ListRows,
+    ListSession, ReadFrom, StoreError, StoreResult, WriteTx, check_key, contact_bytes,
+    timeline_entry_bytes,
 };
 
 /// The calls of `ContactStore` a backend may make its own way; see `ContactStore`
 /// for what each does.
 #[async_trait]
 pub(crate) trait BackendContacts: SqlStore + Sized {
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows>;
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<EncodedRows>;
 
     /// One query of a stream (`ContactStore::stream_contacts`): by default a page
     /// query of its own, as `list_contacts`.
@@ -36,7 +37,7 @@ pub(crate) trait BackendContacts: SqlStore + Sized {
         &self,
         session: &ListSession,
         page: ContactPage<'_>,
-    ) -> StoreResult<ContactRows> {
+    ) -> StoreResult<EncodedRows> {
         let _ = session;
         BackendContacts::list_contacts(self, page).await
     }
@@ -350,7 +351,7 @@ impl<S: BackendContacts> ContactStore for S {
         BackendContacts::get_contact_by_email(self, access, email).await
     }
 
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<EncodedRows> {
         BackendContacts::list_contacts(self, page).await
     }
 
@@ -358,7 +359,7 @@ impl<S: BackendContacts> ContactStore for S {
         &self,
         session: &ListSession,
         page: ContactPage<'_>,
-    ) -> StoreResult<ContactRows> {
+    ) -> StoreResult<EncodedRows> {
         BackendContacts::stream_contacts(self, session, page).await
     }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sqlx::Postgres;
 
 use super::lookups::By;
-use super::rows::view_from_row;
+use super::rows::{ref_from_row, view_from_row};
 use super::writes::WriteRow;
 use super::{PgStore, classify, sql};
 use crate::domain::{
@@ -20,7 +20,7 @@ use crate::store::common::{
     filter_condition, keyset, order_by,
 };
 use crate::store::{
-    Access, ContactRows, ListSession, StoreError, StoreResult, collect_within, contact_bytes,
+    Access, EncodedCollector, EncodedRows, ListSession, StoreError, StoreResult, collect_encoded,
 };
 
 #[async_trait]
@@ -70,7 +70,7 @@ impl BackendContacts for PgStore {
         }
     }
 
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<EncodedRows> {
         let ContactPage {
             from,
             tenant,
@@ -78,6 +78,7 @@ impl BackendContacts for PgStore {
             after,
             limit,
             max_bytes,
+            encoder,
         } = page;
         let (clause, persistent) = list_statement(tenant, query, after);
         let sql = SqlText::new(&clause.sql).push(" LIMIT ?");
@@ -90,7 +91,8 @@ impl BackendContacts for PgStore {
             let mut conn = conns.get().await?;
             let collected = {
                 let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
-                collect_within(rows, max_bytes, view_from_row, contact_bytes, classify).await
+                let collector = EncodedCollector::new(&**encoder, query.order, max_bytes);
+                collect_encoded(rows, collector, ref_from_row, classify).await
             };
             match &collected {
                 // Read to its end: ready for the next statement.
@@ -108,7 +110,7 @@ impl BackendContacts for PgStore {
         &self,
         session: &ListSession,
         page: ContactPage<'_>,
-    ) -> StoreResult<ContactRows> {
+    ) -> StoreResult<EncodedRows> {
         super::portal::stream_contacts(self, session, page).await
     }
 

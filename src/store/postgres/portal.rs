@@ -27,13 +27,15 @@ use sqlx::Executor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::contacts::list_statement;
-use super::rows::view_from_row;
+use super::rows::ref_from_row;
 use super::write_tx::PgTx;
 use super::{PgStore, classify};
-use crate::domain::{ContactKey, ContactView};
+use crate::domain::ContactKey;
 use crate::store::common::{BackendContacts, ContactPage, SqlStore, SqlText, TxConn, bind_arg};
-use crate::store::{ContactRows, ListSession, StoreError, StoreResult, collect_within};
-use crate::store::{ListRows, contact_bytes};
+use crate::store::{
+    EncodedCollector, EncodedContact, EncodedRows, ListRows, ListSession, StoreError, StoreResult,
+    collect_encoded,
+};
 
 /// How long a cursor stays open while its stream fetches nothing.
 const IDLE: Duration = Duration::from_secs(2);
@@ -79,8 +81,7 @@ struct Cursor {
 /// row more than it keeps, to tell whether more follow, and resumes after the row
 /// before that one; `last` is then the first row of its next query.
 struct Position {
-    last: ContactView,
-    last_key: ContactKey,
+    last: EncodedContact,
     /// The key of the row fetched before `last`, if any.
     before_last: Option<ContactKey>,
 }
@@ -92,7 +93,7 @@ pub(super) async fn stream_contacts(
     store: &PgStore,
     session: &ListSession,
     page: ContactPage<'_>,
-) -> StoreResult<ContactRows> {
+) -> StoreResult<EncodedRows> {
     if page.query.search.is_none() {
         return BackendContacts::list_contacts(store, page).await;
     }
@@ -115,17 +116,14 @@ pub(super) async fn stream_contacts(
         drop(guard);
         return BackendContacts::list_contacts(store, page).await;
     };
-    let carried_bytes = carried.as_ref().map_or(0, contact_bytes);
+    let carried_bytes = carried.as_ref().map_or(0, |row| row.bytes.len());
     let ask = page.limit - u32::from(carried.is_some());
     let fetched = if ask == 0 {
         Ok(ListRows::default())
     } else {
-        fetch(
-            &mut cursor.tx,
-            ask,
-            page.max_bytes.saturating_sub(carried_bytes),
-        )
-        .await
+        let max_bytes = page.max_bytes.saturating_sub(carried_bytes);
+        let collector = EncodedCollector::new(&**page.encoder, page.query.order, max_bytes);
+        fetch(&mut cursor.tx, ask, collector).await
     };
     let fetched = match fetched {
         Ok(fetched) => fetched,
@@ -140,7 +138,7 @@ pub(super) async fn stream_contacts(
         }
     };
     let at_end = !fetched.cut_short && fetched.items.len() < ask as usize;
-    let rows = ContactRows {
+    let rows = EncodedRows {
         items: carried.into_iter().chain(fetched.items).collect(),
         cut_short: fetched.cut_short,
     };
@@ -156,12 +154,10 @@ pub(super) async fn stream_contacts(
             tracing::debug!(error = %err, "closing a stream's cursor failed");
         }
     } else if let Some(last) = rows.items.last() {
-        let order = page.query.order;
         let before = rows.items.len().checked_sub(2);
         cursor.at = Some(Position {
             last: last.clone(),
-            last_key: order.key_of(last),
-            before_last: before.map(|before| order.key_of(&rows.items[before])),
+            before_last: before.map(|before| rows.items[before].key.clone()),
         });
         cursor.fetches += 1;
         close_when_idle(session, cursor.fetches);
@@ -173,9 +169,9 @@ pub(super) async fn stream_contacts(
 impl Cursor {
     /// The cursor, if the stream resumes where it stands, with the row the stream
     /// did not keep (see `Position`) when it resumes before that row.
-    fn resumed(self, after: Option<&ContactKey>) -> Option<(Self, Option<ContactView>)> {
+    fn resumed(self, after: Option<&ContactKey>) -> Option<(Self, Option<EncodedContact>)> {
         let (after, at) = (after?, self.at.as_ref()?);
-        if *after == at.last_key {
+        if *after == at.last.key {
             return Some((self, None));
         }
         if at.before_last.as_ref() == Some(after) {
@@ -226,11 +222,15 @@ async fn declare(store: &PgStore, page: &ContactPage<'_>) -> StoreResult<PgTx> {
     Ok(tx)
 }
 
-/// Up to `limit` rows of the cursor, no more than `max_bytes` of them (at least one).
-async fn fetch(tx: &mut PgTx, limit: u32, max_bytes: usize) -> StoreResult<ContactRows> {
+/// Up to `limit` rows of the cursor, as many as `collector` takes (at least one).
+async fn fetch(
+    tx: &mut PgTx,
+    limit: u32,
+    collector: EncodedCollector<'_>,
+) -> StoreResult<EncodedRows> {
     let sql = format!("FETCH FORWARD {limit} FROM {CURSOR}");
     let rows = sqlx::query(&sql).persistent(false).fetch(tx.conn());
-    collect_within(rows, max_bytes, view_from_row, contact_bytes, classify).await
+    collect_encoded(rows, collector, ref_from_row, classify).await
 }
 
 /// Closes the session's cursor if it has fetched nothing `IDLE` after its fetch

@@ -14,7 +14,7 @@ use crate::store::common::{
     BackendContacts, ConnSource, ContactPage, NewContact, Revised, Stmt, batch_get_sql, batch_got,
     checked_view,
 };
-use crate::store::{Access, ContactRows, StoreError, StoreResult};
+use crate::store::{Access, ContactRows, EncodedRows, StoreError, StoreResult};
 
 #[async_trait]
 impl BackendContacts for SqliteStore {
@@ -46,12 +46,10 @@ impl BackendContacts for SqliteStore {
         self.updates.write(tenant, None, update).await
     }
 
-    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<ContactRows> {
+    async fn list_contacts(&self, page: ContactPage<'_>) -> StoreResult<EncodedRows> {
         let plan = search::list_plan(&page);
         let place = self.reader.get().await?;
-        self.pages
-            .fetch_contacts(place, plan, page.limit, page.max_bytes)
-            .await
+        self.pages.fetch_contacts(place, plan, &page).await
     }
 
     async fn get_contact(&self, access: &Access, id: &ContactId) -> StoreResult<ContactView> {
