@@ -338,6 +338,29 @@ async fn start_server_with(
     name: &str,
     flags: &[&str],
 ) -> anyhow::Result<process::Server> {
+    start_binary(setup, &setup.server_bin, url, name, flags).await
+}
+
+/// `--compare-bin`'s server, if one is asked for, as `start_server` starts the other.
+async fn start_compare_server(
+    setup: &Setup,
+    url: &str,
+    name: &str,
+) -> anyhow::Result<Option<process::Server>> {
+    match &setup.compare_bin {
+        Some(bin) => Ok(Some(start_binary(setup, bin, url, name, &[]).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The server binary `bin` serving `url`, its log `name`.log in the work directory.
+async fn start_binary(
+    setup: &Setup,
+    bin: &Path,
+    url: &str,
+    name: &str,
+    flags: &[&str],
+) -> anyhow::Result<process::Server> {
     let port = cluster::free_port()?;
     let args: Vec<String> = [
         "serve",
@@ -351,10 +374,6 @@ async fn start_server_with(
     .map(|s| s.to_string())
     .collect();
     let log = setup.work_dir.join(format!("{name}.log"));
-    let bin = match name.strip_suffix("-compare") {
-        Some(_) => setup.compare_bin.as_ref().unwrap_or(&setup.server_bin),
-        None => &setup.server_bin,
-    };
     process::spawn_serving(bin, &args, &[], port, &log).await
 }
 

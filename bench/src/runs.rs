@@ -500,10 +500,7 @@ pub(crate) async fn sqlite_run(setup: &Setup) -> anyhow::Result<BackendRun> {
     if paired {
         eprintln!("== SQLite: unary calls and the full stream against their own baseline");
         let path = dir.join("contacts.db");
-        let compare = match &setup.compare_bin {
-            Some(_) => Some(start_server(setup, &url, "server-sqlite-compare").await?),
-            None => None,
-        };
+        let compare = start_compare_server(setup, &url, "server-sqlite-compare").await?;
         let section =
             sqlite_baseline::rounds(setup, &server, compare.as_ref(), &key, &path, &data).await?;
         eprintln!("{section}");

@@ -7,8 +7,6 @@ mod import;
 mod upsert;
 mod watch;
 
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 
 use super::convert_activity::idempotency;
@@ -26,7 +24,7 @@ use crate::domain::{
     ScheduledSend, SendRecord, TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
     ValidationError, parse_max_pages,
 };
-use crate::store::{Access, ContactEncoder, ContactPage, DynStore, EncodedContact, ListSession};
+use crate::store::{Access, ContactPage, DynStore, EncodedContact, ListSession};
 
 pub struct ContactsApi {
     store: DynStore,
@@ -157,18 +155,16 @@ impl ContactsService for ContactsApi {
                 // between its queries (`ContactStore::stream_contacts`); one of a few
                 // pages reads page queries, which hold nothing.
                 let session = max_pages.is_none().then(ListSession::default);
-                let encoder: Arc<dyn ContactEncoder> = Arc::new(wire::ListedContacts);
                 Ok(admitted.spawn(Pager {
                     page_size,
                     max_pages,
                     after,
                     fetch: move |after: Option<ContactKey>, limit| {
-                        let (store, tenant, query, session, encoder) = (
+                        let (store, tenant, query, session) = (
                             store.clone(),
                             fetch_tenant.clone(),
                             fetch_query.clone(),
                             session.clone(),
-                            encoder.clone(),
                         );
                         async move {
                             let page = ContactPage {
@@ -178,7 +174,7 @@ impl ContactsService for ContactsApi {
                                 after: after.as_ref(),
                                 limit,
                                 max_bytes: stream::QUERY_CUT_BYTES,
-                                encoder: &encoder,
+                                encoder: &wire::ListedContacts,
                             };
                             let rows = match &session {
                                 Some(session) => store.stream_contacts(session, page).await,

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::{ListRows, StoreError, StoreResult};
+use super::{Budget, ListRows, StoreError, StoreResult, row_bytes};
 use crate::domain::{ContactKey, ContactOrder, ContactRow};
 
 /// Writes a list's contacts the way the caller sends them.
@@ -43,14 +43,14 @@ const SEAL_ROWS: usize = 128;
 const SEAL_BYTES: usize = 256 << 10;
 
 /// Collects a query's rows, encoded into buffers of a chunk of rows each, until they
-/// pass `max_bytes` (at least one row), as `collect_within` collects views.
+/// pass `max_bytes` as `row_bytes` counts them (at least one row), as
+/// `collect_within` collects views.
 pub(crate) struct EncodedCollector<'e> {
     encoder: &'e dyn ContactEncoder,
     order: ContactOrder,
-    max_bytes: usize,
-    /// Rows of the buffers sealed so far, and their bytes.
+    budget: Budget,
+    /// Rows of the buffers sealed so far.
     items: Vec<EncodedContact>,
-    sealed: usize,
     buf: Vec<u8>,
     /// Where each row of `buf` ends, and its key.
     ends: Vec<(usize, ContactKey)>,
@@ -62,9 +62,8 @@ impl<'e> EncodedCollector<'e> {
         Self {
             encoder,
             order,
-            max_bytes,
+            budget: Budget::new(max_bytes),
             items: Vec::new(),
-            sealed: 0,
             buf: Vec::new(),
             ends: Vec::new(),
             cut_short: false,
@@ -74,10 +73,7 @@ impl<'e> EncodedCollector<'e> {
     /// Whether the rows taken have passed the budget, so that the row read next is
     /// not taken: it then only says that more rows follow.
     pub fn full(&mut self) -> bool {
-        let taken = !self.items.is_empty() || !self.ends.is_empty();
-        if self.sealed + self.buf.len() > self.max_bytes && taken {
-            self.cut_short = true;
-        }
+        self.cut_short |= self.budget.spent();
         self.cut_short
     }
 
@@ -92,6 +88,7 @@ impl<'e> EncodedCollector<'e> {
             )));
         }
         self.ends.push((self.buf.len(), self.order.key_of(contact)));
+        self.budget.take(row_bytes(contact));
         if self.ends.len() >= SEAL_ROWS || self.buf.len() >= SEAL_BYTES {
             self.seal();
         }
@@ -102,7 +99,6 @@ impl<'e> EncodedCollector<'e> {
     fn seal(&mut self) {
         let next = Vec::with_capacity(self.buf.len() + self.buf.len() / 8);
         let buf = Bytes::from(std::mem::replace(&mut self.buf, next));
-        self.sealed += buf.len();
         let mut start = 0;
         self.items.extend(self.ends.drain(..).map(|(end, key)| {
             let bytes = buf.slice(start..end);
@@ -157,7 +153,8 @@ mod tests {
     #[test]
     fn rows_are_slices_of_one_buffer_with_their_keys_and_stop_past_the_budget() {
         let order = ContactOrder::Email(crate::domain::Direction::Asc);
-        let mut rows = EncodedCollector::new(&Ids, order, 4);
+        // Each row counts 72 bytes (`row_bytes`: "{}", "A@x.io" and 64).
+        let mut rows = EncodedCollector::new(&Ids, order, 100);
         for id in ["c1", "c22", "c333"] {
             if rows.full() {
                 break;

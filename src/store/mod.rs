@@ -112,7 +112,43 @@ pub fn timeline_entry_bytes(entry: &TimelineEntry) -> usize {
 /// What a contact of a list holds in memory, roughly: its properties' text, its
 /// address and a fixed part.
 pub fn contact_bytes(contact: &ContactView) -> usize {
-    contact.properties.as_str().len() + contact.email.as_str().len() + 64
+    row_bytes(&contact.borrowed())
+}
+
+/// `contact_bytes` of a borrowed row.
+pub fn row_bytes(contact: &ContactRow<'_>) -> usize {
+    contact.properties.len() + contact.email.len() + 64
+}
+
+/// A list query's byte budget: rows are taken until they pass `max` bytes (at least
+/// one is), and the row read after that only tells that more follow. Bounds the
+/// rows a query holds whatever they weigh.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    max: usize,
+    bytes: usize,
+    taken: bool,
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            bytes: 0,
+            taken: false,
+        }
+    }
+
+    /// Whether the rows taken have passed the budget: the next row is not taken.
+    pub fn spent(&self) -> bool {
+        self.taken && self.bytes > self.max
+    }
+
+    /// Counts a row of `bytes` taken.
+    pub fn take(&mut self, bytes: usize) {
+        self.bytes += bytes;
+        self.taken = true;
+    }
 }
 
 /// Collects list rows from `rows` as `read` maps them until they pass `max_bytes` as
@@ -130,14 +166,14 @@ where
 {
     use futures_util::TryStreamExt;
     let mut collected = ListRows::default();
-    let mut bytes = 0;
+    let mut budget = Budget::new(max_bytes);
     while let Some(row) = rows.try_next().await.map_err(classify)? {
-        if bytes > max_bytes && !collected.items.is_empty() {
+        if budget.spent() {
             collected.cut_short = true;
             break;
         }
         let item = read(&row)?;
-        bytes += size(&item);
+        budget.take(size(&item));
         collected.items.push(item);
     }
     Ok(collected)
@@ -253,11 +289,11 @@ pub struct ContactPage<'a> {
     /// The position after the last contact of the page before.
     pub after: Option<&'a ContactKey>,
     pub limit: u32,
-    /// Most bytes of contacts the query returns, as `encoder` writes them (see
+    /// Most bytes of contacts the query returns, as `contact_bytes` counts them (see
     /// `ContactStore::list_contacts`).
     pub max_bytes: usize,
     /// Writes each row as the caller sends it.
-    pub encoder: &'a Arc<dyn ContactEncoder>,
+    pub encoder: &'a dyn ContactEncoder,
 }
 
 /// Contacts and their timeline. Every method reads and writes inside the caller's

@@ -91,7 +91,7 @@ impl BackendContacts for PgStore {
             let mut conn = conns.get().await?;
             let collected = {
                 let rows = statement.bind(i64::from(limit)).fetch(&mut *conn);
-                let collector = EncodedCollector::new(&**encoder, query.order, max_bytes);
+                let collector = EncodedCollector::new(encoder, query.order, max_bytes);
                 collect_encoded(rows, collector, ref_from_row, classify).await
             };
             match &collected {

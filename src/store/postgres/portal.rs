@@ -116,13 +116,14 @@ pub(super) async fn stream_contacts(
         drop(guard);
         return BackendContacts::list_contacts(store, page).await;
     };
-    let carried_bytes = carried.as_ref().map_or(0, |row| row.bytes.len());
+    // The carried row's encoded size stands in for its `row_bytes`.
+    let carried_bytes = carried.as_ref().map_or(0, EncodedContact::size);
     let ask = page.limit - u32::from(carried.is_some());
     let fetched = if ask == 0 {
         Ok(ListRows::default())
     } else {
         let max_bytes = page.max_bytes.saturating_sub(carried_bytes);
-        let collector = EncodedCollector::new(&**page.encoder, page.query.order, max_bytes);
+        let collector = EncodedCollector::new(page.encoder, page.query.order, max_bytes);
         fetch(&mut cursor.tx, ask, collector).await
     };
     let fetched = match fetched {

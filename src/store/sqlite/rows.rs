@@ -27,7 +27,8 @@ use super::search::ListPlan;
 use crate::domain::{ContactRow, ContactView};
 use crate::store::common::{Arg, Clause, ContactPage};
 use crate::store::{
-    EncodedCollector, EncodedRows, ListRows, StoreError, StoreResult, contact_bytes,
+    Budget, EncodedCollector, EncodedRows, ListRows, StoreError, StoreResult, contact_bytes,
+    row_bytes,
 };
 
 /// As the store's own connections wait for a writer's lock.
@@ -77,7 +78,7 @@ impl PageReads {
             read(conn, &clause, limit, max_bytes, &chunks)
         });
         // The read thread keeps to the budget; the collector only encodes.
-        let mut collector = EncodedCollector::new(&**page.encoder, page.query.order, usize::MAX);
+        let mut collector = EncodedCollector::new(page.encoder, page.query.order, usize::MAX);
         while let Some(chunk) = arriving.recv().await {
             chunk.encode(&mut collector)?;
         }
@@ -170,11 +171,9 @@ const CHUNKS_AHEAD: usize = 4;
 /// A chunk goes to the encoding task at this many rows, or sooner at this many bytes.
 const CHUNK_ROWS: usize = 128;
 const CHUNK_BYTES: usize = 256 << 10;
-/// What a row costs beyond its text, as a query's byte budget counts it.
-const ROW_OVERHEAD: usize = 64;
 
 /// Steps `clause`'s statement, sending its rows copied out in chunks, until they
-/// pass `max_bytes` (at least one row). Returns whether it stopped there with more
+/// pass `max_bytes` as `row_bytes` counts them (at least one row). Returns whether it stopped there with more
 /// rows to come (`cut_short`). A closed channel (the caller gone, or its encoding
 /// failed) ends it early.
 fn read(
@@ -186,14 +185,15 @@ fn read(
 ) -> StoreResult<bool> {
     let mut statement = bound(conn, clause, limit).map_err(classify)?;
     let mut rows = statement.raw_query();
-    let (mut chunk, mut bytes, mut taken) = (RawChunk::default(), 0, false);
+    let (mut chunk, mut budget) = (RawChunk::default(), Budget::new(max_bytes));
     while let Some(row) = rows.next().map_err(classify)? {
-        if bytes > max_bytes && taken {
+        if budget.spent() {
             send(chunks, chunk);
             return Ok(true);
         }
-        bytes += chunk.push(&ref_of(row).map_err(classify)?) + ROW_OVERHEAD;
-        taken = true;
+        let contact = ref_of(row).map_err(classify)?;
+        budget.take(row_bytes(&contact));
+        chunk.push(&contact);
         let full = chunk.rows.len() >= CHUNK_ROWS || chunk.text.len() >= CHUNK_BYTES;
         if full && !send(chunks, chunk.take()) {
             return Ok(false);
@@ -239,8 +239,8 @@ impl RawChunk {
         std::mem::replace(self, next)
     }
 
-    /// Copies `contact` in; returns the bytes of its text.
-    fn push(&mut self, contact: &ContactRow<'_>) -> usize {
+    /// Copies `contact` in.
+    fn push(&mut self, contact: &ContactRow<'_>) {
         let start = self.text.len();
         self.text.push_str(contact.id);
         let id = self.text.len();
@@ -259,7 +259,6 @@ impl RawChunk {
             updated_at: contact.updated_at,
             revision: contact.revision,
         });
-        end - start
     }
 
     fn encode(&self, collector: &mut EncodedCollector<'_>) -> StoreResult<()> {
@@ -310,14 +309,14 @@ fn collect<T>(
     size: fn(&T) -> usize,
 ) -> rusqlite::Result<ListRows<T>> {
     let mut collected = ListRows::default();
-    let mut bytes = 0;
+    let mut budget = Budget::new(max_bytes);
     while let Some(row) = rows.next()? {
-        if bytes > max_bytes && !collected.items.is_empty() {
+        if budget.spent() {
             collected.cut_short = true;
             break;
         }
         let item = read(row)?;
-        bytes += size(&item);
+        budget.take(size(&item));
         collected.items.push(item);
     }
     Ok(collected)
