@@ -1,6 +1,7 @@
 //! `kraiter.contacts.v1.ContactsService`: the SDK's contacts namespace, and the
 //! writes and reads beyond it (`batch_get`, `import`, `upsert`).
 
+mod activity;
 mod batch_get;
 mod count;
 mod import;
@@ -11,18 +12,17 @@ use tonic::{Request, Response, Status};
 
 use super::convert_activity::idempotency;
 use super::cursors::ListCursors;
-use super::pb::{self, TimelineOrder as PbTimelineOrder};
+use super::pb;
 use super::stream::{self, Fetched, PageStream, Pager, Streams};
 use super::wire::{self, server::contacts_service_server::ContactsService};
 use super::{
-    AccessControl, Credentials, consistency, convert, convert_activity, filter, handle,
-    handle_stream, handle_with_key,
+    AccessControl, Credentials, consistency, convert, filter, handle, handle_stream,
+    handle_with_key,
 };
 use crate::app;
 use crate::domain::{
     ContactId, ContactKey, ContactUpdate, CursorKey, CursorKind, Email, Etag, NewContact, PageSize,
-    ScheduledSend, SendRecord, TimeKey, TimelineEntry, TimelineOrder, TimelineQuery,
-    ValidationError, parse_max_pages,
+    parse_max_pages,
 };
 use crate::store::{Access, ContactPage, DynStore, EncodedContact, ListSession};
 
@@ -255,52 +255,7 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactSendsRequest>,
     ) -> Result<Response<Self::ListContactSendsStream>, Status> {
-        let (metadata, extensions, message) = request.into_parts();
-        let credentials = Credentials::new(&metadata, &extensions);
-        let read_from = consistency::read_from(&metadata);
-        handle_stream(
-            &self.auth,
-            "ListContactSends",
-            &credentials,
-            |access| async move {
-                let from = read_from?;
-                let tenant = access.tenant.clone();
-                let id = ContactId::parse(&message.id, "id")?;
-                let page_size = PageSize::parse(message.limit)?;
-                let max_pages = parse_max_pages(message.max_pages)?;
-                let cursors =
-                    ListCursors::new(&self.cursor_key, &tenant, CursorKind::Sends, &[id.as_str()]);
-                let after = cursors.resume(&message.cursor)?;
-                let admitted = self.streams.admit(access)?;
-                self.store.ensure_contact(&tenant, &id).await?;
-                let store = self.store.clone();
-                let fetch_tenant = tenant.clone();
-                Ok(admitted.spawn(Pager {
-                    page_size,
-                    max_pages,
-                    after,
-                    fetch: move |after: Option<String>, limit| {
-                        let (store, tenant, id) = (store.clone(), fetch_tenant.clone(), id.clone());
-                        async move {
-                            store
-                                .list_sends(from, &tenant, &id, after.as_deref(), limit)
-                                .await
-                                .map(Fetched::from)
-                        }
-                    },
-                    key: |send: &SendRecord| send.id.clone(),
-                    size: None,
-                    convert: |send: SendRecord| Ok(convert_activity::send(send)),
-                    message: move |sends: Vec<pb::Send>, next: Option<String>| {
-                        pb::ListContactSendsResponse {
-                            sends,
-                            next_cursor: cursors.next(next),
-                        }
-                    },
-                }))
-            },
-        )
-        .await
+        activity::list_contact_sends(self, request).await
     }
 
     type ListContactScheduledSendsStream = PageStream<pb::ListContactScheduledSendsResponse>;
@@ -309,117 +264,21 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactScheduledSendsRequest>,
     ) -> Result<Response<Self::ListContactScheduledSendsStream>, Status> {
-        let (metadata, extensions, message) = request.into_parts();
-        let credentials = Credentials::new(&metadata, &extensions);
-        let read_from = consistency::read_from(&metadata);
-        handle_stream(
-            &self.auth,
-            "ListContactScheduledSends",
-            &credentials,
-            |access| async move {
-                let from = read_from?;
-                let tenant = access.tenant.clone();
-                let id = ContactId::parse(&message.id, "id")?;
-                let page_size = PageSize::parse(message.limit)?;
-                let max_pages = parse_max_pages(message.max_pages)?;
-                let cursors = ListCursors::new(
-                    &self.cursor_key,
-                    &tenant,
-                    CursorKind::ScheduledSends,
-                    &[id.as_str()],
-                );
-                let after = cursors
-                    .resume(&message.cursor)?
-                    .as_deref()
-                    .map(TimeKey::decode)
-                    .transpose()?;
-                let admitted = self.streams.admit(access)?;
-                self.store.ensure_contact(&tenant, &id).await?;
-                let store = self.store.clone();
-                let fetch_tenant = tenant.clone();
-                Ok(admitted.spawn(Pager {
-                    page_size,
-                    max_pages,
-                    after,
-                    fetch: move |after: Option<TimeKey>, limit| {
-                        let (store, tenant, id) = (store.clone(), fetch_tenant.clone(), id.clone());
-                        async move {
-                            store
-                                .list_scheduled_sends(from, &tenant, &id, after.as_ref(), limit)
-                                .await
-                                .map(Fetched::from)
-                        }
-                    },
-                    key: |s: &ScheduledSend| TimeKey {
-                        timestamp_micros: s.scheduled_for.timestamp_micros(),
-                        id: s.id.clone(),
-                    },
-                    size: None,
-                    convert: |item: ScheduledSend| Ok(convert_activity::scheduled_send(item)),
-                    message: move |scheduled_sends: Vec<pb::ScheduledSend>,
-                                   next: Option<TimeKey>| {
-                        pb::ListContactScheduledSendsResponse {
-                            scheduled_sends,
-                            next_cursor: cursors.next(next.map(|k| k.encode())),
-                        }
-                    },
-                }))
-            },
-        )
-        .await
+        activity::list_contact_scheduled_sends(self, request).await
     }
 
     async fn list_contact_sequences(
         &self,
         request: Request<pb::ListContactSequencesRequest>,
     ) -> Result<Response<pb::ListContactSequencesResponse>, Status> {
-        let (metadata, extensions, message) = request.into_parts();
-        let credentials = Credentials::new(&metadata, &extensions);
-        handle(
-            &self.auth,
-            "ListContactSequences",
-            &credentials,
-            |tenant| async move {
-                let id = ContactId::parse(&message.id, "id")?;
-                self.store.ensure_contact(&tenant, &id).await?;
-                let enrolments = self
-                    .store
-                    .list_enrolments(&tenant, &id, message.include_finished)
-                    .await?;
-                Ok(pb::ListContactSequencesResponse {
-                    enrolments: enrolments
-                        .into_iter()
-                        .map(convert_activity::enrolment)
-                        .collect(),
-                })
-            },
-        )
-        .await
+        activity::list_contact_sequences(self, request).await
     }
 
     async fn list_contact_segments(
         &self,
         request: Request<pb::ListContactSegmentsRequest>,
     ) -> Result<Response<pb::ListContactSegmentsResponse>, Status> {
-        let (metadata, extensions, message) = request.into_parts();
-        let credentials = Credentials::new(&metadata, &extensions);
-        handle(
-            &self.auth,
-            "ListContactSegments",
-            &credentials,
-            |tenant| async move {
-                let id = ContactId::parse(&message.id, "id")?;
-                self.store.ensure_contact(&tenant, &id).await?;
-                let memberships = self.store.list_memberships(&tenant, &id).await?;
-                Ok(pb::ListContactSegmentsResponse {
-                    memberships: memberships
-                        .into_iter()
-                        .map(convert_activity::membership)
-                        .collect(),
-                })
-            },
-        )
-        .await
+        activity::list_contact_segments(self, request).await
     }
 
     type ListContactTimelineStream = PageStream<pb::ListContactTimelineResponse>;
@@ -428,86 +287,7 @@ impl ContactsService for ContactsApi {
         &self,
         request: Request<pb::ListContactTimelineRequest>,
     ) -> Result<Response<Self::ListContactTimelineStream>, Status> {
-        let (metadata, extensions, message) = request.into_parts();
-        let credentials = Credentials::new(&metadata, &extensions);
-        let read_from = consistency::read_from(&metadata);
-        handle_stream(
-            &self.auth,
-            "ListContactTimeline",
-            &credentials,
-            |access| async move {
-                let from = read_from?;
-                let tenant = access.tenant.clone();
-                let id = ContactId::parse(&message.id, "id")?;
-                let page_size = PageSize::parse(message.limit)?;
-                let max_pages = parse_max_pages(message.max_pages)?;
-                let order = match PbTimelineOrder::try_from(message.order) {
-                    Ok(PbTimelineOrder::Unspecified | PbTimelineOrder::NewestFirst) => {
-                        TimelineOrder::NewestFirst
-                    }
-                    Ok(PbTimelineOrder::OldestFirst) => TimelineOrder::OldestFirst,
-                    Err(_) => {
-                        return Err(
-                            ValidationError::new("order", "is not a known TimelineOrder").into(),
-                        );
-                    }
-                };
-                let query = TimelineQuery::new(order, message.types)?;
-                let fingerprint = query.fingerprint_parts(id.as_str());
-                let parts: Vec<&str> = fingerprint.iter().map(String::as_str).collect();
-                let cursors =
-                    ListCursors::new(&self.cursor_key, &tenant, CursorKind::Timeline, &parts);
-                let after = cursors
-                    .resume(&message.cursor)?
-                    .as_deref()
-                    .map(TimeKey::decode)
-                    .transpose()?;
-                let admitted = self.streams.admit(access)?;
-                self.store.ensure_contact(&tenant, &id).await?;
-                let store = self.store.clone();
-                let fetch_tenant = tenant.clone();
-                Ok(admitted.spawn(Pager {
-                    page_size,
-                    max_pages,
-                    after,
-                    fetch: move |after: Option<TimeKey>, limit| {
-                        let (store, tenant, query, id) = (
-                            store.clone(),
-                            fetch_tenant.clone(),
-                            query.clone(),
-                            id.clone(),
-                        );
-                        async move {
-                            store
-                                .list_timeline(
-                                    from,
-                                    &tenant,
-                                    &id,
-                                    &query,
-                                    after.as_ref(),
-                                    limit,
-                                    stream::QUERY_CUT_BYTES,
-                                )
-                                .await
-                                .map(Fetched::from_rows)
-                        }
-                    },
-                    key: |entry: &TimelineEntry| TimeKey {
-                        timestamp_micros: entry.timestamp.timestamp_micros(),
-                        id: entry.id.clone(),
-                    },
-                    size: None,
-                    convert: |entry: TimelineEntry| Ok(convert::timeline_entry(entry)),
-                    message: move |entries: Vec<pb::TimelineEntry>, next: Option<TimeKey>| {
-                        pb::ListContactTimelineResponse {
-                            entries,
-                            next_cursor: cursors.next(next.map(|k| k.encode())),
-                        }
-                    },
-                }))
-            },
-        )
-        .await
+        activity::list_contact_timeline(self, request).await
     }
 
     async fn upsert_contact(

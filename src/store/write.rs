@@ -59,7 +59,7 @@ impl ContactFlag {
 /// The `lock_*` reads hold the row until the transaction ends, so two writes about
 /// one record queue up instead of losing one another's change.
 #[async_trait]
-pub trait WriteTx: Send {
+pub trait WriteTx: ActivityWriteTx + Send {
     /// Claims `idem`'s request id for this transaction: `None` when it was free,
     /// else what the first attempt remembered. A concurrent first attempt is waited
     /// for (its commit or rollback decides).
@@ -142,6 +142,14 @@ pub trait WriteTx: Send {
     /// a late retry is refused, not run again on nobody).
     async fn erase_contact(&mut self, id: &ContactId) -> StoreResult<()>;
 
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+/// The ingestion records' half of a write transaction (sends, scheduled sends,
+/// enrolments, memberships): the rows `crate::app::activity` writes about a contact
+/// it has locked.
+#[async_trait]
+pub trait ActivityWriteTx: Send {
     /// Locks the contact a send or scheduled send belongs to, in one statement;
     /// false when the record (or its contact) is gone. A write locks that contact
     /// before the record, the order every write (and the cascade of DeleteContact)
@@ -169,6 +177,4 @@ pub trait WriteTx: Send {
     async fn save_membership(&mut self, membership: &Membership) -> StoreResult<()>;
     async fn delete_membership(&mut self, contact: &ContactId, segment_id: &str)
     -> StoreResult<()>;
-
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
 }

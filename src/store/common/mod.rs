@@ -16,6 +16,7 @@
 //! differently.
 
 mod activity;
+mod activity_tx;
 mod batch;
 mod changes;
 mod contacts;

@@ -8,16 +8,14 @@ use chrono::{DateTime, Utc};
 use sqlx::Database;
 
 use super::changes;
-use super::rows::{Record, column, contact_from_row, remembered_from_row};
+use super::rows::{column, contact_from_row, remembered_from_row};
 use super::types::{DbJson, DbTime, JsonText};
 use super::{CONTACT_COLUMNS, Dialect, SqlDb, SqlText, Stmt};
 use crate::domain::{
-    ChangeKind, Contact, ContactChange, ContactId, Email, Enrolment, Idempotency, Membership,
-    ScheduledSend, SendRecord, TenantId, TimelineEntry, search_text,
+    ChangeKind, Contact, ContactChange, ContactId, Email, Idempotency, TenantId, TimelineEntry,
+    search_text,
 };
-use crate::store::{
-    ChangeBell, ContactFlag, ContactRecord, RememberedRequest, StoreError, StoreResult, WriteTx,
-};
+use crate::store::{ChangeBell, ContactFlag, RememberedRequest, StoreError, StoreResult, WriteTx};
 
 /// How a backend's write transaction holds its connection: it has begun when the
 /// holder exists, rolls back when the holder is dropped, and commits here.
@@ -154,7 +152,7 @@ impl<C: TxConn> SqlWriteTx<C> {
     }
 
     /// What `sql` finds by the tenant (`$1`) and `keys` (`$2`, ...), if anything.
-    async fn find<T>(
+    pub(super) async fn find<T>(
         &mut self,
         sql: &str,
         keys: &[&str],
@@ -215,37 +213,6 @@ const INSERT_CONTACT: &str = "INSERT INTO contacts (tenant_id, id, email, email_
 const INSERT_TIMELINE_ENTRY: &str = "INSERT INTO timeline_entries \
         (tenant_id, contact_id, id, type, occurred_at, data) \
      VALUES ($1, $2, $3, $4, $5, $6)";
-
-const SAVE_SEND: &str = "INSERT INTO sends (tenant_id, id, contact_id, email, template_id, \
-        template_name, subject, status, source, source_id, created_at, sent_at, delivered_at, \
-        opened_at, clicked_at, bounced_at, complained_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-     ON CONFLICT (tenant_id, id) DO UPDATE SET status = EXCLUDED.status, \
-        sent_at = EXCLUDED.sent_at, delivered_at = EXCLUDED.delivered_at, \
-        opened_at = EXCLUDED.opened_at, clicked_at = EXCLUDED.clicked_at, \
-        bounced_at = EXCLUDED.bounced_at, complained_at = EXCLUDED.complained_at";
-
-const SAVE_SCHEDULED_SEND: &str = "INSERT INTO scheduled_sends (tenant_id, id, contact_id, \
-        email, template_id, template_name, subject, scheduled_for, source, source_id, step, \
-        status, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-     ON CONFLICT (tenant_id, id) DO UPDATE SET status = EXCLUDED.status";
-
-const SAVE_ENROLMENT: &str = "INSERT INTO sequence_enrolments (tenant_id, contact_id, \
-        sequence_id, sequence_name, status, current_step, enrolled_at, updated_at, \
-        completed_at, exited_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-     ON CONFLICT (tenant_id, contact_id, sequence_id) DO UPDATE SET \
-        sequence_name = EXCLUDED.sequence_name, status = EXCLUDED.status, \
-        current_step = EXCLUDED.current_step, enrolled_at = EXCLUDED.enrolled_at, \
-        updated_at = EXCLUDED.updated_at, completed_at = EXCLUDED.completed_at, \
-        exited_at = EXCLUDED.exited_at";
-
-const SAVE_MEMBERSHIP: &str = "INSERT INTO segment_memberships (tenant_id, contact_id, \
-        segment_id, segment_name, joined_at) \
-     VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (tenant_id, contact_id, segment_id) DO UPDATE SET \
-        segment_name = EXCLUDED.segment_name";
 
 /// A read of one row by the tenant and `key` (`$2`, `$3`...), locked where the
 /// dialect locks rows.
@@ -511,192 +478,10 @@ impl<C: TxConn> WriteTx for SqlWriteTx<C> {
             .await
     }
 
-    async fn lock_owner(&mut self, record: ContactRecord, id: &str) -> StoreResult<bool> {
-        let owner = format!(
-            "id = (SELECT contact_id FROM {} WHERE tenant_id = $1 AND id = $2)",
-            record.table()
-        );
-        let sql = lock_sql::<C::Db>("id", "contacts", &owner);
-        let found = self.find(&sql, &[id], |_| Ok(())).await?;
-        Ok(found.is_some())
-    }
-
-    async fn lock_send(&mut self, id: &str) -> StoreResult<Option<SendRecord>> {
-        let sql = lock_sql::<C::Db>(SendRecord::COLUMNS, "sends", "id = $2");
-        self.find(&sql, &[id], SendRecord::from_row::<C::Db>).await
-    }
-
-    async fn save_send(&mut self, send: &SendRecord) -> StoreResult<()> {
-        let (conn, tenant) = self.parts();
-        Stmt::<C::Db>::new(SAVE_SEND)
-            .bind(tenant)
-            .bind(send.id.as_str())
-            .bind(send.contact_id.as_str())
-            .bind(send.email.as_str())
-            .bind(send.template_id.as_str())
-            .bind(send.template_name.as_str())
-            .bind(send.subject.as_str())
-            .bind(send.status.as_str())
-            .bind(send.source.as_str())
-            .bind(send.source_id.as_str())
-            .bind(DbTime(send.created_at))
-            .bind(send.sent_at.map(DbTime))
-            .bind(send.delivered_at.map(DbTime))
-            .bind(send.opened_at.map(DbTime))
-            .bind(send.clicked_at.map(DbTime))
-            .bind(send.bounced_at.map(DbTime))
-            .bind(send.complained_at.map(DbTime))
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn lock_scheduled_send(&mut self, id: &str) -> StoreResult<Option<ScheduledSend>> {
-        let sql = lock_sql::<C::Db>(ScheduledSend::COLUMNS, "scheduled_sends", "id = $2");
-        self.find(&sql, &[id], ScheduledSend::from_row::<C::Db>)
-            .await
-    }
-
-    async fn save_scheduled_send(&mut self, scheduled: &ScheduledSend) -> StoreResult<()> {
-        let (conn, tenant) = self.parts();
-        Stmt::<C::Db>::new(SAVE_SCHEDULED_SEND)
-            .bind(tenant)
-            .bind(scheduled.id.as_str())
-            .bind(scheduled.contact_id.as_str())
-            .bind(scheduled.email.as_str())
-            .bind(scheduled.template_id.as_str())
-            .bind(scheduled.template_name.as_str())
-            .bind(scheduled.subject.as_str())
-            .bind(DbTime(scheduled.scheduled_for))
-            .bind(scheduled.source.as_str())
-            .bind(scheduled.source_id.as_str())
-            .bind(scheduled.step)
-            .bind(scheduled.status.as_str())
-            .bind(DbTime(scheduled.created_at))
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn lock_enrolment(
-        &mut self,
-        contact: &ContactId,
-        sequence_id: &str,
-    ) -> StoreResult<Option<Enrolment>> {
-        let key = "contact_id = $2 AND sequence_id = $3";
-        let sql = lock_sql::<C::Db>(Enrolment::COLUMNS, "sequence_enrolments", key);
-        let keys = [contact.as_str(), sequence_id];
-        self.find(&sql, &keys, Enrolment::from_row::<C::Db>).await
-    }
-
-    async fn save_enrolment(&mut self, e: &Enrolment) -> StoreResult<()> {
-        let (conn, tenant) = self.parts();
-        Stmt::<C::Db>::new(SAVE_ENROLMENT)
-            .bind(tenant)
-            .bind(e.contact_id.as_str())
-            .bind(e.sequence_id.as_str())
-            .bind(e.sequence_name.as_str())
-            .bind(e.status.as_str())
-            .bind(e.current_step)
-            .bind(DbTime(e.enrolled_at))
-            .bind(DbTime(e.updated_at))
-            .bind(e.completed_at.map(DbTime))
-            .bind(e.exited_at.map(DbTime))
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Not locked itself: the rules lock the contact first (`lock_contact_email`),
-    /// which orders the writes about its memberships.
-    async fn membership(
-        &mut self,
-        contact: &ContactId,
-        segment_id: &str,
-    ) -> StoreResult<Option<Membership>> {
-        let sql = format!(
-            "SELECT {} FROM segment_memberships \
-             WHERE tenant_id = $1 AND contact_id = $2 AND segment_id = $3",
-            Membership::COLUMNS
-        );
-        let keys = [contact.as_str(), segment_id];
-        self.find(&sql, &keys, Membership::from_row::<C::Db>).await
-    }
-
-    async fn save_membership(&mut self, m: &Membership) -> StoreResult<()> {
-        let (conn, tenant) = self.parts();
-        Stmt::<C::Db>::new(SAVE_MEMBERSHIP)
-            .bind(tenant)
-            .bind(m.contact_id.as_str())
-            .bind(m.segment_id.as_str())
-            .bind(m.segment_name.as_str())
-            .bind(DbTime(m.joined_at))
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn delete_membership(
-        &mut self,
-        contact: &ContactId,
-        segment_id: &str,
-    ) -> StoreResult<()> {
-        let (conn, tenant) = self.parts();
-        Stmt::<C::Db>::new(
-            "DELETE FROM segment_memberships \
-             WHERE tenant_id = $1 AND contact_id = $2 AND segment_id = $3",
-        )
-        .bind(tenant)
-        .bind(contact.as_str())
-        .bind(segment_id)
-        .execute(conn)
-        .await?;
-        Ok(())
-    }
-
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         (*self).commit_and_ring().await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use sqlx::Postgres;
-
-    use super::{CONTACT_COLUMNS, lock_sql};
-    use crate::store::postgres::sql;
-
-    /// A contact's columns come first and in the same order in every statement that
-    /// returns one: PostgreSQL reads them by position (`postgres::rows`).
-    #[test]
-    fn the_shared_contact_columns_are_postgres_columns() {
-        assert_eq!(CONTACT_COLUMNS, sql::CONTACT_COLUMNS);
-        let lock = lock_sql::<Postgres>(CONTACT_COLUMNS, "contacts", "id = $2");
-        assert!(lock.ends_with(" FOR UPDATE"), "{lock}");
-    }
-
-    /// The benchmark's UpsertContact baseline runs `postgres::sql`'s copies.
-    #[test]
-    fn the_benchmarks_copies_of_the_upsert_statements_are_the_stores() {
-        let lock = lock_sql::<Postgres>(CONTACT_COLUMNS, "contacts", "email_key = $2");
-        assert_eq!(lock, sql::LOCK_CONTACT_BY_EMAIL);
-        assert_eq!(super::UPDATE_CONTACT, sql::UPDATE_CONTACT);
-        assert_eq!(super::INSERT_TIMELINE_ENTRY, sql::INSERT_TIMELINE_ENTRY);
-    }
-
-    /// SQLite's baseline (issue 20) runs `sqlite::sql`'s copies of the contact writes.
-    #[test]
-    fn the_sqlite_baselines_copies_of_the_contact_writes_are_the_stores() {
-        use crate::store::sqlite::sql as sqlite;
-        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert_eq!(words(super::INSERT_CONTACT), words(sqlite::INSERT_CONTACT));
-        assert_eq!(
-            words(super::UPDATE_CONTACT_IF_REVISION),
-            words(sqlite::UPDATE_CONTACT_IF_REVISION)
-        );
-        assert_eq!(
-            words(super::INSERT_TIMELINE_ENTRY),
-            words(sqlite::INSERT_TIMELINE_ENTRY)
-        );
-    }
-}
+mod tests;
