@@ -6,12 +6,15 @@ use tonic::{Request, Response, Status};
 use super::ContactsApi;
 use crate::api::cursors::ListCursors;
 use crate::api::pb::{self, TimelineOrder as PbTimelineOrder};
-use crate::api::stream::{self, Fetched, PageStream, Pager};
-use crate::api::{Credentials, consistency, convert, convert_activity, handle, handle_stream};
+use crate::api::stream::{self, Admitted, Fetched, PageStream, Pager};
+use crate::api::{
+    ApiError, Credentials, consistency, convert, convert_activity, handle, handle_stream,
+};
 use crate::domain::{
     ContactId, CursorKind, PageSize, ScheduledSend, SendRecord, TimeKey, TimelineEntry,
     TimelineOrder, TimelineQuery, ValidationError, parse_max_pages,
 };
+use crate::store::Access;
 
 pub(super) async fn list_contact_sends(
     api: &ContactsApi,
@@ -27,14 +30,12 @@ pub(super) async fn list_contact_sends(
         |access| async move {
             let from = read_from?;
             let tenant = access.tenant.clone();
-            let id = ContactId::parse(&message.id, "id")?;
-            let page_size = PageSize::parse(message.limit)?;
-            let max_pages = parse_max_pages(message.max_pages)?;
+            let Bounds(id, page_size, max_pages) =
+                Bounds::parse(&message.id, message.limit, message.max_pages)?;
             let cursors =
                 ListCursors::new(&api.cursor_key, &tenant, CursorKind::Sends, &[id.as_str()]);
             let after = cursors.resume(&message.cursor)?;
-            let admitted = api.streams.admit(access)?;
-            api.store.ensure_contact(&tenant, &id).await?;
+            let admitted = admit(api, access, &id).await?;
             let store = api.store.clone();
             let fetch_tenant = tenant.clone();
             Ok(admitted.spawn(Pager {
@@ -79,9 +80,8 @@ pub(super) async fn list_contact_scheduled_sends(
         |access| async move {
             let from = read_from?;
             let tenant = access.tenant.clone();
-            let id = ContactId::parse(&message.id, "id")?;
-            let page_size = PageSize::parse(message.limit)?;
-            let max_pages = parse_max_pages(message.max_pages)?;
+            let Bounds(id, page_size, max_pages) =
+                Bounds::parse(&message.id, message.limit, message.max_pages)?;
             let cursors = ListCursors::new(
                 &api.cursor_key,
                 &tenant,
@@ -93,8 +93,7 @@ pub(super) async fn list_contact_scheduled_sends(
                 .as_deref()
                 .map(TimeKey::decode)
                 .transpose()?;
-            let admitted = api.streams.admit(access)?;
-            api.store.ensure_contact(&tenant, &id).await?;
+            let admitted = admit(api, access, &id).await?;
             let store = api.store.clone();
             let fetch_tenant = tenant.clone();
             Ok(admitted.spawn(Pager {
@@ -195,9 +194,8 @@ pub(super) async fn list_contact_timeline(
         |access| async move {
             let from = read_from?;
             let tenant = access.tenant.clone();
-            let id = ContactId::parse(&message.id, "id")?;
-            let page_size = PageSize::parse(message.limit)?;
-            let max_pages = parse_max_pages(message.max_pages)?;
+            let Bounds(id, page_size, max_pages) =
+                Bounds::parse(&message.id, message.limit, message.max_pages)?;
             let order = match PbTimelineOrder::try_from(message.order) {
                 Ok(PbTimelineOrder::Unspecified | PbTimelineOrder::NewestFirst) => {
                     TimelineOrder::NewestFirst
@@ -218,8 +216,7 @@ pub(super) async fn list_contact_timeline(
                 .as_deref()
                 .map(TimeKey::decode)
                 .transpose()?;
-            let admitted = api.streams.admit(access)?;
-            api.store.ensure_contact(&tenant, &id).await?;
+            let admitted = admit(api, access, &id).await?;
             let store = api.store.clone();
             let fetch_tenant = tenant.clone();
             Ok(admitted.spawn(Pager {
@@ -264,4 +261,27 @@ pub(super) async fn list_contact_timeline(
         },
     )
     .await
+}
+
+/// What each stream of a contact's records parses first, in the order its errors
+/// are reported: the contact's id, the page size, the bound on pages.
+struct Bounds(ContactId, PageSize, Option<u32>);
+
+impl Bounds {
+    fn parse(id: &str, limit: i32, max_pages: i32) -> Result<Self, ApiError> {
+        Ok(Self(
+            ContactId::parse(id, "id")?,
+            PageSize::parse(limit)?,
+            parse_max_pages(max_pages)?,
+        ))
+    }
+}
+
+/// Lets the stream in, then checks that its contact is the tenant's: a stream that
+/// would be refused costs no read.
+async fn admit(api: &ContactsApi, access: Access, id: &ContactId) -> Result<Admitted, ApiError> {
+    let tenant = access.tenant.clone();
+    let admitted = api.streams.admit(access)?;
+    api.store.ensure_contact(&tenant, id).await?;
+    Ok(admitted)
 }
