@@ -7,8 +7,7 @@ use super::*;
 /// statements run at once.
 pub(crate) const SERVICE_POOL: usize = 16;
 
-/// Sessions that plan a prepared statement once, as a long-lived pool ends up doing.
-const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+mod unary;
 
 pub(crate) async fn postgres_run(
     setup: &Setup,
@@ -100,138 +99,9 @@ pub(crate) async fn postgres_run(
     eprintln!("== unary calls in rounds: echo, service, pgbench (and back)");
     baseline::check_ids(&pool, &data).await?;
     let vars = baseline::variables(&data, &key);
-    // New ids and emails for every pgbench run.
-    let write_vars = || {
-        let mut all = vars.clone();
-        all.extend(baseline::write_variables(&data));
-        all
-    };
-    let scripts = [
-        (Scenario::GetContact, "get", vec![baseline::get_contact()]),
-        (
-            Scenario::GetContactByEmail,
-            "by-email",
-            vec![baseline::get_contact_by_email()],
-        ),
-        (
-            Scenario::CreateContact,
-            "create",
-            baseline::create_contact(),
-        ),
-        (
-            Scenario::UpdateContact,
-            "update",
-            baseline::update_contact(),
-        ),
-        (
-            Scenario::UpsertContact,
-            "upsert",
-            baseline::upsert_contact(),
-        ),
-        (Scenario::BatchGet, "batch-get", vec![baseline::batch_get()]),
-    ];
-    // The first round warms up as configured; later ones only refill the pipeline.
-    let window = setup.plan.duration / setup.rounds as u32;
-    let first_plan = Plan {
-        duration: window,
-        ..setup.plan
-    };
-    let later_plan = Plan {
-        warmup: setup.plan.warmup.min(Duration::from_millis(500)),
-        ..first_plan
-    };
-    for (scenario, name, scripts) in scripts {
-        if !wanted(setup, scenario) {
-            continue;
-        }
-        // A write's baseline also runs at the server's pool size, and with generic
-        // plans from the first execution; the best of these is L's. 32 clients contend
-        // for locks, the trigram index's pending list and WAL where the service runs
-        // at most 16 statements at once; and each pgbench run is new sessions, each
-        // preparing 16 scripts and planning each one custom for its first five
-        // executions (PostgreSQL's plan cache), where the service's long-lived pool
-        // runs the generic plan. The ceiling is what the database does best with these
-        // statements.
-        let variants: &[(usize, Option<&str>)] = if scenario.is_write() {
-            &[
-                (setup.plan.concurrency, None),
-                (SERVICE_POOL, None),
-                (setup.plan.concurrency, Some(GENERIC_PLANS)),
-                (SERVICE_POOL, Some(GENERIC_PLANS)),
-            ]
-        } else {
-            &[(setup.plan.concurrency, None)]
-        };
-        let pgbench = || {
-            let mut best: Option<baseline::Pgbench> = None;
-            for &(clients, options) in variants {
-                let result = baseline::pgbench_with(
-                    pg,
-                    name,
-                    &scripts,
-                    &write_vars(),
-                    clients,
-                    window,
-                    options,
-                )?;
-                eprintln!(
-                    "   {:<50} pgbench {:>8.0} tx/s, {clients} clients{}, PG CPU/tx {}",
-                    scenario.name(),
-                    result.tps,
-                    if options.is_some() {
-                        ", generic plans"
-                    } else {
-                        ""
-                    },
-                    result
-                        .postgres_cpu_per_tx
-                        .map(|d| format!("{:.0} µs", d.as_secs_f64() * 1e6))
-                        .unwrap_or_default()
-                );
-                if best.as_ref().is_none_or(|b| result.tps > b.tps) {
-                    best = Some(result);
-                }
-            }
-            best.ok_or_else(|| anyhow::anyhow!("no pgbench run"))
-        };
-        let mut rounds = Vec::new();
-        for round in 0..setup.rounds {
-            let plan = if round == 0 { first_plan } else { later_plan };
-            let forward = round % 2 == 0;
-            let service = || async {
-                let measured = scenarios::run(scenario, &clients, plan, watch, &data).await;
-                print_row(&Row {
-                    scenario,
-                    concurrency: setup.plan.concurrency,
-                    measured: measured.clone(),
-                });
-                measured
-            };
-            let (service, echo_result, pgbench_result) = if forward {
-                let echo_result = echo.measure(scenario, plan).await;
-                let service = service().await;
-                (service, echo_result, pgbench()?)
-            } else {
-                let pgbench_result = pgbench()?;
-                let service = service().await;
-                (service, echo.measure(scenario, plan).await, pgbench_result)
-            };
-            rounds.push(Round {
-                order: if forward {
-                    "echo, service, pgbench"
-                } else {
-                    "pgbench, service, echo"
-                },
-                service,
-                baseline: Baseline::Ceiling {
-                    echo: echo_result,
-                    pgbench: pgbench_result,
-                },
-            });
-        }
-        let rounds = Rounds { scenario, rounds };
+    for rounds in unary::rounds(setup, pg, echo, &clients, watch, &data, &vars).await? {
         rows.push(Row {
-            scenario,
+            scenario: rounds.scenario,
             concurrency: setup.plan.concurrency,
             measured: rounds.service(),
         });
@@ -386,7 +256,7 @@ pub(crate) async fn postgres_run(
             pg,
             "create-per-client",
             &baseline::create_contact_per_client_keys(),
-            &write_vars(),
+            &unary::write_vars(&vars, &data),
             setup.plan.concurrency,
             setup.plan.duration,
         )?;
