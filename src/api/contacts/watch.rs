@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status};
 
 use super::ContactsApi;
@@ -30,7 +30,7 @@ use crate::api::{ApiError, Credentials, convert, handle_stream, pb, wire};
 use crate::domain::{
     ChangeKind, ChangePosition, ChangeRecord, CursorKind, TenantId, ValidationError, WatchStart,
 };
-use crate::store::{ChangeBatch, DynStore, SharedBatch, StoreError, change_record_bytes};
+use crate::store::{ChangeBatch, DynStore, SharedBatch, StoreError};
 
 /// What the feed's task hands the stream: a chunk of changes, in order, or the
 /// status that ends the stream.
@@ -213,30 +213,7 @@ impl Feed {
         let mut ahead: Option<ReadAhead> = None;
         loop {
             let limit = ahead.as_ref().map_or(BATCH, |ahead| ahead.limit);
-            let read = match ahead.take() {
-                Some(ahead) => ahead.batch().await.map(Arc::new),
-                None => {
-                    // Seen before the read: a ring during it wakes the wait below.
-                    let seen = *rings.borrow_and_update();
-                    let now = *rings.borrow();
-                    match self.shared_read(seen, now).await {
-                        Some(batch) => Ok(batch),
-                        // Alone, for this watch's own error (or a success after all).
-                        None => self
-                            .store
-                            .read_changes(
-                                &self.tenant,
-                                self.position,
-                                &self.kinds,
-                                BATCH,
-                                READ_BYTES,
-                            )
-                            .await
-                            .map(Arc::new),
-                    }
-                }
-            };
-            let batch = match read {
+            let batch = match self.next_batch(&mut rings, ahead.take()).await {
                 Ok(batch) => batch,
                 Err(err) => return fail(&tx, err.into()).await,
             };
@@ -259,52 +236,7 @@ impl Feed {
                 let limit = next_limit(&batch.changes, wanted);
                 ahead = Some(ReadAhead::start(&self, last.position, limit));
             }
-            let own;
-            let encoded = match shared_messages(&batch) {
-                Some(shared) => shared,
-                None => {
-                    own = Encoded::of(&batch.changes, &self.tokens);
-                    &own
-                }
-            };
-            let mut chunk = Vec::new();
-            let mut chunk_bytes = 0;
-            for (i, change) in batch.changes.iter().enumerate() {
-                if chunk.is_empty()
-                    && let Err(err) = watcher.check_key().await
-                {
-                    return fail(&tx, err).await;
-                }
-                // Past the encoded ones: the change that failed, encoded again for its error.
-                let message = match encoded
-                    .0
-                    .get(i)
-                    .cloned()
-                    .map_or_else(|| self.message(change), Ok)
-                {
-                    Ok(message) => message,
-                    Err(err) => {
-                        // What was encoded before it still goes out, then the error.
-                        if self.send(&tx, chunk).await {
-                            fail(&tx, err).await;
-                        }
-                        return;
-                    }
-                };
-                chunk_bytes += message.encoded_len();
-                chunk.push((change.position, message));
-                let done = self.left.as_mut().is_some_and(|left| {
-                    *left -= 1;
-                    *left == 0
-                });
-                if done || chunk_bytes >= CHUNK_BYTES {
-                    if !self.send(&tx, std::mem::take(&mut chunk)).await || done {
-                        return;
-                    }
-                    chunk_bytes = 0;
-                }
-            }
-            if !self.send(&tx, chunk).await {
+            if !self.send_batch(&mut watcher, &tx, &batch).await {
                 return;
             }
             if full {
@@ -321,6 +253,87 @@ impl Feed {
                 () = tx.closed() => return,
             }
         }
+    }
+
+    /// The batch read ahead if there is one, else the batch after this watch's
+    /// position read now: shared with this process's watchers that read the same
+    /// now, or alone when the shared read failed (for this watch's own error).
+    async fn next_batch(
+        &self,
+        rings: &mut watch::Receiver<u64>,
+        ahead: Option<ReadAhead>,
+    ) -> Result<Arc<ChangeBatch>, StoreError> {
+        if let Some(ahead) = ahead {
+            return ahead.batch().await.map(Arc::new);
+        }
+        // Seen before the read: a ring during it wakes the wait after the batch.
+        let seen = *rings.borrow_and_update();
+        let now = *rings.borrow();
+        if let Some(batch) = self.shared_read(seen, now).await {
+            return Ok(batch);
+        }
+        self.store
+            .read_changes(&self.tenant, self.position, &self.kinds, BATCH, READ_BYTES)
+            .await
+            .map(Arc::new)
+    }
+
+    /// Sends `batch`'s changes in chunks of about `CHUNK_BYTES`, the caller's key
+    /// checked before each chunk; false when the watch ends (the client went away,
+    /// `max_changes` were sent, or a failure was sent).
+    async fn send_batch(
+        &mut self,
+        watcher: &mut Watcher,
+        tx: &mpsc::Sender<Chunk>,
+        batch: &ChangeBatch,
+    ) -> bool {
+        let own;
+        let encoded = match shared_messages(batch) {
+            Some(shared) => shared,
+            None => {
+                own = Encoded::of(&batch.changes, &self.tokens);
+                &own
+            }
+        };
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for (i, change) in batch.changes.iter().enumerate() {
+            if chunk.is_empty()
+                && let Err(err) = watcher.check_key().await
+            {
+                fail(tx, err).await;
+                return false;
+            }
+            // Past the encoded ones: the change that failed, encoded again for its error.
+            let message = match encoded
+                .0
+                .get(i)
+                .cloned()
+                .map_or_else(|| self.message(change), Ok)
+            {
+                Ok(message) => message,
+                Err(err) => {
+                    // What was encoded before it still goes out, then the error.
+                    if self.send(tx, chunk).await {
+                        fail(tx, err).await;
+                    }
+                    return false;
+                }
+            };
+            chunk_bytes += message.encoded_len();
+            chunk.push((change.position, message));
+            let done = self.left.as_mut().is_some_and(|left| {
+                *left -= 1;
+                *left == 0
+            });
+            if done || chunk_bytes >= CHUNK_BYTES {
+                if !self.send(tx, std::mem::take(&mut chunk)).await || done {
+                    return false;
+                }
+                chunk_bytes = 0;
+            }
+        }
+        self.send(tx, chunk).await
     }
 
     /// The batch after this watch's position, shared with the watchers of this
@@ -453,53 +466,6 @@ fn change_type(kind: ChangeKind) -> pb::ContactChangeType {
     }
 }
 
-/// The next batch, read while the current one is sent; aborted when the watch ends
-/// first.
-struct ReadAhead {
-    read: tokio::task::JoinHandle<Result<ChangeBatch, StoreError>>,
-    /// The read's row limit: a batch that reaches it is full.
-    limit: u32,
-}
-
-impl ReadAhead {
-    /// Reads and encodes up to `limit` changes after `after` in a task of its own,
-    /// beside the sending of the current batch.
-    fn start(feed: &Feed, after: ChangePosition, limit: u32) -> Self {
-        let (store, tenant, kinds) = (feed.store.clone(), feed.tenant.clone(), feed.kinds.clone());
-        let tokens = feed.tokens.clone();
-        let read = tokio::spawn(async move {
-            let batch = store
-                .read_changes(&tenant, after, &kinds, limit, READ_BYTES)
-                .await?;
-            Ok(Encoded::attach(batch, &tokens))
-        });
-        Self { read, limit }
-    }
-
-    async fn batch(mut self) -> Result<ChangeBatch, StoreError> {
-        (&mut self.read).await.map_err(StoreError::internal)?
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.read.abort();
-    }
-}
-
-/// The row limit of the read after `changes` (a full batch): as many changes of
-/// their average size as fit in `READ_BYTES`, within `MIN_BATCH..=MAX_BATCH`, and
-/// no more than the `wanted` still to send.
-fn next_limit(changes: &[ChangeRecord], wanted: Option<u64>) -> u32 {
-    let bytes: usize = changes.iter().map(change_record_bytes).sum();
-    let per_change = bytes.div_ceil(changes.len().max(1)).max(1);
-    let fit = (READ_BYTES / per_change).clamp(MIN_BATCH as usize, MAX_BATCH as usize);
-    let fit = u32::try_from(fit).unwrap_or(MAX_BATCH);
-    wanted.map_or(fit, |wanted| {
-        u32::try_from(wanted).map_or(fit, |wanted| fit.min(wanted))
-    })
-}
-
 /// The text the changes' contacts carry: what a batch holds in memory, roughly.
 fn text_bytes(changes: &[ChangeRecord]) -> usize {
     changes
@@ -508,6 +474,9 @@ fn text_bytes(changes: &[ChangeRecord]) -> usize {
         .map(|contact| contact.properties.as_str().len() + contact.email.as_str().len())
         .sum()
 }
+
+mod read_ahead;
+use read_ahead::{ReadAhead, next_limit};
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::domain::{ContactId, ContactView, Email, Etag, PropertiesJson};
+use crate::store::change_record_bytes;
 
 /// The message as the generated types build it (the stored JSON parsed into a
 /// `Struct` tree), as the feed sent it before it used `wire`.
