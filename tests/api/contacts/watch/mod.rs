@@ -1,7 +1,7 @@
 //! WatchContacts, the change feed: every kind of write appears once and in order,
 //! a resume after any token gives exactly the rest, deletion scrubs the person from
 //! earlier changes, the types filter, expired tokens, tenant isolation, watcher
-//! limits, wake-up latency; and on PostgreSQL, ordering under concurrent writers
+//! wake-up latency; watcher limits (`limits.rs`); and on PostgreSQL, ordering under concurrent writers
 //! with a transaction held open (`on_postgres.rs`); long backlogs, byte budgets, many
 //! and paused watchers (`volume.rs`).
 
@@ -333,76 +333,6 @@ async fn a_watcher_sees_only_its_tenant_and_a_token_works_only_for_it(backend: B
     );
 }
 
-async fn watchers_past_the_tenant_limit_are_refused(backend: Backend) {
-    let app = spawn_app_with(backend, |args| args.limits.max_watchers_per_tenant = 1).await;
-    let first = app
-        .client()
-        .watch_contacts(pb::WatchContactsRequest::default())
-        .await
-        .expect("the first watcher");
-    let second = app
-        .client()
-        .watch_contacts(pb::WatchContactsRequest::default())
-        .await;
-    assert_status(
-        second.map(drop),
-        Code::ResourceExhausted,
-        "RATE_LIMITED",
-        "second",
-    );
-    // Another tenant has places of its own; a list is not a watcher.
-    let mut other = app.other_tenant_client().await;
-    other
-        .watch_contacts(pb::WatchContactsRequest::default())
-        .await
-        .expect("another tenant's watcher");
-    drop(first);
-    crate::support::wait::eventually(PATIENCE, "a place given back", || {
-        let mut client = app.client();
-        async move {
-            client
-                .watch_contacts(pb::WatchContactsRequest::default())
-                .await
-                .ok()
-        }
-    })
-    .await;
-}
-
-async fn watchers_past_the_server_limit_are_refused_whatever_the_tenant(backend: Backend) {
-    let app = spawn_app_with(backend, |args| {
-        args.limits.max_watchers = 2;
-        args.limits.max_watchers_per_tenant = 2;
-    })
-    .await;
-    let watch = || pb::WatchContactsRequest::default();
-    let mut a = app.client();
-    let mut b = app.other_tenant_client().await;
-    let mut c = app.other_tenant_client().await;
-    let first = a.watch_contacts(watch()).await.expect("A's watcher");
-    let second = b.watch_contacts(watch()).await.expect("B's watcher");
-    let third = c.watch_contacts(watch()).await;
-    let status = assert_status(
-        third.map(drop),
-        Code::ResourceExhausted,
-        "RATE_LIMITED",
-        "a third tenant past the server's two watchers",
-    );
-    assert!(
-        tonic_types::StatusExt::get_details_retry_info(&status).is_some(),
-        "with RetryInfo: {status:?}"
-    );
-    // Lists are counted apart: C still lists.
-    let listed = c.list_contacts(pb::ListContactsRequest::default()).await;
-    assert!(listed.is_ok(), "a list is not a watcher: {listed:?}");
-    drop((first, second));
-    crate::support::wait::eventually(PATIENCE, "places given back", || {
-        let mut c = c.clone();
-        async move { c.watch_contacts(watch()).await.ok() }
-    })
-    .await;
-}
-
 async fn the_client_watch_resumes_after_its_last_token(backend: Backend) {
     let app = spawn_app(backend).await;
     every_kind_of_write(&app).await;
@@ -527,7 +457,6 @@ async fn a_watch_resumes_on_another_server_and_after_a_restart(backend: Backend)
 }
 
 conformance!(
-    watchers_past_the_server_limit_are_refused_whatever_the_tenant,
     a_watch_resumes_on_another_server_and_after_a_restart,
     imported_rows_appear_in_the_feed,
     every_write_kind_appears_once_in_order_and_a_resume_gives_exactly_the_rest,
@@ -535,9 +464,9 @@ conformance!(
     a_watcher_sees_a_new_change_well_under_a_second,
     a_token_older_than_the_retention_is_expired_never_a_gap,
     a_watcher_sees_only_its_tenant_and_a_token_works_only_for_it,
-    watchers_past_the_tenant_limit_are_refused,
     the_client_watch_resumes_after_its_last_token,
 );
 
+mod limits;
 mod on_postgres;
 mod volume;
