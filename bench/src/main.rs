@@ -170,6 +170,23 @@ struct Setup {
     rounds: usize,
 }
 
+impl Setup {
+    /// The plans of a unary call's rounds, each a window of `--duration` split over
+    /// `--rounds`: the first warms up as configured, later ones only refill the
+    /// pipeline.
+    fn round_plans(&self) -> (Plan, Plan) {
+        let first = Plan {
+            duration: self.plan.duration / self.rounds as u32,
+            ..self.plan
+        };
+        let later = Plan {
+            warmup: self.plan.warmup.min(Duration::from_millis(500)),
+            ..first
+        };
+        (first, later)
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let quick = args.quick;
     let setup = Setup {

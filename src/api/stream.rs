@@ -288,18 +288,19 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
     Message: Fn(Vec<Elem>, Option<K>) -> Msg,
 {
     let Admitted {
-        permit: _place,
+        permit: place,
         max_page_bytes,
         mut key,
     } = admitted;
     let max_pages = pager.max_pages;
     let (mut reader, message) = pager.into_reader(max_page_bytes);
     let mut sender = PageSender::new(tx, message, method, max_pages);
+    let mut failure = None;
     loop {
         let page = match reader.next_page(sender.pages, sender.tx.closed()).await {
             Some(Ok(page)) => page,
             Some(Err(err)) => {
-                fail(&sender.tx, err).await;
+                failure = Some(err);
                 break;
             }
             None => break,
@@ -307,7 +308,7 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
         if let Err(err) = key.check_if_due().await {
             let reason = err.reason().as_str();
             tracing::info!(reason, "stream ended by the check of its api key");
-            fail(&sender.tx, err).await;
+            failure = Some(err);
             break;
         }
         if sender.send(page).await.is_break() {
@@ -324,6 +325,15 @@ async fn send_pages<K, Item, Elem, Msg, Fetch, Fut, Key, Convert, Message>(
         waited_client = ?sender.waited_client,
         "stream finished"
     );
+    // The place is given back before the stream's end reaches the client (its
+    // failure, or the close when `sender` goes): a client that has read a stream to
+    // its end can open the next at once, even at a limit of one stream. The reader
+    // goes first, with any read it started ahead.
+    drop(reader);
+    drop(place);
+    if let Some(err) = failure {
+        fail(&sender.tx, err).await;
+    }
 }
 
 impl<K, Item, Fetch, Key, Convert, Message> Pager<K, Item, Fetch, Key, Convert, Message> {

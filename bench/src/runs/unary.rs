@@ -49,16 +49,8 @@ pub(super) async fn rounds(
         ),
         (Scenario::BatchGet, "batch-get", vec![baseline::batch_get()]),
     ];
-    // The first round warms up as configured; later ones only refill the pipeline.
-    let window = setup.plan.duration / setup.rounds as u32;
-    let first_plan = Plan {
-        duration: window,
-        ..setup.plan
-    };
-    let later_plan = Plan {
-        warmup: setup.plan.warmup.min(Duration::from_millis(500)),
-        ..first_plan
-    };
+    let (first_plan, later_plan) = setup.round_plans();
+    let window = first_plan.duration;
     for (scenario, name, scripts) in scripts {
         if !wanted(setup, scenario) {
             continue;

@@ -54,15 +54,7 @@ pub async fn rounds(
         server: Some(server.pid()),
         postgres: None,
     };
-    let window = setup.plan.duration / setup.rounds as u32;
-    let first_plan = Plan {
-        duration: window,
-        ..setup.plan
-    };
-    let later_plan = Plan {
-        warmup: setup.plan.warmup.min(Duration::from_millis(500)),
-        ..first_plan
-    };
+    let (first_plan, later_plan) = setup.round_plans();
     let mut all = Vec::new();
     let mut echo_streams = Vec::new();
     // The export first, as on PostgreSQL: the writes below add rows.

@@ -70,6 +70,31 @@ pub fn outcomes(responses: &[pb::ImportContactsResponse]) -> Vec<pb::ImportOutco
         .collect()
 }
 
+/// Waits until the app's import has ended: its tenant's one stream is free again.
+/// The probe that finds it free is read to its end, which gives its own place back
+/// before the end arrives, so the caller's next stream finds the place free too.
+pub async fn import_ended(app: &crate::support::TestApp) {
+    let other = app.client();
+    crate::support::wait::eventually(
+        crate::support::wait::PATIENCE,
+        "the import ends when its client goes away",
+        || {
+            let mut other = other.clone();
+            async move {
+                let request = pb::ListContactsRequest {
+                    limit: 1,
+                    max_pages: 1,
+                    ..Default::default()
+                };
+                let mut probe = other.list_contacts(request).await.ok()?.into_inner();
+                while probe.message().await.expect("the probe's pages").is_some() {}
+                Some(())
+            }
+        },
+    )
+    .await;
+}
+
 async fn by_email(client: &mut Client, email: &str) -> Option<pb::Contact> {
     client
         .get_contact_by_email(pb::GetContactByEmailRequest {

@@ -17,7 +17,7 @@ use tonic::Code;
 use super::import::{batch, import, open_import, outcomes, row};
 use crate::conformance;
 use crate::support::locks::{WriteLock, hold, pool_goes_idle};
-use crate::support::wait::{PATIENCE, eventually};
+use crate::support::wait::PATIENCE;
 use crate::support::{
     Backend, Client, TestApp, contact_and_timeline, create, json_of, pages, quiet_health,
     spawn_app_with,

@@ -7,6 +7,7 @@ pub mod cursors;
 pub mod fields;
 mod limits;
 mod rate_limit;
+mod stream_ends;
 mod streams;
 pub mod strings;
 mod undecodable;

@@ -2,29 +2,7 @@
 //! after answers, or a batch that fails; whole batches are kept or none.
 
 use super::*;
-
-/// Waits until the app's import has ended: its tenant's one stream is free again.
-async fn import_ended(app: &TestApp) {
-    let other = app.client();
-    eventually(
-        PATIENCE,
-        "the import ends when its client goes away",
-        || {
-            let mut other = other.clone();
-            async move {
-                let listed = other
-                    .list_contacts(pb::ListContactsRequest {
-                        limit: 1,
-                        max_pages: 1,
-                        ..Default::default()
-                    })
-                    .await;
-                listed.is_ok().then_some(())
-            }
-        },
-    )
-    .await;
-}
+use crate::contacts::import::import_ended;
 
 /// The client goes away with two batches in flight, the first held by a lock and
 /// the second waiting for it to commit: neither leaves anything.
