@@ -205,24 +205,32 @@ struct Feed {
 }
 
 impl Feed {
+    /// Walks the feed, then gives the watch's place back before the stream's end
+    /// reaches the client (when `tx` goes): a client that has read a watch to its
+    /// `max_changes` can open the next at once, even at a limit of one watcher.
+    async fn run(self, mut watcher: Watcher, tx: mpsc::Sender<Chunk>) {
+        self.walk(&mut watcher, &tx).await;
+        drop(watcher);
+        drop(tx);
+    }
+
     /// Sends changes until the client goes away, `max_changes` are sent, or
-    /// something fails (the database, a revoked key, an expired position); holds
-    /// the watch's place until then.
-    async fn run(mut self, mut watcher: Watcher, tx: mpsc::Sender<Chunk>) {
+    /// something fails (the database, a revoked key, an expired position).
+    async fn walk(mut self, watcher: &mut Watcher, tx: &mpsc::Sender<Chunk>) {
         let mut rings = self.store.change_bell().subscribe(&self.tenant);
         let mut ahead: Option<ReadAhead> = None;
         loop {
             let limit = ahead.as_ref().map_or(BATCH, |ahead| ahead.limit);
             let batch = match self.next_batch(&mut rings, ahead.take()).await {
                 Ok(batch) => batch,
-                Err(err) => return fail(&tx, err.into()).await,
+                Err(err) => return fail(tx, err.into()).await,
             };
             if let Err(err) = check_retained(self.position, batch.purged) {
                 if let (true, Some(purged)) = (self.follow_purge, batch.purged) {
                     self.position = purged;
                     continue;
                 }
-                return fail(&tx, err.into()).await;
+                return fail(tx, err.into()).await;
             }
             // More may follow at once: the next batch is read while this one is sent
             // (a backlog's replay overlaps the database's work with the server's).
@@ -236,7 +244,7 @@ impl Feed {
                 let limit = next_limit(&batch.changes, wanted);
                 ahead = Some(ReadAhead::start(&self, last.position, limit));
             }
-            if !self.send_batch(&mut watcher, &tx, &batch).await {
+            if !self.send_batch(watcher, tx, &batch).await {
                 return;
             }
             if full {

@@ -1,5 +1,6 @@
 //! Watchers past the tenant's limit, or the server's, are refused with
-//! RESOURCE_EXHAUSTED, and a place frees when its watch ends.
+//! RESOURCE_EXHAUSTED, and a place frees when its watch ends: before the watch's
+//! end reaches its client.
 
 use super::*;
 
@@ -73,7 +74,40 @@ async fn watchers_past_the_server_limit_are_refused_whatever_the_tenant(backend:
     .await;
 }
 
+/// At a limit of one watcher, 50 watches in a row, each read to its `max_changes`
+/// before the next opens, are each let in at once.
+async fn a_watch_read_to_its_end_has_given_its_place_back(backend: Backend) {
+    let app = spawn_app_with(backend, |args| args.limits.max_watchers_per_tenant = 1).await;
+    let mut client = app.client();
+    create(&mut client, "w@example.com", json!({})).await;
+    for round in 0..50 {
+        let request = pb::WatchContactsRequest {
+            start: pb::WatchStart::OldestRetained as i32,
+            max_changes: 1,
+            ..Default::default()
+        };
+        let mut stream = client
+            .watch_contacts(request)
+            .await
+            .unwrap_or_else(|status| panic!("round {round}: the watch is let in: {status:?}"))
+            .into_inner();
+        let mut seen = 0;
+        loop {
+            let next = tokio::time::timeout(PATIENCE, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the watch ends within {PATIENCE:?}"))
+                .unwrap_or_else(|status| panic!("round {round}: a change: {status:?}"));
+            match next {
+                Some(_) => seen += 1,
+                None => break,
+            }
+        }
+        assert_eq!(seen, 1, "round {round}: its one change, then the end");
+    }
+}
+
 conformance!(
+    a_watch_read_to_its_end_has_given_its_place_back,
     watchers_past_the_tenant_limit_are_refused,
     watchers_past_the_server_limit_are_refused_whatever_the_tenant,
 );
