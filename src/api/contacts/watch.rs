@@ -299,7 +299,7 @@ impl Feed {
         let encoded = match shared_messages(batch) {
             Some(shared) => shared,
             None => {
-                own = Encoded::of(&batch.changes, &self.tokens);
+                own = BatchMessages::of(&batch.changes, &self.tokens);
                 &own
             }
         };
@@ -367,7 +367,7 @@ impl Feed {
                     let batch = store
                         .read_changes(&tenant, position, &kinds, BATCH, READ_BYTES)
                         .await?;
-                    Ok(Encoded::attach(batch, &tokens))
+                    Ok(BatchMessages::attach(batch, &tokens))
                 })
             })
             .await
@@ -407,9 +407,9 @@ impl Feed {
 /// the tenant (its token is signed for the tenant, not the watcher), so the watchers
 /// that share a read share its messages too.
 #[derive(Default)]
-struct Encoded(Vec<wire::ContactChange>);
+struct BatchMessages(Vec<wire::ContactChange>);
 
-impl Encoded {
+impl BatchMessages {
     fn of(changes: &[ChangeRecord], tokens: &ListCursors) -> Self {
         // The stored JSON's size, plus room for each change's other fields.
         let capacity = text_bytes(changes) + changes.len() * 256;
@@ -427,8 +427,8 @@ impl Encoded {
 }
 
 /// The messages whoever read `batch` made of it, if any.
-fn shared_messages(batch: &ChangeBatch) -> Option<&Encoded> {
-    batch.encoded.as_ref()?.downcast_ref::<Encoded>()
+fn shared_messages(batch: &ChangeBatch) -> Option<&BatchMessages> {
+    batch.encoded.as_ref()?.downcast_ref::<BatchMessages>()
 }
 
 /// The stream's message of a change: the contact's stored JSON goes straight to the

@@ -173,9 +173,9 @@ const CHUNK_ROWS: usize = 128;
 const CHUNK_BYTES: usize = 256 << 10;
 
 /// Steps `clause`'s statement, sending its rows copied out in chunks, until they
-/// pass `max_bytes` as `row_bytes` counts them (at least one row). Returns whether it stopped there with more
-/// rows to come (`cut_short`). A closed channel (the caller gone, or its encoding
-/// failed) ends it early.
+/// pass `max_bytes` as `row_bytes` counts them (at least one row). Returns whether
+/// it stopped there with more rows to come (`cut_short`). A closed channel (the
+/// caller gone, or its encoding failed) ends it early.
 fn read(
     conn: &Connection,
     clause: &Clause,

@@ -10,8 +10,10 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::conformance;
+use crate::support::wait::{PATIENCE, eventually};
 use crate::support::{
-    Backend, Client, assert_status, contact_and_timeline, create, json_of, props, spawn_app,
+    Backend, Client, TestApp, assert_status, contact_and_timeline, create, json_of, props,
+    spawn_app,
 };
 
 pub fn row(email: &str, properties: Value) -> pb::ImportRow {
@@ -73,10 +75,10 @@ pub fn outcomes(responses: &[pb::ImportContactsResponse]) -> Vec<pb::ImportOutco
 /// Waits until the app's import has ended: its tenant's one stream is free again.
 /// The probe that finds it free is read to its end, which gives its own place back
 /// before the end arrives, so the caller's next stream finds the place free too.
-pub async fn import_ended(app: &crate::support::TestApp) {
+pub async fn import_ended(app: &TestApp) {
     let other = app.client();
-    crate::support::wait::eventually(
-        crate::support::wait::PATIENCE,
+    eventually(
+        PATIENCE,
         "the import ends when its client goes away",
         || {
             let mut other = other.clone();

@@ -1,7 +1,7 @@
 //! A watch's next batch, read while the current one is sent, and how many changes
 //! that read asks for.
 
-use super::{Encoded, Feed, MAX_BATCH, MIN_BATCH, READ_BYTES};
+use super::{BatchMessages, Feed, MAX_BATCH, MIN_BATCH, READ_BYTES};
 use crate::domain::{ChangePosition, ChangeRecord};
 use crate::store::{ChangeBatch, StoreError, change_record_bytes};
 
@@ -23,7 +23,7 @@ impl ReadAhead {
             let batch = store
                 .read_changes(&tenant, after, &kinds, limit, READ_BYTES)
                 .await?;
-            Ok(Encoded::attach(batch, &tokens))
+            Ok(BatchMessages::attach(batch, &tokens))
         });
         Self { read, limit }
     }

@@ -101,7 +101,7 @@ fn a_batch_encoded_once_is_each_change_encoded_alone_up_to_a_failure() {
         })
         .collect();
     changes.push(change(ChangeKind::Deleted, None, &[]));
-    let encoded = Encoded::of(&changes, &tokens);
+    let encoded = BatchMessages::of(&changes, &tokens);
     assert_eq!(encoded.0.len(), changes.len());
     for (change, message) in changes.iter().zip(&encoded.0) {
         let token = tokens.next(Some(change.position.encode()));
@@ -114,9 +114,9 @@ fn a_batch_encoded_once_is_each_change_encoded_alone_up_to_a_failure() {
     if let Some(view) = changes[3].contact.as_mut() {
         view.properties = PropertiesJson::from_trusted("[1]".into());
     }
-    let cut = Encoded::of(&changes, &tokens);
+    let cut = BatchMessages::of(&changes, &tokens);
     assert_eq!(cut.0.len(), 3, "messages stop before the change that fails");
-    let batch = Encoded::attach(
+    let batch = BatchMessages::attach(
         ChangeBatch {
             changes,
             ..Default::default()
