@@ -10,8 +10,8 @@ use kraiter_contacts::api::pb::{self, ContactOrder, FilterOperator as Op};
 use serde_json::json;
 
 use super::filter_calls::{all, among, any, at, cond, count, list, reference};
-use super::import::{batch, import, row};
 use crate::conformance;
+use crate::support::imports::{batch, import, row};
 use crate::support::storage::Storage;
 use crate::support::{Backend, Client, create, spawn_app};
 

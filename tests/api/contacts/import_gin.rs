@@ -9,7 +9,7 @@ use kraiter_contacts::api::pb;
 use serde_json::json;
 use sqlx::{Connection, PgConnection, Row};
 
-use super::import::{batch, import, row};
+use crate::support::imports::{batch, import, row};
 use crate::support::{Backend, TestApp, create, pages, postgres, spawn_app_with};
 
 async fn app_on_own_database() -> TestApp {

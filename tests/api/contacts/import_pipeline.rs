@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 use sqlx::Connection;
 use tonic::Code;
 
-use super::import::{batch, import, open_import, outcomes, row};
 use crate::conformance;
+use crate::support::imports::{batch, import, open_import, outcomes, row};
 use crate::support::locks::{WriteLock, hold, pool_goes_idle};
 use crate::support::wait::PATIENCE;
 use crate::support::{

@@ -8,8 +8,8 @@ use futures_util::StreamExt;
 use kraiter_contacts::api::pb;
 use serde_json::json;
 
-use super::import::{batch, import, import_ended, open_import, outcomes, row};
 use crate::conformance;
+use crate::support::imports::{batch, import, import_ended, open_import, outcomes, row};
 use crate::support::locks::{hold, pool_goes_idle};
 use crate::support::{
     Backend, create, json_of, pages, props, quiet_health, spawn_app, spawn_app_with,

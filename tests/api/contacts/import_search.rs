@@ -5,8 +5,8 @@
 use kraiter_contacts::api::pb;
 use serde_json::json;
 
-use super::import::{batch, open_import, row};
 use crate::conformance;
+use crate::support::imports::{batch, open_import, row};
 use crate::support::{Backend, Client, pages, spawn_app};
 
 /// The addresses a search for `term` finds, sorted.

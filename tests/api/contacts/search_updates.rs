@@ -6,8 +6,8 @@
 use kraiter_contacts::api::pb;
 use serde_json::json;
 
-use super::import::{batch, import, row};
 use crate::conformance;
+use crate::support::imports::{batch, import, row};
 use crate::support::{Backend, Client, create, pages, props, spawn_app};
 
 /// The ids a full search stream delivers, each as often as it came.

@@ -17,32 +17,13 @@ use tonic::{Code, Status, Streaming};
 use tonic_types::StatusExt;
 
 use crate::conformance;
-use crate::support::{Backend, Client, TestApp, assert_status, spawn_app, spawn_app_with};
+use crate::support::{
+    Backend, Client, TestApp, assert_status, create, props, spawn_app, spawn_app_with,
+};
 
 /// Room the test leaves for a page's `next_cursor` when it asks whether a page was cut
 /// only as late as it had to be.
 const CURSOR_ROOM: usize = 1024;
-
-/// Properties from a JSON object.
-fn props(value: serde_json::Value) -> prost_types::Struct {
-    let map = value
-        .as_object()
-        .cloned()
-        .expect("properties are an object");
-    kraiter_contacts::api::convert::to_struct(map)
-}
-
-async fn create(client: &mut Client, email: &str, properties: serde_json::Value) -> pb::Contact {
-    let request = pb::CreateContactRequest {
-        email: email.to_owned(),
-        properties: Some(props(properties)),
-        ..Default::default()
-    };
-    match client.create_contact(request).await {
-        Ok(created) => created.into_inner(),
-        Err(status) => panic!("create {email}: {status:?}"),
-    }
-}
 
 /// Creates `count` contacts `{prefix}{i}@example.com` whose properties hold `filler`
 /// bytes, four writers at a time; returns their ids, sorted.

@@ -2,12 +2,14 @@
 //! tests make (in `calls`), both re-exported here; the PostgreSQL fixtures
 //! (`postgres`, `cluster`); direct database access (`storage`, `locks`); `/metrics`
 //! (`metrics`); waiting for an observable state (`wait`); a raw HTTP/2 client
-//! (`raw`); the table of every RPC (`requests`); and the outside tools some tests
-//! drive (`tools`); PgBouncer in front of the test PostgreSQL (`pgbouncer`).
+//! (`raw`); the table of every RPC (`requests`); ImportContacts streams (`imports`);
+//! and the outside tools some tests drive (`tools`); PgBouncer in front of the test
+//! PostgreSQL (`pgbouncer`).
 
 mod app;
 mod calls;
 pub mod cluster;
+pub mod imports;
 pub mod locks;
 pub mod metrics;
 pub mod nginx;

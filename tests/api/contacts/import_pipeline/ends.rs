@@ -2,7 +2,7 @@
 //! after answers, or a batch that fails; whole batches are kept or none.
 
 use super::*;
-use crate::contacts::import::import_ended;
+use crate::support::imports::import_ended;
 
 /// The client goes away with two batches in flight, the first held by a lock and
 /// the second waiting for it to commit: neither leaves anything.

@@ -14,9 +14,9 @@ use serde_json::json;
 use sqlx::Connection;
 use tonic::Code;
 
-use super::import::{batch, import, row};
 use crate::conformance;
 use crate::support::cluster::TestCluster;
+use crate::support::imports::{batch, import, row};
 use crate::support::wait::PATIENCE;
 use crate::support::{
     Backend, Client, TestApp, assert_status, create, locks, props, spawn_app, spawn_app_with,
