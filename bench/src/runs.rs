@@ -25,6 +25,12 @@ pub(crate) async fn postgres_run(
     eprintln!("   seeding {} contacts", setup.contacts);
     let seed = seed::postgres(&pool, data.clone(), 2).await?;
     eprintln!("   seeded: {seed:?}");
+    // For investigations only (KRAITER_BENCH_AFTER_SEED_SQL="REINDEX ..."): statements
+    // run once on the seeded database, before anything is measured.
+    if let Ok(sql) = std::env::var("KRAITER_BENCH_AFTER_SEED_SQL") {
+        sqlx::raw_sql(&sql).execute(&pool).await?;
+        eprintln!("   ran KRAITER_BENCH_AFTER_SEED_SQL");
+    }
     match prewarm(&pool).await {
         Ok(blocks) => eprintln!("   prewarmed {} MiB", blocks * 8 / 1024),
         Err(err) => eprintln!("   not prewarmed ({err}): the first scenario reads cold pages"),
